@@ -1,0 +1,42 @@
+# The README contract: `make run` and `make test` do all the set-up on a fresh machine.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+CORES  ?= 2
+CONFIG ?= config/config.yaml
+STAMP  := $(VENV)/.installed
+
+.PHONY: install run report test lint unit bench clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+## run: the default study on the embedded data; ends with the report's path
+run: install
+	$(BIN)/snakemake --cores $(CORES) --configfile $(CONFIG)
+	$(BIN)/snakemake --cores 1 --configfile $(CONFIG) --report $(dir $(shell $(BIN)/python -m ablation_lab report-path $(CONFIG)))snakemake-report.html
+	@echo "HTML report: $$($(BIN)/python -m ablation_lab report-path $(CONFIG))"
+
+## test: lint, then the whole test suite (it runs the workflow on config/test.yaml)
+test: install lint unit
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/snakefmt --check Snakefile workflow/rules
+	$(BIN)/snakemake --lint --configfile config/test.yaml
+
+unit: install
+	$(BIN)/python -m pytest -q
+
+## bench: speed benchmarks, printing ratios (see benchmarks/README.md)
+bench: install
+	$(BIN)/python benchmarks/run_all.py
+
+clean:
+	rm -rf results logs .snakemake reports/*/

@@ -1,0 +1,38 @@
+"""Small command line: `python -m ablation_lab report-path config/config.yaml`."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from ablation_lab.config import ConfigError, load_config_file
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m ablation_lab")
+    commands = parser.add_subparsers(dest="command", required=True)
+    path_cmd = commands.add_parser("report-path", help="print where a study's HTML report lands")
+    path_cmd.add_argument("config", type=Path)
+    check_cmd = commands.add_parser("check", help="validate a study config and list its variants")
+    check_cmd.add_argument("config", type=Path)
+    args = parser.parse_args(argv)
+    try:
+        config = load_config_file(args.config)
+        if args.command == "report-path":
+            print(Path("reports", config["study"], "report.html").resolve())
+        else:
+            from ablation_lab.study import Study
+
+            study = Study.from_config(config)
+            for variant_id in study.variants:
+                print(variant_id)
+            print(f"{len(study.variants)} variants x {len(study.seeds)} seeds", file=sys.stderr)
+    except ConfigError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

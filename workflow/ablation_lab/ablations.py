@@ -1,0 +1,263 @@
+"""Ablation families: each maps its config block to named variants, and variants to transforms.
+
+A family is one `expand_*` function registered in FAMILIES. A variant is a readable, stable
+id (`noise/gauss-0.3`) plus what it changes: model overrides (dropout, activation, width)
+and data transforms (masking, noise, dropped features). Transforms are pure NumPy functions
+of the prepared split and a seed, applied in memory by the training job.
+"""
+
+from __future__ import annotations
+
+import itertools
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from ablation_lab.data import DatasetInfo
+
+BASELINE = "baseline"
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One trained configuration; `family/name` is its id and its directory."""
+
+    family: str
+    name: str
+    label: str
+    model: dict[str, Any] = field(default_factory=dict)
+    transforms: tuple[dict[str, Any], ...] = ()
+    coords: dict[str, Any] = field(default_factory=dict)  # plot coordinates, e.g. {"dropout rate": 0.2}
+
+    @property
+    def id(self) -> str:
+        return f"{self.family}/{self.name}"
+
+
+@dataclass(frozen=True)
+class Family:
+    expand: Callable[[dict[str, Any], DatasetInfo], list[Variant]]
+    title: str
+    description: str
+
+
+def _number(value: float) -> str:
+    return f"{value:g}"
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "_", text.lower()).strip("_")
+
+
+def expand_dropout(params: dict[str, Any], info: DatasetInfo) -> list[Variant]:
+    return [
+        Variant("dropout", f"rate-{_number(r)}", f"dropout {_number(r)}", {"dropout": r}, coords={"dropout rate": r})
+        for r in params["rates"]
+    ]
+
+
+def expand_activation(params: dict[str, Any], info: DatasetInfo) -> list[Variant]:
+    return [Variant("activation", f, f, {"activation": f}, coords={"activation": f}) for f in params["functions"]]
+
+
+def _image_regions(kind: str, size: int, shape: Sequence[int]) -> list[tuple[str, str, dict[str, Any]]]:
+    height, width = shape[0], shape[1]
+    if kind in ("columns", "rows"):
+        extent = width if kind == "columns" else height
+        short = "cols" if kind == "columns" else "rows"
+        out = []
+        for start in range(0, extent, size):
+            stop = min(start + size, extent)
+            region = {"axis": kind, "start": start, "stop": stop, "extent": extent}
+            out.append((f"{short}-{start:02d}-{stop - 1:02d}", f"{short} {start}-{stop - 1}", region))
+        return out
+    out = []
+    for row in range(0, height, size):
+        for col in range(0, width, size):
+            region = {"axis": "patches", "row": row, "col": col, "size": size}
+            out.append((f"patch-r{row:02d}-c{col:02d}-s{size:02d}", f"patch r{row} c{col}", region))
+    return out
+
+
+def expand_input(params: dict[str, Any], info: DatasetInfo) -> list[Variant]:
+    fill = params.get("fill", "zero")
+    variants = []
+    for index, group in enumerate(params["groups"]):
+        kind = group["kind"]
+        where = f"families.input.groups[{index}]"
+        if kind == "features":
+            if info.kind != "tabular":
+                raise ValueError(f"{where}: kind 'features' needs tabular data; this dataset holds images (use columns, rows or patches)")
+            named = group.get("named") or {name: [name] for name in info.feature_names}
+            for group_name, members in named.items():
+                unknown = [m for m in members if m not in info.feature_names]
+                if unknown:
+                    raise ValueError(f"{where}.named.{group_name}: unknown features {unknown} (known: {', '.join(info.feature_names)})")
+                indices = [info.feature_names.index(m) for m in members]
+                transform = {"op": "drop_features", "indices": indices}
+                variants.append(
+                    Variant(
+                        "input",
+                        f"drop-{_slug(group_name)}",
+                        f"without {group_name}",
+                        transforms=(transform,),
+                        coords={"left out": group_name},
+                    )
+                )
+            continue
+        if info.kind != "image":
+            raise ValueError(f"{where}: kind {kind!r} needs image data; this dataset is tabular (use kind: features)")
+        if "size" not in group:
+            raise ValueError(f"{where}: kind {kind!r} needs a size (pixels per group)")
+        suffix = "" if fill == "zero" else f"-{fill}"
+        for name, label, region in _image_regions(kind, group["size"], info.input_shape):
+            transform = {"op": "mask", "region": region, "fill": fill}
+            variants.append(Variant("input", name + suffix, label, transforms=(transform,), coords={"ablated": label, "region": region}))
+    return variants
+
+
+_NOISE_SHORT = {"gaussian": "gauss", "salt_pepper": "sp"}
+
+
+def expand_noise(params: dict[str, Any], info: DatasetInfo) -> list[Variant]:
+    variants = []
+    for kind, apply_to, level in itertools.product(params["kinds"], params["apply_to"], params["levels"]):
+        suffix = "" if apply_to == "both" else "-testonly"
+        transform = {"op": "noise", "kind": kind, "level": level, "apply_to": apply_to}
+        label = f"{kind} {_number(level)}" + ("" if apply_to == "both" else " (test only)")
+        coords = {"noise level": level, "noise": f"{kind}, {'train+test' if apply_to == 'both' else 'test only'}"}
+        variants.append(Variant("noise", f"{_NOISE_SHORT[kind]}-{_number(level)}{suffix}", label, transforms=(transform,), coords=coords))
+    return variants
+
+
+def expand_capacity(params: dict[str, Any], info: DatasetInfo) -> list[Variant]:
+    return [
+        Variant("capacity", f"w{w}-d{d}", f"{d} x {w}", {"hidden_units": [w] * d}, coords={"width": w, "depth": d})
+        for d, w in itertools.product(params["depths"], params["widths"])
+    ]
+
+
+FAMILIES: dict[str, Family] = {
+    "dropout": Family(
+        expand_dropout, "Neuronal ablation (dropout)", "Hidden units dropped at random during training, at increasing rates."
+    ),
+    "activation": Family(
+        expand_activation, "Functional ablation (activation)", "The hidden non-linearity replaced; 'linear' removes it entirely."
+    ),
+    "input": Family(
+        expand_input,
+        "Input feature ablation",
+        "Groups of input features removed (images: filled) in train and test, and the model retrained.",
+    ),
+    "noise": Family(expand_noise, "Noise ablation", "Noise added to the inputs, clipped to the data range, seeded."),
+    "capacity": Family(expand_capacity, "Capacity ablation", "Hidden width and depth swept."),
+}
+
+
+def combination_name(first: str, second: str) -> str:
+    return f"{first}-x-{second}"
+
+
+def combine(first: list[Variant], second: list[Variant]) -> list[Variant]:
+    """The cartesian product of two families: model overrides merged, transforms chained."""
+    family = combination_name(first[0].family, second[0].family)
+    return [
+        Variant(
+            family,
+            f"{a.name}__{b.name}",
+            f"{a.label} + {b.label}",
+            {**a.model, **b.model},
+            a.transforms + b.transforms,
+            {**{k: v for k, v in a.coords.items() if k != "region"}, **{k: v for k, v in b.coords.items() if k != "region"}},
+        )
+        for a, b in itertools.product(first, second)
+    ]
+
+
+def baseline_variant() -> Variant:
+    return Variant(BASELINE, "reference", "baseline", coords={"variant": "baseline"})
+
+
+# --- transforms ---------------------------------------------------------------------------
+
+
+def region_mask(region: dict[str, Any], shape: Sequence[int]) -> np.ndarray:
+    """Boolean mask over one example's shape: True where the region is ablated."""
+    mask = np.zeros(tuple(shape[:2]), dtype=bool)
+    if region["axis"] == "columns":
+        mask[:, region["start"] : region["stop"]] = True
+    elif region["axis"] == "rows":
+        mask[region["start"] : region["stop"], :] = True
+    else:
+        size = region["size"]
+        mask[region["row"] : region["row"] + size, region["col"] : region["col"] + size] = True
+    if len(shape) == 3:
+        mask = np.repeat(mask[:, :, None], shape[2], axis=2)
+    return mask
+
+
+def mask_region(
+    x: np.ndarray, region: dict[str, Any], fill: str, rng: np.random.Generator, train_mean: np.ndarray, value_range: tuple[float, float]
+) -> np.ndarray:
+    """Overwrite one image region: zeros, the training mean of each pixel, or uniform noise."""
+    out = x.copy()
+    mask = region_mask(region, x.shape[1:])
+    if fill == "zero":
+        out[:, mask] = 0.0
+    elif fill == "mean":
+        out[:, mask] = train_mean[mask]
+    else:
+        out[:, mask] = rng.uniform(value_range[0], value_range[1], size=(len(x), int(mask.sum()))).astype(x.dtype)
+    return out
+
+
+def add_noise(x: np.ndarray, kind: str, level: float, rng: np.random.Generator, value_range: tuple[float, float]) -> np.ndarray:
+    """Gaussian noise of std `level`, or salt-and-pepper on a `level` share of features; clipped."""
+    low, high = value_range
+    if level == 0:
+        return x.copy()
+    if kind == "gaussian":
+        noisy = x + level * rng.standard_normal(x.shape, dtype=np.float32)
+        return np.clip(noisy, low, high).astype(x.dtype)
+    out = x.copy()
+    hit = rng.random(x.shape) < level
+    salt = rng.random(x.shape) < 0.5
+    out[hit & salt] = high
+    out[hit & ~salt] = low
+    return out
+
+
+def drop_features(x: np.ndarray, indices: Sequence[int]) -> np.ndarray:
+    return np.delete(x, list(indices), axis=1)
+
+
+SPLIT_STREAM = {"train": 0, "val": 1, "test": 2}
+
+
+def apply_transforms(arrays: dict[str, np.ndarray], transforms: Sequence[dict[str, Any]], seed: int) -> dict[str, np.ndarray]:
+    """The variant's view of the prepared data; labels untouched, every random draw seeded.
+
+    Fill statistics (mean image, value range) come from the training split only.
+    """
+    out = dict(arrays)
+    train = arrays["x_train"]
+    value_range = (float(train.min()), float(train.max()))
+    train_mean = train.mean(axis=0)
+    for position, transform in enumerate(transforms):
+        for split, stream in SPLIT_STREAM.items():
+            key = f"x_{split}"
+            rng = np.random.default_rng(np.random.SeedSequence([seed, position, stream]))
+            op = transform["op"]
+            if op == "mask":
+                out[key] = mask_region(out[key], transform["region"], transform["fill"], rng, train_mean, value_range)
+            elif op == "noise":
+                if transform["apply_to"] == "both" or split == "test":
+                    out[key] = add_noise(out[key], transform["kind"], transform["level"], rng, value_range)
+            elif op == "drop_features":
+                out[key] = drop_features(out[key], transform["indices"])
+            else:
+                raise ValueError(f"unknown transform {op!r}")
+    return out

@@ -1,0 +1,205 @@
+"""Statistics across seeds: intervals per variant, paired comparisons, the article's claims.
+
+Every variant is trained with the same seeds as the baseline, so comparisons pair runs by
+seed (scipy's paired t-test); p-values are Holm-corrected within each family. With few seeds
+the intervals are wide, and the report says so instead of claiming a difference.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+from ablation_lab.ablations import BASELINE
+
+RUN_KEYS = ["family", "variant", "seed"]
+
+
+def collect_metrics(paths: Iterable[str]) -> pd.DataFrame:
+    return pd.concat([pd.read_csv(path) for path in paths], ignore_index=True)
+
+
+def runs_table(tidy: pd.DataFrame, variants: Sequence[dict[str, Any]]) -> pd.DataFrame:
+    """One row per (variant, seed): metrics as columns, with the variant's label and order."""
+    wide = tidy.pivot(index=[*RUN_KEYS, "status"], columns="metric", values="value").reset_index()
+    wide.columns.name = None
+    info = pd.DataFrame([{k: v[k] for k in ("family", "variant", "label", "order")} for v in variants])
+    return wide.merge(info, on=["family", "variant"], how="left").sort_values(["order", "seed"], ignore_index=True)
+
+
+def t_interval(values: Sequence[float], confidence: float = 0.95) -> tuple[float, float, float]:
+    """Mean and two-sided t-interval; the interval is NaN with fewer than two finite values."""
+    data = np.asarray([v for v in values if np.isfinite(v)], dtype=float)
+    if len(data) == 0:
+        return float("nan"), float("nan"), float("nan")
+    mean = float(data.mean())
+    if len(data) < 2:
+        return mean, float("nan"), float("nan")
+    if np.all(data == data[0]):
+        return mean, mean, mean
+    low, high = stats.t.interval(confidence, len(data) - 1, loc=mean, scale=stats.sem(data))
+    return mean, float(low), float(high)
+
+
+def summarise(runs: pd.DataFrame, metric: str = "accuracy") -> pd.DataFrame:
+    """Per variant: seeds, diverged runs, mean and 95% interval of `metric`."""
+    rows = []
+    for (family, variant), group in runs.groupby(["family", "variant"], sort=False):
+        mean, low, high = t_interval(group[metric].tolist())
+        rows.append(
+            {
+                "family": family,
+                "variant": variant,
+                "label": group["label"].iat[0],
+                "order": group["order"].iat[0],
+                "seeds": len(group),
+                "diverged": int((group["status"] == "diverged").sum()),
+                f"{metric}_mean": mean,
+                f"{metric}_ci_low": low,
+                f"{metric}_ci_high": high,
+            }
+        )
+    return pd.DataFrame(rows).sort_values("order", ignore_index=True)
+
+
+def holm(pvalues: Sequence[float]) -> np.ndarray:
+    """Holm-Bonferroni adjusted p-values (NaN stays NaN)."""
+    p = np.asarray(pvalues, dtype=float)
+    adjusted = np.full_like(p, np.nan)
+    finite = np.flatnonzero(np.isfinite(p))
+    order = finite[np.argsort(p[finite])]
+    m, running = len(order), 0.0
+    for rank, index in enumerate(order):
+        running = max(running, (m - rank) * p[index])
+        adjusted[index] = min(1.0, running)
+    return adjusted
+
+
+def paired_difference(variant: pd.Series, reference: pd.Series) -> dict[str, float]:
+    """Mean of per-seed differences (variant - reference), its 95% interval and paired-t p-value."""
+    joined = pd.concat({"a": variant, "b": reference}, axis=1).dropna()
+    diff = (joined["a"] - joined["b"]).to_numpy()
+    mean, low, high = t_interval(diff)
+    p = float("nan")
+    if len(diff) >= 2:
+        p = 1.0 if np.all(diff == 0) else float(stats.ttest_rel(joined["a"], joined["b"]).pvalue)
+    return {"difference": mean, "diff_ci_low": low, "diff_ci_high": high, "p_value": p, "pairs": len(diff)}
+
+
+def compare_to_baseline(runs: pd.DataFrame, metric: str = "accuracy") -> pd.DataFrame:
+    """Each variant against the baseline, paired by seed; Holm correction within each family."""
+    baseline = runs[runs["family"] == BASELINE].set_index("seed")[metric]
+    rows = []
+    for (family, variant), group in runs[runs["family"] != BASELINE].groupby(["family", "variant"], sort=False):
+        rows.append({"family": family, "variant": variant, **paired_difference(group.set_index("seed")[metric], baseline)})
+    table = pd.DataFrame(rows, columns=["family", "variant", "difference", "diff_ci_low", "diff_ci_high", "p_value", "pairs"])
+    table["p_holm"] = np.nan
+    for _, index in table.groupby("family").groups.items():
+        table.loc[index, "p_holm"] = holm(table.loc[index, "p_value"].tolist())
+    return table
+
+
+# --- the article's qualitative claims -----------------------------------------------------
+
+
+def verdict(low: float, high: float, pairs: int) -> str:
+    """'held' only when the 95% interval of the claimed (positive) difference excludes zero."""
+    if pairs < 2 or not np.isfinite(low):
+        return "not testable (needs 2+ seeds)"
+    if low > 0:
+        return "held"
+    if high < 0:
+        return "contradicted"
+    return "within seed noise"
+
+
+def _per_seed(runs: pd.DataFrame, family: str, variants: Iterable[str], metric: str = "accuracy") -> pd.Series:
+    chosen = runs[(runs["family"] == family) & runs["variant"].isin(list(variants))]
+    return chosen.groupby("seed")[metric].mean()
+
+
+def _claim(claim: str, better: pd.Series, worse: pd.Series, detail: str) -> dict[str, Any]:
+    result = paired_difference(better, worse)
+    return {
+        "claim": claim,
+        "estimate": result["difference"],
+        "ci_low": result["diff_ci_low"],
+        "ci_high": result["diff_ci_high"],
+        "seeds": result["pairs"],
+        "verdict": verdict(result["diff_ci_low"], result["diff_ci_high"], result["pairs"]),
+        "detail": detail,
+    }
+
+
+def check_findings(runs: pd.DataFrame, variants: Sequence[dict[str, Any]]) -> pd.DataFrame:
+    """Test the article's claims that the study can speak to; each with an interval and a verdict."""
+    findings = []
+    names = {(v["family"], v["variant"]) for v in variants}
+    for other in ("relu", "tanh"):
+        if {("activation", "linear"), ("activation", other)} <= names:
+            findings.append(
+                _claim(
+                    f"the linear activation scores below {other}",
+                    _per_seed(runs, "activation", [other]),
+                    _per_seed(runs, "activation", ["linear"]),
+                    f"accuracy({other}) - accuracy(linear), paired by seed",
+                )
+            )
+    findings.extend(_noise_claim(runs, variants))
+    findings.extend(_border_claim(runs, variants))
+    return pd.DataFrame(findings, columns=["claim", "estimate", "ci_low", "ci_high", "seeds", "verdict", "detail"])
+
+
+def _noise_claim(runs: pd.DataFrame, variants: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    noisy = [
+        v
+        for v in variants
+        if v["family"] == "noise" and v["transforms"][0]["kind"] == "gaussian" and v["transforms"][0]["apply_to"] == "both"
+    ]
+    levels = sorted({v["coords"]["noise level"] for v in noisy})
+    if len(levels) < 3:
+        return []
+    level_of = {v["variant"]: v["coords"]["noise level"] for v in noisy}
+    chosen = runs[(runs["family"] == "noise") & runs["variant"].isin(level_of)].dropna(subset=["accuracy"])
+    rho, p = stats.spearmanr(chosen["variant"].map(level_of), chosen["accuracy"])
+    lowest = [n for n, level in level_of.items() if level == levels[0]]
+    highest = [n for n, level in level_of.items() if level == levels[-1]]
+    row = _claim(
+        "accuracy falls as gaussian noise grows",
+        _per_seed(runs, "noise", lowest),
+        _per_seed(runs, "noise", highest),
+        f"accuracy(noise {levels[0]:g}) - accuracy(noise {levels[-1]:g}); Spearman rho {rho:.2f} (p={p:.2g}) over {len(chosen)} runs",
+    )
+    if row["seeds"] < 2:  # one seed: the rank correlation over all levels is the evidence
+        row["verdict"] = "held" if (rho < 0 and p < 0.05) else "within seed noise"
+    return [row]
+
+
+def _border_claim(runs: pd.DataFrame, variants: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    columns = [
+        v for v in variants if v["family"] == "input" and v["transforms"] and v["transforms"][0].get("region", {}).get("axis") == "columns"
+    ]
+    if len(columns) < 3:
+        return []
+    border, central = [], []
+    for v in columns:
+        region = v["transforms"][0]["region"]
+        extent = region["extent"]
+        if region["start"] == 0 or region["stop"] == extent:
+            border.append(v["variant"])
+        elif region["start"] < extent * 2 / 3 and region["stop"] > extent / 3:
+            central.append(v["variant"])
+    if not border or not central:
+        return []
+    return [
+        _claim(
+            "ablating border columns costs less than ablating central columns",
+            _per_seed(runs, "input", border),
+            _per_seed(runs, "input", central),
+            f"mean accuracy without {', '.join(border)} minus mean accuracy without {', '.join(central)}",
+        )
+    ]

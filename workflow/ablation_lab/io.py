@@ -1,0 +1,117 @@
+"""Artifact I/O: every file is written to a temporary name beside its target and renamed.
+
+A rename within one directory is atomic on POSIX, so a reader (or a rerun after a kill)
+sees either the old file, the new file or nothing, never half a file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import sys
+import tempfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+
+@contextlib.contextmanager
+def atomic_path(target: str | Path, suffix: str = "") -> Iterator[Path]:
+    """Yield a temporary path in the target's directory; rename it onto the target on success."""
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    handle, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=suffix or target.suffix)
+    os.close(handle)
+    tmp = Path(tmp_name)
+    try:
+        yield tmp
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_atomic(target: str | Path, writer: Callable[[Path], Any]) -> None:
+    """Call `writer(tmp_path)` and move the result onto `target`."""
+    with atomic_path(target) as tmp:
+        writer(tmp)
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"cannot write {type(value).__name__} as JSON")
+
+
+def write_json(target: str | Path, payload: Any) -> None:
+    text = json.dumps(payload, indent=2, sort_keys=True, default=_json_default) + "\n"
+    write_atomic(target, lambda tmp: tmp.write_text(text))
+
+
+def read_json(path: str | Path) -> Any:
+    with open(path) as handle:
+        return json.load(handle)
+
+
+def write_npz(target: str | Path, **arrays: np.ndarray) -> None:
+    def save(tmp: Path) -> None:
+        with open(tmp, "wb") as handle:
+            np.savez(handle, **arrays)
+
+    write_atomic(target, save)
+
+
+def write_table(target: str | Path, frame: Any) -> None:
+    """A pandas frame as CSV or Parquet, chosen by the target's suffix."""
+    target = Path(target)
+    if target.suffix == ".parquet":
+        write_atomic(target, lambda tmp: frame.to_parquet(tmp, index=False))
+    else:
+        write_atomic(target, lambda tmp: frame.to_csv(tmp, index=False))
+
+
+@contextlib.contextmanager
+def job_log(path: str | Path | None) -> Iterator[logging.Logger]:
+    """Send stdout, stderr and the `ablation_lab` logger of a job to its Snakemake log file.
+
+    An exception is written to the log with its traceback before the job fails, so the one
+    place a user looks (the rule's `log:`) says what went wrong.
+    """
+    logger = logging.getLogger("ablation_lab")
+    logger.setLevel(logging.INFO)
+    if path is None:
+        yield logger
+        return
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", buffering=1) as stream:
+        handler = logging.StreamHandler(stream)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+        logger.addHandler(handler)
+        saved = sys.stdout, sys.stderr
+        saved_fds = os.dup(1), os.dup(2)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        # File descriptors too: TensorFlow's C++ runtime writes to fd 2 directly.
+        os.dup2(stream.fileno(), 1)
+        os.dup2(stream.fileno(), 2)
+        sys.stdout = sys.stderr = stream
+        try:
+            yield logger
+        except BaseException:
+            logger.exception("job failed")
+            raise
+        finally:
+            stream.flush()
+            os.dup2(saved_fds[0], 1)
+            os.dup2(saved_fds[1], 2)
+            for fd in saved_fds:
+                os.close(fd)
+            sys.stdout, sys.stderr = saved
+            logger.removeHandler(handler)
