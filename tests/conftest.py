@@ -1,0 +1,33 @@
+"""Shared fixtures: the repository root and small, valid study configs."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="session")
+def root() -> Path:
+    return ROOT
+
+
+@pytest.fixture
+def test_config() -> dict:
+    with open(ROOT / "config" / "test.yaml") as handle:
+        return yaml.safe_load(handle)
+
+
+def deep_set(config: dict, dotted: str, value) -> dict:
+    """A copy of config with `a.b.c` set to value (creating mappings on the way)."""
+    out = copy.deepcopy(config)
+    node = out
+    *parents, last = dotted.split(".")
+    for key in parents:
+        node = node.setdefault(key, {})
+    node[last] = value
+    return out

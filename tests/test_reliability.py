@@ -1,0 +1,122 @@
+"""Promises about failure: bad data, interrupted runs, divergence, concurrent invocations."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+from workflow_helpers import ROOT, SNAKEMAKE, snakemake, write_config
+
+pytestmark = pytest.mark.workflow
+
+SMALL = {
+    "study": "small",
+    "seeds": [1],
+    "dataset": {"name": "digits"},
+    "model": {"hidden_units": [32]},
+    "training": {"epochs": 3, "early_stopping_patience": 0},
+    "families": {"dropout": {"rates": [0.1, 0.5]}, "activation": {"functions": ["tanh"]}},
+}
+
+
+def start(workdir: Path, config: Path, *args: str) -> subprocess.Popen:
+    """A workflow run in its own process group, so the test can kill it with its jobs."""
+    command = [SNAKEMAKE, "--snakefile", str(ROOT / "Snakefile"), "--directory", str(workdir), "--configfile", str(config), *args]
+    with open(workdir / "snakemake-output.txt", "w") as log:  # a file, not a pipe: a full pipe would stall it
+        return subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+
+
+def wait_for(predicate, timeout: float = 120.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError("timed out waiting")
+        time.sleep(0.2)
+
+
+def accuracy_table(workdir: Path) -> pd.DataFrame:
+    tidy = pd.read_csv(workdir / "reports" / "small" / "tables" / "metrics.csv")
+    return tidy[tidy["metric"] != "train_seconds"].sort_values(["family", "variant", "seed", "metric"], ignore_index=True)
+
+
+def test_interrupted_run_resumes_and_matches_an_uninterrupted_one(tmp_path):
+    clean, broken = tmp_path / "clean", tmp_path / "broken"
+    clean.mkdir()
+    broken.mkdir()
+    snakemake(clean, write_config(clean, SMALL), "--cores", "2")
+
+    config = write_config(broken, SMALL)
+    run = start(broken, config, "--cores", "1")
+    results = broken / "results" / "digits"
+    wait_for(lambda: len(list(results.glob("*/*/seed1/provenance.json"))) >= 1)
+    wait_for(lambda: len(list((broken / "logs" / "digits").glob("*/*/seed1/train.log"))) >= 2)
+    os.killpg(run.pid, signal.SIGTERM)
+    try:
+        run.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        os.killpg(run.pid, signal.SIGKILL)
+        run.wait()
+    finished_before = {p.parent: p.stat().st_mtime_ns for p in results.glob("*/*/seed1/provenance.json")}
+    assert 1 <= len(finished_before) < 4, "the kill must land mid-study"
+
+    resumed = snakemake(broken, config, "--cores", "2", "--rerun-incomplete")
+    for run_dir, mtime in finished_before.items():
+        assert (run_dir / "provenance.json").stat().st_mtime_ns == mtime, f"{run_dir} was retrained"
+    assert "rule train:" in resumed.stdout
+    pd.testing.assert_frame_equal(accuracy_table(broken), accuracy_table(clean))
+    assert not [p for p in results.rglob(".*") if p.is_file()], "no half-written temporaries remain"
+
+
+def test_second_invocation_is_refused_by_the_lock(tmp_path):
+    config = write_config(tmp_path, SMALL)
+    first = start(tmp_path, config, "--cores", "1")
+    wait_for(lambda: (tmp_path / ".snakemake" / "locks").exists() and any((tmp_path / ".snakemake" / "locks").iterdir()))
+    second = snakemake(tmp_path, config, "--cores", "1", check=False, timeout=120)
+    assert second.returncode != 0
+    assert "cannot be locked" in second.stdout
+    first.wait(timeout=600)
+    assert first.returncode == 0, (tmp_path / "snakemake-output.txt").read_text()[-3000:]
+    assert (tmp_path / "reports" / "small" / "report.html").exists()
+
+
+def test_diverged_variant_is_reported_and_the_study_completes(tmp_path):
+    config = {
+        **SMALL,
+        "training": {"epochs": 2, "optimizer": "sgd", "learning_rate": 1e12, "early_stopping_patience": 0},
+        "families": {"dropout": {"rates": [0.5]}},
+    }
+    snakemake(tmp_path, write_config(tmp_path, config), "--cores", "2")
+    runs = pd.read_csv(tmp_path / "reports" / "small" / "tables" / "runs.csv")
+    assert set(runs["status"]) == {"diverged"}
+    assert set(runs["diverged_epoch"]) == {1}
+    page = (tmp_path / "reports" / "small" / "report.html").read_text()
+    assert "Diverged runs (loss became NaN): baseline/reference seed 1, dropout/rate-0.5 seed 1" in page
+
+
+def test_bad_data_fails_in_data_prep_with_a_clear_log_and_nothing_downstream(tmp_path):
+    pd.DataFrame({"a": [1.0, 2.0, 3.0, 4.0], "b": [0.0, 1.0, 0.0, 1.0]}).to_csv(tmp_path / "table.csv", index=False)
+    config = {
+        **SMALL,
+        "dataset": {"name": "csv", "path": str(tmp_path / "table.csv"), "label_column": "target"},
+        "families": {"dropout": {"rates": [0.5]}},
+    }
+    done = snakemake(tmp_path, write_config(tmp_path, config), "--cores", "2", check=False)
+    assert done.returncode != 0
+    log = (tmp_path / "logs" / "csv" / "prepare_data.log").read_text()
+    assert "has no label column 'target' (dataset.label_column); its columns are a, b" in log
+    assert not (tmp_path / "results" / "csv" / "data" / "split.npz").exists()
+    assert not list((tmp_path / "results").rglob("model.keras"))
+
+
+def test_config_cannot_name_code_to_import(tmp_path):
+    """No config key takes an import path, a lambda or a file of code: they are rejected."""
+    config = yaml.safe_load((ROOT / "config" / "test.yaml").read_text())
+    config["model"]["activation"] = "lambda x: __import__('os').system('true')"
+    done = snakemake(tmp_path, write_config(tmp_path, config), "--dry-run", check=False)
+    assert done.returncode != 0 and "model.activation" in done.stdout and "allowed values" in done.stdout

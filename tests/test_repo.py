@@ -1,0 +1,59 @@
+"""Promises about the repository itself: rules, environment files, import costs."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+
+import yaml
+from conftest import ROOT
+
+RULE_FILES = sorted((ROOT / "workflow" / "rules").glob("*.smk"))
+
+
+def rule_blocks() -> dict[str, str]:
+    blocks = {}
+    for path in RULE_FILES:
+        for match in re.finditer(r"^rule (\w+):\n((?:    .*\n|\n)+)", path.read_text(), flags=re.MULTILINE):
+            blocks[match.group(1)] = match.group(2)
+    return blocks
+
+
+def test_every_rule_declares_resources():
+    blocks = rule_blocks()
+    assert {"prepare_data", "train", "evaluate", "analyse", "plot_family", "plot_examples", "report_html"} <= set(blocks)
+    for name, body in blocks.items():
+        for directive in ("log:", "benchmark:", "threads:", "resources:", "mem_mb=", "runtime=", "script:"):
+            assert directive in body, f"rule {name} lacks {directive}"
+
+
+def test_environment_yml_lists_the_same_dependencies_as_pyproject():
+    import tomllib
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    wanted = {re.split(r"[<>=;\[ ]", dep)[0].lower() for dep in project["dependencies"] + project["optional-dependencies"]["dev"]}
+    wanted -= {"tensorflow"}  # the conda file names the CPU build; pyproject picks by platform
+    env = yaml.safe_load((ROOT / "environment.yml").read_text())
+    listed = set()
+    for dep in env["dependencies"]:
+        for item in dep["pip"] if isinstance(dep, dict) else [dep]:
+            listed.add(re.split(r"[<>= ]", item)[0].lower())
+    assert wanted <= listed, f"environment.yml lacks {sorted(wanted - listed)}"
+    assert listed - {"python", "pip"} <= wanted, f"environment.yml has extra {sorted(listed - wanted - {'python', 'pip'})}"
+
+
+def test_light_modules_do_not_import_tensorflow():
+    """The Snakefile, aggregation, plots and report must not pay TensorFlow's start-up."""
+    code = (
+        "import sys, ablation_lab.study, ablation_lab.analysis, ablation_lab.report, ablation_lab.plots, ablation_lab.jobs, ablation_lab.evaluate;"
+        "print('tensorflow' in sys.modules)"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "False"
+
+
+def test_ci_runs_the_readme_test_command():
+    assert "make test" in (ROOT / ".ci" / "run").read_text()
+    readme = (ROOT / "README.md").read_text()
+    assert "make test" in readme and "make run" in readme

@@ -1,0 +1,92 @@
+"""Training: determinism, the fast loop against model.fit, divergence, safe model files."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from ablation_lab.data import prepare
+from ablation_lab.evaluate import classification_metrics
+from ablation_lab.train import configure_tensorflow, predict_proba, train_model
+
+SPLIT_CFG = {
+    "name": "digits",
+    "path": None,
+    "label_column": "label",
+    "test_fraction": 0.2,
+    "validation_fraction": 0.2,
+    "split_seed": 42,
+    "max_samples": None,
+}
+
+
+@pytest.fixture(scope="module")
+def digits() -> dict:
+    configure_tensorflow(threads=1)
+    return prepare(SPLIT_CFG).arrays
+
+
+def spec(**training) -> dict:
+    base = {"optimizer": "adam", "learning_rate": 0.01, "epochs": 4, "batch_size": 32, "early_stopping_patience": 0, "loop": "fast"}
+    return {"model": {"hidden_units": [32], "activation": "relu", "dropout": 0.2}, "training": {**base, **training}}
+
+
+def accuracy(result, arrays) -> float:
+    return classification_metrics(arrays["y_test"], predict_proba(result.model, arrays["x_test"]))["accuracy"]
+
+
+def test_same_seed_gives_identical_metrics(digits):
+    first = train_model(spec(), digits, 10, seed=3)
+    second = train_model(spec(), digits, 10, seed=3)
+    assert first.history == second.history
+    np.testing.assert_array_equal(predict_proba(first.model, digits["x_test"]), predict_proba(second.model, digits["x_test"]))
+    third = train_model(spec(), digits, 10, seed=4)
+    assert third.history != first.history
+
+
+def test_fast_loop_learns_as_well_as_model_fit(digits):
+    fast = [accuracy(train_model(spec(loop="fast"), digits, 10, seed=s), digits) for s in (1, 2)]
+    plain = [accuracy(train_model(spec(loop="keras"), digits, 10, seed=s), digits) for s in (1, 2)]
+    assert min(fast) > 0.85 and min(plain) > 0.85
+    assert abs(np.mean(fast) - np.mean(plain)) < 0.05
+
+
+def test_best_validation_epoch_is_restored_and_patience_stops_early(digits):
+    result = train_model(spec(epochs=30, early_stopping_patience=2, learning_rate=0.05), digits, 10, seed=1)
+    losses = [row["val_loss"] for row in result.history]
+    assert len(result.history) < 30, "patience 2 must stop a 30-epoch run on digits early"
+    assert result.best_epoch == int(np.argmin(losses)) + 1
+    assert len(result.history) - result.best_epoch == 2
+
+
+def test_huge_learning_rate_is_recorded_as_diverged(digits):
+    result = train_model(spec(learning_rate=1e12, optimizer="sgd"), digits, 10, seed=1)
+    assert result.status == "diverged"
+    assert result.diverged_epoch == 1
+    assert np.isnan(classification_metrics(digits["y_test"], predict_proba(result.model, digits["x_test"]))["accuracy"])
+
+
+def test_model_round_trips_through_a_keras_file_in_safe_mode(digits, tmp_path):
+    from ablation_lab.models import load_model
+
+    result = train_model(spec(epochs=1), digits, 10, seed=1)
+    result.model.save(tmp_path / "model.keras")
+    reloaded = load_model(str(tmp_path / "model.keras"))
+    np.testing.assert_allclose(predict_proba(reloaded, digits["x_test"]), predict_proba(result.model, digits["x_test"]), rtol=1e-6)
+
+
+def test_a_model_with_python_code_in_it_is_refused(tmp_path):
+    import keras
+    from ablation_lab.models import load_model
+
+    inputs = keras.Input((3,))
+    model = keras.Model(inputs, keras.layers.Lambda(lambda x: x * 2)(inputs))
+    model.save(tmp_path / "lambda.keras")
+    with pytest.raises(ValueError, match="safe_mode"):
+        load_model(str(tmp_path / "lambda.keras"))
+
+
+def test_threads_follow_the_rule(digits):
+    import tensorflow as tf
+
+    assert tf.config.threading.get_intra_op_parallelism_threads() == 1
+    assert tf.config.threading.get_inter_op_parallelism_threads() == 1
