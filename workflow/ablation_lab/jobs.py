@@ -7,18 +7,19 @@ be run by hand (or from a notebook) with plain paths.
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import platform
 import socket
 from importlib import metadata
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from ablation_lab import TRAINING_CODE_VERSION, __version__
-from ablation_lab.io import read_json, write_json, write_npz, write_table
+from ablation_lab.io import atomic_path, read_json, write_json, write_npz, write_table
 
+log = logging.getLogger("ablation_lab")
 PACKAGES = ("tensorflow", "tensorflow-cpu", "keras", "numpy", "scikit-learn", "pandas", "snakemake")
 
 
@@ -37,6 +38,7 @@ def prepare_data(dataset_cfg: dict[str, Any], data_out: str, meta_out: str) -> d
 
     split = prepare(dataset_cfg)
     save_split(split, data_out, meta_out)
+    log.info("prepared %s: %s", split.meta["name"], split.meta["sizes"])
     return split.meta
 
 
@@ -53,10 +55,8 @@ def train(spec: dict[str, Any], seed: int, threads: int, data: str, meta: str, o
     result = train_model(spec, arrays, split.meta["n_classes"], seed)
     probabilities = predict_proba(result.model, arrays["x_test"])
 
-    model_path = Path(out["model"])
-    tmp_model = model_path.with_name(f".{model_path.stem}.partial.keras")
-    result.model.save(tmp_model)
-    tmp_model.replace(model_path)
+    with atomic_path(out["model"]) as tmp_model:
+        result.model.save(tmp_model)
     write_table(out["history"], pd.DataFrame(result.history, columns=["epoch", "loss", "accuracy", "val_loss", "val_accuracy"]))
     write_npz(out["predictions"], probabilities=probabilities, y_true=arrays["y_test"])
     write_json(
@@ -79,10 +79,13 @@ def train(spec: dict[str, Any], seed: int, threads: int, data: str, meta: str, o
             "finished": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         },
     )
+    log.info("trained %s/%s seed %d: %s in %.2f s", spec["family"], spec["variant"], seed, result.status, result.seconds)
     return result.status
 
 
-def evaluate(predictions: str, provenance: str, meta: str, run: dict[str, Any], metrics_out: str, confusion_out: str) -> pd.DataFrame:
+def evaluate(
+    predictions: str, provenance: str, meta: str, run: dict[str, Any], metrics_out: str, confusion_out: str
+) -> list[dict[str, Any]]:
     """Tidy metrics and the confusion matrix of one (variant, seed)."""
     from ablation_lab.evaluate import classification_metrics, confusion_table, metrics_table
 
@@ -98,7 +101,8 @@ def evaluate(predictions: str, provenance: str, meta: str, run: dict[str, Any], 
     write_table(metrics_out, table)
     confusion = confusion_table(y_true, probabilities, class_names)
     write_table(confusion_out, confusion.assign(**run))
-    return table
+    log.info("metrics:\n%s", table.to_string(index=False))
+    return table.to_dict("records")
 
 
 def analyse(metrics_files: list[str], variants: list[dict[str, Any]], out: dict[str, str]) -> None:
@@ -149,4 +153,5 @@ def report(study_cfg: dict[str, Any], meta: str, tables: dict[str, str], figures
         versions(),
     )
     write_atomic(out, lambda tmp: tmp.write_text(page))
+    log.info("report written to %s", out)
     return out

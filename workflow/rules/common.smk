@@ -87,3 +87,24 @@ def final_outputs():
 
 def all_metrics(wildcards):
     return STUDY.metrics_files()
+
+
+onstart:
+    # Warm workers amortise Python + TensorFlow start-up over the jobs of a local run
+    # (ablation_lab/dispatch.py); cluster jobs run in their own processes.
+    if workflow.local_exec:
+        from ablation_lab.worker import start_pool
+
+        start_pool(workflow.cores)
+
+
+onsuccess:
+    from ablation_lab.worker import stop_pool
+
+    stop_pool()
+
+
+onerror:
+    from ablation_lab.worker import stop_pool
+
+    stop_pool()

@@ -1,8 +1,6 @@
 """Snakemake adapter: aggregate every run's metrics into the study's tables."""
 
-from ablation_lab import jobs
-from ablation_lab.io import job_log
+from ablation_lab.dispatch import run_job
 
 sm = snakemake
-with job_log(sm.log[0]):
-    jobs.analyse(list(sm.input.metrics), sm.params.variants, dict(sm.output.items()))
+run_job("analyse", sm.log[0], metrics_files=list(sm.input.metrics), variants=sm.params.variants, out=dict(sm.output.items()))

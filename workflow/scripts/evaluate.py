@@ -1,9 +1,15 @@
 """Snakemake adapter: test metrics of one (variant, seed) from its saved probabilities."""
 
-from ablation_lab import jobs
-from ablation_lab.io import job_log
+from ablation_lab.dispatch import run_job
 
 sm = snakemake
-with job_log(sm.log[0]) as log:
-    table = jobs.evaluate(sm.input.predictions, sm.input.provenance, sm.input.meta, sm.params.run, sm.output.metrics, sm.output.confusion)
-    log.info("metrics:\n%s", table.to_string(index=False))
+run_job(
+    "evaluate",
+    sm.log[0],
+    predictions=sm.input.predictions,
+    provenance=sm.input.provenance,
+    meta=sm.input.meta,
+    run=dict(sm.params.run),
+    metrics_out=sm.output.metrics,
+    confusion_out=sm.output.confusion,
+)

@@ -1,8 +1,15 @@
 """Snakemake adapter: example inputs as each variant of one family sees them."""
 
-from ablation_lab import jobs
-from ablation_lab.io import job_log
+from ablation_lab.dispatch import run_job
 
 sm = snakemake
-with job_log(sm.log[0]):
-    jobs.plot_examples(sm.wildcards.family, sm.params.variants, sm.input.data, sm.input.meta, sm.params.seed, sm.output.figure)
+run_job(
+    "plot_examples",
+    sm.log[0],
+    family=sm.wildcards.family,
+    variants=sm.params.variants,
+    data=sm.input.data,
+    meta=sm.input.meta,
+    seed=sm.params.seed,
+    out=sm.output.figure,
+)

@@ -1,8 +1,15 @@
 """Snakemake adapter: the accuracy figure of one family."""
 
-from ablation_lab import jobs
-from ablation_lab.io import job_log
+from ablation_lab.dispatch import run_job
 
 sm = snakemake
-with job_log(sm.log[0]):
-    jobs.plot_family(sm.wildcards.family, sm.params.title, sm.params.variants, sm.input.runs, sm.input.summary, sm.output.figure)
+run_job(
+    "plot_family",
+    sm.log[0],
+    family=sm.wildcards.family,
+    title=sm.params.title,
+    variants=sm.params.variants,
+    runs=sm.input.runs,
+    summary=sm.input.summary,
+    out=sm.output.figure,
+)

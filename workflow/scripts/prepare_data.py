@@ -1,8 +1,7 @@
 """Snakemake adapter: load the configured dataset and write its stratified split."""
 
-from ablation_lab import jobs
-from ablation_lab.io import job_log
+from ablation_lab.dispatch import run_here
 
-with job_log(snakemake.log[0]) as log:
-    meta = jobs.prepare_data(snakemake.params.dataset, snakemake.output.data, snakemake.output.meta)
-    log.info("prepared %s: %s", meta["name"], meta["sizes"])
+sm = snakemake
+# In this job's own process: data prep runs once and needs no warm TensorFlow.
+run_here("prepare_data", sm.log[0], {"dataset_cfg": sm.params.dataset, "data_out": sm.output.data, "meta_out": sm.output.meta})

@@ -1,10 +1,14 @@
 """Snakemake adapter: render the study's self-contained HTML report."""
 
-from ablation_lab import jobs
-from ablation_lab.io import job_log
+from ablation_lab.dispatch import run_job
 
 sm = snakemake
-with job_log(sm.log[0]) as log:
-    tables = {key: sm.input[key] for key in ("summary", "comparisons", "findings", "runs")}
-    path = jobs.report(sm.params.study, sm.input.meta, tables, sm.params.figures, sm.output.html)
-    log.info("report written to %s", path)
+run_job(
+    "report",
+    sm.log[0],
+    study_cfg=sm.params.study,
+    meta=sm.input.meta,
+    tables={key: sm.input[key] for key in ("summary", "comparisons", "findings", "runs")},
+    figures=sm.params.figures,
+    out=sm.output.html,
+)

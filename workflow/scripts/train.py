@@ -1,9 +1,15 @@
 """Snakemake adapter: train one (variant, seed) with the rule's thread count."""
 
-from ablation_lab import jobs
-from ablation_lab.io import job_log
+from ablation_lab.dispatch import run_job
 
 sm = snakemake
-with job_log(sm.log[0]) as log:
-    status = jobs.train(sm.params.spec, int(sm.wildcards.seed), sm.threads, sm.input.data, sm.input.meta, dict(sm.output.items()))
-    log.info("training finished: %s", status)
+run_job(
+    "train",
+    sm.log[0],
+    spec=sm.params.spec,
+    seed=int(sm.wildcards.seed),
+    threads=sm.threads,
+    data=sm.input.data,
+    meta=sm.input.meta,
+    out=dict(sm.output.items()),
+)

@@ -1,0 +1,95 @@
+"""Warm workers: a job gives the same artifacts in a worker as in its own process."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from ablation_lab.data import prepare, save_split
+from ablation_lab.dispatch import POOL_DIR, run_here, run_job
+from ablation_lab.worker import start_pool, stop_pool
+
+SPEC = {
+    "family": "dropout",
+    "variant": "rate-0.2",
+    "model": {"hidden_units": [16], "activation": "relu", "dropout": 0.2},
+    "training": {"optimizer": "adam", "learning_rate": 0.01, "epochs": 2, "batch_size": 64, "early_stopping_patience": 0, "loop": "fast"},
+    "transforms": [{"op": "noise", "kind": "gaussian", "level": 0.1, "apply_to": "both"}],
+    "code_version": 1,
+}
+
+
+@pytest.fixture
+def pool(tmp_path, monkeypatch):
+    """A one-worker pool in a temporary working directory, waited for until it listens."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("ABLATION_LAB_WORKERS", raising=False)
+    cfg = {
+        "name": "digits",
+        "path": None,
+        "label_column": "label",
+        "test_fraction": 0.2,
+        "validation_fraction": 0.2,
+        "split_seed": 1,
+        "max_samples": None,
+    }
+    save_split(prepare(cfg), "split.npz", "meta.json")
+    start_pool(1)
+    deadline = time.monotonic() + 60
+    while not (POOL_DIR / "worker-0.sock").exists():
+        assert time.monotonic() < deadline, (POOL_DIR / "worker-0.log").read_text()
+        time.sleep(0.1)
+    yield tmp_path
+    stop_pool()
+
+
+def train_outputs(prefix: str) -> dict[str, str]:
+    return {k: f"{prefix}/{k}.{ext}" for k, ext in [("model", "keras"), ("history", "csv"), ("predictions", "npz"), ("provenance", "json")]}
+
+
+def test_training_in_a_worker_equals_training_in_process(pool):
+    kwargs = {"spec": SPEC, "seed": 5, "threads": 1, "data": "split.npz", "meta": "meta.json"}
+    assert run_job("train", "logs/worker.log", out=train_outputs("worker"), **kwargs) == "ok"
+    # a second job in the same warm worker must not see state left by the first
+    assert run_job("train", "logs/worker2.log", out=train_outputs("worker2"), **kwargs) == "ok"
+    os.environ["ABLATION_LAB_WORKERS"] = "0"
+    try:
+        assert run_job("train", "logs/here.log", out=train_outputs("here"), **kwargs) == "ok"
+    finally:
+        del os.environ["ABLATION_LAB_WORKERS"]
+    for other in ("worker2", "here"):
+        with np.load("worker/predictions.npz") as a, np.load(f"{other}/predictions.npz") as b:
+            np.testing.assert_array_equal(a["probabilities"], b["probabilities"])
+        assert Path("worker/history.csv").read_text() == Path(f"{other}/history.csv").read_text()
+    assert "trained dropout/rate-0.2 seed 5: ok" in Path("logs/worker.log").read_text()
+    assert json.loads(Path("worker/provenance.json").read_text())["spec"] == SPEC
+
+
+def test_a_failing_job_fails_with_its_traceback_in_the_log(pool):
+    with pytest.raises(RuntimeError, match=r"failed in worker worker-0\.sock"):
+        run_job("prepare_data", "logs/bad.log", dataset_cfg={"name": "npz", "path": "missing.npz"}, data_out="x.npz", meta_out="x.json")
+    log = Path("logs/bad.log").read_text()
+    assert "DataError" in log and "no file at" in log
+
+
+def test_without_a_worker_the_job_runs_in_process(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    cfg = {
+        "name": "digits",
+        "path": None,
+        "label_column": "label",
+        "test_fraction": 0.2,
+        "validation_fraction": 0.2,
+        "split_seed": 1,
+        "max_samples": None,
+    }
+    meta = run_job("prepare_data", "logs/prep.log", dataset_cfg=cfg, data_out="s.npz", meta_out="m.json")
+    assert meta["sizes"]["test"] == 360 and os.path.exists("s.npz")
+    assert (
+        run_here("prepare_data", None, {"dataset_cfg": cfg, "data_out": "t.npz", "meta_out": "t.json"})["fingerprint"]
+        == meta["fingerprint"]
+    )

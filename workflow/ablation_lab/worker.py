@@ -1,0 +1,123 @@
+"""Warm workers: processes that have imported TensorFlow once and run many jobs.
+
+`start_pool` is called by the Snakefile's `onstart` for local runs; `stop_pool` by
+`onsuccess`/`onerror`. A worker serves one job at a time over a Unix socket, runs it
+exactly as the job's own process would (same function, same log file, seeds reset and the
+Keras session cleared per job), and exits when asked, when idle for a while, or when the
+Snakemake process that started it is gone.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import traceback
+from pathlib import Path
+
+from ablation_lab.dispatch import POOL_DIR
+
+IDLE_SECONDS = 300
+
+
+def pool_size_from_env(cores: int) -> int:
+    """One worker per core, unless ABLATION_LAB_WORKERS says otherwise (0 turns them off)."""
+    value = os.environ.get("ABLATION_LAB_WORKERS")
+    return cores if value is None else max(0, int(value))
+
+
+def start_pool(cores: int, pool: Path = POOL_DIR) -> list[int]:
+    """Start the workers in the background and return their pids (they warm up on their own)."""
+    stop_pool(pool)
+    size = pool_size_from_env(cores)
+    pool.mkdir(parents=True, exist_ok=True)
+    pids = []
+    for index in range(size):
+        sock = pool / f"worker-{index}.sock"
+        with open(pool / f"worker-{index}.log", "w") as log:
+            process = subprocess.Popen(
+                [sys.executable, "-m", "ablation_lab.worker", "--socket", str(sock), "--parent", str(os.getpid())],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+            )
+        (pool / f"worker-{index}.pid").write_text(str(process.pid))
+        pids.append(process.pid)
+    return pids
+
+
+def stop_pool(pool: Path = POOL_DIR) -> None:
+    for pid_file in pool.glob("worker-*.pid"):
+        with contextlib.suppress(ProcessLookupError, ValueError):
+            os.kill(int(pid_file.read_text()), signal.SIGTERM)
+        pid_file.unlink(missing_ok=True)
+    for sock in pool.glob("worker-*.sock"):
+        sock.unlink(missing_ok=True)
+
+
+def _warm_up(threads: int) -> None:
+    """Pay the imports once: TensorFlow, Keras, and what the light jobs use."""
+    from ablation_lab import jobs, plots, train  # noqa: F401 (imported to be warm)
+
+    train.configure_tensorflow(threads)
+    import keras  # noqa: F401
+
+
+def _run(request: dict) -> dict:
+    from ablation_lab.dispatch import run_here
+
+    os.chdir(request["cwd"])
+    try:
+        result = run_here(request["job"], request["log"], request["kwargs"])
+        return {"ok": True, "result": result}
+    except Exception:
+        return {"ok": False, "error": traceback.format_exc()}
+    finally:
+        import keras
+
+        keras.backend.clear_session(free_memory=True)
+
+
+def serve(sock_path: Path, parent: int, threads: int = 1, idle: float = IDLE_SECONDS) -> None:
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    sock_path.unlink(missing_ok=True)
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    server.bind(str(sock_path))
+    server.listen(8)  # clients may connect now; they wait while this worker warms up
+    _warm_up(threads)
+    server.settimeout(5.0)
+    last_job = time.monotonic()
+    try:
+        while time.monotonic() - last_job < idle and os.getppid() == parent:
+            try:
+                conn, _ = server.accept()
+            except TimeoutError:
+                continue
+            with conn:
+                line = conn.makefile("rb").readline()
+                if line:
+                    reply = _run(json.loads(line))
+                    conn.sendall(json.dumps(reply, default=str).encode() + b"\n")
+            last_job = time.monotonic()
+    finally:
+        server.close()
+        sock_path.unlink(missing_ok=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--socket", type=Path, required=True)
+    parser.add_argument("--parent", type=int, required=True, help="exit when this process is gone")
+    parser.add_argument("--threads", type=int, default=1)
+    args = parser.parse_args()
+    serve(args.socket, args.parent, args.threads)
+
+
+if __name__ == "__main__":
+    main()
