@@ -17,6 +17,7 @@ import fcntl
 import json
 import os
 import socket
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -64,10 +65,20 @@ def ask_worker(sock: Path, request: dict[str, Any]) -> Any:
     return answer["result"]
 
 
+def _exit_on_sigterm() -> None:
+    """Snakemake stops jobs with SIGTERM: unwind, so `finally` blocks remove temporary files."""
+    import signal
+    import threading
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+
+
 def run_here(job: str, log: str | None, kwargs: dict[str, Any]) -> Any:
     from ablation_lab import jobs
     from ablation_lab.io import job_log
 
+    _exit_on_sigterm()
     with job_log(log):
         return getattr(jobs, job)(**kwargs)
 

@@ -1,0 +1,151 @@
+"""Benchmark 2: the article's whole study, the workflow (`snakemake --cores 2`) vs its sequential script.
+
+The study: 5 dropout rates, 4 activations, 7 groups of 4 pixel columns, 6 noise levels
+(22 models), 1 seed, 5 epochs, on mnist5k. The workflow runs it from a fresh temporary
+directory (nothing in the repository's results/ is touched) and also trains its
+`baseline/reference` variant, evaluates every model and builds the HTML report: 23 models
+and more work than the script, which only fits and scores its 22. Both are timed wall
+clock, start of the process to its exit.
+
+    .venv/bin/python benchmarks/bench_study.py [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import (
+    REPO,
+    SNAKEMAKE,
+    child_env,
+    header,
+    ratio,
+    run_child,
+    summary_row,
+    table,
+    timed_command,
+    write_summary,
+)
+
+ARTICLE_FAMILIES: dict[str, Any] = {
+    "dropout": {"rates": [0.0, 0.2, 0.4, 0.6, 0.8]},
+    "activation": {"functions": ["relu", "sigmoid", "tanh", "linear"]},
+    "input": {"groups": [{"kind": "columns", "size": 4}]},
+    "noise": {"levels": [0.0, 0.1, 0.2, 0.3, 0.4, 0.5]},
+}
+QUICK_FAMILIES: dict[str, Any] = {
+    "dropout": {"rates": [0.0, 0.2]},
+    "activation": {"functions": ["relu", "sigmoid"]},
+}
+
+
+def study_config(families: dict[str, Any], epochs: int) -> dict[str, Any]:
+    """The study file the workflow runs; everything not named keeps the workflow's defaults."""
+    return {
+        "study": "bench",
+        "seeds": [1],
+        "dataset": {"name": "mnist5k"},
+        "training": {"epochs": epochs, "early_stopping_patience": 0},
+        "families": families,
+    }
+
+
+def article_args(families: dict[str, Any], epochs: int) -> list[str]:
+    """The same variants, as arguments of the article's script."""
+    groups = families.get("input", {}).get("groups", [])
+    return [
+        str(Path(__file__).resolve().parent / "article_script.py"),
+        "--epochs",
+        str(epochs),
+        "--dropout",
+        *[str(r) for r in families.get("dropout", {}).get("rates", [])],
+        "--activations",
+        *families.get("activation", {}).get("functions", []),
+        "--column-group",
+        str(groups[0]["size"] if groups else 0),
+        "--noise",
+        *[str(level) for level in families.get("noise", {}).get("levels", [])],
+    ]
+
+
+def time_article(families: dict[str, Any], epochs: int) -> tuple[float, int]:
+    """Wall seconds of the sequential script (TensorFlow's default threads) and its model count."""
+    started = time.perf_counter()
+    result = run_child(article_args(families, epochs), child_env(threads=None))
+    return time.perf_counter() - started, int(result["models"])
+
+
+def time_snakemake(families: dict[str, Any], epochs: int, workdir: Path) -> tuple[float, int, int]:
+    """Wall seconds of the workflow in an empty working directory, the models it trained and its jobs."""
+    config = workdir / "bench-study.yaml"
+    config.write_text(yaml.safe_dump(study_config(families, epochs), sort_keys=False))
+    command = [
+        SNAKEMAKE,
+        "--snakefile",
+        str(REPO / "Snakefile"),
+        "--directory",
+        str(workdir),
+        "--configfile",
+        str(config),
+        "--cores",
+        "2",
+        "--quiet",
+    ]
+    seconds = timed_command(command, cwd=workdir, env=child_env(threads=None))
+    benchmarks = workdir / "results" / "benchmarks"  # every job's `benchmark:` file
+    return seconds, len(list(benchmarks.rglob("train.tsv"))), len(list(benchmarks.rglob("*.tsv")))
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="2 dropout rates + 2 activations, 1 epoch")
+    parser.add_argument("--summary-json", help="where run_all.py collects the key figures")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    header("bench_study: the article's study, snakemake --cores 2 vs the sequential script", args.quick)
+    families, epochs = (QUICK_FAMILIES, 1) if args.quick else (ARTICLE_FAMILIES, 5)
+    print(f"families {', '.join(families)}; 1 seed, {epochs} epoch(s)")
+    article_seconds, article_models = time_article(families, epochs)
+    print(f"  sequential script: {article_seconds:.1f} s for {article_models} models", flush=True)
+    with tempfile.TemporaryDirectory(prefix="ablation-bench-study-") as tmp:
+        snakemake_seconds, snakemake_models, jobs = time_snakemake(families, epochs, Path(tmp))
+    print(
+        f"  snakemake --cores 2: {snakemake_seconds:.1f} s for {snakemake_models} models ({jobs} jobs with evaluation and report)",
+        flush=True,
+    )
+    rows = [
+        ("sequential script (1 process)", article_models, f"{article_seconds:.1f}", f"{article_seconds / article_models:.2f}"),
+        ("snakemake --cores 2", snakemake_models, f"{snakemake_seconds:.1f}", f"{snakemake_seconds / snakemake_models:.2f}"),
+    ]
+    print()
+    print(table(rows, ["path", "models", "wall s", "wall s / model"]))
+    wall_ratio = ratio(snakemake_seconds, article_seconds)
+    per_model = ratio(snakemake_seconds / snakemake_models, article_seconds / article_models)
+    print(f"\nratio snakemake/sequential, wall time:       {wall_ratio:.2f}")
+    print(f"ratio snakemake/sequential, wall per model:  {per_model:.2f}")
+    print(
+        f"(the workflow trains {snakemake_models - article_models} more model(s) than the script (baseline/reference),"
+        " evaluates each in its own job and writes the report; the script does none of that)"
+    )
+    write_summary(
+        args.summary_json,
+        [
+            summary_row("study", f"wall snakemake/sequential ({snakemake_models} vs {article_models} models)", f"{wall_ratio:.2f}"),
+            summary_row("study", "wall per model snakemake/sequential", f"{per_model:.2f}"),
+        ],
+    )
+
+
+if __name__ == "__main__":
+    main()
