@@ -53,6 +53,10 @@ def configure_tensorflow(threads: int, deterministic: bool = True) -> None:
         log.debug("TensorFlow threads were already configured")
     if deterministic:
         tf.config.experimental.enable_op_determinism()
+    if not tf.config.list_physical_devices("GPU"):
+        # Grappler's graph rewrites cost about 0.15 s per traced model and, for these small
+        # CPU graphs, buy nothing per step (measured: benchmarks/README.md); GPUs keep them.
+        tf.config.optimizer.set_experimental_options({"disable_meta_optimizer": True})
 
 
 def seed_everything(seed: int) -> None:
@@ -62,77 +66,61 @@ def seed_everything(seed: int) -> None:
     keras.utils.set_random_seed(seed)
 
 
-def _epoch_function(model: Any, optimizer: Any, x: Any, y: Any, batch_size: int) -> Any:
-    """A traced function that runs one whole epoch over a given permutation of the rows."""
+def _epoch_function(model: Any, optimizer: Any, arrays: dict[str, Any], batch_size: int) -> Any:
+    """A traced function: one whole epoch over a given row order, then the validation pass.
+
+    Training and validation share one trace (tracing is most of a small model's cost), and
+    the per-step loop is a graph loop, so Python runs once per epoch, not once per step.
+    """
     import keras
     import tensorflow as tf
 
+    x, y = arrays["x_train"], arrays["y_train"]
+    x_val, y_val = arrays["x_val"], arrays["y_val"]
     loss_fn = keras.losses.SparseCategoricalCrossentropy()
     n_rows = int(x.shape[0])
     n_batches = math.ceil(n_rows / batch_size)
     weights = model.trainable_variables
 
-    @tf.function(jit_compile=False, reduce_retracing=True)
-    def run_epoch(order: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-        loss_sum = tf.constant(0.0)
-        correct = tf.constant(0.0)
-        for step in tf.range(n_batches):
-            rows = order[step * batch_size : (step + 1) * batch_size]
-            x_batch = tf.gather(x, rows)
-            y_batch = tf.gather(y, rows)
-            with tf.GradientTape() as tape:
-                probabilities = model(x_batch, training=True)
-                loss = loss_fn(y_batch, probabilities)
-            optimizer.apply(tape.gradient(loss, weights), weights)
-            size = tf.cast(tf.shape(rows)[0], tf.float32)
-            loss_sum += loss * size
-            hits = tf.equal(tf.argmax(probabilities, axis=-1, output_type=tf.int32), y_batch)
-            correct += tf.reduce_sum(tf.cast(hits, tf.float32))
-        return loss_sum / n_rows, correct / n_rows
+    def accuracy_sum(labels: tf.Tensor, probabilities: tf.Tensor) -> tf.Tensor:
+        hits = tf.equal(tf.argmax(probabilities, axis=-1, output_type=tf.int32), labels)
+        return tf.reduce_sum(tf.cast(hits, tf.float32))
+
+    def step(index: tf.Tensor, order: tf.Tensor, loss_sum: tf.Tensor, correct: tf.Tensor) -> tuple[tf.Tensor, ...]:
+        rows = order[index * batch_size : (index + 1) * batch_size]
+        y_batch = tf.gather(y, rows)
+        with tf.GradientTape() as tape:
+            probabilities = model(tf.gather(x, rows), training=True)
+            loss = loss_fn(y_batch, probabilities)
+        optimizer.apply(tape.gradient(loss, weights), weights)
+        size = tf.cast(tf.shape(rows)[0], tf.float32)
+        return index + 1, order, loss_sum + loss * size, correct + accuracy_sum(y_batch, probabilities)
+
+    @tf.function(jit_compile=False, autograph=False, reduce_retracing=True)
+    def run_epoch(order: tf.Tensor) -> tuple[tf.Tensor, ...]:
+        start = (tf.constant(0), order, tf.constant(0.0), tf.constant(0.0))
+        _, _, loss_sum, correct = tf.while_loop(lambda i, *_: i < n_batches, step, start)
+        val_probabilities = model(x_val, training=False)
+        val_loss = loss_fn(y_val, val_probabilities)
+        return loss_sum / n_rows, correct / n_rows, val_loss, accuracy_sum(y_val, val_probabilities) / int(y_val.shape[0])
 
     return run_epoch
-
-
-def _evaluation_function(model: Any) -> Any:
-    import keras
-    import tensorflow as tf
-
-    loss_fn = keras.losses.SparseCategoricalCrossentropy(reduction="sum")
-
-    @tf.function(reduce_retracing=True)
-    def evaluate(x: tf.Tensor, y: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-        probabilities = model(x, training=False)
-        hits = tf.equal(tf.argmax(probabilities, axis=-1, output_type=tf.int32), y)
-        return loss_fn(y, probabilities), tf.reduce_sum(tf.cast(hits, tf.float32))
-
-    return evaluate
-
-
-def evaluate_loss_accuracy(evaluate: Any, x: np.ndarray, y: np.ndarray, chunk: int = 8192) -> tuple[float, float]:
-    loss_sum, correct = 0.0, 0.0
-    for start in range(0, len(x), chunk):
-        loss, hits = evaluate(x[start : start + chunk], y[start : start + chunk])
-        loss_sum, correct = loss_sum + float(loss), correct + float(hits)
-    return loss_sum / len(x), correct / len(x)
 
 
 def fit_fast(model: Any, optimizer: Any, arrays: dict[str, np.ndarray], training: dict[str, Any], seed: int) -> TrainResult:
     """Train with whole-epoch graph execution; early stopping on validation loss, best weights kept."""
     import tensorflow as tf
 
-    x_train = tf.constant(arrays["x_train"])
-    y_train = tf.constant(arrays["y_train"])
+    tensors = {key: tf.constant(arrays[key]) for key in ("x_train", "y_train", "x_val", "y_val")}
     optimizer.build(model.trainable_variables)
-    run_epoch = _epoch_function(model, optimizer, x_train, y_train, training["batch_size"])
-    evaluate = _evaluation_function(model)
+    run_epoch = _epoch_function(model, optimizer, tensors, training["batch_size"])
     order_rng = np.random.default_rng(np.random.SeedSequence([seed, 7]))
     result = TrainResult(model)
     best_loss, best_weights, waited = math.inf, None, 0
     patience = training["early_stopping_patience"]
     for epoch in range(1, training["epochs"] + 1):
         order = tf.constant(order_rng.permutation(len(arrays["y_train"])).astype(np.int32))
-        loss, accuracy = (float(v) for v in run_epoch(order))
-        val_loss, val_accuracy = evaluate_loss_accuracy(evaluate, arrays["x_val"], arrays["y_val"])
+        loss, accuracy, val_loss, val_accuracy = (float(v) for v in run_epoch(order))
         result.history.append({"epoch": epoch, "loss": loss, "accuracy": accuracy, "val_loss": val_loss, "val_accuracy": val_accuracy})
         if not (math.isfinite(loss) and math.isfinite(val_loss)):
             result.diverged_epoch = epoch
