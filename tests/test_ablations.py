@@ -140,7 +140,7 @@ def test_combination_is_the_cartesian_product_with_merged_changes():
     last = grid[-1]
     assert last.model == {"dropout": 0.5}
     assert last.transforms[0]["level"] == 0.3
-    assert last.coords == {"noise level": 0.3, "noise": "gaussian, train+test", "dropout rate": 0.5}
+    assert last.coords == {"noise": "gaussian 0.3", "dropout": "dropout 0.5"}
 
 
 def test_changing_one_variant_changes_only_its_spec(test_config):

@@ -19,7 +19,7 @@ SPEC = {
     "model": {"hidden_units": [16], "activation": "relu", "dropout": 0.2},
     "training": {"optimizer": "adam", "learning_rate": 0.01, "epochs": 2, "batch_size": 64, "early_stopping_patience": 0, "loop": "fast"},
     "transforms": [{"op": "noise", "kind": "gaussian", "level": 0.1, "apply_to": "both"}],
-    "code_version": 1,
+    "code_version": 2,
 }
 
 

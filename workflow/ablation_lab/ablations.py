@@ -162,7 +162,11 @@ def combination_name(first: str, second: str) -> str:
 
 
 def combine(first: list[Variant], second: list[Variant]) -> list[Variant]:
-    """The cartesian product of two families: model overrides merged, transforms chained."""
+    """The cartesian product of two families: model overrides merged, transforms chained.
+
+    Coordinates name each factor by its family (`{"noise": "gaussian 0.3", "dropout":
+    "dropout 0.2"}`): the report draws the grid as a heatmap with one axis per family.
+    """
     family = combination_name(first[0].family, second[0].family)
     return [
         Variant(
@@ -171,7 +175,7 @@ def combine(first: list[Variant], second: list[Variant]) -> list[Variant]:
             f"{a.label} + {b.label}",
             {**a.model, **b.model},
             a.transforms + b.transforms,
-            {**{k: v for k, v in a.coords.items() if k != "region"}, **{k: v for k, v in b.coords.items() if k != "region"}},
+            {a.family: a.label, b.family: b.label},
         )
         for a, b in itertools.product(first, second)
     ]

@@ -55,7 +55,7 @@ def plot_heatmap(
 ) -> None:
     """A combination family: mean metric over the grid of its two factors."""
     coords = pd.DataFrame([{"variant": v["variant"], **v["coords"]} for v in variants if v["family"] == family])
-    rows_key, cols_key = [c for c in coords.columns if c != "variant"][:2]
+    rows_key, cols_key = family.split("-x-")
     table = coords.merge(summary[summary["family"] == family], on="variant")
     grid = table.pivot_table(index=rows_key, columns=cols_key, values=f"{metric}_mean", sort=False)
     figure, axes = plt.subplots(figsize=(1.1 * grid.shape[1] + 3, 0.6 * grid.shape[0] + 2))

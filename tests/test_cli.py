@@ -1,0 +1,30 @@
+"""`python -m ablation_lab`: what `make run` prints, and a check command for study files."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from conftest import ROOT
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "ablation_lab", *args], capture_output=True, text=True, cwd=ROOT)
+
+
+def test_report_path_names_the_study_folder():
+    done = run_cli("report-path", "config/config.yaml")
+    assert done.returncode == 0
+    assert done.stdout.strip() == str(ROOT / "reports" / "article" / "report.html")
+
+
+def test_check_lists_variants_and_rejects_a_bad_file(tmp_path):
+    done = run_cli("check", "config/config.yaml")
+    assert done.returncode == 0
+    lines = done.stdout.split()
+    assert lines[0] == "baseline/reference" and "input/cols-24-27" in lines and len(lines) == 23
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("families:\n  noise:\n    levels: [-1]\n")
+    done = run_cli("check", str(bad))
+    assert done.returncode == 2
+    assert "families.noise.levels[0]" in done.stderr
