@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
-from ablation_lab.analysis import check_findings, compare_to_baseline, holm, runs_table, summarise, t_interval, verdict
+from ablation_lab.analysis import block_contrast, check_findings, compare_to_baseline, holm, runs_table, summarise, t_interval, verdict
 from ablation_lab.data import DatasetInfo
 from ablation_lab.study import Study
 from scipy import stats
@@ -24,6 +24,28 @@ def test_holm_adjustment():
     # Textbook example: sorted p 0.01, 0.02, 0.03 with m=3 -> 0.03, 0.04, 0.04 (monotone)
     np.testing.assert_allclose(holm([0.03, 0.01, 0.02]), [0.04, 0.03, 0.04])
     np.testing.assert_allclose(holm([0.5, np.nan, 0.9]), [1.0, np.nan, 1.0])
+
+
+def test_block_contrast_of_two_variants_is_the_paired_t_test():
+    a, b = [0.91, 0.93, 0.90, 0.95], [0.88, 0.92, 0.86, 0.93]
+    table = pd.DataFrame([a, b], index=["a", "b"], columns=[1, 2, 3, 4])
+    result = block_contrast(table, {"a": 1.0, "b": -1.0})
+    expected = stats.ttest_rel(a, b)
+    assert result["p_value"] == pytest.approx(expected.pvalue)
+    assert (result["low"], result["high"]) == pytest.approx(t_interval(np.subtract(a, b))[1:])
+    assert result["df"] == 3
+
+
+def test_block_contrast_pools_seed_noise_over_the_family():
+    # 3 variants x 2 seeds: (3-1)(2-1) = 2 residual degrees of freedom instead of 1
+    table = pd.DataFrame([[0.90, 0.92], [0.85, 0.88], [0.80, 0.81]], index=["x", "y", "z"], columns=[1, 2])
+    result = block_contrast(table, {"x": 1.0, "z": -1.0})
+    assert result["df"] == 2 and result["estimate"] == pytest.approx(0.105)
+    values = table.to_numpy()
+    residual = values - values.mean(1, keepdims=True) - values.mean(0, keepdims=True) + values.mean()
+    se = np.sqrt((residual**2).sum() / 2 * 2 / 2)
+    assert result["high"] - result["estimate"] == pytest.approx(stats.t.ppf(0.975, 2) * se)
+    assert np.isnan(block_contrast(table[[1]], {"x": 1.0, "z": -1.0})["low"]), "one seed: no interval"
 
 
 def test_verdicts():

@@ -57,3 +57,21 @@ def test_ci_runs_the_readme_test_command():
     assert "make test" in (ROOT / ".ci" / "run").read_text()
     readme = (ROOT / "README.md").read_text()
     assert "make test" in readme and "make run" in readme
+
+
+def test_cheap_rules_rerun_when_their_code_changes(tmp_path, monkeypatch):
+    import shutil
+
+    import ablation_lab
+
+    package = tmp_path / "ablation_lab"
+    shutil.copytree(ROOT / "workflow" / "ablation_lab", package)
+    monkeypatch.setattr(ablation_lab, "__file__", str(package / "__init__.py"))
+    before = ablation_lab.source_digest("analysis", "jobs")
+    assert before == ablation_lab.source_digest("analysis", "jobs")
+    (package / "analysis.py").write_text((package / "analysis.py").read_text() + "\n# edited\n")
+    assert ablation_lab.source_digest("analysis", "jobs") != before
+    rules = (ROOT / "workflow" / "rules" / "report.smk").read_text() + (ROOT / "workflow" / "rules" / "evaluate.smk").read_text()
+    for module in ("analysis", "plots", "report", "evaluate"):
+        assert f'source_digest("{module}"' in rules
+    assert "source_digest" not in (ROOT / "workflow" / "rules" / "train.smk").read_text()

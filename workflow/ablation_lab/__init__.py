@@ -10,3 +10,19 @@ __version__ = "0.1.0"
 # job's `params` carry it, so Snakemake retrains everything once. Snakemake does not see
 # edits inside imported modules by itself.
 TRAINING_CODE_VERSION = 2
+
+
+def source_digest(*modules: str) -> str:
+    """A short hash of some of this package's modules, for the `params` of cheap rules.
+
+    Evaluation, analysis, plots and the report rerun by themselves when their code changes
+    (Snakemake does not look inside imported modules); training does not, on purpose: it
+    reruns only when TRAINING_CODE_VERSION is bumped.
+    """
+    import hashlib
+    from pathlib import Path
+
+    digest = hashlib.sha256()
+    for name in modules:
+        digest.update((Path(__file__).parent / f"{name}.py").read_bytes())
+    return digest.hexdigest()[:12]

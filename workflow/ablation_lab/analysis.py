@@ -79,23 +79,58 @@ def holm(pvalues: Sequence[float]) -> np.ndarray:
     return adjusted
 
 
-def paired_difference(variant: pd.Series, reference: pd.Series) -> dict[str, float]:
-    """Mean of per-seed differences (variant - reference), its 95% interval and paired-t p-value."""
-    joined = pd.concat({"a": variant, "b": reference}, axis=1).dropna()
-    diff = (joined["a"] - joined["b"]).to_numpy()
-    mean, low, high = t_interval(diff)
-    p = float("nan")
-    if len(diff) >= 2:
-        p = 1.0 if np.all(diff == 0) else float(stats.ttest_rel(joined["a"], joined["b"]).pvalue)
-    return {"difference": mean, "diff_ci_low": low, "diff_ci_high": high, "p_value": p, "pairs": len(diff)}
+def block_contrast(table: pd.DataFrame, weights: dict[str, float]) -> dict[str, float]:
+    """A contrast of variant means, with its 95% interval and p-value, from a variants x seeds table.
+
+    Every variant is trained with the same seeds, so the table is a randomised block design:
+    an additive model (variant effect + seed effect) leaves (V-1)(S-1) residual degrees of
+    freedom to estimate seed noise, pooled over the variants of a family, far more than the
+    S-1 of one pair of variants when seeds are few. Variants with a missing (diverged) run
+    are left out.
+    """
+    table = table.dropna()
+    used = [v for v in weights if v in table.index]
+    coef = np.array([weights[v] for v in used])
+    n_variants, n_seeds = table.shape
+    estimate = float(coef @ table.loc[used].mean(axis=1).to_numpy()) if used else float("nan")
+    df = (n_variants - 1) * (n_seeds - 1)
+    out = {"estimate": estimate, "low": float("nan"), "high": float("nan"), "p_value": float("nan"), "seeds": n_seeds, "df": df}
+    if df < 1 or len(used) < len(weights):
+        return out
+    values = table.to_numpy()
+    residual = values - values.mean(axis=1, keepdims=True) - values.mean(axis=0, keepdims=True) + values.mean()
+    se = float(np.sqrt((residual**2).sum() / df * float((coef**2).sum()) / n_seeds))
+    if se == 0:
+        return {**out, "low": estimate, "high": estimate, "p_value": 1.0 if estimate == 0 else 0.0}
+    half = float(stats.t.ppf(0.975, df)) * se
+    return {**out, "low": estimate - half, "high": estimate + half, "p_value": float(2 * stats.t.sf(abs(estimate) / se, df))}
+
+
+def seed_table(runs: pd.DataFrame, families: Sequence[str], metric: str = "accuracy") -> pd.DataFrame:
+    """Variants (`family/variant`) x seeds of `metric`, for the given families."""
+    chosen = runs[runs["family"].isin(list(families))]
+    return chosen.assign(id=chosen["family"] + "/" + chosen["variant"]).pivot_table(index="id", columns="seed", values=metric, dropna=False)
 
 
 def compare_to_baseline(runs: pd.DataFrame, metric: str = "accuracy") -> pd.DataFrame:
-    """Each variant against the baseline, paired by seed; Holm correction within each family."""
-    baseline = runs[runs["family"] == BASELINE].set_index("seed")[metric]
+    """Each variant minus the baseline, seed noise pooled over its family; Holm within each family."""
+    reference = f"{BASELINE}/reference"
     rows = []
-    for (family, variant), group in runs[runs["family"] != BASELINE].groupby(["family", "variant"], sort=False):
-        rows.append({"family": family, "variant": variant, **paired_difference(group.set_index("seed")[metric], baseline)})
+    for family in runs.loc[runs["family"] != BASELINE, "family"].drop_duplicates():
+        table = seed_table(runs, [family, BASELINE], metric)
+        for variant in runs.loc[runs["family"] == family, "variant"].drop_duplicates():
+            result = block_contrast(table, {f"{family}/{variant}": 1.0, reference: -1.0})
+            rows.append(
+                {
+                    "family": family,
+                    "variant": variant,
+                    "difference": result["estimate"],
+                    "diff_ci_low": result["low"],
+                    "diff_ci_high": result["high"],
+                    "p_value": result["p_value"],
+                    "pairs": result["seeds"],
+                }
+            )
     table = pd.DataFrame(rows, columns=["family", "variant", "difference", "diff_ci_low", "diff_ci_high", "p_value", "pairs"])
     table["p_holm"] = np.nan
     for _, index in table.groupby("family").groups.items():
@@ -118,26 +153,8 @@ def verdict(low: float, high: float, seeds: int) -> str:
 
 
 def family_contrast(runs: pd.DataFrame, family: str, weights: dict[str, float], metric: str = "accuracy") -> dict[str, float]:
-    """A contrast of variant means with a 95% interval from the family's seed-to-seed noise.
-
-    The runs of a family form a variants x seeds table; an additive model (variant effect +
-    seed effect) leaves (V-1)(S-1) residual degrees of freedom, which estimate seed noise far
-    better than the S-1 of one pair of variants when seeds are few (randomised-block ANOVA).
-    """
-    table = runs[runs["family"] == family].pivot_table(index="variant", columns="seed", values=metric).dropna()
-    table = table.loc[[v for v in table.index if np.isfinite(table.loc[v]).all()]]
-    used = [v for v in weights if v in table.index]
-    coef = np.array([weights[v] for v in used])
-    n_variants, n_seeds = table.shape
-    estimate = float(coef @ table.loc[used].mean(axis=1).to_numpy()) if used else float("nan")
-    df = (n_variants - 1) * (n_seeds - 1)
-    if df < 1 or not used:
-        return {"estimate": estimate, "low": float("nan"), "high": float("nan"), "seeds": n_seeds, "df": df}
-    values = table.to_numpy()
-    residual = values - values.mean(axis=1, keepdims=True) - values.mean(axis=0, keepdims=True) + values.mean()
-    sigma2 = float((residual**2).sum() / df)
-    half = stats.t.ppf(0.975, df) * np.sqrt(sigma2 * float((coef**2).sum()) / n_seeds)
-    return {"estimate": estimate, "low": estimate - half, "high": estimate + half, "seeds": n_seeds, "df": df}
+    """`block_contrast` over one family's variants (`weights` keyed by variant name)."""
+    return block_contrast(seed_table(runs, [family], metric), {f"{family}/{v}": w for v, w in weights.items()})
 
 
 def _contrast_weights(better: Sequence[str], worse: Sequence[str]) -> dict[str, float]:
@@ -190,7 +207,9 @@ def _noise_claim(runs: pd.DataFrame, variants: Sequence[dict[str, Any]]) -> list
     if len(levels) < 3:
         return []
     chosen = runs[(runs["family"] == "noise") & runs["variant"].isin(level_of)].dropna(subset=["accuracy"])
-    rho, p = stats.spearmanr(chosen["variant"].map(level_of), chosen["accuracy"])
+    rho, p = (float("nan"), float("nan"))
+    if chosen["accuracy"].nunique() > 1:  # a constant column has no rank correlation
+        rho, p = stats.spearmanr(chosen["variant"].map(level_of), chosen["accuracy"])
     lowest = [n for n, level in level_of.items() if level == levels[0]]
     highest = [n for n, level in level_of.items() if level == levels[-1]]
     return [

@@ -35,7 +35,7 @@ def plot_family(runs: pd.DataFrame, summary: pd.DataFrame, family: str, title: s
         mean, low, high = base[[f"{metric}_mean", f"{metric}_ci_low", f"{metric}_ci_high"]].iloc[0]
         axes.axhline(mean, color="grey", linestyle="--", linewidth=1, label="baseline mean")
         if np.isfinite(low):
-            axes.axhspan(low, high, color="grey", alpha=0.15, label="baseline 95% CI")
+            axes.axhspan(low, high, color="grey", alpha=0.07, label="baseline 95% CI")
     sns.stripplot(data=mine, x="label", y=metric, order=order, ax=axes, color="tab:blue", alpha=0.6, size=5, jitter=0.15, label="one seed")
     x = np.arange(len(order))
     means = rows[f"{metric}_mean"].to_numpy()

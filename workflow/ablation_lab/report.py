@@ -27,8 +27,10 @@ section { border-top: 2px solid #ddd; margin-top: 2em; } .muted { color: #666; f
 </style></head><body>
 <h1>Ablation study <code>{{ study }}</code> on <code>{{ dataset }}</code></h1>
 <p class="muted">{{ sizes }}; {{ n_variants }} variants x {{ seeds|length }} seeds ({{ seeds|join(', ') }});
-{{ n_runs }} trained models. Intervals are 95% t-intervals over seeds; differences are paired by seed
-against the baseline; p-values are Holm-corrected within each family.</p>
+{{ n_runs }} trained models. A variant's accuracy interval is the 95% t-interval over its seeds.
+Differences from the baseline and the claims below pair runs by seed and take seed noise pooled over
+the family (an additive variant + seed model, as in a randomised block design); p-values are
+Holm-corrected within each family.</p>
 {% if diverged %}<p class="contradicted">Diverged runs (loss became NaN): {{ diverged|join(', ') }}</p>{% endif %}
 <section id="findings"><h2>The article's claims, checked</h2>
 {% if findings %}<table><tr><th>claim</th><th>estimate</th><th>95% interval</th><th>seeds</th><th>verdict</th><th>how</th></tr>

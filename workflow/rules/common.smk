@@ -9,6 +9,7 @@ from snakemake.utils import validate
 # import the installed package (make install, or `pip install --no-deps -e .` in conda).
 sys.path.insert(0, os.path.join(workflow.basedir, "workflow"))
 
+from ablation_lab import source_digest
 from ablation_lab.ablations import BASELINE
 from ablation_lab.study import Study
 

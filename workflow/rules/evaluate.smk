@@ -18,5 +18,6 @@ rule evaluate:
         runtime=10,
     params:
         run=run_label,
+        code=source_digest("evaluate", "jobs"),
     script:
         "../scripts/evaluate.py"

@@ -30,6 +30,7 @@ rule analyse:
         runtime=10,
     params:
         variants=STUDY.variant_table(),
+        code=source_digest("analysis", "jobs"),
     script:
         "../scripts/analyse.py"
 
@@ -59,6 +60,7 @@ rule plot_family:
     params:
         title=family_title,
         variants=STUDY.variant_table(),
+        code=source_digest("plots"),
     script:
         "../scripts/plot_family.py"
 
@@ -88,6 +90,7 @@ rule plot_examples:
     params:
         variants=STUDY.variant_table(),
         seed=STUDY.seeds[0],
+        code=source_digest("plots", "ablations"),
     script:
         "../scripts/plot_examples.py"
 
@@ -115,5 +118,6 @@ rule report_html:
     params:
         study=STUDY.config,
         figures=figures_by_family(),
+        code=source_digest("report"),
     script:
         "../scripts/report.py"
