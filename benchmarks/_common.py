@@ -145,6 +145,16 @@ def timed_command(command: Sequence[str], cwd: str | Path, env: dict[str, str], 
     return seconds
 
 
+def run_workflow(workdir: Path, config: dict[str, Any], env: dict[str, str], cores: int = 2) -> float:
+    """Write `config` as the study file in `workdir`, run the workflow there, return wall seconds."""
+    import yaml
+
+    path = workdir / "study.yaml"
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    command = [SNAKEMAKE, "--snakefile", str(REPO / "Snakefile"), "--directory", str(workdir), "--configfile", str(path)]
+    return timed_command([*command, "--cores", str(cores), "--quiet"], cwd=workdir, env=env)
+
+
 def cpu_per_wall(cpu_seconds: float, wall_seconds: float) -> float:
     """Process CPU seconds (all threads) per wall second: how many cores a path really kept busy.
 

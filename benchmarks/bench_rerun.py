@@ -25,19 +25,15 @@ import time
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import (
-    REPO,
-    SNAKEMAKE,
     child_env,
     header,
     median,
     ratio,
+    run_workflow,
     summary_row,
     table,
-    timed_command,
     verdict,
     write_summary,
 )
@@ -57,29 +53,15 @@ def study_config(rates: list[float]) -> dict[str, Any]:
 
 
 def run_snakemake(workdir: Path, rates: list[float], workers: bool = True) -> float:
-    """Write the study config for `rates`, run the workflow on it, return the wall seconds.
+    """Run the workflow on the study with `rates`; return the wall seconds.
 
     `workers=False` runs every job in its own process (ABLATION_LAB_WORKERS=0): the cost of
     a training job on its own, which is what a lone changed variant pays either way.
     """
-    config = workdir / "study.yaml"
-    config.write_text(yaml.safe_dump(study_config(rates), sort_keys=False))
-    command = [
-        SNAKEMAKE,
-        "--snakefile",
-        str(REPO / "Snakefile"),
-        "--directory",
-        str(workdir),
-        "--configfile",
-        str(config),
-        "--cores",
-        "2",
-        "--quiet",
-    ]
     env = child_env(threads=None)
     if not workers:
         env["ABLATION_LAB_WORKERS"] = "0"
-    return timed_command(command, cwd=workdir, env=env)
+    return run_workflow(workdir, study_config(rates), env)
 
 
 def job_seconds(path: Path) -> float:

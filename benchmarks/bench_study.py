@@ -19,19 +19,15 @@ import time
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import (
-    REPO,
-    SNAKEMAKE,
     child_env,
     header,
     ratio,
     run_child,
+    run_workflow,
     summary_row,
     table,
-    timed_command,
     write_summary,
 )
 
@@ -85,21 +81,7 @@ def time_article(families: dict[str, Any], epochs: int) -> tuple[float, int]:
 
 def time_snakemake(families: dict[str, Any], epochs: int, workdir: Path) -> tuple[float, int, int]:
     """Wall seconds of the workflow in an empty working directory, the models it trained and its jobs."""
-    config = workdir / "bench-study.yaml"
-    config.write_text(yaml.safe_dump(study_config(families, epochs), sort_keys=False))
-    command = [
-        SNAKEMAKE,
-        "--snakefile",
-        str(REPO / "Snakefile"),
-        "--directory",
-        str(workdir),
-        "--configfile",
-        str(config),
-        "--cores",
-        "2",
-        "--quiet",
-    ]
-    seconds = timed_command(command, cwd=workdir, env=child_env(threads=None))
+    seconds = run_workflow(workdir, study_config(families, epochs), child_env(threads=None))
     benchmarks = workdir / "results" / "benchmarks"  # every job's `benchmark:` file
     return seconds, len(list(benchmarks.rglob("train.tsv"))), len(list(benchmarks.rglob("*.tsv")))
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from ablation_lab.data import prepare, save_split
-from ablation_lab.dispatch import POOL_DIR, run_here, run_job
+from ablation_lab.dispatch import run_here, run_job
 from ablation_lab.worker import start_pool, stop_pool
 
 SPEC = {
@@ -20,6 +20,15 @@ SPEC = {
     "training": {"optimizer": "adam", "learning_rate": 0.01, "epochs": 2, "batch_size": 64, "early_stopping_patience": 0, "loop": "fast"},
     "transforms": [{"op": "noise", "kind": "gaussian", "level": 0.1, "apply_to": "both"}],
     "code_version": 2,
+}
+DIGITS = {
+    "name": "digits",
+    "path": None,
+    "label_column": "label",
+    "test_fraction": 0.2,
+    "validation_fraction": 0.2,
+    "split_seed": 1,
+    "max_samples": None,
 }
 
 
@@ -38,13 +47,14 @@ def pool(tmp_path, monkeypatch):
         "max_samples": None,
     }
     save_split(prepare(cfg), "split.npz", "meta.json")
-    start_pool(1)
+    pool = start_pool(1)
     deadline = time.monotonic() + 60
-    while not (POOL_DIR / "worker-0.sock").exists():
-        assert time.monotonic() < deadline, (POOL_DIR / "worker-0.log").read_text()
+    while not (pool / "worker-0.sock").exists():
+        assert time.monotonic() < deadline, (pool / "worker-0.log").read_text()
         time.sleep(0.1)
-    yield tmp_path
+    yield pool
     stop_pool()
+    assert "ABLATION_LAB_POOL" not in os.environ
 
 
 def train_outputs(prefix: str) -> dict[str, str]:
@@ -78,6 +88,7 @@ def test_a_failing_job_fails_with_its_traceback_in_the_log(pool):
 
 def test_without_a_worker_the_job_runs_in_process(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("ABLATION_LAB_POOL", raising=False)
     cfg = {
         "name": "digits",
         "path": None,
@@ -90,6 +101,18 @@ def test_without_a_worker_the_job_runs_in_process(tmp_path, monkeypatch):
     meta = run_job("prepare_data", "logs/prep.log", dataset_cfg=cfg, data_out="s.npz", meta_out="m.json")
     assert meta["sizes"]["test"] == 360 and os.path.exists("s.npz")
     assert (
-        run_here("prepare_data", None, {"dataset_cfg": cfg, "data_out": "t.npz", "meta_out": "t.json"})["fingerprint"]
+        run_here("prepare_data", None, {"dataset_cfg": DIGITS, "data_out": "t.npz", "meta_out": "t.json"})["fingerprint"]
         == meta["fingerprint"]
     )
+
+
+def test_a_second_run_leaves_the_first_runs_workers_alone(pool):
+    """Two Snakemake runs in one folder (different targets) each keep their own pool."""
+    import subprocess
+    import sys
+
+    worker = int((pool / "worker-0.pid").read_text())
+    code = "from ablation_lab.worker import start_pool, stop_pool; stop_pool(start_pool(1))"
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=os.getcwd())
+    os.kill(worker, 0)  # raises if the first pool's worker was stopped
+    assert (pool / "worker-0.sock").exists()

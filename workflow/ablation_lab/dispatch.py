@@ -22,7 +22,13 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-POOL_DIR = Path(".snakemake") / "ablation-lab-workers"
+POOL_ENV = "ABLATION_LAB_POOL"  # set by the Snakemake process that started the pool
+
+
+def current_pool() -> Path | None:
+    """The pool of the Snakemake run this job belongs to (jobs inherit its environment)."""
+    value = os.environ.get(POOL_ENV)
+    return Path(value) if value else None
 
 
 class WorkerUnavailable(RuntimeError):
@@ -30,7 +36,7 @@ class WorkerUnavailable(RuntimeError):
 
 
 @contextlib.contextmanager
-def claim_worker(pool: Path = POOL_DIR) -> Iterator[Path | None]:
+def claim_worker(pool: Path) -> Iterator[Path | None]:
     """Yield the socket of an idle worker (locked for this job), or None if there is none."""
     for sock in sorted(pool.glob("worker-*.sock")):
         handle = open(sock.with_suffix(".lock"), "a")  # noqa: SIM115 (held until the job ends)
@@ -87,8 +93,9 @@ def run_job(job: str, log: str | None, **kwargs: Any) -> Any:
     """`ablation_lab.jobs.<job>(**kwargs)`, logged to `log`, in a worker if one is idle."""
     request = {"job": job, "log": os.path.abspath(log) if log else None, "cwd": os.getcwd(), "kwargs": kwargs}
     # Workers run one thread each; a job asking for more runs in its own process.
-    if os.environ.get("ABLATION_LAB_WORKERS", "1") != "0" and kwargs.get("threads", 1) == 1:
-        with claim_worker() as sock:
+    pool = current_pool()
+    if pool is not None and os.environ.get("ABLATION_LAB_WORKERS", "1") != "0" and kwargs.get("threads", 1) == 1:
+        with claim_worker(pool) as sock:
             if sock is not None:
                 try:
                     return ask_worker(sock, request)

@@ -13,15 +13,17 @@ import argparse
 import contextlib
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import traceback
 from pathlib import Path
 
-from ablation_lab.dispatch import POOL_DIR
+from ablation_lab.dispatch import POOL_ENV, current_pool
 
 IDLE_SECONDS = 300
 
@@ -32,33 +34,49 @@ def pool_size_from_env(cores: int) -> int:
     return cores if value is None else max(0, int(value))
 
 
-def start_pool(cores: int, pool: Path = POOL_DIR) -> list[int]:
-    """Start the workers in the background and return their pids (they warm up on their own)."""
-    stop_pool(pool)
-    size = pool_size_from_env(cores)
-    pool.mkdir(parents=True, exist_ok=True)
-    pids = []
-    for index in range(size):
-        sock = pool / f"worker-{index}.sock"
+def start_pool(cores: int) -> Path:
+    """Start this process's workers in the background (they warm up on their own).
+
+    Each Snakemake process gets its own pool folder and exports it to its jobs
+    (ABLATION_LAB_POOL): two runs in one working directory never share or stop each other's
+    workers. The folder is a fresh one under /tmp because a Unix socket's path must stay
+    under about 100 characters, which a project folder may not.
+    """
+    base = "/tmp" if os.path.isdir("/tmp") else None
+    pool = Path(tempfile.mkdtemp(prefix=_owner_prefix(), dir=base))
+    for index in range(pool_size_from_env(cores)):
         with open(pool / f"worker-{index}.log", "w") as log:
             process = subprocess.Popen(
-                [sys.executable, "-m", "ablation_lab.worker", "--socket", str(sock), "--parent", str(os.getpid())],
+                [sys.executable, "-m", "ablation_lab.worker", "--socket", str(pool / f"worker-{index}.sock"), "--parent", str(os.getpid())],
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
             )
         (pool / f"worker-{index}.pid").write_text(str(process.pid))
-        pids.append(process.pid)
-    return pids
+    os.environ[POOL_ENV] = str(pool)
+    return pool
 
 
-def stop_pool(pool: Path = POOL_DIR) -> None:
+def _owner_prefix() -> str:
+    return f"ablation-lab-{os.getpid()}-"
+
+
+def stop_pool(pool: Path | None = None) -> None:
+    """Stop the workers of `pool` (default: this process's pool) and remove its folder.
+
+    Only the process that started a pool stops it: a child that inherited ABLATION_LAB_POOL
+    (a job, a nested run) leaves it alone.
+    """
+    pool = pool or current_pool()
+    if pool is None or not pool.name.startswith(_owner_prefix()):
+        return
     for pid_file in pool.glob("worker-*.pid"):
         with contextlib.suppress(ProcessLookupError, ValueError):
             os.kill(int(pid_file.read_text()), signal.SIGTERM)
         pid_file.unlink(missing_ok=True)
-    for sock in pool.glob("worker-*.sock"):
-        sock.unlink(missing_ok=True)
+    shutil.rmtree(pool, ignore_errors=True)
+    if os.environ.get(POOL_ENV) == str(pool):
+        del os.environ[POOL_ENV]
 
 
 def _warm_up(threads: int) -> None:
@@ -108,6 +126,10 @@ def serve(sock_path: Path, parent: int, threads: int = 1, idle: float = IDLE_SEC
     finally:
         server.close()
         sock_path.unlink(missing_ok=True)
+        if os.getppid() != parent:  # Snakemake died without stopping the pool: tidy up
+            sock_path.with_suffix(".pid").unlink(missing_ok=True)
+            if not list(sock_path.parent.glob("worker-*.pid")):
+                shutil.rmtree(sock_path.parent, ignore_errors=True)
 
 
 def main() -> None:
