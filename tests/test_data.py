@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from ablation_lab.data import DataError, RawData, describe, load_split, make_split, prepare, save_split
+from ablation_lab.data import DataError, DatasetInfo, RawData, describe, load_split, make_split, prepare, save_split
 
 BASE = {"path": None, "label_column": "label", "test_fraction": 0.2, "validation_fraction": 0.2, "split_seed": 42, "max_samples": None}
 
@@ -159,3 +159,14 @@ def test_images_of_the_wrong_shape_are_rejected(tmp_path):
     x, y = fake_images(40, (28, 28))
     with pytest.raises(DataError, match=r"40 feature rows but 39 labels"):
         make_split(RawData(x, y[:39], describe(cfg("mnist5k"))), cfg("mnist5k"))
+
+
+def test_describe_reads_only_the_header_of_a_user_npz(tmp_path):
+    x = np.zeros((7, 5, 4, 3), dtype=np.float32)
+    np.savez(tmp_path / "img.npz", x=x, y=np.arange(7) % 2)
+    assert describe(cfg("npz", path=str(tmp_path / "img.npz"))) == DatasetInfo("image", (5, 4, 3))
+    np.savez_compressed(tmp_path / "tab.npz", x=np.zeros((9, 3)), y=np.arange(9) % 2)
+    assert describe(cfg("npz", path=str(tmp_path / "tab.npz"))).feature_names == ("f0", "f1", "f2")
+    np.savez(tmp_path / "noxy.npz", features=x)
+    with pytest.raises(DataError, match="cannot read the shape of 'x'"):
+        describe(cfg("npz", path=str(tmp_path / "noxy.npz")))

@@ -71,6 +71,15 @@ def test_changing_one_dropout_rate_retrains_only_that_variant(finished):
     assert "rule prepare_data:" not in out.stdout
 
 
+def test_without_combinations_one_changed_rate_is_one_training_job_per_seed(finished):
+    workdir, config = finished
+    changed = copy.deepcopy(config)
+    changed["combinations"] = []
+    changed["families"]["dropout"]["rates"] = [0.0, 0.4]
+    out = snakemake(workdir, write_config(workdir, changed, "no-combos.yaml"), "--dry-run")
+    assert trained(out.stdout) == {("dropout", "rate-0.4", "1")}
+
+
 def test_adding_a_seed_trains_only_the_new_seed(finished):
     workdir, config = finished
     changed = copy.deepcopy(config)

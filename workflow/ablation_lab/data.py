@@ -270,7 +270,22 @@ def describe(cfg: dict) -> DatasetInfo:
         source = _require_file(cfg["path"], "csv", "a CSV table with a label column")
         columns = [str(c) for c in pd.read_csv(source, nrows=0).columns if str(c) != cfg["label_column"]]
         return DatasetInfo("tabular", (len(columns),), tuple(columns))
-    return _user_npz(cfg).info
+    return _npz_info(_require_file(cfg["path"], "npz", "an .npz with arrays 'x' and 'y'"))
+
+
+def _npz_info(path: Path) -> DatasetInfo:
+    """Shape of `x` from its .npy header alone: the Snakefile asks at every start, data can be large."""
+    try:
+        with zipfile.ZipFile(path) as archive, archive.open("x.npy") as member:
+            version = np.lib.format.read_magic(member)
+            shape = np.lib.format.read_array_header_1_0(member)[0] if version == (1, 0) else np.lib.format.read_array_header_2_0(member)[0]
+    except (OSError, KeyError, ValueError, zipfile.BadZipFile) as error:
+        raise DataError(f"cannot read the shape of 'x' in {str(path)!r} (an .npz with arrays 'x' and 'y'?): {error}") from error
+    if not 2 <= len(shape) <= 4:
+        raise DataError(f"{str(path)!r}: 'x' has shape {shape}; expected (n, features) or (n, height, width[, channels])")
+    if len(shape) == 2:
+        return DatasetInfo("tabular", tuple(shape[1:]), tuple(f"f{i}" for i in range(shape[1])))
+    return DatasetInfo("image", tuple(shape[1:]))
 
 
 # --- checks, split, scaling ---------------------------------------------------------------
