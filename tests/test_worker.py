@@ -37,16 +37,7 @@ def pool(tmp_path, monkeypatch):
     """A one-worker pool in a temporary working directory, waited for until it listens."""
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("ABLATION_LAB_WORKERS", raising=False)
-    cfg = {
-        "name": "digits",
-        "path": None,
-        "label_column": "label",
-        "test_fraction": 0.2,
-        "validation_fraction": 0.2,
-        "split_seed": 1,
-        "max_samples": None,
-    }
-    save_split(prepare(cfg), "split.npz", "meta.json")
+    save_split(prepare(DIGITS), "split.npz", "meta.json")
     pool = start_pool(1)
     deadline = time.monotonic() + 60
     while not (pool / "worker-0.sock").exists():
@@ -89,16 +80,7 @@ def test_a_failing_job_fails_with_its_traceback_in_the_log(pool):
 def test_without_a_worker_the_job_runs_in_process(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("ABLATION_LAB_POOL", raising=False)
-    cfg = {
-        "name": "digits",
-        "path": None,
-        "label_column": "label",
-        "test_fraction": 0.2,
-        "validation_fraction": 0.2,
-        "split_seed": 1,
-        "max_samples": None,
-    }
-    meta = run_job("prepare_data", "logs/prep.log", dataset_cfg=cfg, data_out="s.npz", meta_out="m.json")
+    meta = run_job("prepare_data", "logs/prep.log", dataset_cfg=DIGITS, data_out="s.npz", meta_out="m.json")
     assert meta["sizes"]["test"] == 360 and os.path.exists("s.npz")
     assert (
         run_here("prepare_data", None, {"dataset_cfg": DIGITS, "data_out": "t.npz", "meta_out": "t.json"})["fingerprint"]
