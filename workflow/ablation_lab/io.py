@@ -24,6 +24,7 @@ def atomic_path(target: str | Path, suffix: str = "") -> Iterator[Path]:
     """Yield a temporary path in the target's directory; rename it onto the target on success."""
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(target)
     handle, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=suffix or target.suffix)
     os.close(handle)
     tmp = Path(tmp_name)
@@ -32,6 +33,15 @@ def atomic_path(target: str | Path, suffix: str = "") -> Iterator[Path]:
         os.replace(tmp, target)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def remove_stale_temporaries(target: Path) -> None:
+    """Delete temporaries a killed writer of `target` left behind (SIGKILL skips `finally`).
+
+    Snakemake runs one job per output file, so no other live writer owns them.
+    """
+    for stale in target.parent.glob(f".{target.name}.*"):
+        stale.unlink(missing_ok=True)
 
 
 def write_atomic(target: str | Path, writer: Callable[[Path], Any]) -> None:
