@@ -20,3 +20,12 @@ def test_a_failed_write_leaves_neither_target_nor_temporary(tmp_path):
         tmp.write_text("partial")
         raise RuntimeError("killed mid-write")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_artifacts_get_the_usual_file_mode(tmp_path):
+    import os
+
+    write_json(tmp_path / "a.json", {})
+    mask = os.umask(0)
+    os.umask(mask)
+    assert (tmp_path / "a.json").stat().st_mode & 0o777 == 0o666 & ~mask

@@ -75,12 +75,19 @@ def test_interrupted_run_resumes_and_matches_an_uninterrupted_one(tmp_path):
 
 
 def test_second_invocation_is_refused_by_the_lock(tmp_path):
-    config = write_config(tmp_path, SMALL)
+    # long enough trainings that the first run is still going when the second ones start
+    config = write_config(tmp_path, {**SMALL, "training": {"epochs": 150, "early_stopping_patience": 0}})
     first = start(tmp_path, config, "--cores", "1")
     wait_for(lambda: (tmp_path / ".snakemake" / "locks").exists() and any((tmp_path / ".snakemake" / "locks").iterdir()))
-    second = snakemake(tmp_path, config, "--cores", "1", check=False, timeout=120)
-    assert second.returncode != 0
-    assert "cannot be locked" in second.stdout
+    # A plain second run is refused, by the lock or, while a job of the first is running,
+    # by Snakemake's check for incomplete outputs; `--rerun-incomplete` gets past the
+    # latter, and the lock still refuses it.
+    plain = snakemake(tmp_path, config, "--cores", "1", check=False, timeout=120)
+    assert plain.returncode != 0
+    assert "cannot be locked" in plain.stdout or "Incomplete files" in plain.stdout
+    forced = snakemake(tmp_path, config, "--cores", "1", "--rerun-incomplete", check=False, timeout=120)
+    assert forced.returncode != 0
+    assert "cannot be locked" in forced.stdout
     first.wait(timeout=600)
     assert first.returncode == 0, (tmp_path / "snakemake-output.txt").read_text()[-3000:]
     assert (tmp_path / "reports" / "small" / "report.html").exists()
