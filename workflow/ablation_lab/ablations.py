@@ -241,27 +241,35 @@ def drop_features(x: np.ndarray, indices: Sequence[int]) -> np.ndarray:
 SPLIT_STREAM = {"train": 0, "val": 1, "test": 2}
 
 
+def fill_statistics(x_train: np.ndarray) -> dict[str, Any]:
+    """What fills and clipping need, from the training split only: value range and mean image."""
+    return {"value_range": (float(x_train.min()), float(x_train.max())), "train_mean": x_train.mean(axis=0)}
+
+
+def transform_split(x: np.ndarray, split: str, transforms: Sequence[dict[str, Any]], seed: int, stats: dict[str, Any]) -> np.ndarray:
+    """One split as the variant sees it; each transform draws from its own seeded stream."""
+    for position, transform in enumerate(transforms):
+        rng = np.random.default_rng(np.random.SeedSequence([seed, position, SPLIT_STREAM[split]]))
+        op = transform["op"]
+        if op == "mask":
+            x = mask_region(x, transform["region"], transform["fill"], rng, stats["train_mean"], stats["value_range"])
+        elif op == "noise":
+            if transform["apply_to"] == "both" or split == "test":
+                x = add_noise(x, transform["kind"], transform["level"], rng, stats["value_range"])
+        elif op == "drop_features":
+            x = drop_features(x, transform["indices"])
+        else:
+            raise ValueError(f"unknown transform {op!r}")
+    return x
+
+
 def apply_transforms(arrays: dict[str, np.ndarray], transforms: Sequence[dict[str, Any]], seed: int) -> dict[str, np.ndarray]:
     """The variant's view of the prepared data; labels untouched, every random draw seeded.
 
     Fill statistics (mean image, value range) come from the training split only.
     """
+    stats = fill_statistics(arrays["x_train"])
     out = dict(arrays)
-    train = arrays["x_train"]
-    value_range = (float(train.min()), float(train.max()))
-    train_mean = train.mean(axis=0)
-    for position, transform in enumerate(transforms):
-        for split, stream in SPLIT_STREAM.items():
-            key = f"x_{split}"
-            rng = np.random.default_rng(np.random.SeedSequence([seed, position, stream]))
-            op = transform["op"]
-            if op == "mask":
-                out[key] = mask_region(out[key], transform["region"], transform["fill"], rng, train_mean, value_range)
-            elif op == "noise":
-                if transform["apply_to"] == "both" or split == "test":
-                    out[key] = add_noise(out[key], transform["kind"], transform["level"], rng, value_range)
-            elif op == "drop_features":
-                out[key] = drop_features(out[key], transform["indices"])
-            else:
-                raise ValueError(f"unknown transform {op!r}")
+    for split in SPLIT_STREAM:
+        out[f"x_{split}"] = transform_split(arrays[f"x_{split}"], split, transforms, seed, stats)
     return out

@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 
-from ablation_lab.ablations import BASELINE, apply_transforms
+from ablation_lab.ablations import BASELINE, fill_statistics, transform_split
 from ablation_lab.io import atomic_path
 
 
@@ -75,10 +75,11 @@ def plot_examples(
 ) -> None:
     """The first test images as each variant of the family sees them (seed of the first run)."""
     chosen = [v for v in variants if v["family"] == family]
-    test_only = {"x_train": arrays["x_train"], "x_val": arrays["x_val"][:1], "x_test": arrays["x_test"][:per_variant]}
+    stats = fill_statistics(arrays["x_train"])
+    preview = arrays["x_test"][:per_variant]
     figure, grid = plt.subplots(per_variant, len(chosen), figsize=(1.2 * len(chosen) + 0.5, 1.3 * per_variant), squeeze=False)
     for col, variant in enumerate(chosen):
-        images = apply_transforms(test_only, variant["transforms"], seed)["x_test"]
+        images = transform_split(preview, "test", variant["transforms"], seed, stats)
         for row in range(per_variant):
             axes = grid[row, col]
             picture = images[row].reshape(image_shape)

@@ -159,12 +159,11 @@ def fit_keras(model: Any, optimizer: Any, arrays: dict[str, np.ndarray], trainin
     keys = ("loss", "accuracy", "val_loss", "val_accuracy")
     for index in range(len(history.history["loss"])):
         result.history.append({"epoch": index + 1, **{k: float(history.history[k][index]) for k in keys if k in history.history}})
-    losses = [row["loss"] for row in result.history]
     bad = [row["epoch"] for row in result.history if not math.isfinite(row["loss"])]
     if bad:
         result.diverged_epoch = bad[0]
-    else:
-        result.best_epoch = int(np.argmin([row["val_loss"] for row in result.history])) + 1 if losses else None
+    elif result.history:
+        result.best_epoch = int(np.argmin([row["val_loss"] for row in result.history])) + 1
     return result
 
 
