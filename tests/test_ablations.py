@@ -18,7 +18,6 @@ from ablation_lab.ablations import (
     region_mask,
 )
 from ablation_lab.data import DatasetInfo
-from ablation_lab.study import Study
 
 MNIST = DatasetInfo("image", (28, 28))
 TABLE = DatasetInfo("tabular", (3,), ("mean radius", "mean texture", "worst area"))
@@ -141,20 +140,3 @@ def test_combination_is_the_cartesian_product_with_merged_changes():
     assert last.model == {"dropout": 0.5}
     assert last.transforms[0]["level"] == 0.3
     assert last.coords == {"noise": "gaussian 0.3", "dropout": "dropout 0.5"}
-
-
-def test_changing_one_variant_changes_only_its_spec(test_config):
-    before = Study.from_config(test_config)
-    test_config["families"]["dropout"]["rates"] = [0.0, 0.3]
-    after = Study.from_config(test_config)
-    assert before.spec("dropout", "rate-0") == after.spec("dropout", "rate-0")
-    assert "dropout/rate-0.5" not in after.variants and "dropout/rate-0.3" in after.variants
-    assert before.spec("noise", "gauss-0.3") == after.spec("noise", "gauss-0.3")
-
-
-def test_spec_carries_the_training_code_version(test_config):
-    from ablation_lab import TRAINING_CODE_VERSION
-
-    spec = Study.from_config(test_config).spec("baseline", "reference")
-    assert spec["code_version"] == TRAINING_CODE_VERSION
-    assert spec["model"] == {"hidden_units": [16], "activation": "relu", "dropout": 0.0}

@@ -22,7 +22,7 @@ def rule_blocks() -> dict[str, str]:
 
 def test_every_rule_declares_resources():
     blocks = rule_blocks()
-    assert {"prepare_data", "train", "evaluate", "analyse", "plot_family", "plot_examples", "report_html"} <= set(blocks)
+    assert {"prepare_data", "train", "analyse_run", "aggregate", "plot_family", "plot_examples", "report_html"} <= set(blocks)
     for name, body in blocks.items():
         for directive in ("log:", "benchmark:", "threads:", "resources:", "mem_mb=", "runtime=", "script:"):
             assert directive in body, f"rule {name} lacks {directive}"
@@ -46,7 +46,7 @@ def test_environment_yml_lists_the_same_dependencies_as_pyproject():
 def test_light_modules_do_not_import_tensorflow():
     """The Snakefile, aggregation, plots and report must not pay TensorFlow's start-up."""
     code = (
-        "import sys, ablation_lab.study, ablation_lab.analysis, ablation_lab.report, ablation_lab.plots, ablation_lab.jobs, ablation_lab.evaluate;"
+        "import sys, ablation_lab.study, ablation_lab.statistics, ablation_lab.analyses, ablation_lab.report, ablation_lab.plots, ablation_lab.jobs, ablation_lab.evaluate;"
         "print('tensorflow' in sys.modules)"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
@@ -67,11 +67,26 @@ def test_cheap_rules_rerun_when_their_code_changes(tmp_path, monkeypatch):
     package = tmp_path / "ablation_lab"
     shutil.copytree(ROOT / "workflow" / "ablation_lab", package)
     monkeypatch.setattr(ablation_lab, "__file__", str(package / "__init__.py"))
-    before = ablation_lab.source_digest("analysis", "jobs")
-    assert before == ablation_lab.source_digest("analysis", "jobs")
-    (package / "analysis.py").write_text((package / "analysis.py").read_text() + "\n# edited\n")
-    assert ablation_lab.source_digest("analysis", "jobs") != before
-    rules = (ROOT / "workflow" / "rules" / "report.smk").read_text() + (ROOT / "workflow" / "rules" / "evaluate.smk").read_text()
-    for module in ("analysis", "plots", "report", "evaluate"):
-        assert f'source_digest("{module}"' in rules
+    before = ablation_lab.source_digest("statistics", "jobs")
+    assert before == ablation_lab.source_digest("statistics", "jobs")
+    (package / "statistics.py").write_text((package / "statistics.py").read_text() + "\n# edited\n")
+    assert ablation_lab.source_digest("statistics", "jobs") != before
+    rules = (ROOT / "workflow" / "rules" / "report.smk").read_text() + (ROOT / "workflow" / "rules" / "analyses.smk").read_text()
+    digested = {name for call in re.findall(r"source_digest\(([^)]*)\)", rules) for name in re.findall(r'"(\w+)"', call)}
+    assert {"statistics", "plots", "report", "analyses", "evaluate"} <= digested
     assert "source_digest" not in (ROOT / "workflow" / "rules" / "train.smk").read_text()
+
+
+def test_only_jobs_that_need_tensorflow_use_the_warm_pool():
+    from ablation_lab.dispatch import SERVED_JOBS
+
+    scripts = {path.stem: path.read_text() for path in (ROOT / "workflow" / "scripts").glob("*.py") if path.stem != "_package"}
+    pooled = {name for name, text in scripts.items() if "run_job(" in text}
+    assert pooled == set(SERVED_JOBS) == {"train", "analyse_run"}
+    assert all("import _package" in text for text in scripts.values()), "each script imports the package beside the rules"
+
+
+def test_no_rule_or_script_builds_an_artifact_path_by_hand():
+    """Paths come from ablation_lab.study: no `results/...` literal in rules or scripts."""
+    for path in [*RULE_FILES, *(ROOT / "workflow" / "scripts").glob("*.py"), ROOT / "Snakefile"]:
+        assert '"results/' not in path.read_text() and 'f"results/' not in path.read_text(), path

@@ -14,12 +14,10 @@ from ablation_lab.dispatch import run_here, run_job
 from ablation_lab.worker import start_pool, stop_pool
 
 SPEC = {
-    "family": "dropout",
-    "variant": "rate-0.2",
     "model": {"hidden_units": [16], "activation": "relu", "dropout": 0.2},
     "training": {"optimizer": "adam", "learning_rate": 0.01, "epochs": 2, "batch_size": 64, "early_stopping_patience": 0, "loop": "fast"},
     "transforms": [{"op": "noise", "kind": "gaussian", "level": 0.1, "apply_to": "both"}],
-    "code_version": 2,
+    "code_version": 3,
 }
 DIGITS = {
     "name": "digits",
@@ -49,7 +47,10 @@ def pool(tmp_path, monkeypatch):
 
 
 def train_outputs(prefix: str) -> dict[str, str]:
-    return {k: f"{prefix}/{k}.{ext}" for k, ext in [("model", "keras"), ("history", "csv"), ("predictions", "npz"), ("provenance", "json")]}
+    return {
+        k: f"{prefix}/run/seed5/{k}.{ext}"
+        for k, ext in [("model", "keras"), ("history", "csv"), ("predictions", "npz"), ("provenance", "json")]
+    }
 
 
 def test_training_in_a_worker_equals_training_in_process(pool):
@@ -63,18 +64,43 @@ def test_training_in_a_worker_equals_training_in_process(pool):
     finally:
         del os.environ["ABLATION_LAB_WORKERS"]
     for other in ("worker2", "here"):
-        with np.load("worker/predictions.npz") as a, np.load(f"{other}/predictions.npz") as b:
-            np.testing.assert_array_equal(a["probabilities"], b["probabilities"])
-        assert Path("worker/history.csv").read_text() == Path(f"{other}/history.csv").read_text()
-    assert "trained dropout/rate-0.2 seed 5: ok" in Path("logs/worker.log").read_text()
-    assert json.loads(Path("worker/provenance.json").read_text())["spec"] == SPEC
+        with np.load("worker/run/seed5/predictions.npz") as a, np.load(f"{other}/run/seed5/predictions.npz") as b:
+            for key in ("probabilities_val", "probabilities_test"):
+                np.testing.assert_array_equal(a[key], b[key])
+        assert Path("worker/run/seed5/history.csv").read_text() == Path(f"{other}/run/seed5/history.csv").read_text()
+    assert "trained run seed 5: ok" in Path("logs/worker.log").read_text()
+    assert json.loads(Path("worker/run/seed5/provenance.json").read_text())["spec"] == SPEC
 
 
 def test_a_failing_job_fails_with_its_traceback_in_the_log(pool):
     with pytest.raises(RuntimeError, match=r"failed in worker worker-0\.sock"):
-        run_job("prepare_data", "logs/bad.log", dataset_cfg={"name": "npz", "path": "missing.npz"}, data_out="x.npz", meta_out="x.json")
+        run_job("train", "logs/bad.log", spec=SPEC, seed=1, threads=1, data="missing.npz", meta="meta.json", out=train_outputs("bad"))
     log = Path("logs/bad.log").read_text()
-    assert "DataError" in log and "no file at" in log
+    assert "missing.npz" in log and "Traceback" in log
+
+
+def test_workers_serve_only_training_and_analyses_and_survive_bad_requests(pool):
+    """Any process of the user can reach the socket: it must not call other functions or write elsewhere."""
+    from ablation_lab.dispatch import ask_worker
+
+    sock = pool / "worker-0.sock"
+    refused = [
+        ({"job": "write_json", "log": None, "cwd": os.getcwd(), "kwargs": {"target": "x.json", "payload": 1}}, "not served by workers"),
+        ({"job": "train", "log": "/tmp/elsewhere.log", "cwd": os.getcwd(), "kwargs": {}}, "is not under"),
+        ({"job": "train"}, "a request is a JSON object"),
+    ]
+    for request, message in refused:
+        with pytest.raises(RuntimeError, match=message):
+            ask_worker(sock, request)
+    import socket as sockets
+
+    with sockets.socket(sockets.AF_UNIX, sockets.SOCK_STREAM) as conn:  # a malformed line
+        conn.connect(str(sock))
+        conn.sendall(b"{not json\n")
+        assert b"request refused" in conn.makefile("rb").readline()
+    assert not Path("x.json").exists() and not Path("/tmp/elsewhere.log").exists()
+    kwargs = {"spec": SPEC, "seed": 5, "threads": 1, "data": "split.npz", "meta": "meta.json"}
+    assert run_job("train", "logs/after.log", out=train_outputs("after"), **kwargs) == "ok"  # still serving
 
 
 def test_without_a_worker_the_job_runs_in_process(tmp_path, monkeypatch):

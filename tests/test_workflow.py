@@ -8,7 +8,7 @@ import json
 import pandas as pd
 import pytest
 import yaml
-from workflow_helpers import ROOT, snakemake, trained, write_config
+from workflow_helpers import ROOT, planned_jobs, runs_of, snakemake, trained, write_config
 
 pytestmark = pytest.mark.workflow
 
@@ -29,25 +29,41 @@ def test_report_has_a_section_per_family_with_figures(finished):
     for family in ["baseline", "dropout", "activation", "input", "noise", "capacity", "noise-x-dropout"]:
         assert f'id="family-{family}"' in page
     assert page.count("data:image/png;base64,") == 8  # 6 families + 2 example galleries
-    assert "The article&#39;s claims, checked" in page or "The article's claims, checked" in page
+    assert 'id="overview"' in page and 'id="findings"' in page and 'id="provenance"' in page
+    assert "Variants that resolve to the same trained model share it" in page
     tidy = pd.read_parquet(workdir / "reports" / "smoke" / "tables" / "metrics.parquet")
     assert set(tidy["metric"]) >= {"accuracy", "error_rate", "loss", "macro_f1"}
-    assert len(tidy.query("metric == 'accuracy'")) == 14
-    assert tidy.query("metric == 'accuracy'")["value"].between(0, 1).all()
+    accuracy = tidy.query("metric == 'accuracy'")
+    assert len(accuracy) == 20 and accuracy["value"].between(0, 1).all()
+    assert accuracy["run"].nunique() == 8, "20 variants, 8 trained models"
 
 
-def test_each_run_directory_holds_model_history_metrics_and_provenance(finished):
+def test_test_only_noise_evaluates_the_clean_model_on_noisy_test_inputs(finished):
     workdir, _ = finished
-    run = workdir / "results" / "mnist5k" / "noise" / "gauss-0.3" / "seed1"
-    for name in ["model.keras", "history.csv", "predictions.npz", "metrics.csv", "confusion.csv", "provenance.json"]:
+    runs = pd.read_csv(workdir / "reports" / "smoke" / "tables" / "runs.csv").set_index(["family", "variant"])
+    clean, noisy = runs.loc[("baseline", "reference")], runs.loc[("noise", "gauss-0.3-testonly")]
+    assert clean["run"] == noisy["run"]
+    assert noisy["accuracy"] < clean["accuracy"]
+    assert runs.loc[("noise", "gauss-0-testonly"), "accuracy"] == clean["accuracy"]
+
+
+def test_each_run_directory_holds_model_history_predictions_metrics_and_provenance(finished):
+    from ablation_lab.study import Study
+
+    workdir, config = finished
+    study = Study.from_config(config)
+    variant = study.variants["noise/gauss-0.3"]
+    run = workdir / study.run_dir(variant, 1)
+    for name in ["model.keras", "history.csv", "predictions.npz", "provenance.json"]:
         assert (run / name).stat().st_size > 0
+    assert (workdir / study.probe_file(variant, 1)).stat().st_size > 0
     provenance = json.loads((run / "provenance.json").read_text())
     assert provenance["seed"] == 1 and provenance["status"] == "ok"
     assert provenance["spec"]["transforms"][0] == {"op": "noise", "kind": "gaussian", "level": 0.3, "apply_to": "both"}
     assert {"keras", "numpy", "python", "ablation_lab"} <= set(provenance["versions"])
+    assert len(provenance["workflow"]["commit"]) == 40 and provenance["workflow"]["dirty"] in (True, False)
     assert not list(run.glob(".*")), "no temporary files are left behind"
-    assert (workdir / "logs" / "mnist5k" / "noise" / "gauss-0.3" / "seed1" / "train.log").exists()
-    assert (workdir / "results" / "benchmarks" / "mnist5k" / "noise" / "gauss-0.3" / "seed1" / "train.tsv").exists()
+    assert (workdir / "logs" / study.data_key / study.run_of(variant) / "seed1" / "train.log").exists()
 
 
 def test_noop_rerun_has_nothing_to_do(finished):
@@ -61,23 +77,12 @@ def test_changing_one_dropout_rate_retrains_only_that_variant(finished):
     changed = copy.deepcopy(config)
     changed["families"]["dropout"]["rates"] = [0.0, 0.4]
     out = snakemake(workdir, write_config(workdir, changed, "changed.yaml"), "--dry-run")
-    # the dropout variant, and the combination cells that cross it with each noise level
-    assert trained(out.stdout) == {
-        ("dropout", "rate-0.4", "1"),
-        ("noise-x-dropout", "gauss-0__rate-0.4", "1"),
-        ("noise-x-dropout", "gauss-0.3__rate-0.4", "1"),
-    }
-    assert "rule analyse:" in out.stdout and "rule report_html:" in out.stdout
+    # the dropout variant, and the combination cells with training-time noise that cross it
+    expected = runs_of(changed, "dropout/rate-0.4", "noise-x-dropout/gauss-0.3__rate-0.4")
+    assert trained(out.stdout) == {(run, 1) for run in expected}
+    assert len(expected) == 2, "gauss-0 and test-only cells reuse dropout/rate-0.4's model"
+    assert "rule aggregate:" in out.stdout and "rule report_html:" in out.stdout
     assert "rule prepare_data:" not in out.stdout
-
-
-def test_without_combinations_one_changed_rate_is_one_training_job_per_seed(finished):
-    workdir, config = finished
-    changed = copy.deepcopy(config)
-    changed["combinations"] = []
-    changed["families"]["dropout"]["rates"] = [0.0, 0.4]
-    out = snakemake(workdir, write_config(workdir, changed, "no-combos.yaml"), "--dry-run")
-    assert trained(out.stdout) == {("dropout", "rate-0.4", "1")}
 
 
 def test_adding_a_seed_trains_only_the_new_seed(finished):
@@ -85,8 +90,8 @@ def test_adding_a_seed_trains_only_the_new_seed(finished):
     changed = copy.deepcopy(config)
     changed["seeds"] = [1, 2]
     planned = trained(snakemake(workdir, write_config(workdir, changed, "seeds.yaml"), "--dry-run").stdout)
-    assert planned and {seed for _, _, seed in planned} == {"2"}
-    assert len(planned) == 14
+    assert {seed for _, seed in planned} == {2}
+    assert len(planned) == 8
 
 
 def test_adding_a_noise_level_trains_only_the_new_variant(finished):
@@ -94,18 +99,57 @@ def test_adding_a_noise_level_trains_only_the_new_variant(finished):
     changed = copy.deepcopy(config)
     changed["families"]["noise"]["levels"] = [0.0, 0.3, 0.5]
     planned = trained(snakemake(workdir, write_config(workdir, changed, "noise.yaml"), "--dry-run").stdout)
-    assert planned == {
-        ("noise", "gauss-0.5", "1"),
-        ("noise-x-dropout", "gauss-0.5__rate-0", "1"),
-        ("noise-x-dropout", "gauss-0.5__rate-0.5", "1"),
-    }
+    expected = runs_of(changed, "noise/gauss-0.5", "noise-x-dropout/gauss-0.5__rate-0.5")
+    assert planned == {(run, 1) for run in expected}
 
 
 def test_changing_training_settings_retrains_everything(finished):
     workdir, config = finished
     changed = copy.deepcopy(config)
     changed["training"]["epochs"] = 2
-    assert len(trained(snakemake(workdir, write_config(workdir, changed, "epochs.yaml"), "--dry-run").stdout)) == 14
+    assert len(trained(snakemake(workdir, write_config(workdir, changed, "epochs.yaml"), "--dry-run").stdout)) == 8
+
+
+def test_two_studies_on_one_dataset_never_touch_each_other(finished):
+    """A second study with other training settings trains its own runs; the first stays done."""
+    workdir, config = finished
+    other = {**copy.deepcopy(config), "study": "other", "families": {"dropout": {"rates": [0.5]}}, "combinations": []}
+    other["training"]["batch_size"] = 32
+    stamps = {p: p.stat().st_mtime_ns for p in (workdir / "results").rglob("*") if p.is_file()}
+    done = snakemake(workdir, write_config(workdir, other, "other.yaml"), "--cores", "2")
+    assert "rule train:" in done.stdout and "rule prepare_data:" not in done.stdout
+    assert (workdir / "reports" / "other" / "report.html").exists()
+    assert {p: p.stat().st_mtime_ns for p in stamps} == stamps, "the second study rewrote the first's artifacts"
+    again = snakemake(workdir, write_config(workdir, config, "first-again.yaml"), "--dry-run")
+    assert "Nothing to be done" in again.stdout
+    back = snakemake(workdir, write_config(workdir, other, "other-again.yaml"), "--dry-run")
+    assert "Nothing to be done" in back.stdout
+
+
+def test_editing_the_data_file_prepares_a_new_split_and_trains_on_it(tmp_path):
+    table = tmp_path / "table.csv"
+    rows = [f"{i % 7},{(i * 3) % 5},{i % 2}" for i in range(60)]
+    table.write_text("a,b,label\n" + "\n".join(rows) + "\n")
+    config = {
+        "study": "edit",
+        "seeds": [1],
+        "dataset": {"name": "csv", "path": str(table)},
+        "model": {"hidden_units": [4]},
+        "training": {"epochs": 1, "early_stopping_patience": 0},
+    }
+    path = write_config(tmp_path, config)
+    snakemake(tmp_path, path, "--cores", "2")
+    assert "Nothing to be done" in snakemake(tmp_path, path, "--dry-run").stdout
+    table.write_text("a,b,label\n" + "\n".join(r for r in rows if not r.endswith(",1")) + "\n" + "0,0,2\n1,1,2\n2,2,2\n3,3,2\n4,4,2\n")
+    planned = snakemake(tmp_path, path, "--dry-run").stdout
+    assert "rule prepare_data:" in planned and len(trained(planned)) == 1
+
+
+def test_the_default_study_plans_forty_trainings_for_twenty_three_variants(tmp_path):
+    done = snakemake(tmp_path, ROOT / "config" / "config.yaml", "--dry-run")
+    jobs = planned_jobs(done.stdout)
+    assert len(jobs["train"]) == 40
+    assert len(jobs["analyse_run"]) == 40
 
 
 def test_snakemake_report_builds(finished):

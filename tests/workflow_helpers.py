@@ -42,5 +42,14 @@ def planned_jobs(output: str) -> dict[str, list[dict[str, str]]]:
     return jobs
 
 
-def trained(output: str) -> set[tuple[str, str, str]]:
-    return {(w["family"], w["variant"], w["seed"]) for w in planned_jobs(output).get("train", [])}
+def trained(output: str) -> set[tuple[str, int]]:
+    """(run, seed) of every training job a dry run plans."""
+    return {(w["run"], int(w["seed"])) for w in planned_jobs(output).get("train", [])}
+
+
+def runs_of(config: dict, *variant_ids: str) -> set[str]:
+    """The run names (trained-model folders) of some variants of a study."""
+    from ablation_lab.study import Study
+
+    study = Study.from_config(config)
+    return {study.run_of(study.variants[v]) for v in variant_ids}

@@ -9,7 +9,7 @@ __version__ = "0.1.0"
 # Bump when a change to the training code changes what a trained model is: every training
 # job's `params` carry it, so Snakemake retrains everything once. Snakemake does not see
 # edits inside imported modules by itself.
-TRAINING_CODE_VERSION = 2
+TRAINING_CODE_VERSION = 3
 
 
 def source_digest(*modules: str) -> str:

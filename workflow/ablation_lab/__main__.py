@@ -25,9 +25,14 @@ def main(argv: list[str] | None = None) -> int:
             from ablation_lab.study import Study
 
             study = Study.from_config(config)
-            for variant_id in study.variants:
-                print(variant_id)
-            print(f"{len(study.variants)} variants x {len(study.seeds)} seeds", file=sys.stderr)
+            for variant_id, variant in study.variants.items():
+                print(f"{variant_id}\t{study.run_of(variant)}")
+            print(
+                f"{len(study.variants)} variants x {len(study.seeds)} seeds; {len(study.runs)} distinct trained models per seed",
+                file=sys.stderr,
+            )
+            for run, users in study.sharing().items():
+                print(f"shared model {run}: {', '.join(users)}", file=sys.stderr)
     except ConfigError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -218,20 +218,21 @@ def mask_region(
     return out
 
 
-def add_noise(x: np.ndarray, kind: str, level: float, rng: np.random.Generator, value_range: tuple[float, float]) -> np.ndarray:
-    """Gaussian noise of std `level`, or salt-and-pepper on a `level` share of features; clipped."""
+def add_noise(x: np.ndarray, kind: str, level: float, rng: np.random.Generator, value_range: tuple[Any, Any]) -> np.ndarray:
+    """Gaussian noise of std `level`, or salt-and-pepper on a `level` share of features; clipped.
+
+    `value_range` is (low, high) as scalars, or per-feature arrays for tabular data.
+    """
     low, high = value_range
     if level == 0:
         return x.copy()
     if kind == "gaussian":
         noisy = x + level * rng.standard_normal(x.shape, dtype=np.float32)
         return np.clip(noisy, low, high).astype(x.dtype)
-    out = x.copy()
     hit = rng.random(x.shape) < level
     salt = rng.random(x.shape) < 0.5
-    out[hit & salt] = high
-    out[hit & ~salt] = low
-    return out
+    out = np.where(hit & salt, high, x)
+    return np.where(hit & ~salt, low, out).astype(x.dtype)
 
 
 def drop_features(x: np.ndarray, indices: Sequence[int]) -> np.ndarray:
@@ -242,8 +243,15 @@ SPLIT_STREAM = {"train": 0, "val": 1, "test": 2}
 
 
 def fill_statistics(x_train: np.ndarray) -> dict[str, Any]:
-    """What fills and clipping need, from the training split only: value range and mean image."""
-    return {"value_range": (float(x_train.min()), float(x_train.max())), "train_mean": x_train.mean(axis=0)}
+    """What fills and clipping need, from the training split only: value range and mean image.
+
+    Tabular features (2-D data) keep each feature's own range: noise on a standardised table
+    must not push a feature to another feature's extremes. Images share one range (a border
+    pixel that is always 0 in training must still be able to receive noise).
+    """
+    per_feature = x_train.ndim == 2
+    low, high = (x_train.min(axis=0), x_train.max(axis=0)) if per_feature else (float(x_train.min()), float(x_train.max()))
+    return {"value_range": (low, high), "train_mean": x_train.mean(axis=0)}
 
 
 def transform_split(x: np.ndarray, split: str, transforms: Sequence[dict[str, Any]], seed: int, stats: dict[str, Any]) -> np.ndarray:

@@ -23,6 +23,9 @@ from pathlib import Path
 from typing import Any
 
 POOL_ENV = "ABLATION_LAB_POOL"  # set by the Snakemake process that started the pool
+# The jobs a warm worker serves: those that need TensorFlow (a model to train or to load).
+# Every other rule calls its job in its own process (`run_here`), without the pool.
+SERVED_JOBS = frozenset({"train", "analyse_run"})
 
 
 def current_pool() -> Path | None:
@@ -81,12 +84,22 @@ def _exit_on_sigterm() -> None:
 
 
 def run_here(job: str, log: str | None, kwargs: dict[str, Any]) -> Any:
+    """Run `ablation_lab.jobs.<job>` in this process; its log ends with the job's own CPU time.
+
+    In a worker, Snakemake's benchmark file measures only the thin client that waited; the
+    CPU and wall seconds logged here are the work itself (benchmarks read them).
+    """
+    import time
+
     from ablation_lab import jobs
     from ablation_lab.io import job_log
 
     _exit_on_sigterm()
-    with job_log(log):
-        return getattr(jobs, job)(**kwargs)
+    with job_log(log) as logger:
+        cpu, wall = time.process_time(), time.perf_counter()
+        result = getattr(jobs, job)(**kwargs)
+        logger.info("job %s: %.3f CPU s, %.3f wall s (process %d)", job, time.process_time() - cpu, time.perf_counter() - wall, os.getpid())
+        return result
 
 
 def run_job(job: str, log: str | None, **kwargs: Any) -> Any:
@@ -94,7 +107,7 @@ def run_job(job: str, log: str | None, **kwargs: Any) -> Any:
     request = {"job": job, "log": os.path.abspath(log) if log else None, "cwd": os.getcwd(), "kwargs": kwargs}
     # Workers run one thread each; a job asking for more runs in its own process.
     pool = current_pool()
-    if pool is not None and os.environ.get("ABLATION_LAB_WORKERS", "1") != "0" and kwargs.get("threads", 1) == 1:
+    if job in SERVED_JOBS and pool is not None and os.environ.get("ABLATION_LAB_WORKERS", "1") != "0" and kwargs.get("threads", 1) == 1:
         with claim_worker(pool) as sock:
             if sock is not None:
                 try:

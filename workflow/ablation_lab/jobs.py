@@ -11,9 +11,9 @@ import logging
 import platform
 import socket
 from importlib import metadata
+from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
 from ablation_lab import TRAINING_CODE_VERSION, __version__
@@ -42,8 +42,24 @@ def prepare_data(dataset_cfg: dict[str, Any], data_out: str, meta_out: str) -> d
     return split.meta
 
 
+def workflow_commit() -> dict[str, Any]:
+    """The git commit of the workflow's source tree, and whether it had uncommitted edits."""
+    import subprocess
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[2]
+
+    def git(*args: str) -> str:
+        return subprocess.run(["git", "-C", str(repo), *args], capture_output=True, text=True, timeout=10, check=True).stdout.strip()
+
+    try:
+        return {"commit": git("rev-parse", "HEAD"), "dirty": bool(git("status", "--porcelain", "--untracked-files=no"))}
+    except (OSError, subprocess.SubprocessError):
+        return {"commit": None, "dirty": None}
+
+
 def train(spec: dict[str, Any], seed: int, threads: int, data: str, meta: str, out: dict[str, str]) -> str:
-    """Train one (variant, seed): saves the model, history, test probabilities and provenance."""
+    """Train one (run, seed): saves the model, history, validation/test probabilities and provenance."""
     from ablation_lab.ablations import apply_transforms
     from ablation_lab.data import load_split
     from ablation_lab.train import configure_tensorflow, predict_proba, train_model
@@ -53,16 +69,16 @@ def train(spec: dict[str, Any], seed: int, threads: int, data: str, meta: str, o
     split = load_split(data, meta)
     arrays = apply_transforms(split.arrays, spec["transforms"], seed)
     result = train_model(spec, arrays, split.meta["n_classes"], seed)
-    probabilities = predict_proba(result.model, arrays["x_test"])
+    probabilities = {f"probabilities_{s}": predict_proba(result.model, arrays[f"x_{s}"]) for s in ("val", "test")}
 
     with atomic_path(out["model"]) as tmp_model:
         result.model.save(tmp_model)
     write_table(out["history"], pd.DataFrame(result.history, columns=["epoch", "loss", "accuracy", "val_loss", "val_accuracy"]))
-    write_npz(out["predictions"], probabilities=probabilities, y_true=arrays["y_test"])
+    write_npz(out["predictions"], **probabilities, y_val=arrays["y_val"], y_test=arrays["y_test"])
     write_json(
         out["provenance"],
         {
-            "variant": f"{spec['family']}/{spec['variant']}",
+            "run": Path(out["model"]).parent.parent.name,
             "seed": seed,
             "spec": spec,
             "status": result.status,
@@ -73,43 +89,34 @@ def train(spec: dict[str, Any], seed: int, threads: int, data: str, meta: str, o
             "threads": threads,
             "data": {"fingerprint": split.meta["fingerprint"], "dataset": split.meta["name"], "sizes": split.meta["sizes"]},
             "code_version": TRAINING_CODE_VERSION,
+            "workflow": workflow_commit(),
             "versions": versions(),
             "host": socket.gethostname(),
             "started": started.isoformat(timespec="seconds"),
             "finished": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         },
     )
-    log.info("trained %s/%s seed %d: %s in %.2f s", spec["family"], spec["variant"], seed, result.status, result.seconds)
+    log.info("trained %s seed %d: %s in %.2f s", Path(out["model"]).parent.parent.name, seed, result.status, result.seconds)
     return result.status
 
 
-def evaluate(
-    predictions: str, provenance: str, meta: str, run: dict[str, Any], metrics_out: str, confusion_out: str
-) -> list[dict[str, Any]]:
-    """Tidy metrics and the confusion matrix of one (variant, seed)."""
-    from ablation_lab.evaluate import classification_metrics, confusion_table, metrics_table
+def analyse_run(analysis: str, probe: dict[str, Any], spec: dict[str, Any], seed: int, run_dir: str, data: str, meta: str, out: str) -> int:
+    """One per-model analysis of one trained model under one test view -> its tidy table."""
+    from ablation_lab.analyses import RunContext, run_analysis
 
-    with np.load(predictions) as saved:
-        probabilities, y_true = saved["probabilities"], saved["y_true"]
-    record = read_json(provenance)
-    class_names = read_json(meta)["class_names"]
-    metrics = classification_metrics(y_true, probabilities)
-    metrics |= {"epochs_trained": record["epochs_trained"], "train_seconds": record["train_seconds"]}
-    if record["diverged_epoch"] is not None:
-        metrics["diverged_epoch"] = record["diverged_epoch"]
-    table = metrics_table(metrics, {**run, "status": record["status"]})
-    write_table(metrics_out, table)
-    confusion = confusion_table(y_true, probabilities, class_names)
-    write_table(confusion_out, confusion.assign(**run))
-    log.info("metrics:\n%s", table.to_string(index=False))
-    return table.to_dict("records")
+    context = RunContext(Path(run_dir), data, meta, spec, seed, list(probe["view"]))
+    table = run_analysis(analysis, context, probe["params"])
+    write_table(out, table)
+    log.info("%s of %s seed %d:\n%s", analysis, Path(run_dir).parent.name, seed, table.to_string(index=False))
+    return len(table)
 
 
-def analyse(metrics_files: list[str], variants: list[dict[str, Any]], out: dict[str, str]) -> None:
-    """All runs into one tidy table (CSV and Parquet), plus per-variant statistics and claims."""
-    from ablation_lab.analysis import check_findings, collect_metrics, compare_to_baseline, runs_table, summarise
+def aggregate(probes: list[dict[str, Any]], variants: list[dict[str, Any]], out: dict[str, str]) -> None:
+    """Every variant's per-model tables into the study's tables (CSV and Parquet), plus statistics and claims."""
+    from ablation_lab.statistics import check_findings, compare_to_baseline, runs_table, summarise
 
-    tidy = collect_metrics(metrics_files)
+    tables = collect_probes(probes)
+    tidy = tables["evaluation"]
     runs = runs_table(tidy, variants)
     write_table(out["tidy_csv"], tidy)
     write_table(out["tidy_parquet"], tidy)
@@ -117,6 +124,17 @@ def analyse(metrics_files: list[str], variants: list[dict[str, Any]], out: dict[
     write_table(out["summary"], summarise(runs))
     write_table(out["comparisons"], compare_to_baseline(runs))
     write_table(out["findings"], check_findings(runs, variants))
+
+
+def collect_probes(probes: list[dict[str, Any]]) -> dict[str, pd.DataFrame]:
+    """Analysis name -> its tables of every (variant, seed), with the variant's columns in front."""
+    parts: dict[str, list[pd.DataFrame]] = {}
+    for row in probes:
+        table = pd.read_csv(row["path"])
+        for position, key in enumerate(("family", "variant", "seed", "run")):
+            table.insert(position, key, row[key])
+        parts.setdefault(row["analysis"], []).append(table)
+    return {name: pd.concat(frames, ignore_index=True) for name, frames in parts.items()}
 
 
 def plot_family(family: str, title: str, variants: list[dict[str, Any]], runs: str, summary: str, out: str) -> None:
@@ -138,20 +156,21 @@ def plot_examples(family: str, variants: list[dict[str, Any]], data: str, meta: 
     draw(split.arrays, variants, family, split.meta["input_shape"], out, seed)
 
 
-def report(study_cfg: dict[str, Any], meta: str, tables: dict[str, str], figures: dict[str, list[str]], out: str) -> str:
+def report(
+    study_cfg: dict[str, Any], meta: str, tables: dict[str, str], figures: dict[str, list[str]], sharing: dict[str, list[str]], out: str
+) -> str:
     from ablation_lab.io import write_atomic
-    from ablation_lab.report import render
+    from ablation_lab.report import ReportInputs, render
 
-    page = render(
-        study_cfg,
-        read_json(meta),
-        pd.read_csv(tables["summary"]),
-        pd.read_csv(tables["comparisons"]),
-        pd.read_csv(tables["findings"]),
-        pd.read_csv(tables["runs"]),
-        figures,
-        versions(),
+    inputs = ReportInputs(
+        study=study_cfg,
+        meta=read_json(meta),
+        tables={name: pd.read_csv(path) for name, path in tables.items()},
+        figures=figures,
+        versions=versions(),
+        sharing=sharing,
     )
+    page = render(inputs)
     write_atomic(out, lambda tmp: tmp.write_text(page))
     log.info("report written to %s", out)
     return out

@@ -8,6 +8,8 @@ from typing import Any
 import keras
 from keras import layers
 
+# The hidden activations a study may name (the schema's enum is tested against this list).
+ACTIVATIONS = ("relu", "sigmoid", "tanh", "linear", "elu", "gelu", "swish")
 OPTIMIZERS = {"adam": keras.optimizers.Adam, "sgd": keras.optimizers.SGD, "rmsprop": keras.optimizers.RMSprop}
 
 

@@ -1,9 +1,16 @@
-"""The study's self-contained HTML report: one section per family, figures embedded."""
+"""The study's self-contained HTML report, built from a list of sections.
+
+A section is one function from the report's named inputs to the content of zero or more
+`<section>` blocks (id, title, paragraphs, figures, HTML tables), plus the Jinja block that
+draws it. Adding a capability's section is one function and one entry in SECTIONS; the
+page itself only loops over them.
+"""
 
 from __future__ import annotations
 
 import base64
-import html
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -13,11 +20,13 @@ from jinja2 import Environment, select_autoescape
 
 from ablation_lab.ablations import BASELINE, FAMILIES
 
-TEMPLATE = """<!doctype html>
+PAGE = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
 <title>Ablation study {{ study }} on {{ dataset }}</title>
 <style>
-body { font-family: system-ui, sans-serif; max-width: 1100px; margin: 2em auto; color: #222; }
+body { font-family: system-ui, sans-serif; max-width: 1100px; margin: 2em auto; padding: 0 1em; color: #222; }
+.table-box { overflow-x: auto; }
 table { border-collapse: collapse; font-size: 0.85em; margin: 0.5em 0 1.5em; }
 th, td { border: 1px solid #ccc; padding: 3px 8px; text-align: right; }
 th { background: #f3f3f3; } td:first-child, th:first-child { text-align: left; }
@@ -26,24 +35,41 @@ th { background: #f3f3f3; } td:first-child, th:first-child { text-align: left; }
 section { border-top: 2px solid #ddd; margin-top: 2em; } .muted { color: #666; font-size: 0.9em; }
 </style></head><body>
 <h1>Ablation study <code>{{ study }}</code> on <code>{{ dataset }}</code></h1>
-<p class="muted">{{ sizes }}; {{ n_variants }} variants x {{ seeds|length }} seeds ({{ seeds|join(', ') }});
-{{ n_runs }} trained models. A variant's accuracy interval is the 95% t-interval over its seeds.
-Differences from the baseline and the claims below pair runs by seed and take seed noise pooled over
-the family (an additive variant + seed model, as in a randomised block design); p-values are
-Holm-corrected within each family.</p>
-{% if diverged %}<p class="contradicted">Diverged runs (loss became NaN): {{ diverged|join(', ') }}</p>{% endif %}
-<section id="findings"><h2>The article's claims, checked</h2>
-{% if findings %}<table><tr><th>claim</th><th>estimate</th><th>95% interval</th><th>seeds</th><th>verdict</th><th>how</th></tr>
-{% for f in findings %}<tr><td>{{ f.claim }}</td><td>{{ "%+.4f"|format(f.estimate) }}</td><td>{{ f.interval }}</td><td>{{ f.seeds }}</td>
-<td class="{{ f.css }}">{{ f.verdict }}</td><td>{{ f.detail }}</td></tr>{% endfor %}</table>
-{% else %}<p>No family of this study bears on the article's claims.</p>{% endif %}</section>
-{% for s in sections %}<section id="family-{{ s.name }}"><h2>{{ s.title }}</h2><p>{{ s.description }}</p>
+<nav><ul>{% for s in sections %}<li><a href="#{{ s.id }}">{{ s.title }}</a></li>{% endfor %}</ul></nav>
+{% for s in sections %}<section id="{{ s.id }}"><h2>{{ s.title }}</h2>
+{% for p in s.paragraphs %}<p class="{{ p.css }}">{{ p.text }}</p>{% endfor %}
 {% for fig in s.figures %}<figure><img alt="{{ fig.alt }}" src="data:image/png;base64,{{ fig.data }}"></figure>{% endfor %}
-{{ s.table|safe }}</section>{% endfor %}
-<section id="provenance"><h2>Provenance</h2><p class="muted">Software: {{ versions }}</p>
-<details><summary>Study config</summary><pre>{{ config }}</pre></details></section>
+{% for t in s.tables %}<div class="table-box">{{ t|safe }}</div>{% endfor %}
+{% if s.details %}<details><summary>{{ s.details.summary }}</summary><pre>{{ s.details.text }}</pre></details>{% endif %}
+</section>{% endfor %}
 </body></html>
 """
+
+
+@dataclass
+class ReportInputs:
+    """Everything a section may draw from, by name (tables are pandas frames)."""
+
+    study: dict[str, Any]
+    meta: dict[str, Any]
+    tables: dict[str, pd.DataFrame]
+    figures: dict[str, list[str]] = field(default_factory=dict)
+    versions: dict[str, str] = field(default_factory=dict)
+    sharing: dict[str, list[str]] = field(default_factory=dict)
+
+
+@dataclass
+class SectionContent:
+    id: str
+    title: str
+    paragraphs: list[dict[str, str]] = field(default_factory=list)
+    figures: list[dict[str, str]] = field(default_factory=list)
+    tables: list[str] = field(default_factory=list)  # HTML made by pandas with escape=True
+    details: dict[str, str] | None = None
+
+    def say(self, text: str, css: str = "") -> SectionContent:
+        self.paragraphs.append({"text": text, "css": css})
+        return self
 
 
 def _png(path: str | Path) -> str:
@@ -52,6 +78,10 @@ def _png(path: str | Path) -> str:
 
 def _interval(low: float, high: float) -> str:
     return "n/a" if pd.isna(low) else f"[{low:+.4f}, {high:+.4f}]"
+
+
+def _html_table(frame: pd.DataFrame) -> str:
+    return frame.to_html(index=False, escape=True, border=0)
 
 
 def family_title(name: str) -> tuple[str, str]:
@@ -78,49 +108,89 @@ def family_table(summary: pd.DataFrame, comparisons: pd.DataFrame, family: str) 
             "p (Holm)": table["p_holm"].map(lambda v: "" if pd.isna(v) else f"{v:.3g}"),
         }
     )
-    return shown.to_html(index=False, escape=True, border=0)
+    return _html_table(shown)
 
 
-def render(
-    study: dict[str, Any],
-    meta: dict[str, Any],
-    summary: pd.DataFrame,
-    comparisons: pd.DataFrame,
-    findings: pd.DataFrame,
-    runs: pd.DataFrame,
-    figures: dict[str, list[str]],
-    versions: dict[str, str],
-) -> str:
-    """The page as a string; `figures` maps family -> PNG paths in display order."""
-    sections = []
+# --- sections -------------------------------------------------------------------------------
+
+
+def overview_section(inputs: ReportInputs) -> list[SectionContent]:
+    runs, summary = inputs.tables["runs"], inputs.tables["summary"]
+    seeds = inputs.study["seeds"]
+    sizes = ", ".join(f"{k} {v}" for k, v in inputs.meta["sizes"].items())
+    trained = runs[["run", "seed"]].drop_duplicates() if "run" in runs else runs
+    section = SectionContent("overview", "Overview").say(
+        f"{sizes}; {summary.shape[0]} variants x {len(seeds)} seeds ({', '.join(map(str, seeds))}); "
+        f"{len(trained)} trained models. A variant's accuracy interval is the 95% t-interval over its seeds. "
+        "Differences from the baseline and the claims below pair runs by seed and take seed noise pooled over the family "
+        "(an additive variant + seed model, as in a randomised block design); p-values are Holm-corrected within each family.",
+        "muted",
+    )
+    diverged = runs[runs["status"] == "diverged"]
+    if len(diverged):
+        section.say(
+            "Diverged runs (loss became NaN): " + ", ".join(f"{r.family}/{r.variant} seed {r.seed}" for r in diverged.itertuples()),
+            "contradicted",
+        )
+    if inputs.sharing:
+        section.say(
+            "Variants that resolve to the same trained model share it (trained once per seed; "
+            "test-time-only changes are applied when the shared model is evaluated):"
+        )
+        shared = pd.DataFrame([{"trained model": run, "variants": ", ".join(ids)} for run, ids in inputs.sharing.items()])
+        section.tables.append(_html_table(shared))
+    return [section]
+
+
+def findings_section(inputs: ReportInputs) -> list[SectionContent]:
+    findings = inputs.tables["findings"]
+    section = SectionContent("findings", "The article's claims, checked")
+    if findings.empty:
+        return [section.say("No family of this study bears on the article's claims.")]
+    shown = pd.DataFrame(
+        {
+            "claim": findings["claim"],
+            "estimate": findings["estimate"].map("{:+.4f}".format),
+            "95% interval": [_interval(a, b) for a, b in zip(findings["ci_low"], findings["ci_high"], strict=True)],
+            "seeds": findings["seeds"],
+            "verdict": findings["verdict"],
+            "how": findings["detail"],
+        }
+    )
+    section.tables.append(_html_table(shown))
+    return [section]
+
+
+def family_sections(inputs: ReportInputs) -> list[SectionContent]:
+    summary, comparisons = inputs.tables["summary"], inputs.tables["comparisons"]
+    out = []
     for family in summary["family"].drop_duplicates():
         title, description = family_title(family)
-        pictures = [{"alt": f"{family} figure {i + 1}", "data": _png(p)} for i, p in enumerate(figures.get(family, []))]
-        sections.append(
-            {
-                "name": family,
-                "title": title,
-                "description": description,
-                "figures": pictures,
-                "table": family_table(summary, comparisons, family),
-            }
-        )
-    rows = []
-    for f in findings.to_dict("records"):
-        css = {"held": "held", "contradicted": "contradicted"}.get(f["verdict"], "noise")
-        rows.append({**f, "interval": _interval(f["ci_low"], f["ci_high"]), "css": css})
-    diverged = runs[runs["status"] == "diverged"]
-    env = Environment(autoescape=select_autoescape(default=True, default_for_string=True))
-    return env.from_string(TEMPLATE).render(
-        study=study["study"],
-        dataset=study["dataset"]["name"],
-        sizes=", ".join(f"{k} {v}" for k, v in meta["sizes"].items()),
-        seeds=study["seeds"],
-        n_variants=summary.shape[0],
-        n_runs=len(runs),
-        diverged=[f"{r.family}/{r.variant} seed {r.seed}" for r in diverged.itertuples()],
-        findings=rows,
-        sections=sections,
-        versions=html.escape(", ".join(f"{k} {v}" for k, v in versions.items())),
-        config=yaml.safe_dump(study, sort_keys=False),
+        section = SectionContent(f"family-{family}", title).say(description)
+        section.figures = [{"alt": f"{family} figure {i + 1}", "data": _png(p)} for i, p in enumerate(inputs.figures.get(family, []))]
+        section.tables.append(family_table(summary, comparisons, family))
+        out.append(section)
+    return out
+
+
+def provenance_section(inputs: ReportInputs) -> list[SectionContent]:
+    section = SectionContent("provenance", "Provenance").say(
+        "Software: " + ", ".join(f"{k} {v}" for k, v in inputs.versions.items()), "muted"
     )
+    section.details = {"summary": "Study config", "text": yaml.safe_dump(inputs.study, sort_keys=False)}
+    return [section]
+
+
+SECTIONS: list[Callable[[ReportInputs], list[SectionContent]]] = [
+    overview_section,
+    findings_section,
+    family_sections,
+    provenance_section,
+]
+
+
+def render(inputs: ReportInputs) -> str:
+    """The page as a string; every user string is escaped by Jinja or by pandas."""
+    sections = [content for build in SECTIONS for content in build(inputs)]
+    env = Environment(autoescape=select_autoescape(default=True, default_for_string=True))
+    return env.from_string(PAGE).render(study=inputs.study["study"], dataset=inputs.study["dataset"]["name"], sections=sections)

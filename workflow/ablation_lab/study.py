@@ -1,22 +1,87 @@
-"""A study: the validated config expanded into variants, and the paths of their artifacts.
+"""A study: the validated config expanded into variants, and the single owner of every path.
 
-The Snakefile builds one Study at parse time; it must stay cheap and never import
+The Snakefile builds one Study at parse time; rules, scripts, the CLI and the tests ask it
+for paths and names, nothing rebuilds one by hand. It must stay cheap and never import
 TensorFlow, so a no-op rerun costs only Snakemake's own bookkeeping.
+
+Artifacts are keyed by what determines them, not by the study that asked for them:
+
+    results/<data>/split.npz, meta.json               one prepared split per data key
+    results/<data>/<run>/seed<k>/model.keras ...       one trained model per run key and seed
+    results/<data>/<run>/seed<k>/<analysis>/<probe>.csv  one per-model analysis table
+    reports/<study>/...                               what this study makes of them
+
+`<data>` digests the dataset settings and the data file's content; `<run>` digests the
+resolved model, training settings, training-time transforms and the training code version.
+Variants and studies that resolve to the same run share it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
 
-from ablation_lab import TRAINING_CODE_VERSION
+from ablation_lab import TRAINING_CODE_VERSION, identity
 from ablation_lab.ablations import BASELINE, FAMILIES, Variant, baseline_variant, combination_name, combine
+from ablation_lab.analyses import ANALYSES, EVALUATION
 from ablation_lab.config import ConfigError, validate_config
-from ablation_lab.data import DatasetInfo, describe
+from ablation_lab.data import FORMAT_VERSION, DatasetInfo, describe
 
 RESULTS = "results"
+REPORTS = "reports"
+LOGS = "logs"
+BENCHMARKS = f"{RESULTS}/benchmarks"
+
+# Snakemake patterns: the rules take their inputs and outputs from here.
+DATA_DIR = RESULTS + "/{data}"
+RUN_DIR = DATA_DIR + "/{run}/seed{seed}"
+PROBE_FILE = RUN_DIR + "/{analysis}/{probe}.csv"
+RUN_FILES = {"model": "model.keras", "history": "history.csv", "predictions": "predictions.npz", "provenance": "provenance.json"}
+WILDCARDS = {
+    "data": rf"[a-z0-9_]+-[0-9a-f]{{{identity.DATA_DIGEST}}}",
+    "run": rf"[a-z0-9_.+-]+-[0-9a-f]{{{identity.RUN_DIGEST}}}",
+    "probe": rf"[a-z0-9_.+-]+-[0-9a-f]{{{identity.PROBE_DIGEST}}}",
+    "analysis": r"[a-z_]+",
+    "seed": r"\d+",
+    "family": r"[a-z0-9_]+(-x-[a-z0-9_]+)?",
+}
+
+
+def split_file(data: str = "{data}") -> str:
+    return f"{DATA_DIR.format(data=data)}/split.npz"
+
+
+def meta_file(data: str = "{data}") -> str:
+    return f"{DATA_DIR.format(data=data)}/meta.json"
+
+
+def run_file(kind: str, data: str = "{data}", run: str = "{run}", seed: int | str = "{seed}") -> str:
+    return f"{RUN_DIR.format(data=data, run=run, seed=seed)}/{RUN_FILES[kind]}"
+
+
+def probe_file(
+    data: str = "{data}", run: str = "{run}", seed: int | str = "{seed}", analysis: str = "{analysis}", probe: str = "{probe}"
+) -> str:
+    return PROBE_FILE.format(data=data, run=run, seed=seed, analysis=analysis, probe=probe)
+
+
+def job_log(kind: str, data: str = "{data}", run: str = "{run}", seed: int | str = "{seed}") -> str:
+    return f"{LOGS}/{data}/{run}/seed{seed}/{kind}.log"
+
+
+def job_benchmark(kind: str, data: str = "{data}", run: str = "{run}", seed: int | str = "{seed}") -> str:
+    return f"{BENCHMARKS}/{data}/{run}/seed{seed}/{kind}.tsv"
+
+
+@dataclass(frozen=True)
+class Probe:
+    """One per-model analysis of one variant's trained model, under the variant's test view."""
+
+    analysis: str
+    name: str
+    spec: dict[str, Any] = field(hash=False, compare=False)
 
 
 @dataclass
@@ -28,6 +93,8 @@ class Study:
         study = cls(validate_config(config))
         _ = study.variants  # expand now, so a bad family block fails before any job runs
         return study
+
+    # --- what the study declares --------------------------------------------------------
 
     @property
     def name(self) -> str:
@@ -73,31 +140,136 @@ class Study:
                 by_id[variant.id] = variant
         return by_id
 
-    def variant(self, family: str, name: str) -> Variant:
-        return self.variants[f"{family}/{name}"]
+    # --- identity -------------------------------------------------------------------------
 
-    def spec(self, family: str, name: str) -> dict[str, Any]:
+    @cached_property
+    def data_spec(self) -> dict[str, Any]:
+        """What determines the prepared split: the dataset block, the data file's content, the format."""
+        dataset = self.config["dataset"]
+        return {"dataset": dict(dataset), "content": identity.content_digest(dataset.get("path")), "format": FORMAT_VERSION}
+
+    @cached_property
+    def data_key(self) -> str:
+        return identity.data_name(self.dataset, self.data_spec)
+
+    def run_spec(self, variant: Variant) -> dict[str, Any]:
         """Everything that determines a variant's trained model, and nothing else.
 
-        Snakemake reruns a training job when this changes (its `params`), so a variant's
-        artifacts stay cached until its own spec, the training settings or the training
-        code version change.
+        Test-only transforms and no-op transforms are left out: they do not change the model.
+        Snakemake reruns a training job only when its spec (its `params`) changes, and a
+        changed spec is a new folder, so no other study's run is ever invalidated.
         """
-        variant = self.variant(family, name)
-        return {
-            "family": variant.family,
-            "variant": variant.name,
-            "model": {**self.config["model"], **variant.model},
-            "training": dict(self.config["training"]),
-            "transforms": [dict(t) for t in variant.transforms],
-            "code_version": TRAINING_CODE_VERSION,
-        }
+        training_transforms, _ = identity.split_transforms(variant.transforms)
+        return identity.canonical(
+            {
+                "model": {**self.config["model"], **variant.model},
+                "training": dict(self.config["training"]),
+                "transforms": training_transforms,
+                "code_version": TRAINING_CODE_VERSION,
+            }
+        )
+
+    def test_view(self, variant: Variant) -> list[dict[str, Any]]:
+        """The transforms a variant applies to the test inputs only, at evaluation time."""
+        return identity.split_transforms(variant.transforms)[1]
+
+    @cached_property
+    def _run_names(self) -> dict[str, str]:
+        return {v.id: identity.run_name(self.run_spec(v)) for v in self.variants.values()}
+
+    def run_of(self, variant: Variant) -> str:
+        return self._run_names[variant.id]
+
+    @cached_property
+    def runs(self) -> dict[str, dict[str, Any]]:
+        """Run name -> spec, one entry per distinct trained model of the study."""
+        return {self.run_of(v): self.run_spec(v) for v in self.variants.values()}
+
+    def sharing(self) -> dict[str, list[str]]:
+        """Run name -> the variant ids that share its trained model (only runs shared by 2+)."""
+        users: dict[str, list[str]] = {}
+        for variant in self.variants.values():
+            users.setdefault(self.run_of(variant), []).append(variant.id)
+        return {run: ids for run, ids in users.items() if len(ids) > 1}
+
+    def probe(self, variant: Variant, analysis: str = EVALUATION) -> Probe:
+        view = self.test_view(variant) if ANALYSES[analysis].uses_test_view else []
+        spec = identity.canonical({"analysis": analysis, "params": ANALYSES[analysis].params(self.config), "view": view})
+        return Probe(analysis, identity.probe_name(view, spec), spec)
+
+    @cached_property
+    def _probe_specs(self) -> dict[tuple[str, str], dict[str, Any]]:
+        found = {}
+        for analysis in self.analyses():
+            for variant in self.variants.values():
+                probe = self.probe(variant, analysis)
+                found[analysis, probe.name] = probe.spec
+        return found
+
+    def probe_spec(self, analysis: str, name: str) -> dict[str, Any]:
+        """The spec behind a probe's file name (the `params` of its job)."""
+        return self._probe_specs[analysis, name]
+
+    def analyses(self) -> list[str]:
+        """The per-model analyses this study asks for, in registry order (evaluation first)."""
+        return [name for name, analysis in ANALYSES.items() if analysis.params(self.config) is not None]
+
+    # --- paths ------------------------------------------------------------------------------
+
+    def split_file(self) -> str:
+        return split_file(self.data_key)
+
+    def meta_file(self) -> str:
+        return meta_file(self.data_key)
 
     def run_dir(self, variant: Variant, seed: int) -> str:
-        return f"{RESULTS}/{self.dataset}/{variant.family}/{variant.name}/seed{seed}"
+        return RUN_DIR.format(data=self.data_key, run=self.run_of(variant), seed=seed)
 
-    def metrics_files(self) -> list[str]:
-        return [f"{self.run_dir(v, s)}/metrics.csv" for v in self.variants.values() for s in self.seeds]
+    def probe_file(self, variant: Variant, seed: int, analysis: str = EVALUATION) -> str:
+        return probe_file(self.data_key, self.run_of(variant), seed, analysis, self.probe(variant, analysis).name)
+
+    def report_dir(self) -> str:
+        return f"{REPORTS}/{self.name}"
+
+    def report_file(self) -> str:
+        return f"{self.report_dir()}/report.html"
+
+    def tables_dir(self) -> str:
+        return f"{self.report_dir()}/tables"
+
+    def figures_dir(self) -> str:
+        return f"{self.report_dir()}/figures"
+
+    def study_log(self, kind: str) -> str:
+        return f"{LOGS}/{self.name}/{kind}.log"
+
+    def study_benchmark(self, kind: str) -> str:
+        return f"{BENCHMARKS}/{self.name}/{kind}.tsv"
+
+    def training_files(self) -> list[str]:
+        """Every (run, seed) provenance file: one training job each, duplicates removed."""
+        return sorted({run_file("provenance", self.data_key, run, seed) for run in self.runs for seed in self.seeds})
+
+    def probe_table(self) -> list[dict[str, Any]]:
+        """One row per (variant, seed, analysis): which file holds that table (JSON-friendly)."""
+        rows = []
+        for variant in self.variants.values():
+            for seed in self.seeds:
+                for analysis in self.analyses():
+                    rows.append(
+                        {
+                            "family": variant.family,
+                            "variant": variant.name,
+                            "seed": seed,
+                            "analysis": analysis,
+                            "run": self.run_of(variant),
+                            "path": self.probe_file(variant, seed, analysis),
+                        }
+                    )
+        return rows
+
+    def probe_files(self) -> list[str]:
+        return sorted({row["path"] for row in self.probe_table()})
 
     def variant_table(self) -> list[dict[str, Any]]:
         """One row per variant for aggregation and plots (JSON-friendly)."""
@@ -111,6 +283,7 @@ class Study:
                     "order": order,
                     "coords": variant.coords,
                     "transforms": [dict(t) for t in variant.transforms],
+                    "run": self.run_of(variant),
                 }
             )
         return rows

@@ -14,6 +14,7 @@ import logging
 import math
 import os
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -107,6 +108,13 @@ def _epoch_function(model: Any, optimizer: Any, arrays: dict[str, Any], batch_si
     return run_epoch
 
 
+def epoch_orders(seed: int, n_rows: int) -> Iterator[np.ndarray]:
+    """The row order of each epoch: a fresh seeded permutation every epoch, for both loops."""
+    rng = np.random.default_rng(np.random.SeedSequence([seed, 7]))
+    while True:
+        yield rng.permutation(n_rows).astype(np.int32)
+
+
 def fit_fast(model: Any, optimizer: Any, arrays: dict[str, np.ndarray], training: dict[str, Any], seed: int) -> TrainResult:
     """Train with whole-epoch graph execution; early stopping on validation loss, best weights kept."""
     import tensorflow as tf
@@ -114,12 +122,12 @@ def fit_fast(model: Any, optimizer: Any, arrays: dict[str, np.ndarray], training
     tensors = {key: tf.constant(arrays[key]) for key in ("x_train", "y_train", "x_val", "y_val")}
     optimizer.build(model.trainable_variables)
     run_epoch = _epoch_function(model, optimizer, tensors, training["batch_size"])
-    order_rng = np.random.default_rng(np.random.SeedSequence([seed, 7]))
+    orders = epoch_orders(seed, len(arrays["y_train"]))
     result = TrainResult(model)
     best_loss, best_weights, waited = math.inf, None, 0
     patience = training["early_stopping_patience"]
     for epoch in range(1, training["epochs"] + 1):
-        order = tf.constant(order_rng.permutation(len(arrays["y_train"])).astype(np.int32))
+        order = tf.constant(next(orders))
         loss, accuracy, val_loss, val_accuracy = (float(v) for v in run_epoch(order))
         result.history.append({"epoch": epoch, "loss": loss, "accuracy": accuracy, "val_loss": val_loss, "val_accuracy": val_accuracy})
         if not (math.isfinite(loss) and math.isfinite(val_loss)):
@@ -137,8 +145,38 @@ def fit_fast(model: Any, optimizer: Any, arrays: dict[str, np.ndarray], training
     return result
 
 
+def shuffled_batches(x: np.ndarray, y: np.ndarray, batch_size: int, seed: int) -> Any:
+    """Mini-batches for `model.fit` in the same per-epoch orders as the fast loop.
+
+    `model.fit(..., shuffle=True)` after `keras.utils.set_random_seed` was measured (Keras
+    3.15) feeding the same batch order every epoch; this dataset draws a new order from
+    `epoch_orders` at the end of each epoch instead.
+    """
+    import keras
+
+    class ShuffledBatches(keras.utils.PyDataset):
+        def __init__(self) -> None:
+            super().__init__()
+            self.orders = epoch_orders(seed, len(y))
+            self.order = next(self.orders)
+            self.seen: list[np.ndarray] = []  # each epoch's order, for tests and provenance
+
+        def __len__(self) -> int:
+            return math.ceil(len(y) / batch_size)
+
+        def __getitem__(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+            rows = self.order[index * batch_size : (index + 1) * batch_size]
+            return x[rows], y[rows]
+
+        def on_epoch_end(self) -> None:
+            self.seen.append(self.order)
+            self.order = next(self.orders)
+
+    return ShuffledBatches()
+
+
 def fit_keras(model: Any, optimizer: Any, arrays: dict[str, np.ndarray], training: dict[str, Any], seed: int) -> TrainResult:
-    """The plain `model.fit` loop with the same early-stopping rule (reference path)."""
+    """The plain `model.fit` loop with the same early-stopping rule and batch orders (reference path)."""
     import keras
 
     model.compile(optimizer=optimizer, loss="sparse_categorical_crossentropy", metrics=["accuracy"])
@@ -146,13 +184,11 @@ def fit_keras(model: Any, optimizer: Any, arrays: dict[str, np.ndarray], trainin
         monitor="val_loss", patience=training["early_stopping_patience"] or training["epochs"], restore_best_weights=True
     )
     history = model.fit(
-        arrays["x_train"],
-        arrays["y_train"],
-        batch_size=training["batch_size"],
+        shuffled_batches(arrays["x_train"], arrays["y_train"], training["batch_size"], seed),
         epochs=training["epochs"],
         validation_data=(arrays["x_val"], arrays["y_val"]),
         callbacks=[stopper, keras.callbacks.TerminateOnNaN()],
-        shuffle=True,
+        shuffle=False,
         verbose=0,
     )
     result = TrainResult(model)

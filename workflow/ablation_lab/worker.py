@@ -22,8 +22,9 @@ import tempfile
 import time
 import traceback
 from pathlib import Path
+from typing import Any
 
-from ablation_lab.dispatch import POOL_ENV, current_pool
+from ablation_lab.dispatch import POOL_ENV, SERVED_JOBS, current_pool
 
 IDLE_SECONDS = 300
 
@@ -80,16 +81,39 @@ def stop_pool(pool: Path | None = None) -> None:
 
 
 def _warm_up(threads: int) -> None:
-    """Pay the imports once: TensorFlow, Keras, and what the light jobs use."""
-    from ablation_lab import jobs, plots, train  # noqa: F401 (imported to be warm)
+    """Pay the imports once: TensorFlow, Keras, and what training and the analyses use."""
+    from ablation_lab import analyses, evaluate, jobs, models, train  # noqa: F401 (imported to be warm)
 
     train.configure_tensorflow(threads)
     import keras  # noqa: F401
 
 
-def _run(request: dict) -> dict:
+def check_request(request: Any) -> str | None:
+    """Why a request must be refused, or None: only the served jobs, logs only under `<cwd>/logs/`.
+
+    Any process of the same user can reach the socket; it must not be able to call other
+    functions of `jobs` or make the worker truncate a file outside the run's logs.
+    """
+    if not isinstance(request, dict) or not {"job", "log", "cwd", "kwargs"} <= set(request):
+        return "a request is a JSON object with job, log, cwd and kwargs"
+    if request["job"] not in SERVED_JOBS:
+        return f"job {request['job']!r} is not served by workers (served: {', '.join(sorted(SERVED_JOBS))})"
+    if not isinstance(request["kwargs"], dict) or not isinstance(request["cwd"], str) or not os.path.isdir(request["cwd"]):
+        return "kwargs must be an object and cwd an existing folder"
+    log = request["log"]
+    if log is not None:
+        logs = Path(request["cwd"], "logs").resolve()
+        if not isinstance(log, str) or not Path(log).resolve().is_relative_to(logs):
+            return f"log {log!r} is not under {str(logs)!r}"
+    return None
+
+
+def _run(request: Any) -> dict:
     from ablation_lab.dispatch import run_here
 
+    refused = check_request(request)
+    if refused:
+        return {"ok": False, "error": f"request refused: {refused}"}
     os.chdir(request["cwd"])
     try:
         result = run_here(request["job"], request["log"], request["kwargs"])
@@ -100,6 +124,13 @@ def _run(request: dict) -> dict:
         import keras
 
         keras.backend.clear_session(free_memory=True)
+
+
+def _parse(line: bytes) -> Any:
+    try:
+        return json.loads(line)
+    except (ValueError, UnicodeDecodeError):
+        return None  # refused by check_request; the worker keeps serving
 
 
 def serve(sock_path: Path, parent: int, threads: int = 1, idle: float = IDLE_SECONDS) -> None:
@@ -120,7 +151,7 @@ def serve(sock_path: Path, parent: int, threads: int = 1, idle: float = IDLE_SEC
             with conn:
                 line = conn.makefile("rb").readline()
                 if line:
-                    reply = _run(json.loads(line))
+                    reply = _run(_parse(line))
                     conn.sendall(json.dumps(reply, default=str).encode() + b"\n")
             last_job = time.monotonic()
     finally:

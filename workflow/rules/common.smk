@@ -1,52 +1,42 @@
 # Config validation, the study's variants and every input function. Nothing here imports
-# TensorFlow: parsing the workflow stays cheap, so a no-op rerun is fast.
+# TensorFlow: parsing the workflow stays cheap, so a no-op rerun is fast. Every path comes
+# from ablation_lab.study, the single owner of artifact names.
 import os
 import sys
 
-from snakemake.utils import validate
-
-# Parse time finds the package beside the rules even before `pip install -e .`; the jobs
-# import the installed package (make install, or `pip install --no-deps -e .` in conda).
+# Parse time finds the package beside the rules even before `pip install -e .`; the scripts
+# do the same, so a rule's conda environment needs only the dependencies.
 sys.path.insert(0, os.path.join(workflow.basedir, "workflow"))
 
-from ablation_lab import source_digest
+from ablation_lab import source_digest, study as paths
 from ablation_lab.ablations import BASELINE
 from ablation_lab.study import Study
 
-# Our validator first: it names the bad key in one line (snakemake's own dump is long).
+# One validation, against workflow/schemas/config.schema.yaml, with one-line errors that
+# name the key (snakemake.utils.validate would print the schema); defaults are filled in.
 STUDY = Study.from_config(config)
-validate(config, schema="../schemas/config.schema.yaml")
-
-DATASET = STUDY.dataset
 NAME = STUDY.name
-RUN = "results/{dataset}/{family}/{variant}/seed{seed}"
-TABLES = f"reports/{NAME}/tables"
-FIGURES = f"reports/{NAME}/figures"
 
 
 wildcard_constraints:
-    dataset=r"[a-z0-9_]+",
-    family=r"[a-z0-9_]+(-x-[a-z0-9_]+)?",
-    variant=r"[A-Za-z0-9_.\-]+",
-    seed=r"\d+",
-    study=r"[a-z0-9][a-z0-9_-]*",
+    **paths.WILDCARDS,
 
 
 def dataset_config(wildcards):
     return STUDY.config["dataset"]
 
 
-def variant_spec(wildcards):
+def run_spec(wildcards):
     """The resolved spec: a training job reruns when (and only when) this changes."""
-    return STUDY.spec(wildcards.family, wildcards.variant)
+    return STUDY.runs[wildcards.run]
 
 
-def run_label(wildcards):
-    return {
-        "family": wildcards.family,
-        "variant": wildcards.variant,
-        "seed": int(wildcards.seed),
-    }
+def probe_spec(wildcards):
+    return STUDY.probe_spec(wildcards.analysis, wildcards.probe)
+
+
+def run_dir(wildcards):
+    return paths.RUN_DIR.format(**wildcards)
 
 
 def family_title(wildcards):
@@ -69,12 +59,12 @@ def example_families():
 
 def figures_by_family():
     figures = {
-        family: [f"{FIGURES}/{family}.png"]
+        family: [f"{STUDY.figures_dir()}/{family}.png"]
         for family in STUDY.families
         if family != BASELINE
     }
     for family in example_families():
-        figures[family].append(f"{FIGURES}/{family}-examples.png")
+        figures[family].append(f"{STUDY.figures_dir()}/{family}-examples.png")
     return figures
 
 
@@ -82,18 +72,31 @@ def all_figures(wildcards):
     return [path for paths in figures_by_family().values() for path in paths]
 
 
+def all_probes(wildcards):
+    return STUDY.probe_files()
+
+
 def final_outputs():
-    return [f"reports/{NAME}/report.html"]
+    return [STUDY.report_file()]
 
 
-def all_metrics(wildcards):
-    return STUDY.metrics_files()
+def use_warm_workers():
+    """Only local runs without conda or apptainer (a warm worker runs outside any such env)."""
+    from snakemake_interface_executor_plugins.settings import DeploymentMethod
+
+    settings = workflow.deployment_settings
+    methods = set(settings.deployment_method) if settings else set()
+    isolated = methods & {
+        DeploymentMethod.CONDA,
+        DeploymentMethod.APPTAINER,
+    }
+    return workflow.local_exec and not isolated
 
 
 onstart:
     # Warm workers amortise Python + TensorFlow start-up over the jobs of a local run
-    # (ablation_lab/dispatch.py); cluster jobs run in their own processes.
-    if workflow.local_exec:
+    # (ablation_lab/dispatch.py); cluster jobs and conda/apptainer runs use their own processes.
+    if use_warm_workers():
         from ablation_lab.worker import start_pool
 
         start_pool(workflow.cores)

@@ -1,11 +1,11 @@
 rule prepare_data:
     output:
-        data="results/{dataset}/data/split.npz",
-        meta="results/{dataset}/data/meta.json",
+        data=paths.split_file(),
+        meta=paths.meta_file(),
     log:
-        "logs/{dataset}/prepare_data.log",
+        f"{paths.LOGS}/{{data}}/prepare_data.log",
     benchmark:
-        "results/benchmarks/{dataset}/prepare_data.tsv"
+        f"{paths.BENCHMARKS}/{{data}}/prepare_data.tsv"
     conda:
         "../envs/ablation-lab.yaml"
     threads: 1

@@ -1,27 +1,32 @@
-rule analyse:
+rule aggregate:
     input:
-        metrics=all_metrics,
+        probes=all_probes,
     output:
-        tidy_csv=f"{TABLES}/metrics.csv",
-        tidy_parquet=f"{TABLES}/metrics.parquet",
-        runs=f"{TABLES}/runs.csv",
+        tidy_csv=f"{STUDY.tables_dir()}/metrics.csv",
+        tidy_parquet=f"{STUDY.tables_dir()}/metrics.parquet",
+        runs=f"{STUDY.tables_dir()}/runs.csv",
         summary=report(
-            f"{TABLES}/summary.csv",
+            f"{STUDY.tables_dir()}/summary.csv",
             caption="../report/summary.rst",
             category="Tables",
             labels={"table": "summary per variant"},
         ),
-        comparisons=f"{TABLES}/comparisons.csv",
+        comparisons=report(
+            f"{STUDY.tables_dir()}/comparisons.csv",
+            caption="../report/comparisons.rst",
+            category="Tables",
+            labels={"table": "differences from the baseline"},
+        ),
         findings=report(
-            f"{TABLES}/findings.csv",
+            f"{STUDY.tables_dir()}/findings.csv",
             caption="../report/findings.rst",
             category="Tables",
             labels={"table": "the article's claims"},
         ),
     log:
-        f"logs/{NAME}/analyse.log",
+        STUDY.study_log("aggregate"),
     benchmark:
-        f"results/benchmarks/{NAME}/analyse.tsv"
+        STUDY.study_benchmark("aggregate")
     conda:
         "../envs/ablation-lab.yaml"
     threads: 1
@@ -29,28 +34,29 @@ rule analyse:
         mem_mb=2000,
         runtime=10,
     params:
+        probes=STUDY.probe_table(),
         variants=STUDY.variant_table(),
-        code=source_digest("analysis", "jobs"),
+        code=source_digest("statistics", "jobs"),
     script:
-        "../scripts/analyse.py"
+        "../scripts/aggregate.py"
 
 
 rule plot_family:
     input:
-        runs=f"{TABLES}/runs.csv",
-        summary=f"{TABLES}/summary.csv",
+        runs=f"{STUDY.tables_dir()}/runs.csv",
+        summary=f"{STUDY.tables_dir()}/summary.csv",
     output:
         figure=report(
-            f"{FIGURES}/{{family}}.png",
+            f"{STUDY.figures_dir()}/{{family}}.png",
             caption="../report/family.rst",
             category="Families",
             subcategory="{family}",
             labels={"family": "{family}", "figure": "accuracy"},
         ),
     log:
-        f"logs/{NAME}/plot_{{family}}.log",
+        STUDY.study_log("plot_{family}"),
     benchmark:
-        f"results/benchmarks/{NAME}/plot_{{family}}.tsv"
+        STUDY.study_benchmark("plot_{family}")
     conda:
         "../envs/ablation-lab.yaml"
     threads: 1
@@ -67,20 +73,20 @@ rule plot_family:
 
 rule plot_examples:
     input:
-        data=f"results/{DATASET}/data/split.npz",
-        meta=f"results/{DATASET}/data/meta.json",
+        data=STUDY.split_file(),
+        meta=STUDY.meta_file(),
     output:
         figure=report(
-            f"{FIGURES}/{{family}}-examples.png",
+            f"{STUDY.figures_dir()}/{{family}}-examples.png",
             caption="../report/examples.rst",
             category="Families",
             subcategory="{family}",
             labels={"family": "{family}", "figure": "example inputs"},
         ),
     log:
-        f"logs/{NAME}/examples_{{family}}.log",
+        STUDY.study_log("examples_{family}"),
     benchmark:
-        f"results/benchmarks/{NAME}/examples_{{family}}.tsv"
+        STUDY.study_benchmark("examples_{family}")
     conda:
         "../envs/ablation-lab.yaml"
     threads: 1
@@ -97,18 +103,18 @@ rule plot_examples:
 
 rule report_html:
     input:
-        meta=f"results/{DATASET}/data/meta.json",
-        summary=f"{TABLES}/summary.csv",
-        comparisons=f"{TABLES}/comparisons.csv",
-        findings=f"{TABLES}/findings.csv",
-        runs=f"{TABLES}/runs.csv",
+        meta=STUDY.meta_file(),
+        summary=f"{STUDY.tables_dir()}/summary.csv",
+        comparisons=f"{STUDY.tables_dir()}/comparisons.csv",
+        findings=f"{STUDY.tables_dir()}/findings.csv",
+        runs=f"{STUDY.tables_dir()}/runs.csv",
         figures=all_figures,
     output:
-        html=f"reports/{NAME}/report.html",
+        html=STUDY.report_file(),
     log:
-        f"logs/{NAME}/report.log",
+        STUDY.study_log("report"),
     benchmark:
-        f"results/benchmarks/{NAME}/report.tsv"
+        STUDY.study_benchmark("report")
     conda:
         "../envs/ablation-lab.yaml"
     threads: 1
@@ -118,6 +124,7 @@ rule report_html:
     params:
         study=STUDY.config,
         figures=figures_by_family(),
+        sharing=STUDY.sharing(),
         code=source_digest("report"),
     script:
         "../scripts/report.py"

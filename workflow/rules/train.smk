@@ -1,16 +1,13 @@
 rule train:
     input:
-        data="results/{dataset}/data/split.npz",
-        meta="results/{dataset}/data/meta.json",
+        data=paths.split_file(),
+        meta=paths.meta_file(),
     output:
-        model=f"{RUN}/model.keras",
-        history=f"{RUN}/history.csv",
-        predictions=f"{RUN}/predictions.npz",
-        provenance=f"{RUN}/provenance.json",
+        **{kind: paths.run_file(kind) for kind in paths.RUN_FILES},
     log:
-        "logs/{dataset}/{family}/{variant}/seed{seed}/train.log",
+        paths.job_log("train"),
     benchmark:
-        "results/benchmarks/{dataset}/{family}/{variant}/seed{seed}/train.tsv"
+        paths.job_benchmark("train")
     conda:
         "../envs/ablation-lab.yaml"
     threads: 1
@@ -18,6 +15,6 @@ rule train:
         mem_mb=2000,
         runtime=60,
     params:
-        spec=variant_spec,
+        spec=run_spec,
     script:
         "../scripts/train.py"

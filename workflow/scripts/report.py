@@ -1,14 +1,18 @@
 """Snakemake adapter: render the study's self-contained HTML report."""
 
-from ablation_lab.dispatch import run_job
+import _package  # noqa: F401
+from ablation_lab.dispatch import run_here
 
 sm = snakemake
-run_job(
+run_here(
     "report",
     sm.log[0],
-    study_cfg=sm.params.study,
-    meta=sm.input.meta,
-    tables={key: sm.input[key] for key in ("summary", "comparisons", "findings", "runs")},
-    figures=sm.params.figures,
-    out=sm.output.html,
+    {
+        "study_cfg": sm.params.study,
+        "meta": sm.input.meta,
+        "tables": {key: sm.input[key] for key in ("summary", "comparisons", "findings", "runs")},
+        "figures": sm.params.figures,
+        "sharing": sm.params.sharing,
+        "out": sm.output.html,
+    },
 )

@@ -1,5 +1,6 @@
-"""Snakemake adapter: train one (variant, seed) with the rule's thread count."""
+"""Snakemake adapter: train one (run, seed) with the rule's thread count, in a warm worker if one is idle."""
 
+import _package  # noqa: F401
 from ablation_lab.dispatch import run_job
 
 sm = snakemake
@@ -11,5 +12,5 @@ run_job(
     threads=sm.threads,
     data=sm.input.data,
     meta=sm.input.meta,
-    out=dict(sm.output.items()),
+    out={kind: sm.output[kind] for kind in ("model", "history", "predictions", "provenance")},
 )

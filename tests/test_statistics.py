@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
-from ablation_lab.analysis import block_contrast, check_findings, compare_to_baseline, holm, runs_table, summarise, t_interval, verdict
 from ablation_lab.data import DatasetInfo
+from ablation_lab.statistics import block_contrast, check_findings, compare_to_baseline, holm, runs_table, summarise, t_interval, verdict
 from ablation_lab.study import Study
 from scipy import stats
 

@@ -7,7 +7,7 @@ the intervals are wide, and the report says so instead of claiming a difference.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -19,13 +19,10 @@ from ablation_lab.ablations import BASELINE
 RUN_KEYS = ["family", "variant", "seed"]
 
 
-def collect_metrics(paths: Iterable[str]) -> pd.DataFrame:
-    return pd.concat([pd.read_csv(path) for path in paths], ignore_index=True)
-
-
 def runs_table(tidy: pd.DataFrame, variants: Sequence[dict[str, Any]]) -> pd.DataFrame:
     """One row per (variant, seed): metrics as columns, with the variant's label and order."""
-    wide = tidy.pivot(index=[*RUN_KEYS, "status"], columns="metric", values="value").reset_index()
+    keys = [*RUN_KEYS, *(column for column in ("run", "status") if column in tidy)]
+    wide = tidy.pivot(index=keys, columns="metric", values="value").reset_index()
     wide.columns.name = None
     info = pd.DataFrame([{k: v[k] for k in ("family", "variant", "label", "order")} for v in variants])
     return wide.merge(info, on=["family", "variant"], how="left").sort_values(["order", "seed"], ignore_index=True)

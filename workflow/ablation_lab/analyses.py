@@ -1,0 +1,139 @@
+"""Per-model analyses: a trained model (or its saved predictions), its split and spec -> a tidy table.
+
+Every capability that looks at one trained model (test-set evaluation today; post-hoc
+knockout, calibration, local elasticity next) is one function registered in ANALYSES. The
+workflow runs one cached job per (analysis, run, seed, probe), where a probe is the analysis
+with its parameters under one test view (the test-time-only transforms of a variant, e.g.
+noise added to the test split of a model trained clean), and the study's aggregation joins
+the tables. Adding one: a function `(RunContext, params) -> DataFrame`, an `Analysis` entry
+below, a schema entry if it takes parameters, and a report section.
+
+Importing this module never imports TensorFlow; `RunContext.model` does, on first use.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from ablation_lab.io import read_json
+
+EVALUATION = "evaluation"
+
+
+@dataclass
+class RunContext:
+    """One trained model of a run, the split it was trained on, and the test view to analyse.
+
+    Everything is loaded lazily: an analysis that needs only the saved probabilities never
+    pays for TensorFlow or the model file.
+    """
+
+    run_dir: Path
+    split_file: str
+    meta_file: str
+    spec: dict[str, Any]
+    seed: int
+    view: list[dict[str, Any]] = field(default_factory=list)
+
+    @cached_property
+    def provenance(self) -> dict[str, Any]:
+        return read_json(self.run_dir / "provenance.json")
+
+    @cached_property
+    def saved(self) -> dict[str, np.ndarray]:
+        """The probabilities the training job saved (validation and test, training view)."""
+        with np.load(self.run_dir / "predictions.npz") as archive:
+            return {key: archive[key] for key in archive.files}
+
+    @cached_property
+    def split(self) -> Any:
+        from ablation_lab.data import load_split
+
+        return load_split(self.split_file, self.meta_file)
+
+    @cached_property
+    def model(self) -> Any:
+        from ablation_lab.models import load_model
+
+        return load_model(str(self.run_dir / "model.keras"))
+
+    @property
+    def class_names(self) -> list[str]:
+        return list(self.split.meta["class_names"])
+
+    def labels(self, split: str = "test") -> np.ndarray:
+        return self.saved[f"y_{split}"]
+
+    def inputs(self, split: str = "test") -> np.ndarray:
+        """A split as the model sees it: its training transforms, then (test only) the view's."""
+        from ablation_lab.ablations import fill_statistics, transform_split
+
+        transforms = self.spec["transforms"] + (self.view if split == "test" else [])
+        stats = fill_statistics(self.split.x("train"))
+        return transform_split(self.split.x(split), split, transforms, self.seed, stats)
+
+    def probabilities(self, split: str = "test") -> np.ndarray:
+        """Class probabilities on a split: saved ones when the view adds nothing, else predicted."""
+        if split != "test" or not self.view:
+            return self.saved[f"probabilities_{split}"]
+        from ablation_lab.train import predict_proba
+
+        return predict_proba(self.model, self.inputs(split))
+
+
+@dataclass(frozen=True)
+class Analysis:
+    """A registered per-model analysis.
+
+    `params(config)` reads the study config (its `config_key` block, if it has one): the
+    analysis's parameters (part of each probe's identity), or None when the study does not
+    ask for it. `uses_test_view`: the analysis runs once per variant test view (evaluation
+    does); otherwise once per trained model.
+    """
+
+    name: str
+    title: str
+    description: str
+    run: Callable[[RunContext, dict[str, Any]], pd.DataFrame]
+    params: Callable[[Mapping[str, Any]], dict[str, Any] | None]
+    uses_test_view: bool = False
+    config_key: str | None = None  # the top-level config block holding its parameters, if any
+
+
+def evaluate_run(context: RunContext, params: dict[str, Any]) -> pd.DataFrame:
+    """Test-set accuracy, error rate, loss and macro F1 (+ epochs, seconds), one row per metric."""
+    from ablation_lab.evaluate import classification_metrics, metrics_table
+
+    record = context.provenance
+    metrics = classification_metrics(context.labels("test"), context.probabilities("test"))
+    metrics |= {"epochs_trained": record["epochs_trained"], "train_seconds": record["train_seconds"]}
+    if record["diverged_epoch"] is not None:
+        metrics["diverged_epoch"] = record["diverged_epoch"]
+    return metrics_table(metrics, {"status": record["status"]})
+
+
+def always(config: Mapping[str, Any]) -> dict[str, Any]:
+    return {}
+
+
+ANALYSES: dict[str, Analysis] = {
+    EVALUATION: Analysis(
+        EVALUATION,
+        "Test-set evaluation",
+        "Accuracy, error rate, cross-entropy and macro F1 on the test split, under the variant's test view.",
+        evaluate_run,
+        always,
+        uses_test_view=True,
+    ),
+}
+
+
+def run_analysis(name: str, context: RunContext, params: dict[str, Any]) -> pd.DataFrame:
+    return ANALYSES[name].run(context, params)

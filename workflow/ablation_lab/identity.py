@@ -1,0 +1,132 @@
+"""Run identity: what determines a trained model, as a readable name plus a short digest.
+
+Two variants (of one study or of two) that resolve to the same model, training settings,
+training-time transforms, data split and training code share one trained model: their run
+folder is named by a digest of exactly that, so it is trained once and never overwritten
+by a study that wants something else. A person can still read the folder name
+(`relu-128-drop0.2__gauss0.3-3fa9c2d1e0`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+DATA_DIGEST = 8
+RUN_DIGEST = 10
+PROBE_DIGEST = 8
+MAX_READABLE = 72
+
+
+def canonical(value: Any) -> Any:
+    """JSON-ready value with integral floats as ints, so `0` and `0.0` give the same digest."""
+    if isinstance(value, Mapping):
+        return {str(k): canonical(v) for k, v in sorted(value.items())}
+    if isinstance(value, list | tuple):
+        return [canonical(v) for v in value]
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+def digest(value: Any, length: int) -> str:
+    text = json.dumps(canonical(value), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:length]
+
+
+def content_digest(path: str | Path | None) -> str | None:
+    """Digest of a local data file (or every file under a folder); None when there is none.
+
+    The prepared split is keyed by it, so editing a CSV prepares a new split (and trains
+    the runs that read it) instead of silently keeping the old one.
+    """
+    if not path:
+        return None
+    source = Path(path).expanduser()
+    if not source.exists():
+        return "missing"  # data prep fails with a message saying what to put where
+    files = sorted(p for p in source.rglob("*") if p.is_file()) if source.is_dir() else [source]
+    sha = hashlib.sha256()
+    for file in files:
+        sha.update(str(file.relative_to(source) if source.is_dir() else file.name).encode())
+        try:
+            with open(file, "rb") as handle:
+                for block in iter(lambda h=handle: h.read(1 << 20), b""):
+                    sha.update(block)
+        except OSError:
+            sha.update(b"unreadable")
+    return sha.hexdigest()[:16]
+
+
+def is_noop(transform: Mapping[str, Any]) -> bool:
+    """Transforms that change nothing (noise of level 0) do not make two runs differ."""
+    return transform["op"] == "noise" and float(transform["level"]) == 0.0
+
+
+def changes_training(transform: Mapping[str, Any]) -> bool:
+    """Whether a transform changes what the model is trained on (test-only noise does not)."""
+    return not (transform["op"] == "noise" and transform["apply_to"] == "test")
+
+
+def split_transforms(transforms: Sequence[Mapping[str, Any]]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """(training-time transforms, test-time-only transforms), no-ops dropped."""
+    kept = [dict(t) for t in transforms if not is_noop(t)]
+    return [t for t in kept if changes_training(t)], [t for t in kept if not changes_training(t)]
+
+
+def _number(value: float) -> str:
+    return f"{value:g}"
+
+
+def describe_transform(transform: Mapping[str, Any]) -> str:
+    """A few readable characters per transform: `gauss0.3`, `cols08-11-mean`, `drop3f`."""
+    op = transform["op"]
+    if op == "noise":
+        short = {"gaussian": "gauss", "salt_pepper": "sp"}.get(transform["kind"], transform["kind"])
+        return f"{short}{_number(transform['level'])}" + ("-test" if transform["apply_to"] == "test" else "")
+    if op == "mask":
+        region = transform["region"]
+        if region["axis"] == "patches":
+            name = f"patch-r{region['row']:02d}-c{region['col']:02d}-s{region['size']:02d}"
+        else:
+            name = f"{'cols' if region['axis'] == 'columns' else 'rows'}{region['start']:02d}-{region['stop'] - 1:02d}"
+        return name + ("" if transform["fill"] == "zero" else f"-{transform['fill']}")
+    if op == "drop_features":
+        indices = list(transform["indices"])
+        return f"drop{len(indices)}f-{indices[0]}"
+    return op
+
+
+def describe_model(model: Mapping[str, Any]) -> str:
+    units = "x".join(str(u) for u in model["hidden_units"])
+    dropout = float(model.get("dropout", 0.0))
+    return f"{model['activation']}-{units}" + (f"-drop{_number(dropout)}" if dropout else "")
+
+
+def readable(parts: Sequence[str]) -> str:
+    text = "__".join(p for p in parts if p)
+    text = re.sub(r"[^a-z0-9_.+-]+", "-", text.lower()).strip("-")
+    return text[:MAX_READABLE].rstrip("-_") or "run"
+
+
+def run_name(spec: Mapping[str, Any]) -> str:
+    """`<model>__<transforms>-<digest>`: the folder of one trained model under its data split."""
+    parts = [describe_model(spec["model"]), *(describe_transform(t) for t in spec["transforms"])]
+    return f"{readable(parts)}-{digest(spec, RUN_DIGEST)}"
+
+
+def data_name(dataset: str, spec: Mapping[str, Any]) -> str:
+    return f"{dataset}-{digest(spec, DATA_DIGEST)}"
+
+
+def view_name(view: Sequence[Mapping[str, Any]]) -> str:
+    return readable([describe_transform(t) for t in view]) if view else "clean"
+
+
+def probe_name(view: Sequence[Mapping[str, Any]], spec: Mapping[str, Any]) -> str:
+    """One per-model analysis under one test view: `clean-1a2b3c4d`, `gauss0.3-test-1a2b3c4d`."""
+    return f"{view_name(view)}-{digest(spec, PROBE_DIGEST)}"

@@ -1,0 +1,28 @@
+# The per-model analysis stage: one cached job per (analysis, run, seed, probe); see
+# ablation_lab/analyses.py. Evaluation is the first analysis.
+rule analyse_run:
+    input:
+        model=paths.run_file("model"),
+        predictions=paths.run_file("predictions"),
+        provenance=paths.run_file("provenance"),
+        data=paths.split_file(),
+        meta=paths.meta_file(),
+    output:
+        table=paths.probe_file(),
+    log:
+        paths.job_log("{analysis}-{probe}"),
+    benchmark:
+        paths.job_benchmark("{analysis}-{probe}")
+    conda:
+        "../envs/ablation-lab.yaml"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=30,
+    params:
+        probe=probe_spec,
+        spec=run_spec,
+        run_dir=run_dir,
+        code=source_digest("analyses", "evaluate"),
+    script:
+        "../scripts/analyse_run.py"

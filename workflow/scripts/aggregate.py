@@ -1,0 +1,7 @@
+"""Snakemake adapter: join every variant's per-model tables into the study's tables."""
+
+import _package  # noqa: F401
+from ablation_lab.dispatch import run_here
+
+sm = snakemake
+run_here("aggregate", sm.log[0], {"probes": sm.params.probes, "variants": sm.params.variants, "out": dict(sm.output.items())})
