@@ -36,6 +36,18 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    except OSError as error:  # a missing or unreadable study (or data) file: one line, no traceback
+        reason = f"cannot read {error.filename}: {error.strerror}" if error.filename and error.strerror else str(error)
+        print(f"error: {' '.join(reason.split())}", file=sys.stderr)
+        return 2
+    except ValueError as error:
+        # Imported here, not at the top: `report-path` must stay quick, and data imports scikit-learn.
+        from ablation_lab.data import DataError
+
+        if not isinstance(error, DataError):
+            raise
+        print(f"error: {' '.join(str(error).split())}", file=sys.stderr)
+        return 2
     return 0
 
 

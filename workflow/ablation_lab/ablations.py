@@ -112,6 +112,14 @@ def expand_input(params: dict[str, Any], info: DatasetInfo) -> list[Variant]:
             raise ValueError(f"{where}: kind {kind!r} needs image data; this dataset is tabular (use kind: features)")
         if "size" not in group:
             raise ValueError(f"{where}: kind {kind!r} needs a size (pixels per group)")
+        # A size beyond the image would silently make one group of the whole image.
+        height, width = info.input_shape[0], info.input_shape[1]
+        sides = {"columns": [("width", width)], "rows": [("height", height)], "patches": [("height", height), ("width", width)]}
+        for side, extent in sides[kind]:
+            if group["size"] > extent:
+                raise ValueError(
+                    f"{where}.size: {group['size']} is larger than the image {side} of {extent} pixels ({height} x {width} images)"
+                )
         suffix = "" if fill == "zero" else f"-{fill}"
         for name, label, region in _image_regions(kind, group["size"], info.input_shape):
             transform = {"op": "mask", "region": region, "fill": fill}

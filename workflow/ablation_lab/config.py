@@ -1,14 +1,21 @@
-"""Study configuration: JSON-schema validation with one-line errors and filled-in defaults.
+"""Study configuration: YAML reading and JSON-schema validation, with one-line errors and defaults.
 
 `snakemake.utils.validate` reports a failure as a multi-paragraph dump of the schema; a user
 who typed `dropuot` wants one line that names the key and what would have been allowed. This
 module validates against the same schema file (`workflow/schemas/config.schema.yaml`), so
 the Snakefile and the tests share a single source of truth.
+
+JSON schema alone is too lenient for configs read from YAML, so the validator here is
+stricter in three ways: `.nan` and `.inf` load as floats and pass every `minimum`/`maximum`
+check, so numbers must be finite; `1.0` counts as a JSON-schema integer, so integer keys
+(seeds, epochs, widths) refuse Python floats; and a duplicate mapping key, which plain YAML
+resolves silently to the last value, is an error.
 """
 
 from __future__ import annotations
 
 import copy
+import math
 from collections.abc import Iterator, Mapping
 from functools import cache
 from pathlib import Path
@@ -18,6 +25,9 @@ import jsonschema
 import yaml
 
 SCHEMA_PATH = Path(__file__).resolve().parent.parent / "schemas" / "config.schema.yaml"
+
+# Kinds of input groups that cut an image into pixel regions, and so need (and allow) a size.
+IMAGE_GROUP_KINDS = ("columns", "rows", "patches")
 
 
 class ConfigError(ValueError):
@@ -30,8 +40,106 @@ def load_schema(path: Path = SCHEMA_PATH) -> dict[str, Any]:
         return yaml.safe_load(handle)
 
 
+# --- YAML -----------------------------------------------------------------------------------
+
+
+class DuplicateKeyError(yaml.constructor.ConstructorError):
+    """A mapping that names a key twice: YAML would silently keep only the last value."""
+
+
+class StrictSafeLoader(yaml.SafeLoader):
+    """`yaml.SafeLoader` that refuses duplicate mapping keys (`epochs: 5` ... `epochs: 50`)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        first: dict[Any, yaml.Mark] = {}
+        for key_node, _ in node.value:
+            if not isinstance(key_node, yaml.ScalarNode) or key_node.tag == "tag:yaml.org,2002:merge":
+                continue  # complex keys fail in the base class; merged (`<<`) keys may override
+            key = self.construct_object(key_node)
+            if key in first:
+                mark = first[key]
+                where = f"line {mark.line + 1}, column {mark.column + 1}"
+                raise DuplicateKeyError(None, None, f"duplicate key {key!r} (first given at {where})", key_node.start_mark)
+            first[key] = key_node.start_mark
+        return super().construct_mapping(node, deep=deep)
+
+    def construct_object(self, node: yaml.Node, deep: bool = False) -> Any:
+        """Give a value YAML parses but Python cannot build (`2024-13-01`, `!!int abc`) its line."""
+        try:
+            return super().construct_object(node, deep=deep)
+        except (ValueError, TypeError, OverflowError) as error:
+            value = f"{node.value!r} " if isinstance(node, yaml.ScalarNode) else ""
+            problem = f"cannot read {value}as {node.tag.rsplit(':', 1)[-1]}: {error}"
+            raise yaml.constructor.ConstructorError(None, None, problem, node.start_mark) from None
+
+
+def _yaml_error_line(error: yaml.YAMLError, source: str) -> str:
+    """`file, line 3, column 5: what is wrong` from a YAML error of any kind."""
+    if not isinstance(error, yaml.MarkedYAMLError) or error.problem_mark is None:
+        return f"{source}: {' '.join(str(error).split())}"
+    mark = error.problem_mark
+    text = f"{source}, line {mark.line + 1}, column {mark.column + 1}: {error.problem}"
+    if error.context:
+        where = error.context_mark
+        at = f" at line {where.line + 1}, column {where.column + 1}" if where is not None and where.line != mark.line else ""
+        text += f" ({error.context}{at})"
+    return text
+
+
+def load_yaml_text(text: str, source: str = "<string>") -> Any:
+    """Parse YAML strictly; a syntax error or duplicate key is one ConfigError line naming `source`."""
+    try:
+        return yaml.load(text, Loader=StrictSafeLoader)  # a SafeLoader subclass: no arbitrary objects
+    except yaml.YAMLError as error:
+        raise ConfigError(f"cannot read study config {_yaml_error_line(error, source)}") from None
+    except RecursionError:
+        raise ConfigError(f"cannot read study config {source}: nested too deeply") from None
+
+
+def load_study_yaml(path: str | Path) -> dict[str, Any]:
+    """The raw (unvalidated) mapping of a study file; an empty file is an empty study.
+
+    An unreadable file raises OSError as usual: it is not a mistake in the config.
+    """
+    with open(path, encoding="utf-8") as handle:
+        try:
+            text = handle.read()
+        except UnicodeDecodeError as error:
+            raise ConfigError(f"cannot read study config {path}: not UTF-8 text (byte {error.start})") from None
+    raw = load_yaml_text(text, str(path))
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: a study config is a mapping of keys, got {type(raw).__name__}")
+    return raw
+
+
+# --- schema validation ----------------------------------------------------------------------
+
+
+def _type_names(types: str | list[str]) -> list[str]:
+    return [types] if isinstance(types, str) else list(types)
+
+
+def _strict_type(base: Any) -> Any:
+    """The `type` keyword, refusing non-finite numbers and floats where an integer is expected."""
+
+    def check(validator, types, instance, schema) -> Iterator[jsonschema.ValidationError]:
+        names = _type_names(types)
+        numeric = "number" in names or "integer" in names
+        if isinstance(instance, float) and numeric and not math.isfinite(instance):
+            yield jsonschema.ValidationError(f"{instance!r} is not a finite number")
+        elif isinstance(instance, float) and "integer" in names and "number" not in names:
+            whole = f" (write {int(instance)}, without a decimal point)" if instance.is_integer() else ""
+            yield jsonschema.ValidationError(f"{instance!r} is not an integer{whole}")
+        else:
+            yield from base(validator, types, instance, schema)
+
+    return check
+
+
 def _with_defaults(validator_class: type) -> type:
-    """A validator that fills `default` values in while it walks the config."""
+    """A strict validator that fills `default` values in while it walks the config."""
     validate_properties = validator_class.VALIDATORS["properties"]
 
     def set_defaults(validator, properties, instance, schema) -> Iterator:
@@ -41,7 +149,8 @@ def _with_defaults(validator_class: type) -> type:
                     instance[name] = copy.deepcopy(subschema["default"])
         yield from validate_properties(validator, properties, instance, schema)
 
-    return jsonschema.validators.extend(validator_class, {"properties": set_defaults})
+    keywords = {"properties": set_defaults, "type": _strict_type(validator_class.VALIDATORS["type"])}
+    return jsonschema.validators.extend(validator_class, keywords)
 
 
 _Validator = _with_defaults(jsonschema.Draft202012Validator)
@@ -55,26 +164,60 @@ def key_path(parts: Any) -> str:
     return text or "<top level>"
 
 
+def _number_written_as_text(error: jsonschema.ValidationError) -> bool:
+    """A number expected, text like `1e-3` found: YAML floats need a dot (`1.0e-3`), a common surprise."""
+    if error.validator != "type" or not isinstance(error.instance, str):
+        return False
+    if not {"number", "integer"} & set(_type_names(error.validator_value)):
+        return False
+    try:
+        float(error.instance)
+    except ValueError:
+        return False
+    return True
+
+
 def describe_error(error: jsonschema.ValidationError) -> str:
     """One line per error: where, what was wrong, and what is allowed."""
     where = key_path(error.absolute_path)
     schema = error.schema if isinstance(error.schema, dict) else {}
     if error.validator == "additionalProperties":
         allowed = ", ".join(sorted(schema.get("properties", {}))) or "none"
-        extra = sorted(set(error.instance) - set(schema.get("properties", {})))
+        extra = sorted(set(error.instance) - set(schema.get("properties", {})), key=str)
         return f"unknown key {', '.join(map(repr, extra))} in {where} (allowed keys: {allowed})"
     if error.validator == "enum":
         allowed = ", ".join(map(str, error.validator_value))
         return f"{where}: {error.instance!r} is not allowed (allowed values: {allowed})"
     if error.validator == "required":
         return f"{where}: {error.message}"
-    if error.validator == "minItems" and error.validator_value == 1:
+    if error.validator in ("minItems", "minProperties") and error.validator_value == 1:
         return f"{where}: must not be empty"
+    if error.validator == "maxItems":
+        return f"{where}: has {len(error.instance)} entries, more than the limit of {error.validator_value}"
+    if error.validator == "maxLength":
+        return f"{where}: is {len(error.instance)} characters long, more than the limit of {error.validator_value}"
+    if "propertyNames" in error.absolute_schema_path:
+        return f"{where}: key {error.instance!r} is not allowed ({error.message})"
+    if error.validator == "pattern" and schema.get("description"):
+        return f"{where}: {error.instance!r} does not match the allowed form ({schema['description']})"
     if error.validator == "uniqueItems":
         return f"{where}: has duplicate entries {error.instance!r}"
+    if _number_written_as_text(error):
+        return f"{where}: {error.message} (YAML reads {error.instance} as text; write a number such as 1.0e-3 or 0.001)"
     description = schema.get("description")
     hint = f" ({description})" if description else ""
     return f"{where}: {error.message}{hint}"
+
+
+def _most_specific(errors: list[jsonschema.ValidationError]) -> list[jsonschema.ValidationError]:
+    """Drop errors at a key whose type is already wrong: `inf` need not also exceed the maximum."""
+    mistyped = {tuple(e.absolute_path) for e in errors if e.validator == "type"}
+    return [e for e in errors if e.validator == "type" or tuple(e.absolute_path) not in mistyped]
+
+
+def _sort_key(parts: Any) -> list[tuple[int, int, str]]:
+    """Order errors by key path: list indices numerically, and never compare an int with a str."""
+    return [(0, part, "") if isinstance(part, int) else (1, 0, str(part)) for part in parts]
 
 
 def validate_config(config: Mapping[str, Any]) -> dict[str, Any]:
@@ -84,28 +227,47 @@ def validate_config(config: Mapping[str, Any]) -> dict[str, Any]:
     """
     filled = copy.deepcopy(dict(config))
     validator = _Validator(load_schema())
-    errors = sorted(validator.iter_errors(filled), key=lambda e: (list(e.absolute_path), e.message))
+    errors = sorted(validator.iter_errors(filled), key=lambda e: (_sort_key(e.absolute_path), e.message))
     if errors:
-        raise ConfigError("invalid study config: " + "; ".join(describe_error(e) for e in errors))
+        raise ConfigError("invalid study config: " + "; ".join(describe_error(e) for e in _most_specific(errors)))
     _check_combinations(filled)
+    _check_input_groups(filled)
     return filled
 
 
 def _check_combinations(config: Mapping[str, Any]) -> None:
     declared = set(config["families"])
+    seen: dict[frozenset[str], int] = {}
     for index, pair in enumerate(config["combinations"]):
         missing = [name for name in pair if name not in declared]
         if missing:
             raise ConfigError(
-                f"combinations[{index}]: family {missing[0]!r} is crossed but not declared "
+                f"invalid study config: combinations[{index}]: family {missing[0]!r} is crossed but not declared "
                 f"under families (declared: {', '.join(sorted(declared)) or 'none'})"
+            )
+        if frozenset(pair) in seen:
+            raise ConfigError(
+                f"invalid study config: combinations[{index}]: crosses the same families as combinations[{seen[frozenset(pair)]}]"
+            )
+        seen[frozenset(pair)] = index
+
+
+def _check_input_groups(config: Mapping[str, Any]) -> None:
+    """Refuse options that mean nothing for a group's kind, rather than silently ignoring them."""
+    groups = config["families"].get("input", {}).get("groups", [])
+    for index, group in enumerate(groups):
+        where = f"families.input.groups[{index}]"
+        kind = group["kind"]
+        if kind in IMAGE_GROUP_KINDS and "named" in group:
+            raise ConfigError(f"invalid study config: {where}.named: applies only to kind 'features', not to kind {kind!r}")
+        if kind in IMAGE_GROUP_KINDS and "size" not in group:
+            raise ConfigError(f"invalid study config: {where}: kind {kind!r} needs a size (pixels per group)")
+        if kind not in IMAGE_GROUP_KINDS and "size" in group:
+            raise ConfigError(
+                f"invalid study config: {where}.size: applies only to kinds {', '.join(IMAGE_GROUP_KINDS)}, not to kind {kind!r}"
             )
 
 
 def load_config_file(path: str | Path) -> dict[str, Any]:
     """Read and validate a study file, as the Snakefile does."""
-    with open(path) as handle:
-        raw = yaml.safe_load(handle) or {}
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{path}: a study config is a mapping of keys, got {type(raw).__name__}")
-    return validate_config(raw)
+    return validate_config(load_study_yaml(path))
