@@ -25,11 +25,12 @@ def build_mlp(input_shape: Sequence[int], n_classes: int, hidden_units: Sequence
 
 
 def build_model(model_cfg: dict[str, Any], input_shape: Sequence[int], n_classes: int) -> keras.Model:
-    return build_mlp(input_shape, n_classes, model_cfg["hidden_units"], model_cfg["activation"], model_cfg["dropout"])
+    # Run specs are canonical (an integral float is written as an int): cast where Keras cares.
+    return build_mlp(input_shape, n_classes, model_cfg["hidden_units"], model_cfg["activation"], float(model_cfg["dropout"]))
 
 
 def build_optimizer(training_cfg: dict[str, Any]) -> keras.optimizers.Optimizer:
-    return OPTIMIZERS[training_cfg["optimizer"]](learning_rate=training_cfg["learning_rate"])
+    return OPTIMIZERS[training_cfg["optimizer"]](learning_rate=float(training_cfg["learning_rate"]))
 
 
 def load_model(path: str) -> keras.Model:
