@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import io
 import pickle
+import struct
 import tarfile
 from pathlib import Path
 
@@ -85,20 +86,82 @@ def test_fashion_mnist_from_a_folder_of_idx_files(tmp_path):
     assert split.meta["sizes"]["test"] == 30 and split.meta["input_shape"] == [28, 28]
 
 
-def test_cifar10_from_the_python_archive(tmp_path):
-    def batch(n: int, seed: int) -> bytes:
-        x, y = fake_images(n, (3072,), seed=seed)
-        return pickle.dumps({b"data": x, b"labels": list(y)})
+def cifar_batch(n: int, seed: int) -> bytes:
+    """A batch as the official archive pickles it: the same keys, and only NumPy's array globals."""
+    x, y = fake_images(n, (3072,), seed=seed)
+    batch = {b"batch_label": b"fake batch", b"labels": y.tolist(), b"data": x, b"filenames": [b"img_%d.png" % i for i in range(n)]}
+    return pickle.dumps(batch, protocol=4)  # protocol 5 would name numpy's _frombuffer, which the official files never do
 
-    archive = tmp_path / "cifar-10-python.tar.gz"
+
+def write_tar(archive: Path, members: dict[str, bytes]) -> None:
     with tarfile.open(archive, "w:gz") as tar:
-        for name, payload in [("data_batch_1", batch(60, 0)), ("data_batch_2", batch(40, 1)), ("test_batch", batch(30, 2))]:
-            info = tarfile.TarInfo(f"cifar-10-batches-py/{name}")
+        for name, payload in members.items():
+            info = tarfile.TarInfo(name)
             info.size = len(payload)
             tar.addfile(info, io.BytesIO(payload))
+
+
+def test_cifar10_from_the_python_archive(tmp_path):
+    archive = tmp_path / "cifar-10-python.tar.gz"
+    batches = {"data_batch_1": cifar_batch(60, 0), "data_batch_2": cifar_batch(40, 1), "test_batch": cifar_batch(30, 2)}
+    write_tar(
+        archive, {f"cifar-10-batches-py/{name}": payload for name, payload in batches.items()} | {"cifar-10-batches-py/readme.html": b"<p>"}
+    )
     split = prepare(cfg("cifar10", path=str(archive)))
     assert split.meta["input_shape"] == [32, 32, 3]
     assert split.meta["sizes"] == {"train": 80, "val": 20, "test": 30}
+
+
+class Py2Pickler(pickle._Pickler):
+    """Writes str and bytes as Python 2 'str' (BINSTRING), as the official batches were written (cPickle, protocol 2)."""
+
+    dispatch = pickle._Pickler.dispatch.copy()
+
+    def save_py2_str(self, obj: str | bytes) -> None:
+        data = obj.encode("latin-1") if isinstance(obj, str) else obj
+        if len(data) < 256:
+            self.write(pickle.SHORT_BINSTRING + bytes([len(data)]) + data)
+        else:
+            self.write(pickle.BINSTRING + struct.pack("<i", len(data)) + data)
+        self.memoize(obj)
+
+    dispatch[bytes] = save_py2_str
+    dispatch[str] = save_py2_str
+
+
+def test_cifar10_reads_python2_pickles_naming_numpy_core(tmp_path):
+    """The official files name numpy.core.multiarray (NumPy 1); NumPy 2 moved it to numpy._core."""
+
+    def batch(n: int, seed: int) -> bytes:
+        x, y = fake_images(n, (3072,), seed=seed)
+        buffer = io.BytesIO()
+        Py2Pickler(buffer, protocol=2).dump({b"batch_label": b"b", b"labels": y.tolist(), b"data": x, b"filenames": [b"f.png"] * n})
+        pickled = buffer.getvalue().replace(b"cnumpy._core.multiarray\n", b"cnumpy.core.multiarray\n")
+        assert b"cnumpy.core.multiarray\n_reconstruct\n" in pickled
+        return pickled
+
+    write_tar(tmp_path / "c.tar.gz", {"cifar-10-batches-py/data_batch_1": batch(50, 0), "cifar-10-batches-py/test_batch": batch(20, 1)})
+    split = prepare(cfg("cifar10", path=str(tmp_path / "c.tar.gz")))
+    assert split.meta["sizes"] == {"train": 40, "val": 10, "test": 20} and split.meta["n_classes"] == 10
+
+
+def test_cifar10_from_the_binary_archive_and_an_extracted_folder(tmp_path):
+    def records(n: int, seed: int) -> bytes:
+        x, y = fake_images(n, (3072,), seed=seed)
+        return np.concatenate([y[:, None].astype(np.uint8), x], axis=1).tobytes()
+
+    members = {"data_batch_1.bin": records(50, 0), "test_batch.bin": records(20, 1), "batches.meta.txt": b"airplane\n"}
+    write_tar(tmp_path / "cifar-10-binary.tar.gz", {f"cifar-10-batches-bin/{k}": v for k, v in members.items()})
+    split = prepare(cfg("cifar10", path=str(tmp_path / "cifar-10-binary.tar.gz")))
+    assert split.meta["sizes"] == {"train": 40, "val": 10, "test": 20}
+    x, _ = fake_images(20, (3072,), seed=1)
+    expected = np.sort(x.reshape(20, 3, 32, 32).transpose(0, 2, 3, 1).reshape(20, -1).sum(1) / 255.0)
+    np.testing.assert_allclose(np.sort(split.x("test").reshape(20, -1).sum(1)), expected, rtol=1e-5)
+    folder = tmp_path / "cifar-10-batches-py"
+    folder.mkdir()
+    for name, seed in [("data_batch_1", 0), ("test_batch", 1)]:
+        (folder / name).write_bytes(cifar_batch(50, seed))
+    assert prepare(cfg("cifar10", path=str(folder))).meta["sizes"] == {"train": 40, "val": 10, "test": 50}
 
 
 def test_user_npz_and_csv(tmp_path):
