@@ -19,9 +19,27 @@ from conftest import ROOT
 SCHEMA = yaml.safe_load((ROOT / "workflow" / "schemas" / "config.schema.yaml").read_text())
 
 
+def article_config(posthoc: bool = False) -> dict:
+    """The default study; without its `posthoc` block, the article's four retrain families alone."""
+    config = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
+    return config if posthoc else {k: v for k, v in config.items() if k != "posthoc"}
+
+
 @pytest.fixture(scope="module")
 def article() -> Study:
-    return Study.from_config(yaml.safe_load((ROOT / "config" / "config.yaml").read_text()))
+    return Study.from_config(article_config())
+
+
+def test_the_posthoc_block_adds_width_retrains_and_test_time_counterparts():
+    study = Study.from_config(article_config(posthoc=True))
+    assert len(study.variants) == 23 + 10 + 7 + 6
+    assert len(study.runs) == 20 + 9, "units/frac-0 is the baseline; the test-time variants train nothing"
+    assert study.variants["units/frac-0.5"].model == {"hidden_units": [64]}
+    posthoc = study.variants["input_posthoc/cols-08-11"]
+    assert study.run_of(posthoc) == study.run_of(study.variants["baseline/reference"])
+    assert study.test_view(posthoc)[0]["apply_to"] == "test"
+    knocked = {(row["family"], row["variant"]) for row in study.probe_table() if row["analysis"] == "knockout"}
+    assert knocked == {("baseline", "reference")} | {("dropout", f"rate-{r}") for r in ("0", "0.2", "0.4", "0.6", "0.8")}
 
 
 def test_default_study_trains_twenty_distinct_models_for_twenty_three_variants(article):

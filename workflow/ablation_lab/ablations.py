@@ -193,6 +193,57 @@ def baseline_variant() -> Variant:
     return Variant(BASELINE, "reference", "baseline", coords={"variant": "baseline"})
 
 
+# --- families derived from the `posthoc` block: the retrain side and the test-time side of
+# --- the compensation gap ----------------------------------------------------------------
+
+UNITS = "units"
+POSTHOC_SUFFIX = "_posthoc"
+DERIVED: dict[str, tuple[str, str]] = {
+    UNITS: ("Unit ablation, retrained", "The network retrained with a fraction of its hidden units fewer (width x (1 - f))."),
+    "input" + POSTHOC_SUFFIX: (
+        "Input feature ablation, post-hoc",
+        "The baseline model, trained on every feature, with each input group removed at test time only (images: filled; tables: the training mean).",
+    ),
+    "noise" + POSTHOC_SUFFIX: (
+        "Noise ablation, post-hoc",
+        "The baseline model, trained clean, with the same noise added to the test inputs only.",
+    ),
+}
+
+
+def expand_units(fractions: Sequence[float], hidden_units: Sequence[int], layer: int) -> list[Variant]:
+    """Retrain variants matching post-hoc knockout: layer `layer` (1-based) made (1 - f) as wide."""
+    out = []
+    for fraction in fractions:
+        units = list(hidden_units)
+        units[layer - 1] = max(1, round((1 - fraction) * units[layer - 1]))
+        label = f"{_number(100 * fraction)}% fewer units"
+        out.append(Variant(UNITS, f"frac-{_number(fraction)}", label, {"hidden_units": units}, coords={"fraction removed": fraction}))
+    return out
+
+
+def test_time_counterpart(variant: Variant) -> Variant | None:
+    """The same ablation applied to the trained baseline at test time only, or None if it has none.
+
+    Retrain-side noise (train+test) maps to test-only noise; an image region masked in
+    training maps to the same mask at test time; a dropped table column maps to the column
+    filled with its training mean (the model needs every column it was trained on).
+    """
+    if variant.family not in ("input", "noise") or not variant.transforms:
+        return None
+    test_time = []
+    for transform in variant.transforms:
+        if transform.get("apply_to", "both") == "test":
+            return None  # already a test-time ablation
+        if transform["op"] == "drop_features":
+            test_time.append({"op": "fill_features", "indices": list(transform["indices"]), "apply_to": "test"})
+        else:
+            test_time.append({**transform, "apply_to": "test"})
+    return Variant(
+        variant.family + POSTHOC_SUFFIX, variant.name, f"{variant.label} (post-hoc)", transforms=tuple(test_time), coords=variant.coords
+    )
+
+
 # --- transforms ---------------------------------------------------------------------------
 
 
@@ -267,13 +318,17 @@ def transform_split(x: np.ndarray, split: str, transforms: Sequence[dict[str, An
     for position, transform in enumerate(transforms):
         rng = np.random.default_rng(np.random.SeedSequence([seed, position, SPLIT_STREAM[split]]))
         op = transform["op"]
+        if transform.get("apply_to", "both") == "test" and split != "test":
+            continue  # a test-time-only ablation: the model was trained without it
         if op == "mask":
             x = mask_region(x, transform["region"], transform["fill"], rng, stats["train_mean"], stats["value_range"])
         elif op == "noise":
-            if transform["apply_to"] == "both" or split == "test":
-                x = add_noise(x, transform["kind"], transform["level"], rng, stats["value_range"])
+            x = add_noise(x, transform["kind"], transform["level"], rng, stats["value_range"])
         elif op == "drop_features":
             x = drop_features(x, transform["indices"])
+        elif op == "fill_features":
+            x = x.copy()
+            x[:, transform["indices"]] = stats["train_mean"][transform["indices"]]
         else:
             raise ValueError(f"unknown transform {op!r}")
     return x

@@ -105,6 +105,7 @@ class Analysis:
     params: Callable[[Mapping[str, Any]], dict[str, Any] | None]
     uses_test_view: bool = False
     config_key: str | None = None  # the top-level config block holding its parameters, if any
+    wants: Callable[[Mapping[str, Any], str], bool] = lambda config, family: True  # which families' models
 
 
 def evaluate_run(context: RunContext, params: dict[str, Any]) -> pd.DataFrame:
@@ -123,6 +124,27 @@ def always(config: Mapping[str, Any]) -> dict[str, Any]:
     return {}
 
 
+def knockout_run(context: RunContext, params: dict[str, Any]) -> pd.DataFrame:
+    """Post-hoc unit knockout curves of one trained model (see ablation_lab/knockout.py)."""
+    from ablation_lab.knockout import knockout_table
+
+    inputs = {split: context.inputs(split) for split in ("train", "val", "test")}
+    labels = {"train": context.split.y("train"), "val": context.labels("val"), "test": context.labels("test")}
+    return knockout_table(context.model, inputs, labels, context.class_names, params, context.seed)
+
+
+KNOCKOUT_KEYS = ("layers", "fractions", "orderings", "fills", "draws")
+
+
+def posthoc_params(config: Mapping[str, Any]) -> dict[str, Any] | None:
+    block = config.get("posthoc")
+    return {key: block[key] for key in KNOCKOUT_KEYS} if block else None
+
+
+def posthoc_families(config: Mapping[str, Any], family: str) -> bool:
+    return family in config["posthoc"]["families"]
+
+
 ANALYSES: dict[str, Analysis] = {
     EVALUATION: Analysis(
         EVALUATION,
@@ -131,6 +153,15 @@ ANALYSES: dict[str, Analysis] = {
         evaluate_run,
         always,
         uses_test_view=True,
+    ),
+    "knockout": Analysis(
+        "knockout",
+        "Post-hoc knockout",
+        "A fraction of a hidden layer's units removed from the trained model, no retraining; accuracy on the test split.",
+        knockout_run,
+        posthoc_params,
+        config_key="posthoc",
+        wants=posthoc_families,
     ),
 }
 

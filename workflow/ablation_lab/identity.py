@@ -68,8 +68,8 @@ def is_noop(transform: Mapping[str, Any]) -> bool:
 
 
 def changes_training(transform: Mapping[str, Any]) -> bool:
-    """Whether a transform changes what the model is trained on (test-only noise does not)."""
-    return not (transform["op"] == "noise" and transform["apply_to"] == "test")
+    """Whether a transform changes what the model is trained on (test-only ones do not)."""
+    return transform.get("apply_to", "both") != "test"
 
 
 def split_transforms(transforms: Sequence[Mapping[str, Any]]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
@@ -94,10 +94,11 @@ def describe_transform(transform: Mapping[str, Any]) -> str:
             name = f"patch-r{region['row']:02d}-c{region['col']:02d}-s{region['size']:02d}"
         else:
             name = f"{'cols' if region['axis'] == 'columns' else 'rows'}{region['start']:02d}-{region['stop'] - 1:02d}"
-        return name + ("" if transform["fill"] == "zero" else f"-{transform['fill']}")
-    if op == "drop_features":
+        name += "" if transform["fill"] == "zero" else f"-{transform['fill']}"
+        return name + ("-test" if transform.get("apply_to") == "test" else "")
+    if op in ("drop_features", "fill_features"):
         indices = list(transform["indices"])
-        return f"drop{len(indices)}f-{indices[0]}"
+        return f"{op.split('_')[0]}{len(indices)}f-{indices[0]}"
     return op
 
 

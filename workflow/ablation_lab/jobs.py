@@ -111,7 +111,7 @@ def analyse_run(analysis: str, probe: dict[str, Any], spec: dict[str, Any], seed
     return len(table)
 
 
-def aggregate(probes: list[dict[str, Any]], variants: list[dict[str, Any]], out: dict[str, str]) -> None:
+def aggregate(probes: list[dict[str, Any]], variants: list[dict[str, Any]], posthoc: dict[str, Any] | None, out: dict[str, str]) -> None:
     """Every variant's per-model tables into the study's tables (CSV and Parquet), plus statistics and claims."""
     from ablation_lab.statistics import check_findings, compare_to_baseline, runs_table, summarise
 
@@ -124,6 +124,12 @@ def aggregate(probes: list[dict[str, Any]], variants: list[dict[str, Any]], out:
     write_table(out["summary"], summarise(runs))
     write_table(out["comparisons"], compare_to_baseline(runs))
     write_table(out["findings"], check_findings(runs, variants))
+    if posthoc:
+        from ablation_lab.compensation import compensation_table
+
+        knockout = tables.get("knockout")
+        write_table(out["knockout"], knockout if knockout is not None else pd.DataFrame())
+        write_table(out["compensation"], compensation_table(runs, knockout, variants, posthoc))
 
 
 def collect_probes(probes: list[dict[str, Any]]) -> dict[str, pd.DataFrame]:
@@ -146,6 +152,15 @@ def plot_family(family: str, title: str, variants: list[dict[str, Any]], runs: s
         plot_heatmap(summary_table, variants, family, title, out)
     else:
         draw_points(pd.read_csv(runs), summary_table, family, title, out)
+
+
+def plot_posthoc(knockout: str, compensation: str, variants: list[dict[str, Any]], out: dict[str, str]) -> None:
+    from ablation_lab.plots import plot_compensation, plot_knockout
+
+    plot_knockout(pd.read_csv(knockout), variants, out["knockout"])
+    gaps = pd.read_csv(compensation)
+    for comparison in gaps["comparison"].drop_duplicates():
+        plot_compensation(gaps, comparison, out[f"compensation_{comparison}"])
 
 
 def plot_examples(family: str, variants: list[dict[str, Any]], data: str, meta: str, seed: int, out: str) -> None:

@@ -90,3 +90,60 @@ def plot_examples(
                 axes.set_title(variant["label"], fontsize=7)
     figure.suptitle(f"What the model sees: {family} variants (test images)", fontsize=9)
     _save(figure, path)
+
+
+def plot_knockout(knockout: pd.DataFrame, variants: Sequence[dict[str, Any]], path: str | Path) -> None:
+    """Accuracy vs fraction of units knocked out, one panel per knocked-out variant, one line per ordering.
+
+    Lines are means over seeds and random draws (the band: 95% interval over them); the
+    first configured fill is drawn, every layer (line style) when several were knocked out.
+    """
+    curves = knockout[(knockout["metric"] == "accuracy") & knockout["fraction"].notna()]
+    curves = curves[curves["fill"] == curves["fill"].iloc[0]]
+    # one panel per trained model: variants that share one (baseline, dropout 0) share a panel
+    labels = {(v["family"], v["variant"]): v["label"] for v in variants}
+    names: dict[str, list[str]] = {}
+    for family, variant, run in curves[["family", "variant", "run"]].drop_duplicates().itertuples(index=False):
+        names.setdefault(run, []).append(labels.get((family, variant), f"{family}/{variant}"))
+    first = curves.groupby("run", sort=False)[["family", "variant"]].first().apply(tuple, axis=1)
+    curves = curves[
+        [first[run] == (family, variant) for family, variant, run in zip(curves["family"], curves["variant"], curves["run"], strict=True)]
+    ]
+    curves = curves.assign(model=curves["run"].map(lambda run: " = ".join(names[run])))
+    grid = sns.relplot(
+        data=curves,
+        x="fraction",
+        y="value",
+        hue="ordering",
+        style="layer" if curves["layer"].nunique() > 1 else None,
+        col="model",
+        col_wrap=min(3, curves["model"].nunique()),
+        kind="line",
+        marker="o",
+        markersize=4,
+        errorbar=("ci", 95),
+        height=3,
+        aspect=1.2,
+    )
+    grid.set_axis_labels("fraction of hidden units removed (no retraining)", "test accuracy")
+    grid.set_titles("{col_name}")
+    grid.figure.suptitle(f"Post-hoc knockout (fill: {curves['fill'].iloc[0]})", y=1.02)
+    _save(grid.figure, path)
+
+
+def plot_compensation(gaps: pd.DataFrame, comparison: str, path: str | Path) -> None:
+    """Retrained vs post-hoc accuracy over one comparison's points: the gap is the compensation."""
+    rows = gaps[(gaps["comparison"] == comparison) & (gaps["point"] != "area")]
+    numeric = rows["x"].notna().all()
+    x = rows["x"].to_numpy() if numeric else np.arange(len(rows))
+    figure, axes = plt.subplots(figsize=(max(5.0, 0.5 * len(rows) + 2), 3.8))
+    axes.plot(x, rows["retrained"], "o-", color="tab:blue", label="retrained without it")
+    axes.plot(x, rows["posthoc"], "s--", color="tab:red", label="removed from the trained baseline")
+    axes.fill_between(x, rows["posthoc"], rows["retrained"], color="tab:purple", alpha=0.12, label="compensation gap")
+    if not numeric:
+        axes.set_xticks(x, rows["label"], rotation=45 if len(rows) > 5 else 0, ha="right" if len(rows) > 5 else "center")
+    xlabel = {"units": "fraction of hidden units removed", "noise": "noise level"}.get(comparison, "")
+    axes.set(title=f"Compensation: {comparison}", xlabel=xlabel, ylabel="test accuracy (mean over seeds)")
+    axes.legend(fontsize=8, loc="lower left")
+    sns.despine(figure)
+    _save(figure, path)

@@ -173,6 +173,76 @@ def family_sections(inputs: ReportInputs) -> list[SectionContent]:
     return out
 
 
+def _fmt(value: float, spec: str = "{:+.4f}") -> str:
+    return "" if pd.isna(value) else spec.format(value)
+
+
+def knockout_section(inputs: ReportInputs) -> list[SectionContent]:
+    knockout = inputs.tables.get("knockout")
+    if knockout is None or knockout.empty:
+        return []
+    section = SectionContent("knockout", "Post-hoc knockout").say(
+        "Hidden units removed from each trained model, with no retraining: the removed units output the fill value, "
+        "every other weight is as trained. Orderings and fills are fitted on the training and validation splits; only "
+        "the test split is scored. Area: the accuracy curve's area over the fraction range (1 = no loss)."
+    )
+    section.figures = [{"alt": "knockout curves", "data": _png(p)} for p in inputs.figures.get("knockout", [])]
+    areas = knockout[knockout["metric"] == "area"]
+    table = (
+        areas.groupby(["family", "variant", "layer", "fill", "ordering"], sort=False)["value"].agg(["mean", "std", "count"]).reset_index()
+    )
+    table["area (mean)"] = table["mean"].map("{:.3f}".format)
+    table["sd over seeds and draws"] = table["std"].map(lambda v: _fmt(v, "{:.3f}"))
+    section.tables.append(_html_table(table.drop(columns=["mean", "std"]).rename(columns={"count": "curves"})))
+    dropout = areas[(areas["family"] == "dropout") & (areas["ordering"] == "random")]
+    if dropout["variant"].nunique() > 1:
+        by_rate = dropout.groupby("variant")["value"].mean()
+        best, worst = by_rate.idxmax(), by_rate.idxmin()
+        section.say(
+            "Does training with dropout buy robustness to removal? Random-order knockout area per dropout variant: "
+            + ", ".join(f"{name} {value:.3f}" for name, value in by_rate.items())
+            + f"; highest {best}, lowest {worst}."
+        )
+    stable = knockout[knockout["metric"].isin(["units", "dead_units", "always_active_units", "unchanged_without_dead_units"])]
+    if len(stable):
+        wide = stable.pivot_table(
+            index=["family", "variant", "layer"], columns="metric", values="value", aggfunc="mean", sort=False
+        ).reset_index()
+        section.say(
+            "Stable units, on the training split (mean over seeds): dead units are never active, and removing them "
+            "leaves this share of test predictions unchanged (units dead on training can still fire on test inputs)."
+        )
+        section.tables.append(_html_table(wide.round(3)))
+    return [section]
+
+
+def compensation_section(inputs: ReportInputs) -> list[SectionContent]:
+    gaps = inputs.tables.get("compensation")
+    if gaps is None or gaps.empty:
+        return []
+    section = SectionContent("compensation", "Compensation: retrained vs removed after training").say(
+        "Each point pairs a model retrained without a component with the trained baseline from which the same "
+        "component was removed afterwards, on the same seeds; the gap is retrained minus post-hoc accuracy, with the "
+        "95% t-interval over seeds of the paired differences. Post-hoc effects are lower bounds on a component's "
+        "importance (downstream layers partly repair an ablation), while retraining lets the whole network compensate: "
+        "a positive gap is compensation the retrain ablation hides."
+    )
+    section.figures = [{"alt": f"compensation {p}", "data": _png(p)} for p in inputs.figures.get("compensation", [])]
+    shown = pd.DataFrame(
+        {
+            "comparison": gaps["comparison"],
+            "point": gaps["label"],
+            "retrained": gaps["retrained"].map(lambda v: _fmt(v, "{:.4f}")),
+            "post-hoc": gaps["posthoc"].map(lambda v: _fmt(v, "{:.4f}")),
+            "gap": gaps["gap"].map(_fmt),
+            "gap 95% CI": [_interval(a, b) for a, b in zip(gaps["gap_ci_low"], gaps["gap_ci_high"], strict=True)],
+            "seeds": gaps["seeds"],
+        }
+    )
+    section.tables.append(_html_table(shown))
+    return [section]
+
+
 def provenance_section(inputs: ReportInputs) -> list[SectionContent]:
     section = SectionContent("provenance", "Provenance").say(
         "Software: " + ", ".join(f"{k} {v}" for k, v in inputs.versions.items()), "muted"
@@ -185,6 +255,8 @@ SECTIONS: list[Callable[[ReportInputs], list[SectionContent]]] = [
     overview_section,
     findings_section,
     family_sections,
+    knockout_section,
+    compensation_section,
     provenance_section,
 ]
 

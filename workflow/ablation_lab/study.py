@@ -24,7 +24,18 @@ from functools import cached_property
 from typing import Any
 
 from ablation_lab import TRAINING_CODE_VERSION, identity
-from ablation_lab.ablations import BASELINE, FAMILIES, Variant, baseline_variant, combination_name, combine
+from ablation_lab.ablations import (
+    BASELINE,
+    FAMILIES,
+    POSTHOC_SUFFIX,
+    UNITS,
+    Variant,
+    baseline_variant,
+    combination_name,
+    combine,
+    expand_units,
+    test_time_counterpart,
+)
 from ablation_lab.analyses import ANALYSES, EVALUATION
 from ablation_lab.config import ConfigError, validate_config
 from ablation_lab.data import FORMAT_VERSION, DatasetInfo, describe
@@ -126,6 +137,33 @@ class Study:
                 raise ConfigError(f"invalid study config: {error}") from None
         for first, second in self.config["combinations"]:
             out[combination_name(first, second)] = combine(out[first], out[second])
+        out |= self._compensation_families(out)
+        return out
+
+    def _compensation_families(self, declared: dict[str, list[Variant]]) -> dict[str, list[Variant]]:
+        """With `posthoc.compensation`: width-reduced retrains, and test-time input/noise counterparts."""
+        posthoc = self.config.get("posthoc")
+        if not posthoc:
+            return {}
+        units = self.config["model"]["hidden_units"]
+        for index, layer in enumerate(posthoc["layers"]):
+            if layer > len(units):
+                raise ConfigError(
+                    f"invalid study config: posthoc.layers[{index}]: layer {layer}, but the model has {len(units)} hidden layers"
+                )
+        out: dict[str, list[Variant]] = {}
+        if posthoc["compensation"]:
+            out[UNITS] = expand_units(posthoc["fractions"], units, (posthoc["layers"] or [1])[0])
+            for family in ("input", "noise"):
+                counterparts = [c for v in declared.get(family, []) if (c := test_time_counterpart(v)) is not None]
+                if counterparts:
+                    out[family + POSTHOC_SUFFIX] = counterparts
+        known = [*declared, *out]
+        for index, family in enumerate(posthoc["families"]):
+            if family not in known:
+                raise ConfigError(
+                    f"invalid study config: posthoc.families[{index}]: {family!r} is not a family of this study (known: {', '.join(known)})"
+                )
         return out
 
     @cached_property
@@ -197,11 +235,15 @@ class Study:
         spec = identity.canonical({"analysis": analysis, "params": ANALYSES[analysis].params(self.config), "view": view})
         return Probe(analysis, identity.probe_name(view, spec), spec)
 
+    def analysed(self, analysis: str) -> list[Variant]:
+        """The variants whose trained models an analysis looks at."""
+        return [v for v in self.variants.values() if ANALYSES[analysis].wants(self.config, v.family)]
+
     @cached_property
     def _probe_specs(self) -> dict[tuple[str, str], dict[str, Any]]:
         found = {}
         for analysis in self.analyses():
-            for variant in self.variants.values():
+            for variant in self.analysed(analysis):
                 probe = self.probe(variant, analysis)
                 found[analysis, probe.name] = probe.spec
         return found
@@ -246,6 +288,24 @@ class Study:
     def study_benchmark(self, kind: str) -> str:
         return f"{BENCHMARKS}/{self.name}/{kind}.tsv"
 
+    def posthoc_tables(self) -> dict[str, str]:
+        """The study tables the `posthoc` block adds (empty when it is off)."""
+        if not self.config.get("posthoc"):
+            return {}
+        return {name: f"{self.tables_dir()}/{name}.csv" for name in ("knockout", "compensation")}
+
+    def compensation_comparisons(self) -> list[str]:
+        families = self.families
+        found = [UNITS] if UNITS in families else []
+        return found + [family for family in ("input", "noise") if family + POSTHOC_SUFFIX in families]
+
+    def posthoc_figures(self) -> dict[str, str]:
+        """Figure name -> path: the knockout curves and one overlay per compensation comparison."""
+        if not self.config.get("posthoc"):
+            return {}
+        figures = {"knockout": f"{self.figures_dir()}/knockout.png"}
+        return figures | {f"compensation_{c}": f"{self.figures_dir()}/compensation-{c}.png" for c in self.compensation_comparisons()}
+
     def training_files(self) -> list[str]:
         """Every (run, seed) provenance file: one training job each, duplicates removed."""
         return sorted({run_file("provenance", self.data_key, run, seed) for run in self.runs for seed in self.seeds})
@@ -253,9 +313,9 @@ class Study:
     def probe_table(self) -> list[dict[str, Any]]:
         """One row per (variant, seed, analysis): which file holds that table (JSON-friendly)."""
         rows = []
-        for variant in self.variants.values():
-            for seed in self.seeds:
-                for analysis in self.analyses():
+        for analysis in self.analyses():
+            for variant in self.analysed(analysis):
+                for seed in self.seeds:
                     rows.append(
                         {
                             "family": variant.family,

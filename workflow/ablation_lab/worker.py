@@ -52,10 +52,18 @@ def start_pool(cores: int) -> Path:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
+                env=_worker_env(),
             )
         (pool / f"worker-{index}.pid").write_text(str(process.pid))
     os.environ[POOL_ENV] = str(pool)
     return pool
+
+
+def _worker_env() -> dict[str, str]:
+    """The package workers import is the one this workflow runs (its source tree comes first)."""
+    package_root = str(Path(__file__).resolve().parents[1])
+    inherited = os.environ.get("PYTHONPATH")
+    return {**os.environ, "PYTHONPATH": package_root + (os.pathsep + inherited if inherited else "")}
 
 
 def _owner_prefix() -> str:

@@ -73,8 +73,18 @@ def figures_by_family():
     return figures
 
 
+def report_figures():
+    """Section name -> its figures: a section per family, then the post-hoc sections."""
+    figures = figures_by_family()
+    posthoc = STUDY.posthoc_figures()
+    if posthoc:
+        figures["knockout"] = [posthoc["knockout"]]
+        figures["compensation"] = [p for n, p in posthoc.items() if n != "knockout"]
+    return figures
+
+
 def all_figures(wildcards):
-    return [path for paths in figures_by_family().values() for path in paths]
+    return [path for paths in report_figures().values() for path in paths]
 
 
 def all_probes(wildcards):

@@ -2,6 +2,7 @@ rule aggregate:
     input:
         probes=all_probes,
     output:
+        **STUDY.posthoc_tables(),
         tidy_csv=f"{STUDY.tables_dir()}/metrics.csv",
         tidy_parquet=f"{STUDY.tables_dir()}/metrics.parquet",
         runs=f"{STUDY.tables_dir()}/runs.csv",
@@ -36,7 +37,8 @@ rule aggregate:
     params:
         probes=STUDY.probe_table(),
         variants=STUDY.variant_table(),
-        code=source_digest("statistics", "jobs"),
+        posthoc=STUDY.config["posthoc"],
+        code=source_digest("statistics", "compensation", "jobs"),
     script:
         "../scripts/aggregate.py"
 
@@ -101,8 +103,39 @@ rule plot_examples:
         "../scripts/plot_examples.py"
 
 
+rule plot_posthoc:
+    input:
+        **STUDY.posthoc_tables(),
+    output:
+        **{
+            name: report(
+                path,
+                caption="../report/posthoc.rst",
+                category="Post-hoc",
+                labels={"figure": name},
+            )
+            for name, path in STUDY.posthoc_figures().items()
+        },
+    log:
+        STUDY.study_log("plot_posthoc"),
+    benchmark:
+        STUDY.study_benchmark("plot_posthoc")
+    conda:
+        "../envs/ablation-lab.yaml"
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=10,
+    params:
+        variants=STUDY.variant_table(),
+        code=source_digest("plots"),
+    script:
+        "../scripts/plot_posthoc.py"
+
+
 rule report_html:
     input:
+        **STUDY.posthoc_tables(),
         meta=STUDY.meta_file(),
         summary=f"{STUDY.tables_dir()}/summary.csv",
         comparisons=f"{STUDY.tables_dir()}/comparisons.csv",
@@ -123,7 +156,8 @@ rule report_html:
         runtime=10,
     params:
         study=STUDY.config,
-        figures=figures_by_family(),
+        tables=["summary", "comparisons", "findings", "runs", *STUDY.posthoc_tables()],
+        figures=report_figures(),
         sharing=STUDY.sharing(),
         code=source_digest("report"),
     script:

@@ -4,4 +4,8 @@ import _package  # noqa: F401
 from ablation_lab.dispatch import run_here
 
 sm = snakemake
-run_here("aggregate", sm.log[0], {"probes": sm.params.probes, "variants": sm.params.variants, "out": dict(sm.output.items())})
+run_here(
+    "aggregate",
+    sm.log[0],
+    {"probes": sm.params.probes, "variants": sm.params.variants, "posthoc": sm.params.posthoc, "out": dict(sm.output.items())},
+)

@@ -10,7 +10,7 @@ run_here(
     {
         "study_cfg": sm.params.study,
         "meta": sm.input.meta,
-        "tables": {key: sm.input[key] for key in ("summary", "comparisons", "findings", "runs")},
+        "tables": {key: sm.input[key] for key in sm.params.tables},
         "figures": sm.params.figures,
         "sharing": sm.params.sharing,
         "out": sm.output.html,
