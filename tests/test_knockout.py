@@ -52,7 +52,7 @@ def test_removing_dead_units_changes_no_prediction(model_and_data):
     import keras
     from ablation_lab.models import build_mlp
 
-    _, data, labels = model_and_data
+    _, data, _ = model_and_data
     model = build_mlp((12,), 3, [16], "relu", 0.0)
     kernel, bias = model.get_layer("hidden_1").get_weights()
     kernel[:, :5], bias[:5] = 0.0, -1.0  # five units that can never fire

@@ -28,14 +28,43 @@ def test_report_has_a_section_per_family_with_figures(finished):
     page = (workdir / "reports" / "smoke" / "report.html").read_text()
     for family in ["baseline", "dropout", "activation", "input", "noise", "capacity", "noise-x-dropout"]:
         assert f'id="family-{family}"' in page
-    assert page.count("data:image/png;base64,") == 8  # 6 families + 2 example galleries
+    # 9 family figures (6 declared + units, input_posthoc, noise_posthoc), 4 example galleries,
+    # the knockout curves and 3 compensation overlays
+    assert page.count("data:image/png;base64,") == 17
     assert 'id="overview"' in page and 'id="findings"' in page and 'id="provenance"' in page
     assert "Variants that resolve to the same trained model share it" in page
     tidy = pd.read_parquet(workdir / "reports" / "smoke" / "tables" / "metrics.parquet")
     assert set(tidy["metric"]) >= {"accuracy", "error_rate", "loss", "macro_f1"}
     accuracy = tidy.query("metric == 'accuracy'")
-    assert len(accuracy) == 20 and accuracy["value"].between(0, 1).all()
-    assert accuracy["run"].nunique() == 8, "20 variants, 8 trained models"
+    assert len(accuracy) == 26 and accuracy["value"].between(0, 1).all()
+    assert accuracy["run"].nunique() == 9, "26 variants, 9 trained models"
+
+
+def test_report_has_the_knockout_and_compensation_sections(finished):
+    workdir, _ = finished
+    page = (workdir / "reports" / "smoke" / "report.html").read_text()
+    assert 'id="knockout"' in page and 'id="compensation"' in page
+    assert "Post-hoc effects are lower bounds on a component" in page
+    tables = workdir / "reports" / "smoke" / "tables"
+    gaps = pd.read_csv(tables / "compensation.csv")
+    assert set(gaps["comparison"]) == {"units", "input", "noise"}
+    assert (gaps.query("point == 'frac-0'")["gap"].abs() < 1e-12).all(), "nothing removed: both sides are the baseline"
+    curves = pd.read_csv(tables / "knockout.csv")
+    assert set(curves["ordering"].dropna()) >= {"random", "importance_highest"}
+    for name in ("knockout", "compensation-units", "compensation-input", "compensation-noise"):
+        assert (workdir / "reports" / "smoke" / "figures" / f"{name}.png").stat().st_size > 0
+
+
+def test_changing_a_knockout_fraction_reruns_only_post_hoc_jobs(finished):
+    workdir, config = finished
+    changed = copy.deepcopy(config)
+    changed["posthoc"]["fractions"] = [0.0, 0.25]
+    changed["posthoc"]["compensation"] = False  # with it, a new fraction also adds its width retrain
+    out = snakemake(workdir, write_config(workdir, changed, "posthoc.yaml"), "--dry-run")
+    assert trained(out.stdout) == set()
+    planned = planned_jobs(out.stdout)
+    assert {job["analysis"] for job in planned["analyse_run"]} == {"knockout"}
+    assert "rule prepare_data:" not in out.stdout
 
 
 def test_test_only_noise_evaluates_the_clean_model_on_noisy_test_inputs(finished):
@@ -91,7 +120,7 @@ def test_adding_a_seed_trains_only_the_new_seed(finished):
     changed["seeds"] = [1, 2]
     planned = trained(snakemake(workdir, write_config(workdir, changed, "seeds.yaml"), "--dry-run").stdout)
     assert {seed for _, seed in planned} == {2}
-    assert len(planned) == 8
+    assert len(planned) == 9
 
 
 def test_adding_a_noise_level_trains_only_the_new_variant(finished):
@@ -107,7 +136,7 @@ def test_changing_training_settings_retrains_everything(finished):
     workdir, config = finished
     changed = copy.deepcopy(config)
     changed["training"]["epochs"] = 2
-    assert len(trained(snakemake(workdir, write_config(workdir, changed, "epochs.yaml"), "--dry-run").stdout)) == 8
+    assert len(trained(snakemake(workdir, write_config(workdir, changed, "epochs.yaml"), "--dry-run").stdout)) == 9
 
 
 def test_two_studies_on_one_dataset_never_touch_each_other(finished):

@@ -1,0 +1,119 @@
+"""Benchmark: post-hoc knockout masks evaluated per second, batched vs one cloned model per mask.
+
+The default model (784-128-10 MLP, trained 1 epoch on mnist5k; the cost of knockout does not
+depend on how long it was trained) and 64 random masks removing half of its hidden units,
+scored on the 1,000 test images with zero fill. Each path runs in its own fresh child
+process, which reports its time and its peak resident memory (ru_maxrss) and how much the
+path added to the memory the process held before it started.
+
+- naive: for each mask, `keras.models.clone_model`, copy the weights, zero the removed units'
+  rows in the next layer's kernel, and predict the whole test split (`knockout.naive_predictions`);
+- batched: the hidden layer's activations once, then every mask through the output layer
+  in chunks of masks x examples (`knockout.masked_predictions`, MEMORY_BUDGET per chunk).
+
+Both paths must give identical predictions (checked). Target: batched >= 10x naive, and the
+batched path under 2 GB of peak memory.
+
+    .venv/bin/python benchmarks/bench_knockout.py [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import resource
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import REPO, child_env, emit, header, load_mnist5k, ratio, run_child, summary_row, table, verdict, write_summary
+
+TARGET = 10.0
+MEMORY_LIMIT_MB = 2048
+
+
+def peak_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def child(path: str, n_masks: int) -> None:
+    """Train the default model, then time `path` on n_masks masks; emit the figures."""
+    import numpy as np
+
+    sys.path.insert(0, str(REPO / "workflow"))
+    from ablation_lab import knockout
+    from ablation_lab.train import configure_tensorflow, train_model
+
+    configure_tensorflow(threads=1)
+    arrays = load_mnist5k()
+    arrays = {k: (v.reshape(len(v), -1) if k.startswith("x_") else v) for k, v in arrays.items()}
+    spec = {
+        "model": {"hidden_units": [128], "activation": "relu", "dropout": 0.0},
+        "training": {
+            "optimizer": "adam",
+            "learning_rate": 0.001,
+            "epochs": 1,
+            "batch_size": 32,
+            "early_stopping_patience": 0,
+            "loop": "fast",
+        },
+    }
+    model = train_model(spec, arrays, 10, seed=1).model
+    masks = np.random.default_rng(0).random((n_masks, 128)) >= 0.5
+    before = peak_mb()
+    started = time.perf_counter()
+    if path == "naive":
+        predictions = knockout.naive_predictions(model, "hidden_1", arrays["x_test"], masks)
+    else:
+        split = knockout.split_model(model, "hidden_1")
+        predictions = knockout.masked_predictions(split, split.head(arrays["x_test"]), masks, np.zeros(128, np.float32))
+    seconds = time.perf_counter() - started
+    emit({"seconds": seconds, "peak_mb": peak_mb(), "added_mb": peak_mb() - before, "checksum": int(predictions.sum())})
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="16 masks instead of 64")
+    parser.add_argument("--summary-json", help="where run_all.py collects the key figures")
+    parser.add_argument("--child", choices=["naive", "batched"], help=argparse.SUPPRESS)
+    parser.add_argument("--masks", type=int, default=64, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    n_masks = 16 if args.quick else args.masks
+    if args.child:
+        child(args.child, n_masks)
+        return
+    header("bench_knockout: knockout masks per second, batched vs one cloned model per mask", args.quick)
+    results = {}
+    for path in ("naive", "batched"):
+        results[path] = run_child([__file__, "--child", path, "--masks", str(n_masks)], child_env(threads=1))
+    assert results["naive"]["checksum"] == results["batched"]["checksum"], "the two paths disagree"
+    rates = {path: n_masks / result["seconds"] for path, result in results.items()}
+    speedup = ratio(rates["batched"], rates["naive"])
+    rows = [
+        (path, f"{result['seconds']:.3f}", f"{rates[path]:.1f}", f"{result['peak_mb']:.0f}", f"{result['added_mb']:.0f}")
+        for path, result in results.items()
+    ]
+    print(table(rows, ["path", f"seconds for {n_masks} masks", "masks / s", "peak RSS MB", "added by the path MB"]))
+    memory_ok = results["batched"]["peak_mb"] < MEMORY_LIMIT_MB
+    print(f"speed-up batched / naive: {speedup:.1f}x (target >= {TARGET:g}x: {verdict(speedup >= TARGET)})")
+    print(f"batched peak memory {results['batched']['peak_mb']:.0f} MB (target < {MEMORY_LIMIT_MB} MB: {verdict(memory_ok)})")
+    write_summary(
+        args.summary_json,
+        [
+            summary_row(
+                "bench_knockout", f"masks / s, naive vs batched ({n_masks} masks)", f"{rates['naive']:.1f} vs {rates['batched']:.1f}"
+            ),
+            summary_row("bench_knockout", "speed-up batched / naive", f"{speedup:.1f}x", f">= {TARGET:g}x", speedup >= TARGET),
+            summary_row(
+                "bench_knockout",
+                "peak memory MB, naive / batched",
+                f"{results['naive']['peak_mb']:.0f} / {results['batched']['peak_mb']:.0f}",
+                f"< {MEMORY_LIMIT_MB}",
+                memory_ok,
+            ),
+        ],
+    )
+
+
+if __name__ == "__main__":
+    main()
