@@ -140,3 +140,22 @@ def test_combination_is_the_cartesian_product_with_merged_changes():
     assert last.model == {"dropout": 0.5}
     assert last.transforms[0]["level"] == 0.3
     assert last.coords == {"noise": "gaussian 0.3", "dropout": "dropout 0.5"}
+
+
+def test_noise_on_tabular_data_stays_inside_each_features_own_training_range():
+    """A standardised table: each column has its own range; noise must not leave it."""
+    from ablation_lab.ablations import apply_transforms
+
+    rng = np.random.default_rng(0)
+    scales = np.array([0.1, 1.0, 10.0] * 4 + [100.0])
+    arrays = {f"x_{s}": (rng.normal(size=(200, 13)) * scales).astype(np.float32) for s in ("train", "val", "test")}
+    arrays |= {f"y_{s}": np.zeros(200, np.int32) for s in ("train", "val", "test")}
+    low, high = arrays["x_train"].min(axis=0), arrays["x_train"].max(axis=0)
+    for kind in ("gaussian", "salt_pepper"):
+        noisy = apply_transforms(arrays, [{"op": "noise", "kind": kind, "level": 0.2, "apply_to": "both"}], seed=1)
+        for split in ("train", "val", "test"):
+            x, changed = noisy[f"x_{split}"], noisy[f"x_{split}"] != arrays[f"x_{split}"]
+            columns = np.nonzero(changed)[1]
+            inside = (x[changed] >= low[columns] - 1e-6) & (x[changed] <= high[columns] + 1e-6)
+            assert inside.all(), f"{kind} moved a value outside its feature's training range on {split}"
+        assert not np.array_equal(noisy["x_train"], arrays["x_train"])

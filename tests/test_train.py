@@ -90,3 +90,41 @@ def test_threads_follow_the_rule(digits):
 
     assert tf.config.threading.get_intra_op_parallelism_threads() == 1
     assert tf.config.threading.get_inter_op_parallelism_threads() == 1
+
+
+def test_both_loops_reshuffle_every_epoch_in_the_same_orders(digits, monkeypatch):
+    """Keras 3.15's `model.fit(shuffle=True)` after set_random_seed fed one batch order every
+    epoch; both loops now draw a fresh seeded order per epoch, the same ones."""
+    from ablation_lab import train
+
+    orders = train.epoch_orders(seed=3, n_rows=50)
+    first, second = next(orders), next(orders)
+    assert sorted(first) == list(range(50)) and not np.array_equal(first, second)
+
+    fed: list[np.ndarray] = []
+    real = train.shuffled_batches
+
+    def recording(x, y, batch_size, seed):
+        dataset = real(x, y, batch_size, seed)
+        fed.append(dataset)
+        return dataset
+
+    monkeypatch.setattr(train, "shuffled_batches", recording)
+    train_model(spec(loop="keras", epochs=3), digits, 10, seed=3)
+    seen = fed[0].seen
+    assert len(seen) == 3 and not np.array_equal(seen[0], seen[1]) and not np.array_equal(seen[1], seen[2])
+    reference = train.epoch_orders(seed=3, n_rows=len(digits["y_train"]))  # what the fast loop draws
+    for epoch_order in seen:
+        np.testing.assert_array_equal(epoch_order, next(reference))  # the fast loop's orders
+
+    taken: list[np.ndarray] = []
+    real_orders = train.epoch_orders
+
+    def spy(seed, n_rows):
+        for order in real_orders(seed, n_rows):
+            taken.append(order)
+            yield order
+
+    monkeypatch.setattr(train, "epoch_orders", spy)
+    train_model(spec(loop="fast", epochs=3), digits, 10, seed=3)
+    assert len(taken) == 3 and all(np.array_equal(a, b) for a, b in zip(taken, seen, strict=True))

@@ -143,32 +143,42 @@ def collect_probes(probes: list[dict[str, Any]]) -> dict[str, pd.DataFrame]:
     return {name: pd.concat(frames, ignore_index=True) for name, frames in parts.items()}
 
 
-def plot_family(family: str, title: str, variants: list[dict[str, Any]], runs: str, summary: str, out: str) -> None:
-    from ablation_lab.plots import plot_family as draw_points
-    from ablation_lab.plots import plot_heatmap
+def plot_figures(
+    families: dict[str, dict[str, str]],
+    variants: list[dict[str, Any]],
+    runs: str,
+    summary: str,
+    posthoc: dict[str, str],
+    out: dict[str, str],
+) -> None:
+    """Every figure drawn from the study's tables, in one process (they all change together).
 
-    summary_table = pd.read_csv(summary)
-    if "-x-" in family:
-        plot_heatmap(summary_table, variants, family, title, out)
-    else:
-        draw_points(pd.read_csv(runs), summary_table, family, title, out)
+    `families` maps a family to its title; `posthoc` holds the knockout and compensation
+    tables when the study has them. `out` maps figure names to paths.
+    """
+    from ablation_lab.plots import plot_compensation, plot_family, plot_heatmap, plot_knockout
+
+    runs_table, summary_table = pd.read_csv(runs), pd.read_csv(summary)
+    for family, info in families.items():
+        if "-x-" in family:
+            plot_heatmap(summary_table, variants, family, info["title"], out[family])
+        else:
+            plot_family(runs_table, summary_table, family, info["title"], out[family])
+    if posthoc:
+        plot_knockout(pd.read_csv(posthoc["knockout"]), variants, out["knockout"])
+        gaps = pd.read_csv(posthoc["compensation"])
+        for comparison in gaps["comparison"].drop_duplicates():
+            plot_compensation(gaps, comparison, out[f"compensation_{comparison}"])
 
 
-def plot_posthoc(knockout: str, compensation: str, variants: list[dict[str, Any]], out: dict[str, str]) -> None:
-    from ablation_lab.plots import plot_compensation, plot_knockout
-
-    plot_knockout(pd.read_csv(knockout), variants, out["knockout"])
-    gaps = pd.read_csv(compensation)
-    for comparison in gaps["comparison"].drop_duplicates():
-        plot_compensation(gaps, comparison, out[f"compensation_{comparison}"])
-
-
-def plot_examples(family: str, variants: list[dict[str, Any]], data: str, meta: str, seed: int, out: str) -> None:
+def plot_examples(families: list[str], variants: list[dict[str, Any]], data: str, meta: str, seed: int, out: dict[str, str]) -> None:
+    """What the model sees: test images as each variant of each image-changing family transforms them."""
     from ablation_lab.data import load_split
     from ablation_lab.plots import plot_examples as draw
 
     split = load_split(data, meta)
-    draw(split.arrays, variants, family, split.meta["input_shape"], out, seed)
+    for family in families:
+        draw(split.arrays, variants, family, split.meta["input_shape"], out[family], seed)
 
 
 def report(

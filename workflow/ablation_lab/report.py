@@ -1,7 +1,7 @@
 """The study's self-contained HTML report, built from a list of sections.
 
 A section is one function from the report's named inputs to the content of zero or more
-`<section>` blocks (id, title, paragraphs, figures, HTML tables), plus the Jinja block that
+`<section>` blocks (id, title, figures, then paragraphs and HTML tables in reading order), plus the Jinja block that
 draws it. Adding a capability's section is one function and one entry in SECTIONS; the
 page itself only loops over them.
 """
@@ -37,9 +37,8 @@ section { border-top: 2px solid #ddd; margin-top: 2em; } .muted { color: #666; f
 <h1>Ablation study <code>{{ study }}</code> on <code>{{ dataset }}</code></h1>
 <nav><ul>{% for s in sections %}<li><a href="#{{ s.id }}">{{ s.title }}</a></li>{% endfor %}</ul></nav>
 {% for s in sections %}<section id="{{ s.id }}"><h2>{{ s.title }}</h2>
-{% for p in s.paragraphs %}<p class="{{ p.css }}">{{ p.text }}</p>{% endfor %}
 {% for fig in s.figures %}<figure><img alt="{{ fig.alt }}" src="data:image/png;base64,{{ fig.data }}"></figure>{% endfor %}
-{% for t in s.tables %}<div class="table-box">{{ t|safe }}</div>{% endfor %}
+{% for b in s.blocks %}{% if b.kind == "table" %}<div class="table-box">{{ b.html|safe }}</div>{% else %}<p class="{{ b.css }}">{{ b.text }}</p>{% endif %}{% endfor %}
 {% if s.details %}<details><summary>{{ s.details.summary }}</summary><pre>{{ s.details.text }}</pre></details>{% endif %}
 </section>{% endfor %}
 </body></html>
@@ -62,13 +61,18 @@ class ReportInputs:
 class SectionContent:
     id: str
     title: str
-    paragraphs: list[dict[str, str]] = field(default_factory=list)
+    blocks: list[dict[str, str]] = field(default_factory=list)  # paragraphs and tables, in reading order
     figures: list[dict[str, str]] = field(default_factory=list)
-    tables: list[str] = field(default_factory=list)  # HTML made by pandas with escape=True
     details: dict[str, str] | None = None
 
     def say(self, text: str, css: str = "") -> SectionContent:
-        self.paragraphs.append({"text": text, "css": css})
+        """A paragraph (escaped by Jinja)."""
+        self.blocks.append({"kind": "text", "text": text, "css": css})
+        return self
+
+    def add_table(self, html: str) -> SectionContent:
+        """A table made by pandas with escape=True (see `_html_table`)."""
+        self.blocks.append({"kind": "table", "html": html})
         return self
 
 
@@ -138,7 +142,7 @@ def overview_section(inputs: ReportInputs) -> list[SectionContent]:
             "test-time-only changes are applied when the shared model is evaluated):"
         )
         shared = pd.DataFrame([{"trained model": run, "variants": ", ".join(ids)} for run, ids in inputs.sharing.items()])
-        section.tables.append(_html_table(shared))
+        section.add_table(_html_table(shared))
     return [section]
 
 
@@ -157,7 +161,7 @@ def findings_section(inputs: ReportInputs) -> list[SectionContent]:
             "how": findings["detail"],
         }
     )
-    section.tables.append(_html_table(shown))
+    section.add_table(_html_table(shown))
     return [section]
 
 
@@ -168,13 +172,40 @@ def family_sections(inputs: ReportInputs) -> list[SectionContent]:
         title, description = family_title(family)
         section = SectionContent(f"family-{family}", title).say(description)
         section.figures = [{"alt": f"{family} figure {i + 1}", "data": _png(p)} for i, p in enumerate(inputs.figures.get(family, []))]
-        section.tables.append(family_table(summary, comparisons, family))
+        section.add_table(family_table(summary, comparisons, family))
         out.append(section)
     return out
 
 
 def _fmt(value: float, spec: str = "{:+.4f}") -> str:
     return "" if pd.isna(value) else spec.format(value)
+
+
+def class_drop_table(knockout: pd.DataFrame) -> pd.DataFrame:
+    """Per knocked-out model and fraction: the mean accuracy drop and the worst-hit class's drop."""
+    chosen = knockout[(knockout["ordering"] == "random") & knockout["metric"].str.startswith(("accuracy", "class_accuracy:"))]
+    chosen = chosen[chosen["fill"] == chosen["fill"].iloc[0]] if len(chosen) else chosen
+    means = chosen.groupby(["family", "variant", "layer", "metric", "fraction"], sort=False)["value"].mean().unstack("fraction")
+    if means.empty:
+        return pd.DataFrame()
+    drops = means.rsub(means[means.columns.min()], axis=0)  # accuracy at the smallest fraction minus each
+    rows = []
+    for (family, variant, layer), block in drops.groupby(level=["family", "variant", "layer"], sort=False):
+        classes = block.droplevel(["family", "variant", "layer"])
+        for fraction in [f for f in classes.columns if f > classes.columns.min()]:
+            per_class = classes.loc[classes.index != "accuracy", fraction]
+            worst = per_class.idxmax()
+            rows.append(
+                {
+                    "model": f"{family}/{variant}",
+                    "layer": layer,
+                    "fraction removed": f"{fraction:g}",
+                    "mean accuracy drop": f"{classes.loc['accuracy', fraction]:+.3f}",
+                    "worst class": worst.split(":", 1)[1],
+                    "its drop": f"{per_class[worst]:+.3f}",
+                }
+            )
+    return pd.DataFrame(rows)
 
 
 def knockout_section(inputs: ReportInputs) -> list[SectionContent]:
@@ -193,7 +224,7 @@ def knockout_section(inputs: ReportInputs) -> list[SectionContent]:
     )
     table["area (mean)"] = table["mean"].map("{:.3f}".format)
     table["sd over seeds and draws"] = table["std"].map(lambda v: _fmt(v, "{:.3f}"))
-    section.tables.append(_html_table(table.drop(columns=["mean", "std"]).rename(columns={"count": "curves"})))
+    section.add_table(_html_table(table.drop(columns=["mean", "std"]).rename(columns={"count": "curves"})))
     dropout = areas[(areas["family"] == "dropout") & (areas["ordering"] == "random")]
     if dropout["variant"].nunique() > 1:
         by_rate = dropout.groupby("variant")["value"].mean()
@@ -203,6 +234,13 @@ def knockout_section(inputs: ReportInputs) -> list[SectionContent]:
             + ", ".join(f"{name} {value:.3f}" for name, value in by_rate.items())
             + f"; highest {best}, lowest {worst}."
         )
+    per_class = class_drop_table(knockout)
+    if len(per_class):
+        section.say(
+            "Per-class effects (random order, mean over seeds and draws): a knockout can leave mean accuracy nearly "
+            "flat and wreck one class. The drop of each class's accuracy from the intact model, at each fraction:"
+        )
+        section.add_table(_html_table(per_class))
     stable = knockout[knockout["metric"].isin(["units", "dead_units", "always_active_units", "unchanged_without_dead_units"])]
     if len(stable):
         wide = stable.pivot_table(
@@ -212,7 +250,7 @@ def knockout_section(inputs: ReportInputs) -> list[SectionContent]:
             "Stable units, on the training split (mean over seeds): dead units are never active, and removing them "
             "leaves this share of test predictions unchanged (units dead on training can still fire on test inputs)."
         )
-        section.tables.append(_html_table(wide.round(3)))
+        section.add_table(_html_table(wide.round(3)))
     return [section]
 
 
@@ -239,7 +277,7 @@ def compensation_section(inputs: ReportInputs) -> list[SectionContent]:
             "seeds": gaps["seeds"],
         }
     )
-    section.tables.append(_html_table(shown))
+    section.add_table(_html_table(shown))
     return [section]
 
 

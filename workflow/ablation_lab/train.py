@@ -158,19 +158,27 @@ def shuffled_batches(x: np.ndarray, y: np.ndarray, batch_size: int, seed: int) -
         def __init__(self) -> None:
             super().__init__()
             self.orders = epoch_orders(seed, len(y))
-            self.order = next(self.orders)
-            self.seen: list[np.ndarray] = []  # each epoch's order, for tests and provenance
+            self.order: np.ndarray | None = None
+            self.served = 0
+            self.seen: list[np.ndarray] = []  # each epoch's order, for tests
 
         def __len__(self) -> int:
             return math.ceil(len(y) / batch_size)
 
         def __getitem__(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+            if self.order is None:
+                self.order = next(self.orders)
+                self.seen.append(self.order)
+            self.served += 1
             rows = self.order[index * batch_size : (index + 1) * batch_size]
             return x[rows], y[rows]
 
         def on_epoch_end(self) -> None:
-            self.seen.append(self.order)
-            self.order = next(self.orders)
+            # Keras peeks at a couple of batches (and calls this) before the first epoch: only
+            # a whole epoch served moves on to the next order, so epoch k uses order k.
+            if self.served >= len(self):
+                self.order = None
+            self.served = 0
 
     return ShuffledBatches()
 

@@ -44,12 +44,6 @@ def run_dir(wildcards):
     return paths.RUN_DIR.format(**wildcards)
 
 
-def family_title(wildcards):
-    from ablation_lab.report import family_title as title
-
-    return title(wildcards.family)[0]
-
-
 def example_families():
     """Families whose variants change the images: the report shows what the model saw."""
     if STUDY.info.kind != "image":
@@ -62,20 +56,35 @@ def example_families():
     ]
 
 
-def figures_by_family():
-    figures = {
-        family: [f"{STUDY.figures_dir()}/{family}.png"]
+def family_figures():
+    """Family -> its figure (every family but the baseline)."""
+    return {
+        family: f"{STUDY.figures_dir()}/{family}.png"
         for family in STUDY.families
         if family != BASELINE
     }
-    for family in example_families():
-        figures[family].append(f"{STUDY.figures_dir()}/{family}-examples.png")
-    return figures
+
+
+def example_figures():
+    return {
+        family: f"{STUDY.figures_dir()}/{family}-examples.png"
+        for family in example_families()
+    }
+
+
+def family_titles():
+    from ablation_lab.report import family_title
+
+    return {family: {"title": family_title(family)[0]} for family in family_figures()}
 
 
 def report_figures():
     """Section name -> its figures: a section per family, then the post-hoc sections."""
-    figures = figures_by_family()
+    examples = example_figures()
+    figures = {
+        family: [path, *([examples[family]] if family in examples else [])]
+        for family, path in family_figures().items()
+    }
     posthoc = STUDY.posthoc_figures()
     if posthoc:
         figures["knockout"] = [posthoc["knockout"]]

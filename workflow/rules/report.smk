@@ -43,34 +43,47 @@ rule aggregate:
         "../scripts/aggregate.py"
 
 
-rule plot_family:
+rule plot_figures:
     input:
+        **STUDY.posthoc_tables(),
         runs=f"{STUDY.tables_dir()}/runs.csv",
         summary=f"{STUDY.tables_dir()}/summary.csv",
     output:
-        figure=report(
-            f"{STUDY.figures_dir()}/{{family}}.png",
-            caption="../report/family.rst",
-            category="Families",
-            subcategory="{family}",
-            labels={"family": "{family}", "figure": "accuracy"},
-        ),
+        **{
+            family: report(
+                path,
+                caption="../report/family.rst",
+                category="Families",
+                subcategory=family,
+                labels={"family": family, "figure": "accuracy"},
+            )
+            for family, path in family_figures().items()
+        },
+        **{
+            name: report(
+                path,
+                caption="../report/posthoc.rst",
+                category="Post-hoc",
+                labels={"figure": name},
+            )
+            for name, path in STUDY.posthoc_figures().items()
+        },
     log:
-        STUDY.study_log("plot_{family}"),
+        STUDY.study_log("plot_figures"),
     benchmark:
-        STUDY.study_benchmark("plot_{family}")
+        STUDY.study_benchmark("plot_figures")
     conda:
         "../envs/ablation-lab.yaml"
     threads: 1
     resources:
-        mem_mb=1000,
+        mem_mb=2000,
         runtime=10,
     params:
-        title=family_title,
+        families=family_titles(),
         variants=STUDY.variant_table(),
         code=source_digest("plots"),
     script:
-        "../scripts/plot_family.py"
+        "../scripts/plot_figures.py"
 
 
 rule plot_examples:
@@ -78,17 +91,20 @@ rule plot_examples:
         data=STUDY.split_file(),
         meta=STUDY.meta_file(),
     output:
-        figure=report(
-            f"{STUDY.figures_dir()}/{{family}}-examples.png",
-            caption="../report/examples.rst",
-            category="Families",
-            subcategory="{family}",
-            labels={"family": "{family}", "figure": "example inputs"},
-        ),
+        **{
+            family: report(
+                path,
+                caption="../report/examples.rst",
+                category="Families",
+                subcategory=family,
+                labels={"family": family, "figure": "example inputs"},
+            )
+            for family, path in example_figures().items()
+        },
     log:
-        STUDY.study_log("examples_{family}"),
+        STUDY.study_log("plot_examples"),
     benchmark:
-        STUDY.study_benchmark("examples_{family}")
+        STUDY.study_benchmark("plot_examples")
     conda:
         "../envs/ablation-lab.yaml"
     threads: 1
@@ -101,36 +117,6 @@ rule plot_examples:
         code=source_digest("plots", "ablations"),
     script:
         "../scripts/plot_examples.py"
-
-
-rule plot_posthoc:
-    input:
-        **STUDY.posthoc_tables(),
-    output:
-        **{
-            name: report(
-                path,
-                caption="../report/posthoc.rst",
-                category="Post-hoc",
-                labels={"figure": name},
-            )
-            for name, path in STUDY.posthoc_figures().items()
-        },
-    log:
-        STUDY.study_log("plot_posthoc"),
-    benchmark:
-        STUDY.study_benchmark("plot_posthoc")
-    conda:
-        "../envs/ablation-lab.yaml"
-    threads: 1
-    resources:
-        mem_mb=1000,
-        runtime=10,
-    params:
-        variants=STUDY.variant_table(),
-        code=source_digest("plots"),
-    script:
-        "../scripts/plot_posthoc.py"
 
 
 rule report_html:

@@ -1,4 +1,4 @@
-"""Snakemake adapter: example inputs as each variant of one family sees them."""
+"""Snakemake adapter: example inputs as each variant of each image-changing family sees them."""
 
 import _package  # noqa: F401
 from ablation_lab.dispatch import run_here
@@ -8,11 +8,11 @@ run_here(
     "plot_examples",
     sm.log[0],
     {
-        "family": sm.wildcards.family,
+        "families": list(sm.output.keys()),
         "variants": sm.params.variants,
         "data": sm.input.data,
         "meta": sm.input.meta,
         "seed": sm.params.seed,
-        "out": sm.output.figure,
+        "out": dict(sm.output.items()),
     },
 )

@@ -1,0 +1,19 @@
+"""Snakemake adapter: every figure drawn from the study's tables, in one process."""
+
+import _package  # noqa: F401
+from ablation_lab.dispatch import run_here
+
+sm = snakemake
+posthoc = {name: sm.input[name] for name in ("knockout", "compensation") if hasattr(sm.input, name)}
+run_here(
+    "plot_figures",
+    sm.log[0],
+    {
+        "families": sm.params.families,
+        "variants": sm.params.variants,
+        "runs": sm.input.runs,
+        "summary": sm.input.summary,
+        "posthoc": posthoc,
+        "out": dict(sm.output.items()),
+    },
+)
