@@ -1,13 +1,27 @@
 """Statistics across seeds: intervals per variant, paired comparisons, the article's claims.
 
-Every variant is trained with the same seeds as the baseline, so comparisons pair runs by
-seed (scipy's paired t-test); p-values are Holm-corrected within each family. With few seeds
-the intervals are wide, and the report says so instead of claiming a difference.
+One module decides every interval and test that the report draws, so numbers and pictures agree.
+
+* Every variant is trained with the same seeds as the baseline, so comparisons pair runs by seed.
+  Each comparison uses only its own paired differences: seed noise is NOT pooled over a family,
+  because variants differ in how noisy they are (a high noise level varies far more across
+  seeds than the baseline) and a pooled variance would give the noisy and the quiet variant the
+  same interval.
+* Every model is scored on the same finite test split, which is itself a sample. Given the
+  per-example hit vectors, a paired bootstrap over test examples measures that noise and adds it
+  to the seed noise (`paired_difference`); without them, intervals cover seed noise only and say so.
+* p-values are Holm-adjusted within each family, and so are the difference intervals drawn next
+  to them (`adjusted_intervals`): an adjusted interval excludes 0 exactly when the adjusted p < alpha.
+* Accuracy-like metrics live in [0, 1]; their intervals are clipped there (differences to [-1, 1]).
+* "No effect" is a claim too: it gets an equivalence test (TOST) against a margin, not a
+  non-significant p-value (`equivalence_test`), and `seeds_needed` says how many seeds the
+  observed noise would need to resolve that margin.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import math
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -17,6 +31,11 @@ from scipy import stats
 from ablation_lab.ablations import BASELINE
 
 RUN_KEYS = ["family", "variant", "seed"]
+REFERENCE = "reference"  # the baseline family's only variant
+BOUNDED_METRICS = ("accuracy", "error_rate", "macro_f1")  # metrics that live in [0, 1]
+HIT_METRICS = ("accuracy", "error_rate")  # metrics that are a mean of per-example hits (or misses)
+
+Hits = Mapping[tuple[str, str, Any], np.ndarray]  # (family, variant, seed) -> boolean hit vector over the test split
 
 
 def runs_table(tidy: pd.DataFrame, variants: Sequence[dict[str, Any]]) -> pd.DataFrame:
@@ -29,7 +48,11 @@ def runs_table(tidy: pd.DataFrame, variants: Sequence[dict[str, Any]]) -> pd.Dat
 
 
 def t_interval(values: Sequence[float], confidence: float = 0.95) -> tuple[float, float, float]:
-    """Mean and two-sided t-interval; the interval is NaN with fewer than two finite values."""
+    """Mean and two-sided t-interval; the interval is NaN with fewer than two finite values.
+
+    Plain and unbounded on purpose (curves such as the compensation gap use it); accuracies
+    go through `mean_interval`, which bounds them and can add the test-sample noise.
+    """
     data = np.asarray([v for v in values if np.isfinite(v)], dtype=float)
     if len(data) == 0:
         return float("nan"), float("nan"), float("nan")
@@ -42,25 +65,231 @@ def t_interval(values: Sequence[float], confidence: float = 0.95) -> tuple[float
     return mean, float(low), float(high)
 
 
-def summarise(runs: pd.DataFrame, metric: str = "accuracy") -> pd.DataFrame:
-    """Per variant: seeds, diverged runs, mean and 95% interval of `metric`."""
-    rows = []
-    for (family, variant), group in runs.groupby(["family", "variant"], sort=False):
-        mean, low, high = t_interval(group[metric].tolist())
-        rows.append(
-            {
-                "family": family,
-                "variant": variant,
-                "label": group["label"].iat[0],
-                "order": group["order"].iat[0],
-                "seeds": len(group),
-                "diverged": int((group["status"] == "diverged").sum()),
-                f"{metric}_mean": mean,
-                f"{metric}_ci_low": low,
-                f"{metric}_ci_high": high,
-            }
-        )
-    return pd.DataFrame(rows).sort_values("order", ignore_index=True)
+# --- seed noise + test-sample noise -------------------------------------------------------
+
+
+def bootstrap_variance(per_example: Sequence[float] | np.ndarray, n_boot: int = 2000, seed: int = 0) -> float:
+    """Bootstrap variance, over test examples, of the mean of `per_example`.
+
+    `per_example[i]` is what example i contributes to the estimate (for a difference of
+    accuracies: the variant's hit rate on i over seeds minus the baseline's). Resampling an
+    example resamples it for every seed and for both sides at once, so the bootstrap is paired
+    and keeps the correlation between models scored on the same examples; two models that are
+    right on the same examples have zero test-sample variance. Its expectation is the plug-in
+    var(per_example) / n; the bootstrap is kept because it is the same machinery for any
+    per-example statistic. Seeded, so tables are reproducible.
+    """
+    values = np.asarray(per_example, dtype=float)
+    n = len(values)
+    if n < 2 or np.all(values == values[0]):
+        return 0.0
+    rng = np.random.default_rng(seed)
+    means = np.empty(n_boot)
+    chunk = max(1, 2_000_000 // n)  # bound the index matrix to ~8 MB
+    for start in range(0, n_boot, chunk):
+        size = min(chunk, n_boot - start)
+        means[start : start + size] = values[rng.integers(0, n, size=(size, n), dtype=np.int32)].mean(axis=1)
+    return float(means.var(ddof=1))
+
+
+def _bounded(low: float, high: float, bounds: tuple[float, float] | None) -> tuple[float, float]:
+    """Clip an interval to the range the quantity can take (coverage can only grow)."""
+    if bounds is None or not np.isfinite(low):
+        return low, high
+    return float(np.clip(low, *bounds)), float(np.clip(high, *bounds))
+
+
+def _interval(estimate: float, se: float, df: float, confidence: float, bounds: tuple[float, float] | None = None) -> tuple[float, float]:
+    """Two-sided t-interval from an estimate, its standard error and degrees of freedom."""
+    if not (np.isfinite(se) and np.isfinite(estimate)) or not confidence > 0:
+        return float("nan"), float("nan")
+    half = 0.0 if se == 0 else float(stats.t.ppf(0.5 + confidence / 2, df)) * se
+    return _bounded(estimate - half, estimate + half, bounds)
+
+
+def _p_value(estimate: float, se: float, df: float) -> float:
+    """Two-sided p-value of estimate = 0; zero spread is the t-test's limit (p 0, or 1 at exactly 0)."""
+    if not (np.isfinite(se) and np.isfinite(estimate)):
+        return float("nan")
+    if se == 0:
+        return 1.0 if estimate == 0 else 0.0
+    return float(2 * stats.t.sf(abs(estimate) / se, df))
+
+
+def _seeds_and_test(
+    per_seed: np.ndarray,
+    per_example: np.ndarray | None,
+    *,
+    confidence: float,
+    bounds: tuple[float, float] | None,
+    n_boot: int,
+    seed: int,
+    name: str,
+) -> dict[str, Any]:
+    """Mean of `per_seed` with an interval covering seed noise and, given `per_example`, test-sample noise.
+
+    Variance of the mean = var_seed + var_test, with var_seed = sd(per_seed)^2 / S: seed noise
+    is how much the estimate moves with the training seed on this test split, test noise how
+    much it would move on another split drawn like it; the two are added as independent. The
+    seed-by-example interaction (seeds disagreeing on the same example) shows up in both, so
+    the sum errs on the wide side, by at most that term, rather than understating. Degrees of freedom by
+    Welch-Satterthwaite (var_seed has S-1 df, var_test n_test-1): with no test noise this is
+    exactly the t-interval over seeds (scipy's ttest_rel for paired differences); with 2 seeds
+    it stays near 1 df while seed noise dominates (2 values say little about a variance, and a
+    normal quantile would pretend otherwise) and moves to the normal as test noise dominates,
+    so two seeds that happen to agree no longer give a zero-width interval.
+    """
+    values = np.asarray(per_seed, dtype=float)
+    n_seeds = len(values)
+    nan = float("nan")
+    out: dict[str, Any] = {"estimate": nan, "low": nan, "high": nan, "p_value": nan, "se": nan, "df": nan}
+    out |= {"seeds": n_seeds, "sd": nan, "var_seed": nan, "var_test": nan, "confidence": confidence}
+    if n_seeds == 0:
+        return {**out, "method": "no runs"}
+    out["estimate"] = float(values.mean())
+    if n_seeds < 2:
+        return {**out, "method": "1 seed: no interval (seed noise unknown)"}
+    sd = float(values.std(ddof=1))
+    var_seed = sd**2 / n_seeds
+    method = f"{name} over {n_seeds} seeds"
+    if per_example is None:
+        var_test, df = 0.0, float(n_seeds - 1)
+        method += f" ({n_seeds - 1} df); seed noise only (no hit vectors)"
+    else:
+        var_test = bootstrap_variance(per_example, n_boot, seed)
+        total = var_seed + var_test
+        denominator = var_seed**2 / (n_seeds - 1) + var_test**2 / max(len(per_example) - 1, 1)
+        df = total**2 / denominator if denominator > 0 else float(n_seeds - 1)
+        method += f" + test-set bootstrap ({n_boot} resamples of {len(per_example)} examples), Welch-Satterthwaite df {df:.3g}"
+    if bounds is not None:
+        method += f", clipped to [{bounds[0]:g}, {bounds[1]:g}]"
+    if var_seed == 0:
+        method += "; no spread across seeds"
+    se = math.sqrt(var_seed + var_test)
+    low, high = _interval(out["estimate"], se, df, confidence, bounds)
+    p_value = _p_value(out["estimate"], se, df)
+    return {**out, "low": low, "high": high, "p_value": p_value, "se": se, "df": df, "sd": sd, "var_seed": var_seed} | {
+        "var_test": var_test,
+        "method": method,
+    }
+
+
+def _hit_matrix(hits: np.ndarray | Sequence[Sequence[bool]] | None, rows: int, name: str) -> np.ndarray | None:
+    if hits is None:
+        return None
+    matrix = np.asarray(hits, dtype=float)
+    if matrix.ndim != 2 or matrix.shape[0] != rows:
+        raise ValueError(f"{name}: expected (seeds, n_test) = ({rows}, n), got shape {matrix.shape}")
+    return matrix
+
+
+def mean_interval(
+    values: Sequence[float],
+    *,
+    hits: np.ndarray | Sequence[Sequence[bool]] | None = None,
+    confidence: float = 0.95,
+    bounds: tuple[float, float] | None = (0.0, 1.0),
+    n_boot: int = 2000,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Mean of a metric over seeds with an interval clipped to `bounds` (accuracy: [0, 1]).
+
+    `hits` (seeds x n_test, rows aligned with `values`) adds the test-sample noise by a
+    bootstrap over test examples; see `_seeds_and_test` for how the two noises combine. Chosen
+    over a Wilson interval because Wilson treats the S x n_test predictions as independent
+    trials, while every seed is scored on the same examples (their errors are correlated) and
+    the seed noise must be added anyway. Without hits: the t-interval over seeds, clipped; with
+    2 seeds it is very wide (1 df), and the method string says so. Non-finite (diverged) runs
+    are left out, with their rows of `hits`.
+    """
+    data = np.asarray(values, dtype=float)
+    keep = np.isfinite(data)
+    matrix = _hit_matrix(hits, len(data), "hits")
+    per_example = None if matrix is None else matrix[keep].mean(axis=0) if keep.any() else None
+    return _seeds_and_test(data[keep], per_example, confidence=confidence, bounds=bounds, n_boot=n_boot, seed=seed, name="t")
+
+
+def paired_difference(
+    variant: Sequence[float],
+    baseline: Sequence[float],
+    *,
+    variant_hits: np.ndarray | Sequence[Sequence[bool]] | None = None,
+    baseline_hits: np.ndarray | Sequence[Sequence[bool]] | None = None,
+    confidence: float = 0.95,
+    bounds: tuple[float, float] | None = (-1.0, 1.0),
+    n_boot: int = 2000,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Variant minus baseline, paired by seed (same position = same seed), from this pair's runs only.
+
+    Returns a dict: `estimate` (mean paired difference), `low`/`high` (interval at
+    `confidence`, clipped to `bounds`), `p_value` (two-sided, difference = 0), `method`, and
+    what adjusted intervals and equivalence tests need: `se`, `df`, `seeds` (pairs used), `sd`
+    (sd of the paired differences), `var_seed` (sd^2 / seeds) and `var_test` (test-sample
+    variance of the estimate; 0 without hits), `confidence`.
+
+    With 3+ seeds and no hit vectors this is the paired t-test (scipy's ttest_rel). Nothing
+    is pooled with other variants, so a noisy variant gets the wide interval it has earned.
+    Given the per-seed hit vectors of both on the same test examples (seeds x n_test), the
+    test-sample noise of the mean difference is added from a paired bootstrap over examples:
+    with 2 seeds (1 df) the seed part alone is useless, and the test part keeps an interval
+    from collapsing to zero width when the two seeds agree. Pairs with a non-finite side
+    (a diverged run) are dropped with their hit rows.
+    """
+    a, b = np.asarray(variant, dtype=float), np.asarray(baseline, dtype=float)
+    if a.shape != b.shape:
+        raise ValueError(f"variant and baseline need one value per seed each: {a.shape} vs {b.shape}")
+    keep = np.isfinite(a) & np.isfinite(b)
+    hits_a = _hit_matrix(variant_hits, len(a), "variant_hits")
+    hits_b = _hit_matrix(baseline_hits, len(b), "baseline_hits")
+    per_example = None
+    if hits_a is not None and hits_b is not None and keep.any():
+        if hits_a.shape != hits_b.shape:
+            raise ValueError(f"hit vectors must cover the same test examples: {hits_a.shape} vs {hits_b.shape}")
+        per_example = hits_a[keep].mean(axis=0) - hits_b[keep].mean(axis=0)
+    return _seeds_and_test(a[keep] - b[keep], per_example, confidence=confidence, bounds=bounds, n_boot=n_boot, seed=seed, name="paired t")
+
+
+def paired_contrast(
+    runs: pd.DataFrame,
+    weights: Mapping[tuple[str, str], float],
+    metric: str = "accuracy",
+    *,
+    hits: Hits | None = None,
+    confidence: float = 0.95,
+    n_boot: int = 2000,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """A contrast of variants (`weights` keyed by (family, variant)), paired by seed: `paired_difference` for k variants.
+
+    Per seed, the contrast of that seed's runs; seeds where a weighted variant has no finite
+    run are left out. Hit vectors are used when `metric` is a mean of hits and every run used
+    has one. Same dict as `paired_difference`.
+    """
+    keys = list(weights)
+    chosen = runs[[(f, v) in weights for f, v in zip(runs["family"], runs["variant"], strict=True)]]
+    table = chosen.pivot_table(index=["family", "variant"], columns="seed", values=metric, dropna=False, aggfunc="first")
+    table = table.reindex(pd.MultiIndex.from_tuples(keys, names=["family", "variant"]))
+    complete = [s for s in table.columns if table[s].notna().all()]
+    coef = np.array([weights[k] for k in keys], dtype=float)
+    per_seed = coef @ table[complete].to_numpy(dtype=float) if complete else np.array([])
+    per_example, note = None, ""
+    if hits is not None and complete:
+        if metric not in HIT_METRICS:
+            note = f"; hit vectors ignored ({metric} is not a mean of hits)"
+        elif all((*k, s) in hits for k in keys for s in complete):
+            rates = [np.mean([np.asarray(hits[(*k, s)], dtype=float) for s in complete], axis=0) for k in keys]
+            if metric == "error_rate":  # an error is a miss
+                rates = [1.0 - rate for rate in rates]
+            per_example = sum(w * rate for w, rate in zip(coef, rates, strict=True))
+        else:
+            note = "; some hit vectors missing"
+    bounds = (float(coef[coef < 0].sum()), float(coef[coef > 0].sum())) if metric in BOUNDED_METRICS else None
+    result = _seeds_and_test(per_seed, per_example, confidence=confidence, bounds=bounds, n_boot=n_boot, seed=seed, name="paired t")
+    return {**result, "method": result["method"] + note}
+
+
+# --- multiplicity -------------------------------------------------------------------------
 
 
 def holm(pvalues: Sequence[float]) -> np.ndarray:
@@ -68,7 +297,7 @@ def holm(pvalues: Sequence[float]) -> np.ndarray:
     p = np.asarray(pvalues, dtype=float)
     adjusted = np.full_like(p, np.nan)
     finite = np.flatnonzero(np.isfinite(p))
-    order = finite[np.argsort(p[finite])]
+    order = finite[np.argsort(p[finite], kind="stable")]
     m, running = len(order), 0.0
     for rank, index in enumerate(order):
         running = max(running, (m - rank) * p[index])
@@ -76,14 +305,330 @@ def holm(pvalues: Sequence[float]) -> np.ndarray:
     return adjusted
 
 
+def holm_levels(pvalues: Sequence[float], alpha: float = 0.05) -> np.ndarray:
+    """Confidence level of each comparison's step-down (Holm) interval; NaN where p is NaN.
+
+    The comparison at Holm step r (1 = smallest p, m finite p-values) gets level
+    1 - alpha/(m - r + 1), the Bonferroni level of its step, while Holm keeps rejecting; from the
+    first step Holm does not reject, every later comparison gets that step's level. The
+    intervals then agree with the Holm decisions at `alpha` exactly (one excludes 0 iff its
+    Holm-adjusted p < alpha), never narrower than unadjusted, never wider than Bonferroni at
+    alpha/m. Chosen over Bonferroni intervals, which are simultaneous but would contradict
+    Holm p-values (p_holm < alpha with an interval across 0); note that these are not strictly
+    simultaneous intervals (Holm-compatible simultaneous intervals, Strassburger & Bretz 2008,
+    shrink to the bound 0 for every rejected comparison and so say nothing about its size).
+    """
+    p = np.asarray(pvalues, dtype=float)
+    levels = np.full_like(p, np.nan)
+    finite = np.flatnonzero(np.isfinite(p))
+    order = finite[np.argsort(p[finite], kind="stable")]  # the same order as `holm`
+    m, rejecting, divisor = len(order), True, 1
+    for rank, index in enumerate(order):
+        if rejecting:
+            divisor = m - rank
+            rejecting = divisor * p[index] < alpha
+        levels[index] = 1 - alpha / divisor
+    return levels
+
+
+def adjusted_intervals(
+    estimates: Sequence[float],
+    ses: Sequence[float],
+    dfs: Sequence[float],
+    pvalues: Sequence[float],
+    alpha: float = 0.05,
+    bounds: tuple[float, float] | None = None,
+) -> pd.DataFrame:
+    """Holm-adjusted p-values with the step-down intervals that match them (see `holm_levels`).
+
+    Columns: `low`, `high` (adjusted interval), `p_holm`, `level` (the interval's confidence).
+    `pvalues` must be the two-sided t p-values of the same estimates, ses and dfs.
+    """
+    levels = holm_levels(pvalues, alpha)
+    intervals = [_interval(e, s, d, c, bounds) for e, s, d, c in zip(estimates, ses, dfs, levels, strict=True)]
+    low, high = zip(*intervals, strict=True) if intervals else ((), ())
+    return pd.DataFrame({"low": list(low), "high": list(high), "p_holm": holm(pvalues), "level": levels})
+
+
+# --- "no effect" and "how many seeds" ----------------------------------------------------
+
+
+def equivalence_test(
+    data: Sequence[float] | Mapping[str, Any],
+    margin: float = 0.01,
+    alpha: float = 0.05,
+    *,
+    difference_confidence: float | None = None,
+) -> dict[str, Any]:
+    """TOST: is the difference within (-margin, +margin)? `data`: paired differences, or a `paired_difference` dict.
+
+    Two one-sided t-tests, H0: difference <= -margin (p_lower) and H0: difference >= +margin
+    (p_upper); `p_tost` = max of the two. Verdict:
+      "equivalent"   the (1 - 2 alpha) interval (90%) lies inside (-margin, +margin), i.e. p_tost < alpha;
+                     a difference can be real (95% interval excludes 0) and still this small;
+      "different"    not equivalent, and the (1 - alpha) interval (or the one at
+                     `difference_confidence`, e.g. a Holm-adjusted level) excludes 0;
+      "inconclusive" neither: the data fit both a zero and a margin-sized difference (more seeds);
+      "not testable (needs 2+ seeds)" without a standard error.
+    Returns the verdict, p_tost, p_lower, p_upper, the (1 - 2 alpha) interval as
+    tost_low/tost_high, the difference interval as ci_low/ci_high, within_margin,
+    excludes_zero, margin and estimate.
+    """
+    if isinstance(data, Mapping):
+        estimate, se, df = float(data["estimate"]), float(data["se"]), float(data["df"])
+    else:
+        values = np.asarray([v for v in data if np.isfinite(v)], dtype=float)
+        estimate = float(values.mean()) if len(values) else float("nan")
+        se = float(values.std(ddof=1) / math.sqrt(len(values))) if len(values) > 1 else float("nan")
+        df = float(len(values) - 1)
+    nan = float("nan")
+    out: dict[str, Any] = {"estimate": estimate, "margin": margin, "p_tost": nan, "p_lower": nan, "p_upper": nan}
+    out |= {"tost_low": nan, "tost_high": nan, "ci_low": nan, "ci_high": nan, "within_margin": False, "excludes_zero": False}
+    if not (np.isfinite(se) and np.isfinite(estimate)):
+        return {**out, "verdict": "not testable (needs 2+ seeds)"}
+    if se == 0:  # the limit of the t-tests: certain on the right side of a bound, else no evidence
+        p_lower, p_upper = (0.0 if estimate > -margin else 1.0), (0.0 if estimate < margin else 1.0)
+    else:
+        p_lower = float(stats.t.sf((estimate + margin) / se, df))
+        p_upper = float(stats.t.cdf((estimate - margin) / se, df))
+    tost_low, tost_high = _interval(estimate, se, df, 1 - 2 * alpha)
+    ci_low, ci_high = _interval(estimate, se, df, difference_confidence if difference_confidence is not None else 1 - alpha)
+    within = bool(-margin < tost_low and tost_high < margin)
+    excludes = bool(ci_low > 0 or ci_high < 0)
+    verdict = "equivalent" if within else "different" if excludes else "inconclusive"
+    return out | {
+        "p_tost": max(p_lower, p_upper),
+        "p_lower": p_lower,
+        "p_upper": p_upper,
+        "tost_low": tost_low,
+        "tost_high": tost_high,
+        "ci_low": ci_low,
+        "ci_high": ci_high,
+        "within_margin": within,
+        "excludes_zero": excludes,
+        "verdict": verdict,
+    }
+
+
+def _power(n: int, effect: float, alpha: float) -> float:
+    """Power of the two-sided paired t-test with n seeds at standardised effect `effect` (noncentral t)."""
+    df, shift = n - 1, effect * math.sqrt(n)
+    critical = stats.t.ppf(1 - alpha / 2, df)
+    return float(stats.nct.sf(critical, df, shift) + stats.nct.cdf(-critical, df, shift))
+
+
+def seeds_needed(
+    sd_of_paired_differences: float, margin: float, alpha: float = 0.05, power: float = 0.8, max_seeds: int = 100_000
+) -> int | None:
+    """Smallest number of seeds whose paired t-test detects a true difference of `margin` with `power`.
+
+    Exact power of the two-sided paired t-test (noncentral t), not the normal approximation,
+    which undercounts when seeds are few, the very case this advice is for. Nondecreasing in
+    the sd, nonincreasing in the margin; at least 2 (no interval below that); None when the sd
+    is unknown (fewer than 2 seeds). Counts seed noise only: the test-sample part of the
+    variance (`var_test`) does not shrink with more seeds.
+    """
+    if margin <= 0:
+        raise ValueError(f"margin must be positive, got {margin}")
+    if not np.isfinite(sd_of_paired_differences) or sd_of_paired_differences < 0:
+        return None
+    if sd_of_paired_differences == 0:
+        return 2
+    effect = margin / sd_of_paired_differences
+    normal = ((stats.norm.ppf(1 - alpha / 2) + stats.norm.ppf(power)) / effect) ** 2
+    low, high = 1, max(3, math.ceil(normal) + 2)  # power(low) < power (n=1 cannot test), power(high) >= power once found
+    while _power(high, effect, alpha) < power:
+        if high >= max_seeds:
+            return max_seeds
+        low, high = high, min(2 * high, max_seeds)
+    while high - low > 1:  # power grows with n: bisect
+        middle = (low + high) // 2
+        low, high = (low, middle) if _power(middle, effect, alpha) >= power else (middle, high)
+    return max(2, high)
+
+
+# --- tables the report draws --------------------------------------------------------------
+
+
+def _run_hits(hits: Hits | None, keys: Sequence[tuple[str, str, Any]]) -> np.ndarray | None:
+    """Stacked hit vectors of `keys`, or None unless every one is there."""
+    if hits is None or not keys or not all(k in hits for k in keys):
+        return None
+    return np.vstack([np.asarray(hits[k], dtype=float) for k in keys])
+
+
+def summarise(
+    runs: pd.DataFrame,
+    metric: str = "accuracy",
+    hits: Hits | None = None,
+    *,
+    confidence: float = 0.95,
+    n_boot: int = 2000,
+    seed: int = 0,
+) -> pd.DataFrame:
+    """Per variant: seeds, diverged runs, mean and 95% interval of `metric`, and how the interval was made.
+
+    `mean_interval`: clipped to [0, 1] for accuracy-like metrics; with `hits` (an accuracy and
+    every finite run has its hit vector) the test-sample noise is included, which is what keeps
+    a 2-seed interval honest (otherwise it is t with 1 df, clipped; `interval_method` says so).
+    """
+    rows = []
+    bounds = (0.0, 1.0) if metric in BOUNDED_METRICS else None
+    for (family, variant), group in runs.groupby(["family", "variant"], sort=False):
+        finite = group[np.isfinite(group[metric].to_numpy(dtype=float))]
+        matrix = _run_hits(hits, [(family, variant, s) for s in finite["seed"]]) if metric in HIT_METRICS else None
+        if matrix is not None and metric == "error_rate":
+            matrix = 1.0 - matrix
+        result = mean_interval(
+            finite[metric].to_numpy(dtype=float), hits=matrix, confidence=confidence, bounds=bounds, n_boot=n_boot, seed=seed
+        )
+        rows.append(
+            {
+                "family": family,
+                "variant": variant,
+                "label": group["label"].iat[0],
+                "order": group["order"].iat[0],
+                "seeds": len(group),
+                "diverged": int((group["status"] == "diverged").sum()) if "status" in group else 0,
+                f"{metric}_mean": result["estimate"],
+                f"{metric}_ci_low": result["low"],
+                f"{metric}_ci_high": result["high"],
+                "interval_method": result["method"],
+            }
+        )
+    return pd.DataFrame(rows).sort_values("order", ignore_index=True)
+
+
+COMPARISON_COLUMNS = [
+    "family",
+    "variant",
+    "difference",
+    "diff_ci_low",
+    "diff_ci_high",
+    "p_value",
+    "pairs",
+    "p_holm",
+    "diff_ci_low_unadjusted",
+    "diff_ci_high_unadjusted",
+    "adjustment",
+    "adjusted_confidence",
+    "method",
+    "se",
+    "df",
+    "sd_paired",
+    "var_test",
+    "equivalence",
+    "p_tost",
+    "margin",
+    "seeds_needed",
+]
+
+
+ADJUSTED_COLUMNS = ["diff_ci_low", "diff_ci_high", "p_holm", "adjusted_confidence", "adjustment", "equivalence", "p_tost"]
+
+
+def compare_to_baseline(
+    runs: pd.DataFrame,
+    metric: str = "accuracy",
+    hits: Hits | None = None,
+    margin: float = 0.01,
+    *,
+    alpha: float = 0.05,
+    n_boot: int = 2000,
+    seed: int = 0,
+) -> pd.DataFrame:
+    """Each variant minus the baseline, paired by seed, from that variant's own runs; Holm within each family.
+
+    Columns: `difference`; `diff_ci_low`/`diff_ci_high`, the Holm step-down interval, which
+    excludes 0 iff `p_holm` < alpha (`adjustment`, `adjusted_confidence` say how it was made);
+    the unadjusted 95% interval and `p_value`; `pairs`; `method` (seed noise only, or plus the
+    test-set bootstrap when `hits` maps (family, variant, seed) to hit vectors); `equivalence`,
+    the TOST verdict against +-`margin` (unadjusted TOST, each variant its own claim; its
+    "different" uses the Holm interval, so it never contradicts `p_holm`) with `p_tost`; and
+    `seeds_needed` to resolve a difference of `margin` at the observed paired sd.
+    """
+    reference = (BASELINE, REFERENCE)
+    rows = []
+    for family in runs.loc[runs["family"] != BASELINE, "family"].drop_duplicates():
+        for variant in runs.loc[runs["family"] == family, "variant"].drop_duplicates():
+            result = paired_contrast(
+                runs, {(family, variant): 1.0, reference: -1.0}, metric, hits=hits, confidence=1 - alpha, n_boot=n_boot, seed=seed
+            )
+            rows.append(
+                {
+                    "family": family,
+                    "variant": variant,
+                    "difference": result["estimate"],
+                    "diff_ci_low_unadjusted": result["low"],
+                    "diff_ci_high_unadjusted": result["high"],
+                    "p_value": result["p_value"],
+                    "pairs": result["seeds"],
+                    "method": result["method"],
+                    "se": result["se"],
+                    "df": result["df"],
+                    "sd_paired": result["sd"],
+                    "var_test": result["var_test"],
+                    "margin": margin,
+                    "seeds_needed": seeds_needed(result["sd"], margin, alpha),
+                }
+            )
+    table = pd.DataFrame(rows, columns=COMPARISON_COLUMNS)
+    bounds = (-1.0, 1.0) if metric in BOUNDED_METRICS else None
+    parts = [_adjust_family(part, alpha, margin, bounds) for _, part in table.groupby("family", sort=False)]
+    adjusted = pd.concat(parts) if parts else pd.DataFrame(columns=ADJUSTED_COLUMNS, dtype=float)
+    return table.drop(columns=ADJUSTED_COLUMNS).join(adjusted)[COMPARISON_COLUMNS]
+
+
+def _adjust_family(part: pd.DataFrame, alpha: float, margin: float, bounds: tuple[float, float] | None) -> pd.DataFrame:
+    """One family's Holm columns and equivalence verdicts (its "different" at the Holm level)."""
+    adjusted = adjusted_intervals(part["difference"], part["se"], part["df"], part["p_value"], alpha, bounds).set_index(part.index)
+    m = int(np.isfinite(part["p_value"].to_numpy(dtype=float)).sum())
+    tests = [
+        equivalence_test(
+            {"estimate": row.difference, "se": row.se, "df": row.df},
+            margin,
+            alpha,
+            difference_confidence=level if np.isfinite(level) else None,
+        )
+        for row, level in zip(part.itertuples(), adjusted["level"], strict=True)
+    ]
+    return pd.DataFrame(
+        {
+            "diff_ci_low": adjusted["low"],
+            "diff_ci_high": adjusted["high"],
+            "p_holm": adjusted["p_holm"],
+            "adjusted_confidence": adjusted["level"],
+            "adjustment": f"Holm step-down within family (m={m})",
+            "equivalence": [t["verdict"] for t in tests],
+            "p_tost": [t["p_tost"] for t in tests],
+        },
+        index=part.index,
+    )
+
+
+# --- the article's qualitative claims -----------------------------------------------------
+
+
+def verdict(low: float, high: float, seeds: int) -> str:
+    """'held' only when the 95% interval of the claimed (positive) difference excludes zero."""
+    if seeds < 2 or not np.isfinite(low):
+        return "not testable (needs 2+ seeds)"
+    if low > 0:
+        return "held"
+    if high < 0:
+        return "contradicted"
+    return "within seed noise"
+
+
 def block_contrast(table: pd.DataFrame, weights: dict[str, float]) -> dict[str, float]:
     """A contrast of variant means, with its 95% interval and p-value, from a variants x seeds table.
 
-    Every variant is trained with the same seeds, so the table is a randomised block design:
-    an additive model (variant effect + seed effect) leaves (V-1)(S-1) residual degrees of
-    freedom to estimate seed noise, pooled over the variants of a family, far more than the
-    S-1 of one pair of variants when seeds are few. Variants with a missing (diverged) run
-    are left out.
+    The pooled model, kept for reference and comparison: every variant is trained with the
+    same seeds, so the table is a randomised block design, and an additive model (variant
+    effect + seed effect) leaves (V-1)(S-1) residual degrees of freedom pooled over the
+    variants. That assumes every variant is equally noisy across seeds, which noise and
+    dropout families break; the report's numbers come from `paired_contrast` instead.
+    Variants with a missing (diverged) run are left out.
     """
     table = table.dropna()
     used = [v for v in weights if v in table.index]
@@ -109,48 +654,8 @@ def seed_table(runs: pd.DataFrame, families: Sequence[str], metric: str = "accur
     return chosen.assign(id=chosen["family"] + "/" + chosen["variant"]).pivot_table(index="id", columns="seed", values=metric, dropna=False)
 
 
-def compare_to_baseline(runs: pd.DataFrame, metric: str = "accuracy") -> pd.DataFrame:
-    """Each variant minus the baseline, seed noise pooled over its family; Holm within each family."""
-    reference = f"{BASELINE}/reference"
-    rows = []
-    for family in runs.loc[runs["family"] != BASELINE, "family"].drop_duplicates():
-        table = seed_table(runs, [family, BASELINE], metric)
-        for variant in runs.loc[runs["family"] == family, "variant"].drop_duplicates():
-            result = block_contrast(table, {f"{family}/{variant}": 1.0, reference: -1.0})
-            rows.append(
-                {
-                    "family": family,
-                    "variant": variant,
-                    "difference": result["estimate"],
-                    "diff_ci_low": result["low"],
-                    "diff_ci_high": result["high"],
-                    "p_value": result["p_value"],
-                    "pairs": result["seeds"],
-                }
-            )
-    table = pd.DataFrame(rows, columns=["family", "variant", "difference", "diff_ci_low", "diff_ci_high", "p_value", "pairs"])
-    table["p_holm"] = np.nan
-    for _, index in table.groupby("family").groups.items():
-        table.loc[index, "p_holm"] = holm(table.loc[index, "p_value"].tolist())
-    return table
-
-
-# --- the article's qualitative claims -----------------------------------------------------
-
-
-def verdict(low: float, high: float, seeds: int) -> str:
-    """'held' only when the 95% interval of the claimed (positive) difference excludes zero."""
-    if seeds < 2 or not np.isfinite(low):
-        return "not testable (needs 2+ seeds)"
-    if low > 0:
-        return "held"
-    if high < 0:
-        return "contradicted"
-    return "within seed noise"
-
-
 def family_contrast(runs: pd.DataFrame, family: str, weights: dict[str, float], metric: str = "accuracy") -> dict[str, float]:
-    """`block_contrast` over one family's variants (`weights` keyed by variant name)."""
+    """`block_contrast` (the pooled model) over one family's variants (`weights` keyed by variant name)."""
     return block_contrast(seed_table(runs, [family], metric), {f"{family}/{v}": w for v, w in weights.items()})
 
 
@@ -159,8 +664,14 @@ def _contrast_weights(better: Sequence[str], worse: Sequence[str]) -> dict[str, 
     return {**{v: 1.0 / len(better) for v in better}, **{v: -1.0 / len(worse) for v in worse}}
 
 
-def _claim(runs: pd.DataFrame, claim: str, family: str, better: Sequence[str], worse: Sequence[str], detail: str) -> dict[str, Any]:
-    result = family_contrast(runs, family, _contrast_weights(better, worse))
+FINDING_COLUMNS = ["claim", "estimate", "ci_low", "ci_high", "seeds", "verdict", "detail"]
+
+
+def _claim(
+    runs: pd.DataFrame, claim: str, family: str, better: Sequence[str], worse: Sequence[str], detail: str, hits: Hits | None = None
+) -> dict[str, Any]:
+    weights = {(family, v): w for v, w in _contrast_weights(better, worse).items()}
+    result = paired_contrast(runs, weights, hits=hits)
     return {
         "claim": claim,
         "estimate": result["estimate"],
@@ -168,12 +679,16 @@ def _claim(runs: pd.DataFrame, claim: str, family: str, better: Sequence[str], w
         "ci_high": result["high"],
         "seeds": result["seeds"],
         "verdict": verdict(result["low"], result["high"], result["seeds"]),
-        "detail": f"{detail}; interval from the family's seed noise ({result['df']} df)",
+        "detail": f"{detail}; 95% interval: {result['method']}",
     }
 
 
-def check_findings(runs: pd.DataFrame, variants: Sequence[dict[str, Any]]) -> pd.DataFrame:
-    """Test the article's claims that the study can speak to; each with an interval and a verdict."""
+def check_findings(runs: pd.DataFrame, variants: Sequence[dict[str, Any]], hits: Hits | None = None, margin: float = 0.01) -> pd.DataFrame:
+    """Test the article's claims that the study can speak to; each with an interval and a verdict.
+
+    Claims of a difference are 'held' when the 95% interval of the contrast excludes 0;
+    the claim of no effect (dropout) is an equivalence test against +-`margin`.
+    """
     findings = []
     names = {(v["family"], v["variant"]) for v in variants}
     for other in ("relu", "tanh"):
@@ -186,14 +701,16 @@ def check_findings(runs: pd.DataFrame, variants: Sequence[dict[str, Any]]) -> pd
                     [other],
                     ["linear"],
                     f"accuracy({other}) - accuracy(linear)",
+                    hits,
                 )
             )
-    findings.extend(_noise_claim(runs, variants))
-    findings.extend(_border_claim(runs, variants))
-    return pd.DataFrame(findings, columns=["claim", "estimate", "ci_low", "ci_high", "seeds", "verdict", "detail"])
+    findings.extend(_noise_claim(runs, variants, hits))
+    findings.extend(_border_claim(runs, variants, hits))
+    findings.extend(_dropout_claim(runs, variants, hits, margin))
+    return pd.DataFrame(findings, columns=FINDING_COLUMNS)
 
 
-def _noise_claim(runs: pd.DataFrame, variants: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+def _noise_claim(runs: pd.DataFrame, variants: Sequence[dict[str, Any]], hits: Hits | None = None) -> list[dict[str, Any]]:
     noisy = [
         v
         for v in variants
@@ -217,11 +734,12 @@ def _noise_claim(runs: pd.DataFrame, variants: Sequence[dict[str, Any]]) -> list
             lowest,
             highest,
             f"accuracy(noise {levels[0]:g}) - accuracy(noise {levels[-1]:g}); Spearman rho {rho:.2f} (p={p:.2g}) over {len(chosen)} runs",
+            hits,
         )
     ]
 
 
-def _border_claim(runs: pd.DataFrame, variants: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+def _border_claim(runs: pd.DataFrame, variants: Sequence[dict[str, Any]], hits: Hits | None = None) -> list[dict[str, Any]]:
     columns = [
         v for v in variants if v["family"] == "input" and v["transforms"] and v["transforms"][0].get("region", {}).get("axis") == "columns"
     ]
@@ -245,5 +763,48 @@ def _border_claim(runs: pd.DataFrame, variants: Sequence[dict[str, Any]]) -> lis
             border,
             central,
             f"mean accuracy without {', '.join(border)} minus mean accuracy without {', '.join(central)}",
+            hits,
         )
+    ]
+
+
+DROPOUT_CLAIM = "dropping 80% of the neurons barely affects the accuracy"
+
+
+def _dropout_claim(
+    runs: pd.DataFrame, variants: Sequence[dict[str, Any]], hits: Hits | None = None, margin: float = 0.01
+) -> list[dict[str, Any]]:
+    """The article's "dropping 80% of the neurons barely affects the accuracy", as an equivalence test.
+
+    Rate 0.8 if the study has it, else its largest rate if >= 0.5 (the detail names it); against
+    dropout rate 0 when the family has it (the same model otherwise, whatever the baseline's
+    own dropout), else the baseline.
+    """
+    rate_of = {
+        v["variant"]: float(v["coords"]["dropout rate"]) for v in variants if v["family"] == "dropout" and "dropout rate" in v["coords"]
+    }
+    if not rate_of:
+        return []
+    high_rate = 0.8 if 0.8 in rate_of.values() else max(rate_of.values())
+    if high_rate < 0.5:
+        return []
+    tested = next(n for n, r in rate_of.items() if r == high_rate)
+    zero = [n for n, r in rate_of.items() if r == 0]
+    reference, reference_name = (("dropout", zero[0]), "dropout 0") if zero else ((BASELINE, REFERENCE), "the baseline")
+    result = paired_contrast(runs, {("dropout", tested): 1.0, reference: -1.0}, hits=hits)
+    test = equivalence_test(result, margin)
+    note = "" if high_rate == 0.8 else f"; the study has no rate 0.8, tested at its largest rate {high_rate:g}"
+    return [
+        {
+            "claim": DROPOUT_CLAIM,
+            "estimate": result["estimate"],
+            "ci_low": result["low"],
+            "ci_high": result["high"],
+            "seeds": result["seeds"],
+            "verdict": test["verdict"],
+            "detail": (
+                f"accuracy(dropout {high_rate:g}) - accuracy({reference_name}){note}; equivalence (TOST) within +-{margin:g} (margin): "
+                f"90% interval [{test['tost_low']:+.4f}, {test['tost_high']:+.4f}], p_tost={test['p_tost']:.2g}; 95% interval: {result['method']}"
+            ),
+        }
     ]
