@@ -5,7 +5,8 @@ knockout, calibration, local elasticity next) is one function registered in ANAL
 workflow runs one cached job per (analysis, run, seed, probe), where a probe is the analysis
 with its parameters under one test view (the test-time-only transforms of a variant, e.g.
 noise added to the test split of a model trained clean), and the study's aggregation joins
-the tables. Adding one: a function `(RunContext, params) -> DataFrame`, an `Analysis` entry
+the tables. Adding one: a function `(RunContext, params) -> DataFrame` (or `(DataFrame,
+{name: per-example array})`, saved beside the table as .npz), an `Analysis` entry
 below, a schema entry if it takes parameters, and a report section.
 
 Importing this module never imports TensorFlow; `RunContext.model` does, on first use.
@@ -101,23 +102,29 @@ class Analysis:
     name: str
     title: str
     description: str
-    run: Callable[[RunContext, dict[str, Any]], pd.DataFrame]
+    run: Callable[[RunContext, dict[str, Any]], pd.DataFrame | tuple[pd.DataFrame, dict[str, np.ndarray]]]
     params: Callable[[Mapping[str, Any]], dict[str, Any] | None]
     uses_test_view: bool = False
     config_key: str | None = None  # the top-level config block holding its parameters, if any
     wants: Callable[[Mapping[str, Any], str], bool] = lambda config, family: True  # which families' models
 
 
-def evaluate_run(context: RunContext, params: dict[str, Any]) -> pd.DataFrame:
-    """Test-set accuracy, error rate, loss and macro F1 (+ epochs, seconds), one row per metric."""
+def evaluate_run(context: RunContext, params: dict[str, Any]) -> tuple[pd.DataFrame, dict[str, np.ndarray]]:
+    """Test-set accuracy, error rate, loss and macro F1 (+ epochs, seconds), one row per metric.
+
+    Also the predicted class of every test example under the view: the statistics pair
+    variants example by example (a bootstrap over the test split) from them.
+    """
     from ablation_lab.evaluate import classification_metrics, metrics_table
 
     record = context.provenance
-    metrics = classification_metrics(context.labels("test"), context.probabilities("test"))
+    probabilities = context.probabilities("test")
+    metrics = classification_metrics(context.labels("test"), probabilities)
     metrics |= {"epochs_trained": record["epochs_trained"], "train_seconds": record["train_seconds"]}
     if record["diverged_epoch"] is not None:
         metrics["diverged_epoch"] = record["diverged_epoch"]
-    return metrics_table(metrics, {"status": record["status"]})
+    predicted = probabilities.argmax(axis=1).astype(np.int32)
+    return metrics_table(metrics, {"status": record["status"]}), {"predicted": predicted, "y_test": context.labels("test")}
 
 
 def always(config: Mapping[str, Any]) -> dict[str, Any]:
@@ -166,5 +173,7 @@ ANALYSES: dict[str, Analysis] = {
 }
 
 
-def run_analysis(name: str, context: RunContext, params: dict[str, Any]) -> pd.DataFrame:
-    return ANALYSES[name].run(context, params)
+def run_analysis(name: str, context: RunContext, params: dict[str, Any]) -> tuple[pd.DataFrame, dict[str, np.ndarray]]:
+    """The analysis's tidy table, and its per-example arrays (empty for most analyses)."""
+    result = ANALYSES[name].run(context, params)
+    return result if isinstance(result, tuple) else (result, {})

@@ -14,6 +14,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from ablation_lab import TRAINING_CODE_VERSION, __version__
@@ -100,36 +101,52 @@ def train(spec: dict[str, Any], seed: int, threads: int, data: str, meta: str, o
     return result.status
 
 
-def analyse_run(analysis: str, probe: dict[str, Any], spec: dict[str, Any], seed: int, run_dir: str, data: str, meta: str, out: str) -> int:
-    """One per-model analysis of one trained model under one test view -> its tidy table."""
+def analyse_run(
+    analysis: str, probe: dict[str, Any], spec: dict[str, Any], seed: int, run_dir: str, data: str, meta: str, out: str, arrays_out: str
+) -> int:
+    """One per-model analysis of one trained model under one test view -> its tidy table (+ per-example arrays)."""
     from ablation_lab.analyses import RunContext, run_analysis
 
     context = RunContext(Path(run_dir), data, meta, spec, seed, list(probe["view"]))
-    table = run_analysis(analysis, context, probe["params"])
+    table, arrays = run_analysis(analysis, context, probe["params"])
     write_table(out, table)
+    write_npz(arrays_out, **arrays)
     log.info("%s of %s seed %d:\n%s", analysis, Path(run_dir).parent.name, seed, table.to_string(index=False))
     return len(table)
 
 
-def aggregate(probes: list[dict[str, Any]], variants: list[dict[str, Any]], posthoc: dict[str, Any] | None, out: dict[str, str]) -> None:
+def aggregate(
+    probes: list[dict[str, Any]], variants: list[dict[str, Any]], posthoc: dict[str, Any] | None, margin: float, out: dict[str, str]
+) -> None:
     """Every variant's per-model tables into the study's tables (CSV and Parquet), plus statistics and claims."""
     from ablation_lab.statistics import check_findings, compare_to_baseline, runs_table, summarise
 
     tables = collect_probes(probes)
     tidy = tables["evaluation"]
     runs = runs_table(tidy, variants)
+    hits = collect_hits(probes)
     write_table(out["tidy_csv"], tidy)
     write_table(out["tidy_parquet"], tidy)
     write_table(out["runs"], runs)
-    write_table(out["summary"], summarise(runs))
-    write_table(out["comparisons"], compare_to_baseline(runs))
-    write_table(out["findings"], check_findings(runs, variants))
+    write_table(out["summary"], summarise(runs, hits=hits))
+    write_table(out["comparisons"], compare_to_baseline(runs, hits=hits, margin=margin))
+    write_table(out["findings"], check_findings(runs, variants, hits=hits, margin=margin))
     if posthoc:
         from ablation_lab.compensation import compensation_table
 
         knockout = tables.get("knockout")
         write_table(out["knockout"], knockout if knockout is not None else pd.DataFrame())
         write_table(out["compensation"], compensation_table(runs, knockout, variants, posthoc))
+
+
+def collect_hits(probes: list[dict[str, Any]]) -> dict[tuple[str, str, int], np.ndarray]:
+    """(family, variant, seed) -> which test examples its model got right, under its test view."""
+    hits = {}
+    for row in probes:
+        if row["analysis"] == "evaluation":
+            with np.load(row["arrays"]) as saved:
+                hits[row["family"], row["variant"], row["seed"]] = saved["predicted"] == saved["y_test"]
+    return hits
 
 
 def collect_probes(probes: list[dict[str, Any]]) -> dict[str, pd.DataFrame]:

@@ -18,7 +18,7 @@ import pandas as pd
 import yaml
 from jinja2 import Environment, select_autoescape
 
-from ablation_lab.ablations import BASELINE, FAMILIES
+from ablation_lab.ablations import BASELINE, DERIVED, FAMILIES
 
 PAGE = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8">
@@ -80,8 +80,8 @@ def _png(path: str | Path) -> str:
     return base64.b64encode(Path(path).read_bytes()).decode("ascii")
 
 
-def _interval(low: float, high: float) -> str:
-    return "n/a" if pd.isna(low) else f"[{low:+.4f}, {high:+.4f}]"
+def _interval(low: float, high: float, spec: str = "{:+.4f}") -> str:
+    return "n/a" if pd.isna(low) else f"[{spec.format(low)}, {spec.format(high)}]"
 
 
 def _html_table(frame: pd.DataFrame) -> str:
@@ -93,11 +93,14 @@ def family_title(name: str) -> tuple[str, str]:
         return "Baseline", "The unablated model every variant is compared with."
     if name in FAMILIES:
         return FAMILIES[name].title, FAMILIES[name].description
+    if name in DERIVED:
+        return DERIVED[name]
     first, _, second = name.partition("-x-")
     return f"Combination: {first} x {second}", f"Every {first} variant crossed with every {second} variant, trained as one model each."
 
 
 def family_table(summary: pd.DataFrame, comparisons: pd.DataFrame, family: str) -> str:
+    """The family's variants: accuracy with its interval, and the tested difference from the baseline."""
     table = summary[summary["family"] == family].merge(comparisons, on=["family", "variant"], how="left")
     shown = pd.DataFrame(
         {
@@ -106,13 +109,34 @@ def family_table(summary: pd.DataFrame, comparisons: pd.DataFrame, family: str) 
             "seeds": table["seeds"],
             "diverged": table["diverged"],
             "accuracy (mean)": table["accuracy_mean"].map("{:.4f}".format),
-            "95% CI": [_interval(a, b) for a, b in zip(table["accuracy_ci_low"], table["accuracy_ci_high"], strict=True)],
+            "95% CI": [_interval(a, b, "{:.4f}") for a, b in zip(table["accuracy_ci_low"], table["accuracy_ci_high"], strict=True)],
             "vs baseline": table["difference"].map(lambda v: "" if pd.isna(v) else f"{v:+.4f}"),
-            "diff 95% CI": [_interval(a, b) for a, b in zip(table["diff_ci_low"], table["diff_ci_high"], strict=True)],
+            "diff CI (Holm)": [_interval(a, b) for a, b in zip(table["diff_ci_low"], table["diff_ci_high"], strict=True)],
             "p (Holm)": table["p_holm"].map(lambda v: "" if pd.isna(v) else f"{v:.3g}"),
+            "within margin?": table.get("equivalence", pd.Series([""] * len(table))).fillna(""),
         }
     )
     return _html_table(shown)
+
+
+def methods_text(comparisons: pd.DataFrame, seeds: int, margin: float) -> str:
+    """How every interval and test of the report was made (statistics.py decides them all)."""
+    text = (
+        "Each variant is compared with the baseline by its own paired differences (same seeds, same test examples): "
+        "the variance is the seed-to-seed variance of those differences plus the test sample's own, from a paired "
+        "bootstrap over test examples; intervals and p-values are Holm-adjusted within each family, so an interval "
+        "excludes 0 exactly when its adjusted p is below 0.05. Accuracy intervals stay inside [0, 1]. "
+        f"'No effect' is an equivalence test (TOST, margin +-{margin:g} accuracy): equivalent, different, or inconclusive."
+    )
+    if seeds < 3:
+        needed = comparisons.get("seeds_needed", pd.Series(dtype=float)).dropna()
+        advice = (
+            f" The observed seed noise would need about {int(needed.median())} seeds to resolve a difference of the margin."
+            if len(needed)
+            else ""
+        )
+        text += f" With {seeds} seed(s), the seed part of every interval rests on 1 degree of freedom: intervals are weak.{advice}"
+    return text
 
 
 # --- sections -------------------------------------------------------------------------------
@@ -124,12 +148,10 @@ def overview_section(inputs: ReportInputs) -> list[SectionContent]:
     sizes = ", ".join(f"{k} {v}" for k, v in inputs.meta["sizes"].items())
     trained = runs[["run", "seed"]].drop_duplicates() if "run" in runs else runs
     section = SectionContent("overview", "Overview").say(
-        f"{sizes}; {summary.shape[0]} variants x {len(seeds)} seeds ({', '.join(map(str, seeds))}); "
-        f"{len(trained)} trained models. A variant's accuracy interval is the 95% t-interval over its seeds. "
-        "Differences from the baseline and the claims below pair runs by seed and take seed noise pooled over the family "
-        "(an additive variant + seed model, as in a randomised block design); p-values are Holm-corrected within each family.",
+        f"{sizes}; {summary.shape[0]} variants x {len(seeds)} seeds ({', '.join(map(str, seeds))}); {len(trained)} trained models.",
         "muted",
     )
+    section.say(methods_text(inputs.tables["comparisons"], len(seeds), inputs.study.get("equivalence_margin", 0.01)), "muted")
     diverged = runs[runs["status"] == "diverged"]
     if len(diverged):
         section.say(

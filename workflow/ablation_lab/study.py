@@ -78,6 +78,11 @@ def probe_file(
     return PROBE_FILE.format(data=data, run=run, seed=seed, analysis=analysis, probe=probe)
 
 
+def probe_arrays(**wildcards: Any) -> str:
+    """The per-example arrays beside a probe's table (e.g. each test example's predicted class)."""
+    return probe_file(**wildcards).removesuffix(".csv") + ".npz"
+
+
 def job_log(kind: str, data: str = "{data}", run: str = "{run}", seed: int | str = "{seed}") -> str:
     return f"{LOGS}/{data}/{run}/seed{seed}/{kind}.log"
 
@@ -324,6 +329,7 @@ class Study:
                             "analysis": analysis,
                             "run": self.run_of(variant),
                             "path": self.probe_file(variant, seed, analysis),
+                            "arrays": self.probe_file(variant, seed, analysis).removesuffix(".csv") + ".npz",
                         }
                     )
         return rows

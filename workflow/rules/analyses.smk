@@ -9,6 +9,7 @@ rule analyse_run:
         meta=paths.meta_file(),
     output:
         table=paths.probe_file(),
+        arrays=paths.probe_arrays(),
     log:
         paths.job_log("{analysis}-{probe}"),
     benchmark:

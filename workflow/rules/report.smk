@@ -38,6 +38,7 @@ rule aggregate:
         probes=STUDY.probe_table(),
         variants=STUDY.variant_table(),
         posthoc=STUDY.config["posthoc"],
+        margin=STUDY.config["equivalence_margin"],
         code=source_digest("statistics", "compensation", "jobs"),
     script:
         "../scripts/aggregate.py"

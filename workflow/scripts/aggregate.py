@@ -7,5 +7,11 @@ sm = snakemake
 run_here(
     "aggregate",
     sm.log[0],
-    {"probes": sm.params.probes, "variants": sm.params.variants, "posthoc": sm.params.posthoc, "out": dict(sm.output.items())},
+    {
+        "probes": sm.params.probes,
+        "variants": sm.params.variants,
+        "posthoc": sm.params.posthoc,
+        "margin": sm.params.margin,
+        "out": dict(sm.output.items()),
+    },
 )

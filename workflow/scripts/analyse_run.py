@@ -15,4 +15,5 @@ run_job(
     data=sm.input.data,
     meta=sm.input.meta,
     out=sm.output.table,
+    arrays_out=sm.output.arrays,
 )
