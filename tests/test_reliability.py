@@ -107,7 +107,9 @@ def test_diverged_variant_is_reported_and_the_study_completes(tmp_path):
     assert "Diverged runs (loss became NaN): baseline/reference seed 1, dropout/rate-0.5 seed 1" in page
 
 
-def test_bad_data_fails_in_data_prep_with_a_clear_log_and_nothing_downstream(tmp_path):
+def test_bad_data_fails_before_any_job_with_one_clear_line_and_nothing_downstream(tmp_path):
+    """The CSV header is read while the workflow is parsed (to name variants): a missing label
+    column stops everything there, before data prep, with one line naming file and column."""
     pd.DataFrame({"a": [1.0, 2.0, 3.0, 4.0], "b": [0.0, 1.0, 0.0, 1.0]}).to_csv(tmp_path / "table.csv", index=False)
     config = {
         **SMALL,
@@ -116,10 +118,8 @@ def test_bad_data_fails_in_data_prep_with_a_clear_log_and_nothing_downstream(tmp
     }
     done = snakemake(tmp_path, write_config(tmp_path, config), "--cores", "2", check=False)
     assert done.returncode != 0
-    (log_file,) = (tmp_path / "logs").glob("csv-*/prepare_data.log")
-    assert "has no label column 'target' (dataset.label_column); its columns are a, b" in log_file.read_text()
-    assert not list((tmp_path / "results").rglob("split.npz"))
-    assert not list((tmp_path / "results").rglob("model.keras"))
+    assert "has no label column 'target' (dataset.label_column); its columns are a, b" in done.stdout
+    assert not (tmp_path / "results").exists()
 
 
 def test_config_cannot_name_code_to_import(tmp_path):
