@@ -128,3 +128,49 @@ def test_config_cannot_name_code_to_import(tmp_path):
     config["model"]["activation"] = "lambda x: __import__('os').system('true')"
     done = snakemake(tmp_path, write_config(tmp_path, config), "--dry-run", check=False)
     assert done.returncode != 0 and "model.activation" in done.stdout and "allowed values" in done.stdout
+
+
+class _Scripts(__import__("html.parser").parser.HTMLParser):
+    """Collects the text of every <script> element of a page."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.scripts: list[str] = []
+        self._inside = False
+
+    def handle_starttag(self, tag, attrs):
+        if tag == "script":
+            self._inside = True
+            self.scripts.append("")
+
+    def handle_endtag(self, tag):
+        if tag == "script":
+            self._inside = False
+
+    def handle_data(self, data):
+        if self._inside:
+            self.scripts[-1] += data
+
+
+def test_a_script_in_a_csv_header_runs_in_neither_report(tmp_path):
+    """Variant labels come from CSV headers; they must never reach a page as markup."""
+    header = "a</script><script>document.title='PWNED'</script>"
+    rows = [f"{i % 5},{(i * 7) % 3},{i % 2}" for i in range(40)]
+    (tmp_path / "table.csv").write_text(f"{header},b,label\n" + "\n".join(rows) + "\n")
+    config = {
+        "study": "hostile",
+        "seeds": [1],
+        "dataset": {"name": "csv", "path": str(tmp_path / "table.csv")},
+        "model": {"hidden_units": [4]},
+        "training": {"epochs": 1, "early_stopping_patience": 0},
+        "families": {"input": {"groups": [{"kind": "features"}]}},
+    }
+    path = write_config(tmp_path, config)
+    snakemake(tmp_path, path, "--cores", "2")
+    snakemake(tmp_path, path, "--report", str(tmp_path / "snakemake-report.html"))
+    ours = (tmp_path / "reports" / "hostile" / "report.html").read_text()
+    assert "without a&lt;/script&gt;&lt;script&gt;document.title=&#39;PWNED&#39;&lt;/script&gt;" in ours, "the label is shown, escaped"
+    for page in (ours, (tmp_path / "snakemake-report.html").read_text()):
+        parser = _Scripts()
+        parser.feed(page)
+        assert not [script for script in parser.scripts if "PWNED" in script], "an injected script element"

@@ -6,6 +6,7 @@ sees either the old file, the new file or nothing, never half a file.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import json
 import logging
@@ -65,6 +66,26 @@ def _json_default(value: Any) -> Any:
     if isinstance(value, Path):
         return str(value)
     raise TypeError(f"cannot write {type(value).__name__} as JSON")
+
+
+SEALED = "b64json:"
+
+
+def sealed(value: Any) -> str:
+    """A value as base64-encoded JSON: how user-supplied strings travel in rule `params`.
+
+    Snakemake writes a rule's params unescaped into a `<script>` block of `snakemake
+    --report`; a CSV header such as `a</script><script>...` would run there. Labels, group
+    names, paths and the study config therefore cross the Snakefile/job boundary sealed
+    (the base64 alphabet is inert in HTML); jobs open them with `unsealed`.
+    """
+    return SEALED + base64.urlsafe_b64encode(json.dumps(value, sort_keys=True, default=_json_default).encode()).decode("ascii")
+
+
+def unsealed(text: str) -> Any:
+    if not isinstance(text, str) or not text.startswith(SEALED):
+        raise ValueError("expected a value sealed by ablation_lab.io.sealed")
+    return json.loads(base64.urlsafe_b64decode(text[len(SEALED) :].encode("ascii")))
 
 
 def write_json(target: str | Path, payload: Any) -> None:

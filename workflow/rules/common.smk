@@ -11,6 +11,7 @@ sys.path.insert(0, os.path.join(workflow.basedir, "workflow"))
 from ablation_lab import source_digest, study as paths
 from ablation_lab.ablations import BASELINE
 from ablation_lab.config import load_study_yaml
+from ablation_lab.io import sealed
 from ablation_lab.study import Study
 
 # Snakemake's YAML reader keeps the last of two duplicate keys; read the study files again
@@ -28,7 +29,7 @@ wildcard_constraints:
 
 
 def dataset_config(wildcards):
-    return STUDY.config["dataset"]
+    return sealed(STUDY.config["dataset"])
 
 
 def run_spec(wildcards):

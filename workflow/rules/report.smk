@@ -36,7 +36,7 @@ rule aggregate:
         runtime=10,
     params:
         probes=STUDY.probe_table(),
-        variants=STUDY.variant_table(),
+        variants=sealed(STUDY.variant_table()),
         posthoc=STUDY.config["posthoc"],
         margin=STUDY.config["equivalence_margin"],
         code=source_digest("statistics", "compensation", "jobs"),
@@ -81,7 +81,7 @@ rule plot_figures:
         runtime=10,
     params:
         families=family_titles(),
-        variants=STUDY.variant_table(),
+        variants=sealed(STUDY.variant_table()),
         code=source_digest("plots"),
     script:
         "../scripts/plot_figures.py"
@@ -113,7 +113,7 @@ rule plot_examples:
         mem_mb=2000,
         runtime=10,
     params:
-        variants=STUDY.variant_table(),
+        variants=sealed(STUDY.variant_table()),
         seed=STUDY.seeds[0],
         code=source_digest("plots", "ablations"),
     script:
@@ -142,7 +142,7 @@ rule report_html:
         mem_mb=1000,
         runtime=10,
     params:
-        study=STUDY.config,
+        study=sealed(STUDY.config),
         tables=["summary", "comparisons", "findings", "runs", *STUDY.posthoc_tables()],
         figures=report_figures(),
         sharing=STUDY.sharing(),

@@ -2,6 +2,7 @@
 
 import _package  # noqa: F401
 from ablation_lab.dispatch import run_here
+from ablation_lab.io import unsealed
 
 sm = snakemake
 run_here(
@@ -9,7 +10,7 @@ run_here(
     sm.log[0],
     {
         "probes": sm.params.probes,
-        "variants": sm.params.variants,
+        "variants": unsealed(sm.params.variants),
         "posthoc": sm.params.posthoc,
         "margin": sm.params.margin,
         "out": dict(sm.output.items()),

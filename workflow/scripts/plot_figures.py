@@ -2,6 +2,7 @@
 
 import _package  # noqa: F401
 from ablation_lab.dispatch import run_here
+from ablation_lab.io import unsealed
 
 sm = snakemake
 posthoc = {name: sm.input[name] for name in ("knockout", "compensation") if hasattr(sm.input, name)}
@@ -10,7 +11,7 @@ run_here(
     sm.log[0],
     {
         "families": sm.params.families,
-        "variants": sm.params.variants,
+        "variants": unsealed(sm.params.variants),
         "runs": sm.input.runs,
         "summary": sm.input.summary,
         "posthoc": posthoc,

@@ -2,6 +2,7 @@
 
 import _package  # noqa: F401
 from ablation_lab.dispatch import run_here
+from ablation_lab.io import unsealed
 
 sm = snakemake
-run_here("prepare_data", sm.log[0], {"dataset_cfg": sm.params.dataset, "data_out": sm.output.data, "meta_out": sm.output.meta})
+run_here("prepare_data", sm.log[0], {"dataset_cfg": unsealed(sm.params.dataset), "data_out": sm.output.data, "meta_out": sm.output.meta})

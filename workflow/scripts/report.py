@@ -2,13 +2,14 @@
 
 import _package  # noqa: F401
 from ablation_lab.dispatch import run_here
+from ablation_lab.io import unsealed
 
 sm = snakemake
 run_here(
     "report",
     sm.log[0],
     {
-        "study_cfg": sm.params.study,
+        "study_cfg": unsealed(sm.params.study),
         "meta": sm.input.meta,
         "tables": {key: sm.input[key] for key in sm.params.tables},
         "figures": sm.params.figures,
