@@ -29,8 +29,9 @@ def test_report_has_a_section_per_family_with_figures(finished):
     for family in ["baseline", "dropout", "activation", "input", "noise", "capacity", "noise-x-dropout"]:
         assert f'id="family-{family}"' in page
     # 9 family figures (6 declared + units, input_posthoc, noise_posthoc), 4 example galleries,
-    # the knockout curves and 3 compensation overlays
-    assert page.count("data:image/png;base64,") == 17
+    # the knockout curves, 3 compensation overlays and the reliability diagrams
+    assert page.count("data:image/png;base64,") == 18
+    assert 'id="calibration"' in page
     assert 'id="overview"' in page and 'id="findings"' in page and 'id="provenance"' in page
     assert "Variants that resolve to the same trained model share it" in page
     tidy = pd.read_parquet(workdir / "reports" / "smoke" / "tables" / "metrics.parquet")
@@ -176,13 +177,14 @@ def test_editing_the_data_file_prepares_a_new_split_and_trains_on_it(tmp_path):
 
 def test_the_default_study_plans_forty_trainings_for_twenty_three_variants(tmp_path):
     article = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
-    retrain_only = {k: v for k, v in article.items() if k != "posthoc"}
+    retrain_only = {k: v for k, v in article.items() if k not in ("posthoc", "calibration")}
     jobs = planned_jobs(snakemake(tmp_path, write_config(tmp_path, retrain_only), "--dry-run").stdout)
     assert len(jobs["train"]) == 40 and len(jobs["analyse_run"]) == 40
     jobs = planned_jobs(snakemake(tmp_path, ROOT / "config" / "config.yaml", "--dry-run").stdout)
-    # + 9 width retrains x 2 seeds; evaluations of 13 test-time views of the baseline; 5 knockouts x 2 seeds
+    # + 9 width retrains x 2 seeds; evaluations (and calibrations) of 58 models and 12 test-time
+    # views of the baseline x 2 seeds; 5 knockouts x 2 seeds
     assert len(jobs["train"]) == 58
-    assert len(jobs["analyse_run"]) == 58 + 2 * 12 + 10
+    assert len(jobs["analyse_run"]) == 2 * (58 + 2 * 12) + 10
 
 
 def test_snakemake_report_builds(finished):

@@ -140,6 +140,25 @@ def knockout_run(context: RunContext, params: dict[str, Any]) -> pd.DataFrame:
     return knockout_table(context.model, inputs, labels, context.class_names, params, context.seed)
 
 
+def calibrate_run(context: RunContext, params: dict[str, Any]) -> pd.DataFrame:
+    """Calibration of the model's test probabilities under the view; temperature fitted on validation."""
+    from ablation_lab.calibration import calibration_metrics, reliability_bins
+
+    val, test = context.probabilities("val"), context.probabilities("test")
+    metrics = calibration_metrics(val, context.labels("val"), test, context.labels("test"), params["bins"])
+    rows = [{"bin": np.nan, "metric": name, "value": value} for name, value in metrics.items()]
+    if np.all(np.isfinite(test)):
+        for bin_row in reliability_bins(test, context.labels("test"), params["bins"]).itertuples():
+            for name in ("count", "confidence", "accuracy"):
+                rows.append({"bin": bin_row.bin, "metric": f"bin_{name}", "value": float(getattr(bin_row, name))})
+    return pd.DataFrame(rows, columns=["bin", "metric", "value"])
+
+
+def calibration_params(config: Mapping[str, Any]) -> dict[str, Any] | None:
+    block = config.get("calibration")
+    return {"bins": block["bins"]} if block else None
+
+
 KNOCKOUT_KEYS = ("layers", "fractions", "orderings", "fills", "draws")
 
 
@@ -160,6 +179,15 @@ ANALYSES: dict[str, Analysis] = {
         evaluate_run,
         always,
         uses_test_view=True,
+    ),
+    "calibration": Analysis(
+        "calibration",
+        "Calibration",
+        "ECE, KS calibration error, Brier score and NLL on the test split under the variant's view; temperature fitted on validation.",
+        calibrate_run,
+        calibration_params,
+        uses_test_view=True,
+        config_key="calibration",
     ),
     "knockout": Analysis(
         "knockout",

@@ -131,6 +131,8 @@ def aggregate(
     write_table(out["summary"], summarise(runs, hits=hits))
     write_table(out["comparisons"], compare_to_baseline(runs, hits=hits, margin=margin))
     write_table(out["findings"], check_findings(runs, variants, hits=hits, margin=margin))
+    if "calibration" in out:
+        write_table(out["calibration"], tables["calibration"])
     if posthoc:
         from ablation_lab.compensation import compensation_table
 
@@ -173,7 +175,7 @@ def plot_figures(
     `families` maps a family to its title; `posthoc` holds the knockout and compensation
     tables when the study has them. `out` maps figure names to paths.
     """
-    from ablation_lab.plots import plot_compensation, plot_family, plot_heatmap, plot_knockout
+    from ablation_lab.plots import plot_compensation, plot_family, plot_heatmap, plot_knockout, plot_reliability
 
     runs_table, summary_table = pd.read_csv(runs), pd.read_csv(summary)
     for family, info in families.items():
@@ -181,7 +183,9 @@ def plot_figures(
             plot_heatmap(summary_table, variants, family, info["title"], out[family])
         else:
             plot_family(runs_table, summary_table, family, info["title"], out[family])
-    if posthoc:
+    if "calibration" in posthoc:
+        plot_reliability(pd.read_csv(posthoc["calibration"]), variants, out["calibration"])
+    if "knockout" in posthoc:
         plot_knockout(pd.read_csv(posthoc["knockout"]), variants, out["knockout"])
         gaps = pd.read_csv(posthoc["compensation"])
         for comparison in gaps["comparison"].drop_duplicates():

@@ -147,3 +147,41 @@ def plot_compensation(gaps: pd.DataFrame, comparison: str, path: str | Path) -> 
     axes.legend(fontsize=8, loc="lower left")
     sns.despine(figure)
     _save(figure, path)
+
+
+def plot_reliability(calibration: pd.DataFrame, variants: Sequence[dict[str, Any]], path: str | Path) -> None:
+    """Reliability diagrams: accuracy vs mean confidence per confidence bin, one panel per family.
+
+    One line per variant (bins pooled over seeds, weighted by their counts); the diagonal is
+    perfect calibration, a line below it an over-confident model.
+    """
+    bins = calibration[calibration["metric"].str.startswith("bin_")]
+    wide = bins.pivot_table(index=["family", "variant", "seed", "bin"], columns="metric", values="value").reset_index()
+    wide["hits"] = wide["bin_accuracy"] * wide["bin_count"]
+    wide["confidence_sum"] = wide["bin_confidence"] * wide["bin_count"]
+    pooled = wide.groupby(["family", "variant", "bin"], sort=False)[["hits", "confidence_sum", "bin_count"]].sum().reset_index()
+    pooled["accuracy"] = pooled["hits"] / pooled["bin_count"]
+    pooled["confidence"] = pooled["confidence_sum"] / pooled["bin_count"]
+    labels = {(v["family"], v["variant"]): v["label"] for v in variants}
+    pooled["label"] = [labels.get(key, key[1]) for key in zip(pooled["family"], pooled["variant"], strict=True)]
+    grid = sns.relplot(
+        data=pooled,
+        x="confidence",
+        y="accuracy",
+        hue="label",
+        col="family",
+        col_wrap=min(3, pooled["family"].nunique()),
+        kind="line",
+        marker="o",
+        markersize=3,
+        height=3,
+        aspect=1.1,
+        legend=False,
+    )
+    for axes in grid.axes.flat:
+        axes.plot([0, 1], [0, 1], color="grey", linestyle="--", linewidth=1)
+        axes.set(xlim=(0, 1), ylim=(0, 1))
+    grid.set_axis_labels("mean confidence in bin", "accuracy in bin")
+    grid.set_titles("{col_name}")
+    grid.figure.suptitle("Reliability diagrams (test split; dashed: perfect calibration)", y=1.02)
+    _save(grid.figure, path)

@@ -303,6 +303,24 @@ def compensation_section(inputs: ReportInputs) -> list[SectionContent]:
     return [section]
 
 
+def calibration_section(inputs: ReportInputs) -> list[SectionContent]:
+    calibration = inputs.tables.get("calibration")
+    if calibration is None or calibration.empty:
+        return []
+    section = SectionContent("calibration", "Calibration").say(
+        "How far each variant's confidence matches its accuracy on the test split (under its test view): expected "
+        "calibration error over equal-width confidence bins, the binning-free Kolmogorov-Smirnov calibration error, "
+        "the Brier score and the negative log-likelihood; then temperature scaling, fitted on the validation split "
+        "only, and the ECE and NLL it leaves on test. Means over seeds."
+    )
+    section.figures = [{"alt": "reliability diagrams", "data": _png(p)} for p in inputs.figures.get("calibration", [])]
+    summary = calibration[~calibration["metric"].str.startswith("bin_")]
+    wide = summary.pivot_table(index=["family", "variant"], columns="metric", values="value", aggfunc="mean", sort=False).reset_index()
+    columns = ["family", "variant", "ece", "ks_error", "brier", "nll", "temperature", "ece_scaled", "nll_scaled"]
+    section.add_table(_html_table(wide[[c for c in columns if c in wide]].round(4)))
+    return [section]
+
+
 def provenance_section(inputs: ReportInputs) -> list[SectionContent]:
     section = SectionContent("provenance", "Provenance").say(
         "Software: " + ", ".join(f"{k} {v}" for k, v in inputs.versions.items()), "muted"
@@ -317,6 +335,7 @@ SECTIONS: list[Callable[[ReportInputs], list[SectionContent]]] = [
     family_sections,
     knockout_section,
     compensation_section,
+    calibration_section,
     provenance_section,
 ]
 

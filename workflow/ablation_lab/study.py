@@ -294,10 +294,10 @@ class Study:
         return f"{BENCHMARKS}/{self.name}/{kind}.tsv"
 
     def posthoc_tables(self) -> dict[str, str]:
-        """The study tables the `posthoc` block adds (empty when it is off)."""
-        if not self.config.get("posthoc"):
-            return {}
-        return {name: f"{self.tables_dir()}/{name}.csv" for name in ("knockout", "compensation")}
+        """The study tables the optional analyses add: knockout and compensation, calibration."""
+        names = ["knockout", "compensation"] if self.config.get("posthoc") else []
+        names += ["calibration"] if self.config.get("calibration") else []
+        return {name: f"{self.tables_dir()}/{name}.csv" for name in names}
 
     def compensation_comparisons(self) -> list[str]:
         families = self.families
@@ -305,11 +305,14 @@ class Study:
         return found + [family for family in ("input", "noise") if family + POSTHOC_SUFFIX in families]
 
     def posthoc_figures(self) -> dict[str, str]:
-        """Figure name -> path: the knockout curves and one overlay per compensation comparison."""
-        if not self.config.get("posthoc"):
-            return {}
-        figures = {"knockout": f"{self.figures_dir()}/knockout.png"}
-        return figures | {f"compensation_{c}": f"{self.figures_dir()}/compensation-{c}.png" for c in self.compensation_comparisons()}
+        """Figure name -> path: knockout curves, one overlay per compensation comparison, reliability diagrams."""
+        figures = {}
+        if self.config.get("posthoc"):
+            figures["knockout"] = f"{self.figures_dir()}/knockout.png"
+            figures |= {f"compensation_{c}": f"{self.figures_dir()}/compensation-{c}.png" for c in self.compensation_comparisons()}
+        if self.config.get("calibration"):
+            figures["calibration"] = f"{self.figures_dir()}/calibration.png"
+        return figures
 
     def training_files(self) -> list[str]:
         """Every (run, seed) provenance file: one training job each, duplicates removed."""

@@ -86,10 +86,13 @@ def report_figures():
         family: [path, *([examples[family]] if family in examples else [])]
         for family, path in family_figures().items()
     }
-    posthoc = STUDY.posthoc_figures()
-    if posthoc:
-        figures["knockout"] = [posthoc["knockout"]]
-        figures["compensation"] = [p for n, p in posthoc.items() if n != "knockout"]
+    extra = STUDY.posthoc_figures()
+    for section in ("knockout", "calibration"):
+        if section in extra:
+            figures[section] = [extra[section]]
+    compensation = [p for n, p in extra.items() if n.startswith("compensation_")]
+    if compensation:
+        figures["compensation"] = compensation
     return figures
 
 
