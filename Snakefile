@@ -1,4 +1,4 @@
-# Ablation Lab: data prep -> one training job per (variant, seed) -> evaluation -> report.
+# Ablation Lab: data prep -> one training job per (run, seed) -> per-model analyses -> report.
 # The logic lives in the `ablation_lab` package (workflow/ablation_lab); rules are wiring.
 from snakemake.utils import min_version
 

@@ -1,6 +1,6 @@
 """Ablation Lab: ablation studies of Keras models, orchestrated by Snakemake.
 
-Importing the package (or any module but `models`, `train` and `evaluate_model`) never
+Importing the package (or any module but `models`, `train` and `knockout`) never
 imports TensorFlow: the Snakefile, aggregation, plots and the report stay fast.
 """
 

@@ -1,7 +1,7 @@
 """Per-model analyses: a trained model (or its saved predictions), its split and spec -> a tidy table.
 
-Every capability that looks at one trained model (test-set evaluation today; post-hoc
-knockout, calibration, local elasticity next) is one function registered in ANALYSES. The
+Every capability that looks at one trained model (test-set evaluation, calibration,
+post-hoc knockout; local elasticity next) is one function registered in ANALYSES. The
 workflow runs one cached job per (analysis, run, seed, probe), where a probe is the analysis
 with its parameters under one test view (the test-time-only transforms of a variant, e.g.
 noise added to the test split of a model trained clean), and the study's aggregation joins
@@ -106,6 +106,7 @@ class Analysis:
     params: Callable[[Mapping[str, Any]], dict[str, Any] | None]
     uses_test_view: bool = False
     config_key: str | None = None  # the top-level config block holding its parameters, if any
+    modules: tuple[str, ...] = ("analyses", "evaluate", "ablations")  # its code: an edit reruns its jobs
     wants: Callable[[Mapping[str, Any], str], bool] = lambda config, family: True  # which families' models
 
 
@@ -188,6 +189,7 @@ ANALYSES: dict[str, Analysis] = {
         calibration_params,
         uses_test_view=True,
         config_key="calibration",
+        modules=("analyses", "calibration", "ablations"),
     ),
     "knockout": Analysis(
         "knockout",
@@ -196,6 +198,7 @@ ANALYSES: dict[str, Analysis] = {
         knockout_run,
         posthoc_params,
         config_key="posthoc",
+        modules=("analyses", "knockout", "ablations"),
         wants=posthoc_families,
     ),
 }

@@ -116,7 +116,12 @@ def analyse_run(
 
 
 def aggregate(
-    probes: list[dict[str, Any]], variants: list[dict[str, Any]], posthoc: dict[str, Any] | None, margin: float, out: dict[str, str]
+    probes: list[dict[str, Any]],
+    variants: list[dict[str, Any]],
+    posthoc: dict[str, Any] | None,
+    margin: float,
+    extra: list[str],
+    out: dict[str, str],
 ) -> None:
     """Every variant's per-model tables into the study's tables (CSV and Parquet), plus statistics and claims."""
     from ablation_lab.statistics import check_findings, compare_to_baseline, runs_table, summarise
@@ -131,13 +136,13 @@ def aggregate(
     write_table(out["summary"], summarise(runs, hits=hits))
     write_table(out["comparisons"], compare_to_baseline(runs, hits=hits, margin=margin))
     write_table(out["findings"], check_findings(runs, variants, hits=hits, margin=margin))
-    if "calibration" in out:
-        write_table(out["calibration"], tables["calibration"])
+    for name in extra:  # every other analysis's joined table (compensation is derived below)
+        if name != "compensation":
+            write_table(out[name], tables.get(name, pd.DataFrame()))
     if posthoc:
         from ablation_lab.compensation import compensation_table
 
         knockout = tables.get("knockout")
-        write_table(out["knockout"], knockout if knockout is not None else pd.DataFrame())
         write_table(out["compensation"], compensation_table(runs, knockout, variants, posthoc))
 
 

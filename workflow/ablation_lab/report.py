@@ -135,7 +135,8 @@ def methods_text(comparisons: pd.DataFrame, seeds: int, margin: float) -> str:
             if len(needed)
             else ""
         )
-        text += f" With {seeds} seed(s), the seed part of every interval rests on 1 degree of freedom: intervals are weak.{advice}"
+        rest = "has no degree of freedom (one seed: no seed noise is estimated)" if seeds == 1 else "rests on 1 degree of freedom"
+        text += f" With {seeds} seed(s), the seed part of every interval {rest}: intervals are weak.{advice}"
     return text
 
 

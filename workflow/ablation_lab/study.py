@@ -163,6 +163,11 @@ class Study:
                 counterparts = [c for v in declared.get(family, []) if (c := test_time_counterpart(v)) is not None]
                 if counterparts:
                     out[family + POSTHOC_SUFFIX] = counterparts
+        if posthoc["compensation"] and BASELINE not in posthoc["families"]:
+            raise ConfigError(
+                "invalid study config: posthoc.families: the compensation gap knocks units out of the baseline; "
+                "add 'baseline' (or set posthoc.compensation: false)"
+            )
         known = [*declared, *out]
         for index, family in enumerate(posthoc["families"]):
             if family not in known:
@@ -293,10 +298,11 @@ class Study:
     def study_benchmark(self, kind: str) -> str:
         return f"{BENCHMARKS}/{self.name}/{kind}.tsv"
 
-    def posthoc_tables(self) -> dict[str, str]:
-        """The study tables the optional analyses add: knockout and compensation, calibration."""
-        names = ["knockout", "compensation"] if self.config.get("posthoc") else []
-        names += ["calibration"] if self.config.get("calibration") else []
+    def extra_tables(self) -> dict[str, str]:
+        """The study tables beyond evaluation: one joined table per other analysis it runs, and
+        the compensation gap when `posthoc` asks for it (aggregation writes them, the report reads them)."""
+        names = [name for name in self.analyses() if name != EVALUATION]
+        names += ["compensation"] if self.config.get("posthoc") else []
         return {name: f"{self.tables_dir()}/{name}.csv" for name in names}
 
     def compensation_comparisons(self) -> list[str]:
@@ -304,7 +310,7 @@ class Study:
         found = [UNITS] if UNITS in families else []
         return found + [family for family in ("input", "noise") if family + POSTHOC_SUFFIX in families]
 
-    def posthoc_figures(self) -> dict[str, str]:
+    def extra_figures(self) -> dict[str, str]:
         """Figure name -> path: knockout curves, one overlay per compensation comparison, reliability diagrams."""
         figures = {}
         if self.config.get("posthoc"):

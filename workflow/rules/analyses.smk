@@ -24,6 +24,6 @@ rule analyse_run:
         probe=probe_spec,
         spec=run_spec,
         run_dir=run_dir,
-        code=source_digest("analyses", "evaluate"),
+        code=analysis_code,
     script:
         "../scripts/analyse_run.py"

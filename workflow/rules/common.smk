@@ -10,6 +10,7 @@ sys.path.insert(0, os.path.join(workflow.basedir, "workflow"))
 
 from ablation_lab import source_digest, study as paths
 from ablation_lab.ablations import BASELINE
+from ablation_lab.analyses import ANALYSES
 from ablation_lab.config import load_study_yaml
 from ablation_lab.io import sealed
 from ablation_lab.study import Study
@@ -39,6 +40,11 @@ def run_spec(wildcards):
 
 def probe_spec(wildcards):
     return STUDY.probe_spec(wildcards.analysis, wildcards.probe)
+
+
+def analysis_code(wildcards):
+    """A digest of the code an analysis runs: editing it reruns that analysis, and only it."""
+    return source_digest(*ANALYSES[wildcards.analysis].modules)
 
 
 def run_dir(wildcards):
@@ -86,7 +92,7 @@ def report_figures():
         family: [path, *([examples[family]] if family in examples else [])]
         for family, path in family_figures().items()
     }
-    extra = STUDY.posthoc_figures()
+    extra = STUDY.extra_figures()
     for section in ("knockout", "calibration"):
         if section in extra:
             figures[section] = [extra[section]]

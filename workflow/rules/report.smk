@@ -2,7 +2,7 @@ rule aggregate:
     input:
         probes=all_probes,
     output:
-        **STUDY.posthoc_tables(),
+        **STUDY.extra_tables(),
         tidy_csv=f"{STUDY.tables_dir()}/metrics.csv",
         tidy_parquet=f"{STUDY.tables_dir()}/metrics.parquet",
         runs=f"{STUDY.tables_dir()}/runs.csv",
@@ -38,15 +38,16 @@ rule aggregate:
         probes=STUDY.probe_table(),
         variants=sealed(STUDY.variant_table()),
         posthoc=STUDY.config["posthoc"],
+        extra=list(STUDY.extra_tables()),
         margin=STUDY.config["equivalence_margin"],
-        code=source_digest("statistics", "compensation", "jobs"),
+        code=source_digest("statistics", "compensation", "jobs", "analyses"),
     script:
         "../scripts/aggregate.py"
 
 
 rule plot_figures:
     input:
-        **STUDY.posthoc_tables(),
+        **STUDY.extra_tables(),
         runs=f"{STUDY.tables_dir()}/runs.csv",
         summary=f"{STUDY.tables_dir()}/summary.csv",
     output:
@@ -67,7 +68,7 @@ rule plot_figures:
                 category="Post-hoc",
                 labels={"figure": name},
             )
-            for name, path in STUDY.posthoc_figures().items()
+            for name, path in STUDY.extra_figures().items()
         },
     log:
         STUDY.study_log("plot_figures"),
@@ -82,7 +83,7 @@ rule plot_figures:
     params:
         families=family_titles(),
         variants=sealed(STUDY.variant_table()),
-        code=source_digest("plots"),
+        code=source_digest("plots", "jobs"),
     script:
         "../scripts/plot_figures.py"
 
@@ -122,7 +123,7 @@ rule plot_examples:
 
 rule report_html:
     input:
-        **STUDY.posthoc_tables(),
+        **STUDY.extra_tables(),
         meta=STUDY.meta_file(),
         summary=f"{STUDY.tables_dir()}/summary.csv",
         comparisons=f"{STUDY.tables_dir()}/comparisons.csv",
@@ -143,9 +144,9 @@ rule report_html:
         runtime=10,
     params:
         study=sealed(STUDY.config),
-        tables=["summary", "comparisons", "findings", "runs", *STUDY.posthoc_tables()],
+        tables=["summary", "comparisons", "findings", "runs", *STUDY.extra_tables()],
         figures=report_figures(),
         sharing=STUDY.sharing(),
-        code=source_digest("report"),
+        code=source_digest("report", "ablations"),
     script:
         "../scripts/report.py"

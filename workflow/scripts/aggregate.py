@@ -13,6 +13,7 @@ run_here(
         "variants": unsealed(sm.params.variants),
         "posthoc": sm.params.posthoc,
         "margin": sm.params.margin,
+        "extra": sm.params.extra,
         "out": dict(sm.output.items()),
     },
 )
