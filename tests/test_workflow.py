@@ -29,8 +29,9 @@ def test_report_has_a_section_per_family_with_figures(finished):
     for family in ["baseline", "dropout", "activation", "input", "noise", "capacity", "noise-x-dropout"]:
         assert f'id="family-{family}"' in page
     # 9 family figures (6 declared + units, input_posthoc, noise_posthoc), 4 example galleries,
-    # the knockout curves, 3 compensation overlays and the reliability diagrams
-    assert page.count("data:image/png;base64,") == 18
+    # the learning curves, the knockout curves, 3 compensation overlays and the reliability diagrams
+    assert page.count("data:image/png;base64,") == 19
+    assert 'id="training"' in page and "Every model was trained for a single epoch." in page
     assert 'id="calibration"' in page
     assert 'id="overview"' in page and 'id="findings"' in page and 'id="provenance"' in page
     assert "Variants that resolve to the same trained model share it" in page

@@ -117,6 +117,7 @@ def analyse_run(
 
 def aggregate(
     probes: list[dict[str, Any]],
+    histories: list[dict[str, Any]],
     variants: list[dict[str, Any]],
     posthoc: dict[str, Any] | None,
     margin: float,
@@ -130,6 +131,7 @@ def aggregate(
     tidy = tables["evaluation"]
     runs = runs_table(tidy, variants)
     hits = collect_hits(probes)
+    write_table(out["history"], collect_histories(histories))
     write_table(out["tidy_csv"], tidy)
     write_table(out["tidy_parquet"], tidy)
     write_table(out["runs"], runs)
@@ -144,6 +146,17 @@ def aggregate(
 
         knockout = tables.get("knockout")
         write_table(out["compensation"], compensation_table(runs, knockout, variants, posthoc))
+
+
+def collect_histories(histories: list[dict[str, Any]]) -> pd.DataFrame:
+    """Every (variant, seed)'s per-epoch training history, with the variant's columns in front."""
+    frames = []
+    for row in histories:
+        frame = pd.read_csv(row["path"])
+        for position, key in enumerate(("family", "variant", "seed", "run")):
+            frame.insert(position, key, row[key])
+        frames.append(frame)
+    return pd.concat(frames, ignore_index=True)
 
 
 def collect_hits(probes: list[dict[str, Any]]) -> dict[tuple[str, str, int], np.ndarray]:
@@ -180,7 +193,7 @@ def plot_figures(
     `families` maps a family to its title; `posthoc` holds the knockout and compensation
     tables when the study has them. `out` maps figure names to paths.
     """
-    from ablation_lab.plots import plot_compensation, plot_family, plot_heatmap, plot_knockout, plot_reliability
+    from ablation_lab.plots import plot_compensation, plot_family, plot_heatmap, plot_knockout, plot_learning_curves, plot_reliability
 
     runs_table, summary_table = pd.read_csv(runs), pd.read_csv(summary)
     for family, info in families.items():
@@ -188,6 +201,8 @@ def plot_figures(
             plot_heatmap(summary_table, variants, family, info["title"], out[family])
         else:
             plot_family(runs_table, summary_table, family, info["title"], out[family])
+    if "history" in posthoc:
+        plot_learning_curves(pd.read_csv(posthoc["history"]), variants, out["learning_curves"])
     if "calibration" in posthoc:
         plot_reliability(pd.read_csv(posthoc["calibration"]), variants, out["calibration"])
     if "knockout" in posthoc:

@@ -185,3 +185,32 @@ def plot_reliability(calibration: pd.DataFrame, variants: Sequence[dict[str, Any
     grid.set_titles("{col_name}")
     grid.figure.suptitle("Reliability diagrams (test split; dashed: perfect calibration)", y=1.02)
     _save(grid.figure, path)
+
+
+def plot_learning_curves(history: pd.DataFrame, variants: Sequence[dict[str, Any]], path: str | Path) -> None:
+    """Training and validation loss per epoch, mean over seeds, one panel per family, one colour per variant."""
+    labels = {(v["family"], v["variant"]): v["label"] for v in variants}
+    history = history[~history["family"].str.endswith("_posthoc")]  # test-time twins: the baseline's curves again
+    long = history.melt(
+        id_vars=["family", "variant", "seed", "epoch"], value_vars=["loss", "val_loss"], var_name="split", value_name="cross-entropy"
+    )
+    long["split"] = long["split"].map({"loss": "training", "val_loss": "validation"})
+    long["variant label"] = [labels.get(key, key[1]) for key in zip(long["family"], long["variant"], strict=True)]
+    grid = sns.relplot(
+        data=long,
+        x="epoch",
+        y="cross-entropy",
+        hue="variant label",
+        style="split",
+        col="family",
+        col_wrap=min(3, long["family"].nunique()),
+        kind="line",
+        errorbar=None,
+        height=2.8,
+        aspect=1.2,
+        legend=False,
+        facet_kws={"sharey": False},
+    )
+    grid.set_titles("{col_name}")
+    grid.figure.suptitle("Learning curves: training (solid) and validation (dashed) loss, mean over seeds", y=1.02)
+    _save(grid.figure, path)

@@ -231,6 +231,38 @@ def class_drop_table(knockout: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def last_epoch_share(history: pd.DataFrame) -> tuple[int, int]:
+    """How many runs trained for 2+ epochs had their lowest validation loss at their last epoch, of how many."""
+    several = history.groupby(["run", "seed"])["epoch"].transform("max") > 1
+    runs = history[several].drop_duplicates(["run", "seed", "epoch"]).groupby(["run", "seed"])
+    if not len(runs):
+        return 0, 0
+    best_at_end = runs.apply(lambda h: h["val_loss"].idxmin() == h["epoch"].idxmax(), include_groups=False)
+    return int(best_at_end.sum()), len(best_at_end)
+
+
+def training_section(inputs: ReportInputs) -> list[SectionContent]:
+    history = inputs.tables.get("history")
+    if history is None or history.empty:
+        return []
+    section = SectionContent("training", "Training")
+    section.figures = [{"alt": "learning curves", "data": _png(p)} for p in inputs.figures.get("learning_curves", [])]
+    at_end, total = last_epoch_share(history)
+    if total == 0:
+        return [section.say("Every model was trained for a single epoch.", "muted")]
+    section.say(
+        f"{at_end} of {total} trained models (distinct runs x seeds) reached their lowest validation loss at their last epoch.",
+        "contradicted" if at_end > total / 2 else "muted",
+    )
+    if at_end > total / 2:
+        section.say(
+            "Most models were still improving when training stopped: training was probably too short for them "
+            "(raise training.epochs; early stopping keeps the best epoch either way), and an ablation's effect may "
+            "partly be an effect on how fast the model learns."
+        )
+    return [section]
+
+
 def knockout_section(inputs: ReportInputs) -> list[SectionContent]:
     knockout = inputs.tables.get("knockout")
     if knockout is None or knockout.empty:
@@ -334,6 +366,7 @@ SECTIONS: list[Callable[[ReportInputs], list[SectionContent]]] = [
     overview_section,
     findings_section,
     family_sections,
+    training_section,
     knockout_section,
     compensation_section,
     calibration_section,

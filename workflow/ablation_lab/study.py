@@ -312,7 +312,7 @@ class Study:
 
     def extra_figures(self) -> dict[str, str]:
         """Figure name -> path: knockout curves, one overlay per compensation comparison, reliability diagrams."""
-        figures = {}
+        figures = {"learning_curves": f"{self.figures_dir()}/learning-curves.png"}
         if self.config.get("posthoc"):
             figures["knockout"] = f"{self.figures_dir()}/knockout.png"
             figures |= {f"compensation_{c}": f"{self.figures_dir()}/compensation-{c}.png" for c in self.compensation_comparisons()}
@@ -323,6 +323,23 @@ class Study:
     def training_files(self) -> list[str]:
         """Every (run, seed) provenance file: one training job each, duplicates removed."""
         return sorted({run_file("provenance", self.data_key, run, seed) for run in self.runs for seed in self.seeds})
+
+    def history_table(self) -> list[dict[str, Any]]:
+        """One row per (variant, seed): the training history file of its run (JSON-friendly)."""
+        return [
+            {
+                "family": v.family,
+                "variant": v.name,
+                "seed": seed,
+                "run": self.run_of(v),
+                "path": run_file("history", self.data_key, self.run_of(v), seed),
+            }
+            for v in self.variants.values()
+            for seed in self.seeds
+        ]
+
+    def history_files(self) -> list[str]:
+        return sorted({row["path"] for row in self.history_table()})
 
     def probe_table(self) -> list[dict[str, Any]]:
         """One row per (variant, seed, analysis): which file holds that table (JSON-friendly)."""

@@ -93,7 +93,7 @@ def report_figures():
         for family, path in family_figures().items()
     }
     extra = STUDY.extra_figures()
-    for section in ("knockout", "calibration"):
+    for section in ("learning_curves", "knockout", "calibration"):
         if section in extra:
             figures[section] = [extra[section]]
     compensation = [p for n, p in extra.items() if n.startswith("compensation_")]
@@ -104,6 +104,10 @@ def report_figures():
 
 def all_figures(wildcards):
     return [path for paths in report_figures().values() for path in paths]
+
+
+def all_histories(wildcards):
+    return STUDY.history_files()
 
 
 def all_probes(wildcards):

@@ -1,7 +1,9 @@
 rule aggregate:
     input:
         probes=all_probes,
+        histories=all_histories,
     output:
+        history=f"{STUDY.tables_dir()}/history.csv",
         **STUDY.extra_tables(),
         tidy_csv=f"{STUDY.tables_dir()}/metrics.csv",
         tidy_parquet=f"{STUDY.tables_dir()}/metrics.parquet",
@@ -36,6 +38,7 @@ rule aggregate:
         runtime=10,
     params:
         probes=STUDY.probe_table(),
+        histories=STUDY.history_table(),
         variants=sealed(STUDY.variant_table()),
         posthoc=STUDY.config["posthoc"],
         extra=list(STUDY.extra_tables()),
@@ -50,6 +53,7 @@ rule plot_figures:
         **STUDY.extra_tables(),
         runs=f"{STUDY.tables_dir()}/runs.csv",
         summary=f"{STUDY.tables_dir()}/summary.csv",
+        history=f"{STUDY.tables_dir()}/history.csv",
     output:
         **{
             family: report(
@@ -129,6 +133,7 @@ rule report_html:
         comparisons=f"{STUDY.tables_dir()}/comparisons.csv",
         findings=f"{STUDY.tables_dir()}/findings.csv",
         runs=f"{STUDY.tables_dir()}/runs.csv",
+        history=f"{STUDY.tables_dir()}/history.csv",
         figures=all_figures,
     output:
         html=STUDY.report_file(),
@@ -144,7 +149,7 @@ rule report_html:
         runtime=10,
     params:
         study=sealed(STUDY.config),
-        tables=["summary", "comparisons", "findings", "runs", *STUDY.extra_tables()],
+        tables=["summary", "comparisons", "findings", "runs", "history", *STUDY.extra_tables()],
         figures=report_figures(),
         sharing=STUDY.sharing(),
         code=source_digest("report", "ablations"),

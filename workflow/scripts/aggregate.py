@@ -10,6 +10,7 @@ run_here(
     sm.log[0],
     {
         "probes": sm.params.probes,
+        "histories": sm.params.histories,
         "variants": unsealed(sm.params.variants),
         "posthoc": sm.params.posthoc,
         "margin": sm.params.margin,
