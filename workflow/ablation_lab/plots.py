@@ -24,6 +24,14 @@ def _save(figure: plt.Figure, path: str | Path) -> None:
     plt.close(figure)
 
 
+def _empty_figure(path: str | Path, message: str) -> None:
+    """A figure that says why there is nothing to draw (e.g. every run diverged)."""
+    figure, axes = plt.subplots(figsize=(5, 1.5))
+    axes.axis("off")
+    axes.text(0.5, 0.5, message, ha="center", va="center")
+    _save(figure, path)
+
+
 def plot_family(runs: pd.DataFrame, summary: pd.DataFrame, family: str, title: str, path: str | Path, metric: str = "accuracy") -> None:
     """One point per seed, the mean with its 95% interval per variant, the baseline as a band."""
     mine = runs[runs["family"] == family].sort_values(["order", "seed"])
@@ -99,6 +107,9 @@ def plot_knockout(knockout: pd.DataFrame, variants: Sequence[dict[str, Any]], pa
     first configured fill is drawn, every layer (line style) when several were knocked out.
     """
     curves = knockout[(knockout["metric"] == "accuracy") & knockout["fraction"].notna()]
+    if curves.empty:
+        _empty_figure(path, "No knockout curve to draw.")
+        return
     curves = curves[curves["fill"] == curves["fill"].iloc[0]]
     # one panel per trained model: variants that share one (baseline, dropout 0) share a panel
     labels = {(v["family"], v["variant"]): v["label"] for v in variants}
@@ -156,6 +167,9 @@ def plot_reliability(calibration: pd.DataFrame, variants: Sequence[dict[str, Any
     perfect calibration, a line below it an over-confident model.
     """
     bins = calibration[calibration["metric"].str.startswith("bin_")]
+    if bins.empty:
+        _empty_figure(path, "No calibration to draw (every run diverged).")
+        return
     wide = bins.pivot_table(index=["family", "variant", "seed", "bin"], columns="metric", values="value").reset_index()
     wide["hits"] = wide["bin_accuracy"] * wide["bin_count"]
     wide["confidence_sum"] = wide["bin_confidence"] * wide["bin_count"]
@@ -194,6 +208,10 @@ def plot_learning_curves(history: pd.DataFrame, variants: Sequence[dict[str, Any
     long = history.melt(
         id_vars=["family", "variant", "seed", "epoch"], value_vars=["loss", "val_loss"], var_name="split", value_name="cross-entropy"
     )
+    long = long[np.isfinite(long["cross-entropy"])]
+    if long.empty:
+        _empty_figure(path, "No finite training loss to draw (every run diverged).")
+        return
     long["split"] = long["split"].map({"loss": "training", "val_loss": "validation"})
     long["variant label"] = [labels.get(key, key[1]) for key in zip(long["family"], long["variant"], strict=True)]
     grid = sns.relplot(

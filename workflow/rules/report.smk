@@ -3,8 +3,8 @@ rule aggregate:
         probes=all_probes,
         histories=all_histories,
     output:
-        history=f"{STUDY.tables_dir()}/history.csv",
         **STUDY.extra_tables(),
+        history=f"{STUDY.tables_dir()}/history.csv",
         tidy_csv=f"{STUDY.tables_dir()}/metrics.csv",
         tidy_parquet=f"{STUDY.tables_dir()}/metrics.parquet",
         runs=f"{STUDY.tables_dir()}/runs.csv",
@@ -149,7 +149,14 @@ rule report_html:
         runtime=10,
     params:
         study=sealed(STUDY.config),
-        tables=["summary", "comparisons", "findings", "runs", "history", *STUDY.extra_tables()],
+        tables=[
+            "summary",
+            "comparisons",
+            "findings",
+            "runs",
+            "history",
+            *STUDY.extra_tables(),
+        ],
         figures=report_figures(),
         sharing=STUDY.sharing(),
         code=source_digest("report", "ablations"),
