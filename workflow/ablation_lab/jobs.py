@@ -148,15 +148,16 @@ def aggregate(
         write_table(out["compensation"], compensation_table(runs, knockout, variants, posthoc))
 
 
+def with_variant_columns(table: pd.DataFrame, row: dict[str, Any]) -> pd.DataFrame:
+    """A per-run table with the variant's family, name, seed and run in front (tables of many runs concatenate)."""
+    for position, key in enumerate(("family", "variant", "seed", "run")):
+        table.insert(position, key, row[key])
+    return table
+
+
 def collect_histories(histories: list[dict[str, Any]]) -> pd.DataFrame:
     """Every (variant, seed)'s per-epoch training history, with the variant's columns in front."""
-    frames = []
-    for row in histories:
-        frame = pd.read_csv(row["path"])
-        for position, key in enumerate(("family", "variant", "seed", "run")):
-            frame.insert(position, key, row[key])
-        frames.append(frame)
-    return pd.concat(frames, ignore_index=True)
+    return pd.concat([with_variant_columns(pd.read_csv(row["path"]), row) for row in histories], ignore_index=True)
 
 
 def collect_hits(probes: list[dict[str, Any]]) -> dict[tuple[str, str, int], np.ndarray]:
@@ -173,10 +174,7 @@ def collect_probes(probes: list[dict[str, Any]]) -> dict[str, pd.DataFrame]:
     """Analysis name -> its tables of every (variant, seed), with the variant's columns in front."""
     parts: dict[str, list[pd.DataFrame]] = {}
     for row in probes:
-        table = pd.read_csv(row["path"])
-        for position, key in enumerate(("family", "variant", "seed", "run")):
-            table.insert(position, key, row[key])
-        parts.setdefault(row["analysis"], []).append(table)
+        parts.setdefault(row["analysis"], []).append(with_variant_columns(pd.read_csv(row["path"]), row))
     return {name: pd.concat(frames, ignore_index=True) for name, frames in parts.items()}
 
 

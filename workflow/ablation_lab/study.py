@@ -277,8 +277,16 @@ class Study:
     def run_dir(self, variant: Variant, seed: int) -> str:
         return RUN_DIR.format(data=self.data_key, run=self.run_of(variant), seed=seed)
 
-    def probe_file(self, variant: Variant, seed: int, analysis: str = EVALUATION) -> str:
-        return probe_file(self.data_key, self.run_of(variant), seed, analysis, self.probe(variant, analysis).name)
+    def probe_file(self, variant: Variant, seed: int, analysis: str = EVALUATION, arrays: bool = False) -> str:
+        """A probe's table, or (`arrays`) the per-example arrays saved beside it."""
+        where = {
+            "data": self.data_key,
+            "run": self.run_of(variant),
+            "seed": seed,
+            "analysis": analysis,
+            "probe": self.probe(variant, analysis).name,
+        }
+        return probe_arrays(**where) if arrays else probe_file(**where)
 
     def report_dir(self) -> str:
         return f"{REPORTS}/{self.name}"
@@ -355,7 +363,7 @@ class Study:
                             "analysis": analysis,
                             "run": self.run_of(variant),
                             "path": self.probe_file(variant, seed, analysis),
-                            "arrays": self.probe_file(variant, seed, analysis).removesuffix(".csv") + ".npz",
+                            "arrays": self.probe_file(variant, seed, analysis, arrays=True),
                         }
                     )
         return rows
