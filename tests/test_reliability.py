@@ -174,3 +174,40 @@ def test_a_script_in_a_csv_header_runs_in_neither_report(tmp_path):
         parser = _Scripts()
         parser.feed(page)
         assert not [script for script in parser.scripts if "PWNED" in script], "an injected script element"
+
+
+def test_corrupted_artifacts_are_named_and_a_rerun_rebuilds_what_is_missing(tmp_path):
+    """Snakemake trusts a file that exists; the digests recorded at write time do not."""
+    import shutil
+    import sys
+
+    config = {**SMALL, "families": {}, "training": {"epochs": 1, "early_stopping_patience": 0}}
+    path = write_config(tmp_path, config)
+    snakemake(tmp_path, path, "--cores", "2")
+    (run_dir,) = (tmp_path / "results").glob("digits-*/*/seed1")
+    model, predictions = run_dir / "model.keras", run_dir / "predictions.npz"
+    model.write_bytes(model.read_bytes()[: model.stat().st_size // 2])  # truncated
+    data = bytearray(predictions.read_bytes())
+    data[-200:-100] = bytes(100)
+    predictions.write_bytes(bytes(data))  # corrupted, same size
+
+    def verify() -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [sys.executable, "-m", "ablation_lab", "verify", str(path)], cwd=tmp_path, capture_output=True, text=True, check=False
+        )
+
+    found = verify()
+    assert found.returncode == 1
+    assert f"{model.relative_to(tmp_path)} is corrupted or truncated" in found.stdout
+    assert f"{predictions.relative_to(tmp_path)} is corrupted or truncated" in found.stdout
+
+    (evaluation,) = run_dir.glob("evaluation/*.csv")
+    evaluation.unlink()  # a deleted table is rebuilt by a plain rerun; here from corrupted predictions: refused
+    refused = snakemake(tmp_path, path, "--cores", "2", check=False)
+    assert refused.returncode != 0
+    assert "predictions.npz is corrupted or truncated" in refused.stdout
+
+    shutil.rmtree(run_dir)  # what the message advises
+    rebuilt = snakemake(tmp_path, path, "--cores", "2", "--forcerun", "aggregate")
+    assert "rule train:" in rebuilt.stdout and evaluation.exists()
+    assert verify().returncode == 0

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import Any
 
 from ablation_lab.config import ConfigError, load_config_file
 
@@ -16,11 +17,21 @@ def main(argv: list[str] | None = None) -> int:
     path_cmd.add_argument("config", type=Path)
     check_cmd = commands.add_parser("check", help="validate a study config and list its variants")
     check_cmd.add_argument("config", type=Path)
+    verify_cmd = commands.add_parser("verify", help="check a study's trained artifacts against the digests recorded when they were written")
+    verify_cmd.add_argument("config", type=Path)
     args = parser.parse_args(argv)
     try:
         config = load_config_file(args.config)
         if args.command == "report-path":
             print(Path("reports", config["study"], "report.html").resolve())
+        elif args.command == "verify":
+            from ablation_lab.study import Study
+
+            problems, checked = verify(Study.from_config(config))
+            for line in problems:
+                print(line)
+            print(f"{checked} trained runs checked, {len(problems)} problem(s)", file=sys.stderr)
+            return 1 if problems else 0
         else:
             from ablation_lab.study import Study
 
@@ -49,6 +60,31 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {' '.join(str(error).split())}", file=sys.stderr)
         return 2
     return 0
+
+
+def verify(study: Any) -> tuple[list[str], int]:
+    """One line per corrupted or truncated artifact of the study's trained runs (missing ones
+    are simply rebuilt by the next run), and how many runs were checked."""
+    from ablation_lab.io import ArtifactError, check_digest, read_json
+    from ablation_lab.study import RUN_FILES, run_file
+
+    problems, checked = [], 0
+    for run in study.runs:
+        for seed in study.seeds:
+            provenance = Path(run_file("provenance", study.data_key, run, seed))
+            if not provenance.exists():
+                continue
+            checked += 1
+            digests = read_json(provenance).get("digests", {})
+            for kind in ("model", "history", "predictions"):
+                path = Path(run_file(kind, study.data_key, run, seed))
+                if not path.exists():
+                    continue
+                try:
+                    check_digest(path, digests.get(kind), "train")
+                except ArtifactError as error:
+                    problems.append(f"{error}; here: `rm -r {provenance.parent}` ({RUN_FILES[kind]} of {run} seed {seed})")
+    return problems, checked
 
 
 if __name__ == "__main__":

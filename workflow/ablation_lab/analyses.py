@@ -47,10 +47,18 @@ class RunContext:
     def provenance(self) -> dict[str, Any]:
         return read_json(self.run_dir / "provenance.json")
 
+    def checked(self, kind: str, name: str) -> Path:
+        """A file of the run, after checking it against the digest its training job recorded."""
+        from ablation_lab.io import check_digest
+
+        path = self.run_dir / name
+        check_digest(path, self.provenance.get("digests", {}).get(kind), "train")
+        return path
+
     @cached_property
     def saved(self) -> dict[str, np.ndarray]:
         """The probabilities the training job saved (validation and test, training view)."""
-        with np.load(self.run_dir / "predictions.npz") as archive:
+        with np.load(self.checked("predictions", "predictions.npz")) as archive:
             return {key: archive[key] for key in archive.files}
 
     @cached_property
@@ -63,7 +71,7 @@ class RunContext:
     def model(self) -> Any:
         from ablation_lab.models import load_model
 
-        return load_model(str(self.run_dir / "model.keras"))
+        return load_model(str(self.checked("model", "model.keras")))
 
     @property
     def class_names(self) -> list[str]:

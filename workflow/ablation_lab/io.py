@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import hashlib
 import json
 import logging
 import os
@@ -86,6 +87,31 @@ def unsealed(text: str) -> Any:
     if not isinstance(text, str) or not text.startswith(SEALED):
         raise ValueError("expected a value sealed by ablation_lab.io.sealed")
     return json.loads(base64.urlsafe_b64decode(text[len(SEALED) :].encode("ascii")))
+
+
+class ArtifactError(RuntimeError):
+    """An artifact whose content is not what its writer recorded; the message says what to do."""
+
+
+def file_digest(path: str | Path) -> str:
+    sha = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            sha.update(block)
+    return sha.hexdigest()
+
+
+def check_digest(path: str | Path, expected: str | None, rule: str) -> None:
+    """Refuse a corrupted or truncated artifact, naming it and how to rebuild it (one line)."""
+    if expected is None:
+        return  # written before digests were recorded
+    actual = file_digest(path) if Path(path).exists() else "missing"
+    if actual != expected:
+        raise ArtifactError(
+            f"{path} is corrupted or truncated (its sha256 differs from the one recorded when it was written): "
+            f"delete its run folder and rerun with `--forcerun aggregate` (Snakemake rebuilds missing upstream files "
+            f"only for a job it has to run), or force its {rule} job with `--forcerun {rule}`"
+        )
 
 
 def write_json(target: str | Path, payload: Any) -> None:

@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from ablation_lab import TRAINING_CODE_VERSION, __version__
-from ablation_lab.io import atomic_path, read_json, write_json, write_npz, write_table
+from ablation_lab.io import atomic_path, file_digest, read_json, write_json, write_npz, write_table
 
 log = logging.getLogger("ablation_lab")
 PACKAGES = ("tensorflow", "tensorflow-cpu", "keras", "numpy", "scikit-learn", "pandas", "snakemake")
@@ -91,6 +91,7 @@ def train(spec: dict[str, Any], seed: int, threads: int, data: str, meta: str, o
             "data": {"fingerprint": split.meta["fingerprint"], "dataset": split.meta["name"], "sizes": split.meta["sizes"]},
             "code_version": TRAINING_CODE_VERSION,
             "workflow": workflow_commit(),
+            "digests": {kind: file_digest(out[kind]) for kind in ("model", "history", "predictions")},
             "versions": versions(),
             "host": socket.gethostname(),
             "started": started.isoformat(timespec="seconds"),
