@@ -73,6 +73,13 @@ class RunContext:
 
         return load_model(str(self.checked("model", "model.keras")))
 
+    @cached_property
+    def fill_statistics(self) -> dict[str, Any]:
+        """Training-split statistics the transforms fill and clip with (computed once, not per split)."""
+        from ablation_lab.ablations import fill_statistics
+
+        return fill_statistics(self.split.x("train"))
+
     @property
     def class_names(self) -> list[str]:
         return list(self.split.meta["class_names"])
@@ -82,11 +89,10 @@ class RunContext:
 
     def inputs(self, split: str = "test") -> np.ndarray:
         """A split as the model sees it: its training transforms, then (test only) the view's."""
-        from ablation_lab.ablations import fill_statistics, transform_split
+        from ablation_lab.ablations import transform_split
 
         transforms = self.spec["transforms"] + (self.view if split == "test" else [])
-        stats = fill_statistics(self.split.x("train"))
-        return transform_split(self.split.x(split), split, transforms, self.seed, stats)
+        return transform_split(self.split.x(split), split, transforms, self.seed, self.fill_statistics)
 
     def probabilities(self, split: str = "test") -> np.ndarray:
         """Class probabilities on a split: saved ones when the view adds nothing, else predicted."""

@@ -24,6 +24,12 @@ def _save(figure: plt.Figure, path: str | Path) -> None:
     plt.close(figure)
 
 
+def variant_labels(frame: pd.DataFrame, variants: Sequence[dict[str, Any]]) -> list[str]:
+    """The display label of each row's (family, variant); the variant name when it has none."""
+    labels = {(v["family"], v["variant"]): v["label"] for v in variants}
+    return [labels.get(key, key[1]) for key in zip(frame["family"], frame["variant"], strict=True)]
+
+
 def _empty_figure(path: str | Path, message: str) -> None:
     """A figure that says why there is nothing to draw (e.g. every run diverged)."""
     figure, axes = plt.subplots(figsize=(5, 1.5))
@@ -176,8 +182,7 @@ def plot_reliability(calibration: pd.DataFrame, variants: Sequence[dict[str, Any
     pooled = wide.groupby(["family", "variant", "bin"], sort=False)[["hits", "confidence_sum", "bin_count"]].sum().reset_index()
     pooled["accuracy"] = pooled["hits"] / pooled["bin_count"]
     pooled["confidence"] = pooled["confidence_sum"] / pooled["bin_count"]
-    labels = {(v["family"], v["variant"]): v["label"] for v in variants}
-    pooled["label"] = [labels.get(key, key[1]) for key in zip(pooled["family"], pooled["variant"], strict=True)]
+    pooled["label"] = variant_labels(pooled, variants)
     grid = sns.relplot(
         data=pooled,
         x="confidence",
@@ -203,7 +208,6 @@ def plot_reliability(calibration: pd.DataFrame, variants: Sequence[dict[str, Any
 
 def plot_learning_curves(history: pd.DataFrame, variants: Sequence[dict[str, Any]], path: str | Path) -> None:
     """Training and validation loss per epoch, mean over seeds, one panel per family, one colour per variant."""
-    labels = {(v["family"], v["variant"]): v["label"] for v in variants}
     history = history[~history["family"].str.endswith("_posthoc")]  # test-time twins: the baseline's curves again
     long = history.melt(
         id_vars=["family", "variant", "seed", "epoch"], value_vars=["loss", "val_loss"], var_name="split", value_name="cross-entropy"
@@ -213,7 +217,7 @@ def plot_learning_curves(history: pd.DataFrame, variants: Sequence[dict[str, Any
         _empty_figure(path, "No finite training loss to draw (every run diverged).")
         return
     long["split"] = long["split"].map({"loss": "training", "val_loss": "validation"})
-    long["variant label"] = [labels.get(key, key[1]) for key in zip(long["family"], long["variant"], strict=True)]
+    long["variant label"] = variant_labels(long, variants)
     grid = sns.relplot(
         data=long,
         x="epoch",
