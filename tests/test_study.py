@@ -13,6 +13,7 @@ from ablation_lab.ablations import FAMILIES
 from ablation_lab.analyses import ANALYSES
 from ablation_lab.data import LOADERS
 from ablation_lab.models import ACTIVATIONS
+from ablation_lab.nsdropout import MODES
 from ablation_lab.study import Study
 from conftest import ROOT
 
@@ -62,6 +63,7 @@ def test_run_names_are_readable_and_match_the_wildcards(article):
 
 
 def test_changing_one_variant_changes_only_its_run(test_config):
+    del test_config["families"]["nsdropout"]  # its dropout-0.5 shares dropout/rate-0.5's run
     before = Study.from_config(test_config)
     test_config["families"]["dropout"]["rates"] = [0.0, 0.3]
     after = Study.from_config(test_config)
@@ -147,7 +149,12 @@ def test_schema_enums_match_the_registries():
     assert tuple(functions) == ACTIVATIONS
     assert next(iter(ANALYSES)) == "evaluation"
     for analysis in ANALYSES.values():
-        assert analysis.config_key is None or analysis.config_key in properties, analysis.name
+        node = {"properties": properties}
+        for key in (analysis.config_key or "").split(".") if analysis.config_key else []:
+            assert key in node["properties"], f"{analysis.name}: {analysis.config_key}"
+            node = node["properties"][key]
+    modes = properties["families"]["properties"]["nsdropout"]["properties"]["modes"]
+    assert tuple(modes["items"]["enum"]) == tuple(modes["default"]) == MODES
 
 
 def test_every_activation_is_known_to_keras():

@@ -104,8 +104,8 @@ def test_both_loops_reshuffle_every_epoch_in_the_same_orders(digits, monkeypatch
     fed: list[np.ndarray] = []
     real = train.shuffled_batches
 
-    def recording(x, y, batch_size, seed):
-        dataset = real(x, y, batch_size, seed)
+    def recording(x, y, batch_size, seed, **options):
+        dataset = real(x, y, batch_size, seed, **options)
         fed.append(dataset)
         return dataset
 

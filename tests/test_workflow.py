@@ -26,11 +26,13 @@ def finished(tmp_path_factory):
 def test_report_has_a_section_per_family_with_figures(finished):
     workdir, _ = finished
     page = (workdir / "reports" / "smoke" / "report.html").read_text()
-    for family in ["baseline", "dropout", "activation", "input", "noise", "capacity", "noise-x-dropout"]:
+    for family in ["baseline", "dropout", "activation", "input", "noise", "capacity", "nsdropout", "noise-x-dropout"]:
         assert f'id="family-{family}"' in page
-    # 9 family figures (6 declared + units, input_posthoc, noise_posthoc), 4 example galleries,
-    # the learning curves, the knockout curves, 3 compensation overlays and the reliability diagrams
-    assert page.count("data:image/png;base64,") == 19
+    # 10 family figures (7 declared + units, input_posthoc, noise_posthoc), 4 example galleries,
+    # the learning curves, the knockout curves, 3 compensation overlays, the reliability diagrams
+    # and NSDropout's inference modes
+    assert page.count("data:image/png;base64,") == 21
+    assert 'id="nsdropout"' in page and "oracle (true label's mask: label leakage)" in page
     assert 'id="training"' in page and "Every model was trained for a single epoch." in page
     assert 'id="calibration"' in page
     assert 'id="overview"' in page and 'id="findings"' in page and 'id="provenance"' in page
@@ -38,8 +40,10 @@ def test_report_has_a_section_per_family_with_figures(finished):
     tidy = pd.read_parquet(workdir / "reports" / "smoke" / "tables" / "metrics.parquet")
     assert set(tidy["metric"]) >= {"accuracy", "error_rate", "loss", "macro_f1"}
     accuracy = tidy.query("metric == 'accuracy'")
-    assert len(accuracy) == 26 and accuracy["value"].between(0, 1).all()
-    assert accuracy["run"].nunique() == 9, "26 variants, 9 trained models"
+    assert len(accuracy) == 29 and accuracy["value"].between(0, 1).all()
+    assert accuracy["run"].nunique() == 10, "29 variants, 10 trained models"
+    modes = pd.read_csv(workdir / "reports" / "smoke" / "tables" / "nsdropout_summary.csv")
+    assert set(modes["mode"]) == {"standard", "oracle", "none", "average", "max-over-classes"}
 
 
 def test_report_has_the_knockout_and_compensation_sections(finished):
@@ -122,7 +126,7 @@ def test_adding_a_seed_trains_only_the_new_seed(finished):
     changed["seeds"] = [1, 2]
     planned = trained(snakemake(workdir, write_config(workdir, changed, "seeds.yaml"), "--dry-run").stdout)
     assert {seed for _, seed in planned} == {2}
-    assert len(planned) == 9
+    assert len(planned) == 10
 
 
 def test_adding_a_noise_level_trains_only_the_new_variant(finished):
@@ -138,7 +142,7 @@ def test_changing_training_settings_retrains_everything(finished):
     workdir, config = finished
     changed = copy.deepcopy(config)
     changed["training"]["epochs"] = 2
-    assert len(trained(snakemake(workdir, write_config(workdir, changed, "epochs.yaml"), "--dry-run").stdout)) == 9
+    assert len(trained(snakemake(workdir, write_config(workdir, changed, "epochs.yaml"), "--dry-run").stdout)) == 10
 
 
 def test_two_studies_on_one_dataset_never_touch_each_other(finished):
@@ -201,5 +205,5 @@ def test_typo_in_config_fails_before_any_job(tmp_path):
     config["combinations"] = []
     done = snakemake(tmp_path, write_config(tmp_path, config), "--cores", "2", check=False)
     assert done.returncode != 0
-    assert "unknown key 'dropuot' in families (allowed keys: activation, capacity, dropout, input, noise)" in done.stdout
+    assert "unknown key 'dropuot' in families (allowed keys: activation, capacity, dropout, input, noise, nsdropout)" in done.stdout
     assert not (tmp_path / "results").exists()

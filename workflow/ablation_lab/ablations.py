@@ -148,6 +148,34 @@ def expand_capacity(params: dict[str, Any], info: DatasetInfo) -> list[Variant]:
     ]
 
 
+def expand_nsdropout(params: dict[str, Any], info: DatasetInfo) -> list[Variant]:
+    """No dropout, ordinary dropout and NSDropout at each rate, on the same layers (the write-up's comparison).
+
+    Inference modes are not variants: each NSDropout model is evaluated in every mode by the
+    `nsdropout` analysis (ablation_lab/nsdropout.py).
+    """
+    where = {"dropout_layers": list(params["layers"])}
+    variants = [Variant("nsdropout", "none", "no dropout", {"dropout": 0.0}, coords={"layer": "none", "rate": 0.0})]
+    for rate in params["rates"]:
+        variants.append(
+            Variant(
+                "nsdropout",
+                f"dropout-{_number(rate)}",
+                f"dropout {_number(rate)}",
+                {"dropout": rate, **where},
+                coords={"layer": "dropout", "rate": rate},
+            )
+        )
+    for rate in params["rates"]:
+        model = {"dropout": rate, "dropout_kind": "nsdropout", "nsdropout_interval": params["mask_interval"], **where}
+        variants.append(
+            Variant(
+                "nsdropout", f"nsdropout-{_number(rate)}", f"NSDropout {_number(rate)}", model, coords={"layer": "nsdropout", "rate": rate}
+            )
+        )
+    return variants
+
+
 FAMILIES: dict[str, Family] = {
     "dropout": Family(
         expand_dropout, "Neuronal ablation (dropout)", "Hidden units dropped at random during training, at increasing rates."
@@ -162,6 +190,11 @@ FAMILIES: dict[str, Family] = {
     ),
     "noise": Family(expand_noise, "Noise ablation", "Noise added to the inputs, clipped to the data range, seeded."),
     "capacity": Family(expand_capacity, "Capacity ablation", "Hidden width and depth swept."),
+    "nsdropout": Family(
+        expand_nsdropout,
+        "NSDropout (class-conditional dropout)",
+        "No dropout, ordinary dropout and NSDropout at the same rates on the same layers; this family's tables show each model as saved (NSDropout: no mask at inference).",
+    ),
 }
 
 

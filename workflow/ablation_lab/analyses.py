@@ -119,9 +119,11 @@ class Analysis:
     run: Callable[[RunContext, dict[str, Any]], pd.DataFrame | tuple[pd.DataFrame, dict[str, np.ndarray]]]
     params: Callable[[Mapping[str, Any]], dict[str, Any] | None]
     uses_test_view: bool = False
-    config_key: str | None = None  # the top-level config block holding its parameters, if any
+    config_key: str | None = None  # the config block holding its parameters, if any (dotted: "families.nsdropout")
     modules: tuple[str, ...] = ("analyses", "evaluate", "ablations")  # its code: an edit reruns its jobs
     wants: Callable[[Mapping[str, Any], str], bool] = lambda config, family: True  # which families' models
+    # (joined table, (family, variant, seed) -> saved arrays) -> the study-level `<name>_summary` table
+    summarise: Callable[[pd.DataFrame, dict[tuple[str, str, int], dict[str, np.ndarray]]], pd.DataFrame] | None = None
 
 
 def evaluate_run(context: RunContext, params: dict[str, Any]) -> tuple[pd.DataFrame, dict[str, np.ndarray]]:
@@ -186,6 +188,28 @@ def posthoc_families(config: Mapping[str, Any], family: str) -> bool:
     return family in config["posthoc"]["families"]
 
 
+def nsdropout_run(context: RunContext, params: dict[str, Any]) -> tuple[pd.DataFrame, dict[str, np.ndarray]]:
+    """NSDropout's inference modes and mask dependence on the test split (see ablation_lab/nsdropout.py)."""
+    from ablation_lab.nsdropout import nsdropout_table
+
+    table, arrays = nsdropout_table(context.model, context.inputs("test"), context.labels("test"), params["modes"])
+    model = context.spec["model"]
+    table.insert(0, "layer", model.get("dropout_kind", "standard") if float(model.get("dropout", 0)) else "none")
+    table.insert(1, "rate", float(model.get("dropout", 0)))
+    return table, arrays
+
+
+def nsdropout_params(config: Mapping[str, Any]) -> dict[str, Any] | None:
+    block = config["families"].get("nsdropout")
+    return {"modes": list(block["modes"])} if block else None
+
+
+def nsdropout_summary(table: pd.DataFrame, arrays: dict[tuple[str, str, int], dict[str, np.ndarray]]) -> pd.DataFrame:
+    from ablation_lab.nsdropout import summarise_modes
+
+    return summarise_modes(table, arrays)
+
+
 ANALYSES: dict[str, Analysis] = {
     EVALUATION: Analysis(
         EVALUATION,
@@ -214,6 +238,17 @@ ANALYSES: dict[str, Analysis] = {
         config_key="posthoc",
         modules=("analyses", "knockout", "ablations"),
         wants=posthoc_families,
+    ),
+    "nsdropout": Analysis(
+        "nsdropout",
+        "NSDropout inference modes",
+        "Every trained model of the nsdropout family on the test split under each inference mode, and how far its prediction follows a wrong class's mask.",
+        nsdropout_run,
+        nsdropout_params,
+        config_key="families.nsdropout",
+        modules=("analyses", "nsdropout", "layers", "ablations"),
+        wants=lambda config, family: family == "nsdropout",
+        summarise=nsdropout_summary,
     ),
 }
 

@@ -102,10 +102,36 @@ def describe_transform(transform: Mapping[str, Any]) -> str:
     return op
 
 
+def canonical_model(model_cfg: dict[str, Any]) -> dict[str, Any]:
+    """The model config without keys that change nothing, so equal models get one run.
+
+    No dropout makes the kind and layers moot; `dropout_layers` naming every hidden layer is
+    the default; `standard` is the default kind; a zero L2 penalty is none.
+    """
+    out = dict(model_cfg)
+    depth = len(out["hidden_units"])
+    if not float(out.get("dropout", 0.0)):
+        for key in ("dropout_kind", "dropout_layers", "nsdropout_interval"):
+            out.pop(key, None)
+    missing = [layer for layer in out.get("dropout_layers") or [] if not 1 <= layer <= depth]
+    if missing:
+        raise ValueError(f"model.dropout_layers: {missing} name no hidden layer of a {depth}-hidden-layer model (layers are 1..{depth})")
+    if out.get("dropout_layers") is not None and sorted(set(out["dropout_layers"])) == list(range(1, depth + 1)):
+        out.pop("dropout_layers")
+    if out.get("dropout_kind") == "standard":
+        out.pop("dropout_kind")
+    if out.get("dropout_kind") != "nsdropout":
+        out.pop("nsdropout_interval", None)
+    if "l2" in out and not any([out["l2"]] if isinstance(out["l2"], int | float) else out["l2"]):
+        out.pop("l2")
+    return out
+
+
 def describe_model(model: Mapping[str, Any]) -> str:
     units = "x".join(str(u) for u in model["hidden_units"])
     dropout = float(model.get("dropout", 0.0))
-    return f"{model['activation']}-{units}" + (f"-drop{_number(dropout)}" if dropout else "")
+    kind = "nsdrop" if model.get("dropout_kind") == "nsdropout" else "drop"
+    return f"{model['activation']}-{units}" + (f"-{kind}{_number(dropout)}" if dropout else "") + ("-l2" if model.get("l2") else "")
 
 
 def readable(parts: Sequence[str]) -> str:

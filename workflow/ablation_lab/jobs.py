@@ -139,9 +139,13 @@ def aggregate(
     write_table(out["summary"], summarise(runs, hits=hits))
     write_table(out["comparisons"], compare_to_baseline(runs, hits=hits, margin=margin))
     write_table(out["findings"], check_findings(runs, variants, hits=hits, margin=margin))
-    for name in extra:  # every other analysis's joined table (compensation is derived below)
-        if name != "compensation":
+    from ablation_lab.analyses import ANALYSES
+
+    for name in extra:  # every other analysis's joined table (summaries and compensation are derived below)
+        if name in ANALYSES:
             write_table(out[name], tables.get(name, pd.DataFrame()))
+            if ANALYSES[name].summarise:
+                write_table(out[f"{name}_summary"], ANALYSES[name].summarise(tables[name], collect_arrays(probes, name)))
     if posthoc:
         from ablation_lab.compensation import compensation_table
 
@@ -171,6 +175,16 @@ def collect_hits(probes: list[dict[str, Any]]) -> dict[tuple[str, str, int], np.
     return hits
 
 
+def collect_arrays(probes: list[dict[str, Any]], analysis: str) -> dict[tuple[str, str, int], dict[str, np.ndarray]]:
+    """(family, variant, seed) -> the per-example arrays one analysis saved beside its table."""
+    found = {}
+    for row in probes:
+        if row["analysis"] == analysis:
+            with np.load(row["arrays"]) as saved:
+                found[row["family"], row["variant"], row["seed"]] = {key: saved[key] for key in saved.files}
+    return found
+
+
 def collect_probes(probes: list[dict[str, Any]]) -> dict[str, pd.DataFrame]:
     """Analysis name -> its tables of every (variant, seed), with the variant's columns in front."""
     parts: dict[str, list[pd.DataFrame]] = {}
@@ -192,7 +206,15 @@ def plot_figures(
     `families` maps a family to its title; `posthoc` holds the knockout and compensation
     tables when the study has them. `out` maps figure names to paths.
     """
-    from ablation_lab.plots import plot_compensation, plot_family, plot_heatmap, plot_knockout, plot_learning_curves, plot_reliability
+    from ablation_lab.plots import (
+        plot_compensation,
+        plot_family,
+        plot_heatmap,
+        plot_knockout,
+        plot_learning_curves,
+        plot_nsdropout,
+        plot_reliability,
+    )
 
     runs_table, summary_table = pd.read_csv(runs), pd.read_csv(summary)
     for family, info in families.items():
@@ -202,6 +224,8 @@ def plot_figures(
             plot_family(runs_table, summary_table, family, info["title"], out[family])
     if "history" in posthoc:
         plot_learning_curves(pd.read_csv(posthoc["history"]), variants, out["learning_curves"])
+    if "nsdropout_summary" in posthoc:
+        plot_nsdropout(pd.read_csv(posthoc["nsdropout_summary"]), pd.read_csv(posthoc["nsdropout"]), variants, out["nsdropout_modes"])
     if "calibration" in posthoc:
         plot_reliability(pd.read_csv(posthoc["calibration"]), variants, out["calibration"])
     if "knockout" in posthoc:

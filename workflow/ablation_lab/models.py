@@ -1,4 +1,11 @@
-"""The article's MLP, built from config: Flatten -> [Dense -> Dropout] x depth -> Dense softmax."""
+"""The article's MLP, built from config: Flatten -> [Dense -> Dropout] x depth -> Dense softmax.
+
+Optional model keys (absent from a spec unless a study or family sets them, so existing runs
+keep their identity): `dropout_kind` (`standard` or `nsdropout`, ablation_lab/layers.py),
+`dropout_layers` (which hidden layers, 1-based, are followed by dropout; default all),
+`nsdropout_interval` (updates between NSDropout mask recomputations) and `l2` (L2 weight
+penalty per hidden layer, or one value for all).
+"""
 
 from __future__ import annotations
 
@@ -8,25 +15,68 @@ from typing import Any
 import keras
 from keras import layers
 
+from ablation_lab.layers import NSDropout
+
 # The hidden activations a study may name (the schema's enum is tested against this list).
 ACTIVATIONS = ("relu", "sigmoid", "tanh", "linear", "elu", "gelu", "swish")
 OPTIMIZERS = {"adam": keras.optimizers.Adam, "sgd": keras.optimizers.SGD, "rmsprop": keras.optimizers.RMSprop}
 
 
-def build_mlp(input_shape: Sequence[int], n_classes: int, hidden_units: Sequence[int], activation: str, dropout: float) -> keras.Model:
-    """One Dense block per entry of `hidden_units`; dropout follows every hidden layer."""
+def _per_layer(value: float | Sequence[float] | None, depth: int) -> list[float]:
+    if value is None:
+        return [0.0] * depth
+    if isinstance(value, int | float):
+        return [float(value)] * depth
+    if len(value) != depth:
+        raise ValueError(f"model.l2: {len(value)} values for {depth} hidden layers (give one per hidden layer, or one number)")
+    return [float(v) for v in value]
+
+
+def _dropout_layer(kind: str, rate: float, n_classes: int, depth: int, interval: int) -> layers.Layer:
+    if kind == "nsdropout":
+        return NSDropout(rate, n_classes, mask_interval=interval, name=f"nsdropout_{depth}")
+    return layers.Dropout(rate, name=f"dropout_{depth}")
+
+
+def build_mlp(
+    input_shape: Sequence[int],
+    n_classes: int,
+    hidden_units: Sequence[int],
+    activation: str,
+    dropout: float,
+    *,
+    dropout_kind: str = "standard",
+    dropout_layers: Sequence[int] | None = None,
+    nsdropout_interval: int = 1,
+    l2: float | Sequence[float] | None = None,
+) -> keras.Model:
+    """One Dense block per entry of `hidden_units`; dropout follows the hidden layers in `dropout_layers` (default all)."""
+    followed = set(range(1, len(hidden_units) + 1) if dropout_layers is None else dropout_layers)
+    penalties = _per_layer(l2, len(hidden_units))
     inputs = keras.Input(shape=tuple(input_shape), name="features")
     x = layers.Flatten(name="flatten")(inputs)
-    for depth, units in enumerate(hidden_units, start=1):
-        x = layers.Dense(units, activation=activation, name=f"hidden_{depth}")(x)
-        x = layers.Dropout(dropout, name=f"dropout_{depth}")(x)
+    for depth, (units, penalty) in enumerate(zip(hidden_units, penalties, strict=True), start=1):
+        regularizer = keras.regularizers.L2(penalty) if penalty else None
+        x = layers.Dense(units, activation=activation, kernel_regularizer=regularizer, name=f"hidden_{depth}")(x)
+        if depth in followed:
+            x = _dropout_layer(dropout_kind, dropout, n_classes, depth, nsdropout_interval)(x)
     outputs = layers.Dense(n_classes, activation="softmax", name="probabilities")(x)
     return keras.Model(inputs, outputs, name="mlp")
 
 
 def build_model(model_cfg: dict[str, Any], input_shape: Sequence[int], n_classes: int) -> keras.Model:
     # Run specs are canonical (an integral float is written as an int): cast where Keras cares.
-    return build_mlp(input_shape, n_classes, model_cfg["hidden_units"], model_cfg["activation"], float(model_cfg["dropout"]))
+    return build_mlp(
+        input_shape,
+        n_classes,
+        model_cfg["hidden_units"],
+        model_cfg["activation"],
+        float(model_cfg["dropout"]),
+        dropout_kind=model_cfg.get("dropout_kind", "standard"),
+        dropout_layers=model_cfg.get("dropout_layers"),
+        nsdropout_interval=int(model_cfg.get("nsdropout_interval", 1)),
+        l2=model_cfg.get("l2"),
+    )
 
 
 def build_optimizer(training_cfg: dict[str, Any]) -> keras.optimizers.Optimizer:

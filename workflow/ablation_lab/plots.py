@@ -236,3 +236,38 @@ def plot_learning_curves(history: pd.DataFrame, variants: Sequence[dict[str, Any
     grid.set_titles("{col_name}")
     grid.figure.suptitle("Learning curves: training (solid) and validation (dashed) loss, mean over seeds", y=1.02)
     _save(grid.figure, path)
+
+
+def plot_nsdropout(summary: pd.DataFrame, table: pd.DataFrame, variants: Sequence[dict[str, Any]], path: str | Path) -> None:
+    """Left: test error of every (variant, inference mode) with its interval (the table's numbers).
+    Right: mask dependence of each NSDropout model: with a wrong class's mask, how often the
+    prediction is still right, and how often it is the mask's class (one point per seed)."""
+    from ablation_lab.nsdropout import MODE_TITLES
+
+    if summary.empty:
+        _empty_figure(path, "No NSDropout results to draw.")
+        return
+    rows = summary.assign(label=variant_labels(summary, variants), mode_title=summary["mode"].map(MODE_TITLES))
+    rows["row"] = rows["label"] + " | " + rows["mode_title"]
+    figure, (left, right) = plt.subplots(1, 2, figsize=(12, max(3.0, 0.38 * len(rows) + 1)), gridspec_kw={"width_ratios": [3, 2]})
+    y = np.arange(len(rows))
+    error = np.vstack([rows["error_rate"] - rows["error_low"], rows["error_high"] - rows["error_rate"]])
+    colours = ["tab:red" if mode == "oracle" else "tab:blue" for mode in rows["mode"]]
+    left.errorbar(100 * rows["error_rate"], y, xerr=100 * np.where(np.isfinite(error), error, 0), fmt="none", ecolor="black", capsize=3)
+    left.scatter(100 * rows["error_rate"], y, c=colours, zorder=3)
+    left.set_yticks(y, rows["row"])
+    left.invert_yaxis()
+    left.set(xlabel="test error (%), 95% interval", title="Error by inference mode (red: reads the true label)")
+    dependence = table[(table["mode"] == "wrong-mask") & table["metric"].isin(["wrong_mask_accuracy", "follows_mask_rate"])]
+    if dependence.empty:
+        right.axis("off")
+    else:
+        shown = dependence.assign(label=variant_labels(dependence, variants))
+        names = {"wrong_mask_accuracy": "still correct", "follows_mask_rate": "predicts the mask's class"}
+        shown = shown.assign(measure=shown["metric"].map(names))
+        sns.stripplot(data=shown, x="value", y="label", hue="measure", ax=right, dodge=True, size=6)
+        right.set(
+            xlim=(-0.02, 1.02), xlabel="share of (test example, wrong mask) pairs", ylabel="", title="Mask dependence (chance: 1 / classes)"
+        )
+        right.legend(loc="lower right", fontsize=8)
+    _save(figure, path)

@@ -354,6 +354,88 @@ def calibration_section(inputs: ReportInputs) -> list[SectionContent]:
     return [section]
 
 
+def _error_cell(row: Any) -> str:
+    """Error rate in percent with its interval, as the write-up's table prints it."""
+    return f"{100 * row.error_rate:.2f} " + _interval(100 * row.error_low, 100 * row.error_high, "{:.2f}")
+
+
+def nsdropout_table(summary: pd.DataFrame, labels: pd.DataFrame, dataset: str) -> pd.DataFrame:
+    """The write-up's format: one row per layer and inference mode, error (%) per dataset (this study's)."""
+    from ablation_lab.nsdropout import MODE_TITLES
+
+    table = summary.merge(labels, on=["family", "variant"], how="left")
+    return pd.DataFrame(
+        {
+            "layer": table["label"].fillna(table["variant"]),
+            "inference": table["mode"].map(MODE_TITLES),
+            "seeds": table["seeds"],
+            f"{dataset}: test error % [95% CI]": [_error_cell(row) for row in table.itertuples()],
+            "accuracy minus oracle [95% CI]": [
+                ""
+                if pd.isna(getattr(row, "minus_oracle", float("nan")))
+                else f"{row.minus_oracle:+.4f} " + _interval(row.minus_oracle_low, row.minus_oracle_high)
+                for row in table.itertuples()
+            ],
+        }
+    )
+
+
+def nsdropout_verdicts(summary: pd.DataFrame, dependence: pd.DataFrame, n_classes: int) -> list[str]:
+    """One sentence per NSDropout model: the oracle's error, the best label-free one, and mask dependence."""
+    from ablation_lab.nsdropout import LABEL_FREE, ORACLE
+
+    sentences = []
+    for variant, part in summary.groupby("variant", sort=False):
+        modes = part.set_index("mode")
+        honest = modes[modes.index.isin(LABEL_FREE)]
+        if ORACLE not in modes.index or honest.empty:
+            continue
+        best = honest["error_rate"].idxmin()
+        oracle, chosen = modes.loc[ORACLE], honest.loc[best]
+        follows = dependence[(dependence["variant"] == variant) & (dependence["metric"] == "follows_mask_rate")]["value"].mean()
+        if chosen.get("minus_oracle_high", float("nan")) < 0:
+            gap = (
+                f"the gap of {100 * -chosen.minus_oracle:.2f} points excludes 0, so that much of the oracle's result needs the test label. "
+            )
+        elif chosen.get("minus_oracle_low", float("nan")) > 0:
+            gap = "here the oracle is worse than a label-free mode (its interval excludes 0): the masks carry no label signal the network learned to use. "
+        else:
+            gap = "the difference is not resolved by these seeds and examples. "
+        sentences.append(
+            f"{variant}: oracle error {100 * oracle.error_rate:.2f}% against {100 * chosen.error_rate:.2f}% for the best label-free "
+            f"mode ({best}); {gap}Under a wrong class's mask the prediction is that class {100 * follows:.0f}% of the time "
+            f"(chance {100 / n_classes:.0f}%)."
+        )
+    return sentences
+
+
+def nsdropout_section(inputs: ReportInputs) -> list[SectionContent]:
+    summary, table = inputs.tables.get("nsdropout_summary"), inputs.tables.get("nsdropout")
+    if summary is None or summary.empty:
+        return []
+    dataset = inputs.study["dataset"]["name"]
+    labels = inputs.tables["summary"][["family", "variant", "label"]]
+    section = SectionContent("nsdropout", "NSDropout").say(
+        "NSDropout keeps one dropout mask per class, built from the difference between training-batch and validation "
+        "activations; its write-up evaluates each test image with the mask of the image's true label. That hands the "
+        "label to the network, which can learn to read the mask instead of the image, so the published 'oracle' rows "
+        "measure leakage, not accuracy; the label-free modes (no mask, the average mask, or the best class over every "
+        "mask) are what a deployed model could do."
+    )
+    section.figures = [
+        {"alt": "NSDropout error by inference mode and mask dependence", "data": _png(p)} for p in inputs.figures.get("nsdropout_modes", [])
+    ]
+    section.add_table(_html_table(nsdropout_table(summary, labels, dataset)))
+    n_classes = len(inputs.meta.get("class_names", [])) or 10
+    for sentence in nsdropout_verdicts(
+        summary, table if table is not None else pd.DataFrame(columns=["variant", "metric", "value"]), n_classes
+    ):
+        section.say(sentence)
+    methods = summary["method"].iloc[0] if "method" in summary and len(summary) else ""
+    section.say(f"Intervals: {methods}; same test examples and models in every mode.", "muted")
+    return [section]
+
+
 def provenance_section(inputs: ReportInputs) -> list[SectionContent]:
     section = SectionContent("provenance", "Provenance").say(
         "Software: " + ", ".join(f"{k} {v}" for k, v in inputs.versions.items()), "muted"
@@ -370,6 +452,7 @@ SECTIONS: list[Callable[[ReportInputs], list[SectionContent]]] = [
     knockout_section,
     compensation_section,
     calibration_section,
+    nsdropout_section,
     provenance_section,
 ]
 

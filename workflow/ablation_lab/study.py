@@ -210,7 +210,7 @@ class Study:
         training_transforms, _ = identity.split_transforms(variant.transforms)
         return identity.canonical(
             {
-                "model": {**self.config["model"], **variant.model},
+                "model": identity.canonical_model({**self.config["model"], **variant.model}),
                 "training": dict(self.config["training"]),
                 "transforms": training_transforms,
                 "code_version": TRAINING_CODE_VERSION,
@@ -310,6 +310,7 @@ class Study:
         """The study tables beyond evaluation: one joined table per other analysis it runs, and
         the compensation gap when `posthoc` asks for it (aggregation writes them, the report reads them)."""
         names = [name for name in self.analyses() if name != EVALUATION]
+        names += [f"{name}_summary" for name in names if ANALYSES[name].summarise]
         names += ["compensation"] if self.config.get("posthoc") else []
         return {name: f"{self.tables_dir()}/{name}.csv" for name in names}
 
@@ -326,6 +327,8 @@ class Study:
             figures |= {f"compensation_{c}": f"{self.figures_dir()}/compensation-{c}.png" for c in self.compensation_comparisons()}
         if self.config.get("calibration"):
             figures["calibration"] = f"{self.figures_dir()}/calibration.png"
+        if "nsdropout" in self.analyses():
+            figures["nsdropout_modes"] = f"{self.figures_dir()}/nsdropout-modes.png"
         return figures
 
     def training_files(self) -> list[str]:

@@ -76,9 +76,21 @@ def _epoch_function(model: Any, optimizer: Any, arrays: dict[str, Any], batch_si
     import keras
     import tensorflow as tf
 
+    from ablation_lab.layers import chain_forward, nsdropout_layers, refresh_held_out
+
     x, y = arrays["x_train"], arrays["y_train"]
     x_val, y_val = arrays["x_val"], arrays["y_val"]
     loss_fn = keras.losses.SparseCategoricalCrossentropy()
+    class_conditional = bool(nsdropout_layers(model))
+
+    def forward(batch: tf.Tensor, labels: tf.Tensor) -> tf.Tensor:
+        """NSDropout layers need the batch's labels; other models are called as they are."""
+        return chain_forward(model, batch, training=True, labels=labels) if class_conditional else model(batch, training=True)
+
+    def penalised(loss: tf.Tensor) -> tf.Tensor:
+        """Add the layers' weight penalties (L2), as `model.fit` does; models without any are unchanged."""
+        return loss + tf.add_n(model.losses) if model.losses else loss
+
     n_rows = int(x.shape[0])
     n_batches = math.ceil(n_rows / batch_size)
     weights = model.trainable_variables
@@ -91,18 +103,20 @@ def _epoch_function(model: Any, optimizer: Any, arrays: dict[str, Any], batch_si
         rows = order[index * batch_size : (index + 1) * batch_size]
         y_batch = tf.gather(y, rows)
         with tf.GradientTape() as tape:
-            probabilities = model(tf.gather(x, rows), training=True)
-            loss = loss_fn(y_batch, probabilities)
+            probabilities = forward(tf.gather(x, rows), y_batch)
+            loss = penalised(loss_fn(y_batch, probabilities))
         optimizer.apply(tape.gradient(loss, weights), weights)
         size = tf.cast(tf.shape(rows)[0], tf.float32)
         return index + 1, order, loss_sum + loss * size, correct + accuracy_sum(y_batch, probabilities)
 
     @tf.function(jit_compile=False, autograph=False, reduce_retracing=True)
     def run_epoch(order: tf.Tensor) -> tuple[tf.Tensor, ...]:
+        if class_conditional:  # the held-out side of the masks: validation activations, this epoch's weights
+            refresh_held_out(model, x_val, y_val)
         start = (tf.constant(0), order, tf.constant(0.0), tf.constant(0.0))
         _, _, loss_sum, correct = tf.while_loop(lambda i, *_: i < n_batches, step, start)
         val_probabilities = model(x_val, training=False)
-        val_loss = loss_fn(y_val, val_probabilities)
+        val_loss = penalised(loss_fn(y_val, val_probabilities))
         return loss_sum / n_rows, correct / n_rows, val_loss, accuracy_sum(y_val, val_probabilities) / int(y_val.shape[0])
 
     return run_epoch
@@ -145,7 +159,7 @@ def fit_fast(model: Any, optimizer: Any, arrays: dict[str, np.ndarray], training
     return result
 
 
-def shuffled_batches(x: np.ndarray, y: np.ndarray, batch_size: int, seed: int) -> Any:
+def shuffled_batches(x: np.ndarray, y: np.ndarray, batch_size: int, seed: int, with_labels: bool = False) -> Any:
     """Mini-batches for `model.fit` in the same per-epoch orders as the fast loop.
 
     `model.fit(..., shuffle=True)` after `keras.utils.set_random_seed` was measured (Keras
@@ -171,7 +185,7 @@ def shuffled_batches(x: np.ndarray, y: np.ndarray, batch_size: int, seed: int) -
                 self.seen.append(self.order)
             self.served += 1
             rows = self.order[index * batch_size : (index + 1) * batch_size]
-            return x[rows], y[rows]
+            return ((x[rows], y[rows]), y[rows]) if with_labels else (x[rows], y[rows])
 
         def on_epoch_end(self) -> None:
             # Keras peeks at a couple of batches (and calls this) before the first epoch: only
@@ -184,18 +198,33 @@ def shuffled_batches(x: np.ndarray, y: np.ndarray, batch_size: int, seed: int) -
 
 
 def fit_keras(model: Any, optimizer: Any, arrays: dict[str, np.ndarray], training: dict[str, Any], seed: int) -> TrainResult:
-    """The plain `model.fit` loop with the same early-stopping rule and batch orders (reference path)."""
+    """The plain `model.fit` loop with the same early-stopping rule and batch orders (reference path).
+
+    A model with NSDropout is fitted through its two-input twin (features, labels) that
+    shares its layers, and its held-out statistics are refreshed at the start of each epoch.
+    """
     import keras
 
-    model.compile(optimizer=optimizer, loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    from ablation_lab.layers import nsdropout_layers, refresh_held_out, training_model
+
+    class_conditional = bool(nsdropout_layers(model))
+    fitted = training_model(model) if class_conditional else model
+    fitted.compile(optimizer=optimizer, loss="sparse_categorical_crossentropy", metrics=["accuracy"])
     stopper = keras.callbacks.EarlyStopping(
         monitor="val_loss", patience=training["early_stopping_patience"] or training["epochs"], restore_best_weights=True
     )
-    history = model.fit(
-        shuffled_batches(arrays["x_train"], arrays["y_train"], training["batch_size"], seed),
+    callbacks = [stopper, keras.callbacks.TerminateOnNaN()]
+    validation = (arrays["x_val"], arrays["y_val"])
+    if class_conditional:
+        callbacks.insert(
+            0, keras.callbacks.LambdaCallback(on_epoch_begin=lambda epoch, logs: refresh_held_out(model, arrays["x_val"], arrays["y_val"]))
+        )
+        validation = ((arrays["x_val"], arrays["y_val"]), arrays["y_val"])
+    history = fitted.fit(
+        shuffled_batches(arrays["x_train"], arrays["y_train"], training["batch_size"], seed, with_labels=class_conditional),
         epochs=training["epochs"],
-        validation_data=(arrays["x_val"], arrays["y_val"]),
-        callbacks=[stopper, keras.callbacks.TerminateOnNaN()],
+        validation_data=validation,
+        callbacks=callbacks,
         shuffle=False,
         verbose=0,
     )

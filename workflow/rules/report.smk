@@ -43,7 +43,9 @@ rule aggregate:
         posthoc=STUDY.config["posthoc"],
         extra=list(STUDY.extra_tables()),
         margin=STUDY.config["equivalence_margin"],
-        code=source_digest("statistics", "compensation", "jobs", "analyses"),
+        code=source_digest(
+            "statistics", "compensation", "jobs", "analyses", "nsdropout"
+        ),
     script:
         "../scripts/aggregate.py"
 
