@@ -29,9 +29,10 @@ def test_report_has_a_section_per_family_with_figures(finished):
     for family in ["baseline", "dropout", "activation", "input", "noise", "capacity", "nsdropout", "noise-x-dropout"]:
         assert f'id="family-{family}"' in page
     # 10 family figures (7 declared + units, input_posthoc, noise_posthoc), 4 example galleries,
-    # the learning curves, the knockout curves, 3 compensation overlays, the reliability diagrams
-    # and NSDropout's inference modes
-    assert page.count("data:image/png;base64,") == 21
+    # the learning curves, the knockout curves, 3 compensation overlays, the reliability diagrams,
+    # NSDropout's inference modes and the learned activation shapes
+    assert page.count("data:image/png;base64,") == 22
+    assert 'id="activation_shapes"' in page
     assert 'id="nsdropout"' in page and "oracle (true label's mask: label leakage)" in page
     assert 'id="training"' in page and "Every model was trained for a single epoch." in page
     assert 'id="calibration"' in page
@@ -40,8 +41,8 @@ def test_report_has_a_section_per_family_with_figures(finished):
     tidy = pd.read_parquet(workdir / "reports" / "smoke" / "tables" / "metrics.parquet")
     assert set(tidy["metric"]) >= {"accuracy", "error_rate", "loss", "macro_f1"}
     accuracy = tidy.query("metric == 'accuracy'")
-    assert len(accuracy) == 29 and accuracy["value"].between(0, 1).all()
-    assert accuracy["run"].nunique() == 10, "29 variants, 10 trained models"
+    assert len(accuracy) == 30 and accuracy["value"].between(0, 1).all()
+    assert accuracy["run"].nunique() == 11, "30 variants, 11 trained models"
     modes = pd.read_csv(workdir / "reports" / "smoke" / "tables" / "nsdropout_summary.csv")
     assert set(modes["mode"]) == {"standard", "oracle", "none", "average", "max-over-classes"}
 
@@ -126,7 +127,7 @@ def test_adding_a_seed_trains_only_the_new_seed(finished):
     changed["seeds"] = [1, 2]
     planned = trained(snakemake(workdir, write_config(workdir, changed, "seeds.yaml"), "--dry-run").stdout)
     assert {seed for _, seed in planned} == {2}
-    assert len(planned) == 10
+    assert len(planned) == 11
 
 
 def test_adding_a_noise_level_trains_only_the_new_variant(finished):
@@ -142,7 +143,7 @@ def test_changing_training_settings_retrains_everything(finished):
     workdir, config = finished
     changed = copy.deepcopy(config)
     changed["training"]["epochs"] = 2
-    assert len(trained(snakemake(workdir, write_config(workdir, changed, "epochs.yaml"), "--dry-run").stdout)) == 10
+    assert len(trained(snakemake(workdir, write_config(workdir, changed, "epochs.yaml"), "--dry-run").stdout)) == 11
 
 
 def test_two_studies_on_one_dataset_never_touch_each_other(finished):

@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from ablation_lab.identity import LEARNABLE_ACTIVATIONS
 from ablation_lab.io import read_json
 
 EVALUATION = "evaluation"
@@ -210,6 +211,21 @@ def nsdropout_summary(table: pd.DataFrame, arrays: dict[tuple[str, str, int], di
     return summarise_modes(table, arrays)
 
 
+def shapes_run(context: RunContext, params: dict[str, Any]) -> pd.DataFrame:
+    """The learned activation functions of one trained model (empty for fixed activations)."""
+    from ablation_lab.learnable import learned_shapes
+
+    if context.spec["model"]["activation"] not in LEARNABLE_ACTIVATIONS:
+        return pd.DataFrame(columns=["layer", "unit", "x", "learned", "initial"])
+    return learned_shapes(context.model, params["points"], params["units_shown"])
+
+
+def shapes_params(config: Mapping[str, Any]) -> dict[str, Any] | None:
+    """Asked for whenever the study has a learnable activation, in the baseline or the activation family."""
+    named = {config["model"]["activation"], *config["families"].get("activation", {}).get("functions", [])}
+    return {"points": 121, "units_shown": 4} if named & set(LEARNABLE_ACTIVATIONS) else None
+
+
 ANALYSES: dict[str, Analysis] = {
     EVALUATION: Analysis(
         EVALUATION,
@@ -249,6 +265,15 @@ ANALYSES: dict[str, Analysis] = {
         modules=("analyses", "nsdropout", "layers", "ablations"),
         wants=lambda config, family: family == "nsdropout",
         summarise=nsdropout_summary,
+    ),
+    "activation_shapes": Analysis(
+        "activation_shapes",
+        "Learned activation shapes",
+        "Each learnable activation layer's function on a grid of inputs, learned and as initialised.",
+        shapes_run,
+        shapes_params,
+        modules=("analyses", "learnable", "layers"),
+        wants=lambda config, family: family in ("baseline", "activation"),
     ),
 }
 

@@ -102,6 +102,21 @@ def describe_transform(transform: Mapping[str, Any]) -> str:
     return op
 
 
+# Learnable activations (ablation_lab/layers.py) and the settings they are built with: a run's
+# spec holds the settings in full when its activation is learnable, and not at all otherwise.
+LEARNABLE_ACTIVATIONS = ("gp", "gp-per-unit", "slaf-poly2", "slaf-poly3", "slaf-poly4", "slaf-standard")
+LEARNABLE_DEFAULTS = {"control_points": 21, "grid_range": [-3.0, 3.0], "length_scale": None, "init": "relu"}
+
+
+def learnable_settings(model_cfg: Mapping[str, Any]) -> dict[str, Any]:
+    """`model.learnable` over its defaults; a bad grid or length scale named by key."""
+    settings = {**LEARNABLE_DEFAULTS, **(model_cfg.get("learnable") or {})}
+    low, high = settings["grid_range"]
+    if not low < high:
+        raise ValueError(f"model.learnable.grid_range: {settings['grid_range']} must be [low, high] with low < high")
+    return settings
+
+
 def canonical_model(model_cfg: dict[str, Any]) -> dict[str, Any]:
     """The model config without keys that change nothing, so equal models get one run.
 
@@ -122,6 +137,10 @@ def canonical_model(model_cfg: dict[str, Any]) -> dict[str, Any]:
         out.pop("dropout_kind")
     if out.get("dropout_kind") != "nsdropout":
         out.pop("nsdropout_interval", None)
+    if out.get("activation") in LEARNABLE_ACTIVATIONS:
+        out["learnable"] = learnable_settings(out)
+    else:
+        out.pop("learnable", None)
     if "l2" in out and not any([out["l2"]] if isinstance(out["l2"], int | float) else out["l2"]):
         out.pop("l2")
     return out

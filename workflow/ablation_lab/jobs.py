@@ -207,6 +207,7 @@ def plot_figures(
     tables when the study has them. `out` maps figure names to paths.
     """
     from ablation_lab.plots import (
+        plot_activation_shapes,
         plot_compensation,
         plot_family,
         plot_heatmap,
@@ -224,6 +225,8 @@ def plot_figures(
             plot_family(runs_table, summary_table, family, info["title"], out[family])
     if "history" in posthoc:
         plot_learning_curves(pd.read_csv(posthoc["history"]), variants, out["learning_curves"])
+    if "activation_shapes" in posthoc:
+        plot_activation_shapes(pd.read_csv(posthoc["activation_shapes"]), variants, out["activation_shapes"])
     if "nsdropout_summary" in posthoc:
         plot_nsdropout(pd.read_csv(posthoc["nsdropout_summary"]), pd.read_csv(posthoc["nsdropout"]), variants, out["nsdropout_modes"])
     if "calibration" in posthoc:

@@ -28,6 +28,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import keras
+import numpy as np
 from keras import ops
 
 
@@ -188,3 +189,170 @@ def training_model(model: keras.Model) -> keras.Model:
     labels = keras.Input(shape=(), dtype="int32", name="labels")
     outputs = chain_forward(model, features, labels=labels)
     return keras.Model([features, labels], outputs, name=f"{model.name}_with_labels")
+
+
+# --- learnable activation functions ----------------------------------------------------------
+
+
+def _named_activation(name: str, x: np.ndarray) -> np.ndarray:
+    """A fixed Keras activation on a NumPy grid (what a learnable activation starts as)."""
+    return np.asarray(keras.activations.get(name)(keras.ops.convert_to_tensor(x.astype("float32"))), dtype=np.float64)
+
+
+def rbf_interpolation_weights(grid: np.ndarray, length_scale: float, jitter: float = 1e-6) -> np.ndarray:
+    """K(G, G)^-1 for the squared-exponential kernel: control values -> interpolation coefficients.
+
+    Solved once, in float64, when the layer is built; calls only multiply by it.
+    """
+    gram = np.exp(-((grid[:, None] - grid[None, :]) ** 2) / (2 * length_scale**2))
+    return np.linalg.inv(gram + jitter * np.eye(len(grid)))
+
+
+@keras.saving.register_keras_serializable(package="ablation_lab")
+class GPActivation(keras.layers.Layer):
+    """An activation defined by learned values at fixed control points, interpolated by a GP.
+
+    The value at x is the Gaussian-process posterior mean (squared-exponential kernel,
+    `length_scale`, default the grid spacing; prior mean the line through the two end control
+    values) given the control values on an even grid over `grid_range`; the control values are trained by back-propagation, the kernel keeps the
+    function smooth. Inputs outside the grid extrapolate linearly, with the slope of the two
+    outermost control points on that side. `per_unit=True` learns one function per unit,
+    else one per layer. `init` names the Keras activation the control values start from.
+    """
+
+    def __init__(
+        self,
+        num_control_points: int = 21,
+        grid_range: Sequence[float] = (-3.0, 3.0),
+        length_scale: float | None = None,
+        init: str = "relu",
+        per_unit: bool = False,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        low, high = (float(v) for v in grid_range)
+        if num_control_points < 3 or not low < high or (length_scale is not None and length_scale <= 0):
+            raise ValueError(f"GPActivation layer {self.name!r}: needs >= 3 control points, grid_range low < high, length_scale > 0")
+        self.num_control_points, self.grid_range, self.init, self.per_unit = int(num_control_points), (low, high), init, bool(per_unit)
+        self.spacing = (high - low) / (self.num_control_points - 1)
+        self.length_scale = float(length_scale) if length_scale is not None else self.spacing
+        self.grid = np.linspace(low, high, self.num_control_points)
+        self.interpolation = rbf_interpolation_weights(self.grid, self.length_scale).astype("float32")
+
+    def initial_values(self) -> np.ndarray:
+        return _named_activation(self.init, self.grid)
+
+    def build(self, input_shape: Sequence[int | None]) -> None:
+        start = self.initial_values()
+        shape = (int(input_shape[-1]), self.num_control_points) if self.per_unit else (self.num_control_points,)
+        values = np.broadcast_to(start, shape).astype("float32")
+        self.control_values = self.add_weight(shape=shape, initializer=keras.initializers.Constant(values), name="control_values")
+
+    def call(self, inputs: Any) -> Any:
+        low, high = self.grid_range
+        inside = ops.clip(inputs, low, high)
+        kernel = ops.exp(
+            -ops.square(ops.expand_dims(inside, -1) - ops.convert_to_tensor(self.grid, inputs.dtype)) / (2 * self.length_scale**2)
+        )
+        values = ops.cast(self.control_values, inputs.dtype)
+        # The GP's prior mean is the line through the two end control values: the kernel part
+        # then interpolates residuals that are 0 at both ends, so the edges do not sag.
+        slope = (values[..., -1] - values[..., 0]) / (high - low)
+        grid = ops.convert_to_tensor(self.grid, inputs.dtype)
+        residuals = values - (ops.expand_dims(values[..., 0], -1) + ops.expand_dims(slope, -1) * (grid - low))
+        coefficients = ops.matmul(residuals, ops.convert_to_tensor(self.interpolation, inputs.dtype))  # W symmetric
+        interpolated = values[..., 0] + slope * (inside - low) + ops.sum(kernel * coefficients, axis=-1)
+        slope_high = (values[..., -1] - values[..., -2]) / self.spacing
+        slope_low = (values[..., 1] - values[..., 0]) / self.spacing
+        return interpolated + ops.relu(inputs - high) * slope_high - ops.relu(low - inputs) * slope_low
+
+    def get_config(self) -> dict[str, Any]:
+        return {
+            **super().get_config(),
+            "num_control_points": self.num_control_points,
+            "grid_range": list(self.grid_range),
+            "length_scale": self.length_scale,
+            "init": self.init,
+            "per_unit": self.per_unit,
+        }
+
+
+STANDARD_BASIS = ("linear", "relu", "tanh", "sigmoid")
+
+
+@keras.saving.register_keras_serializable(package="ablation_lab")
+class BasisActivation(keras.layers.Layer):
+    """A self-learnable activation (SLAF): a learned weighted sum of fixed basis functions.
+
+    `basis="poly"`: 1, x, ..., x^degree on `grid_range`; outside it the polynomial
+    extrapolates linearly with its slope at the edge (a cubic would otherwise blow up on the
+    first large pre-activation). `basis="standard"`: linear, relu, tanh and sigmoid. One set
+    of coefficients per layer, started at the least-squares fit of `init` on `grid_range`
+    (exactly `init` when it is in the standard basis).
+    """
+
+    def __init__(
+        self, basis: str = "poly", degree: int = 3, grid_range: Sequence[float] = (-3.0, 3.0), init: str = "relu", **kwargs: Any
+    ) -> None:
+        super().__init__(**kwargs)
+        if basis not in ("poly", "standard"):
+            raise ValueError(f"BasisActivation layer {self.name!r}: unknown basis {basis!r} (poly or standard)")
+        if basis == "poly" and degree < 1:
+            raise ValueError(f"BasisActivation layer {self.name!r}: degree must be >= 1")
+        self.basis, self.degree, self.init = basis, int(degree), init
+        self.grid_range = tuple(float(v) for v in grid_range)
+
+    def _basis_numpy(self, x: np.ndarray) -> np.ndarray:
+        if self.basis == "poly":
+            return np.stack([x**power for power in range(self.degree + 1)], axis=-1)
+        return np.stack([_named_activation(name, x) for name in STANDARD_BASIS], axis=-1)
+
+    def initial_coefficients(self) -> np.ndarray:
+        if self.basis == "standard" and self.init in STANDARD_BASIS:
+            return np.eye(len(STANDARD_BASIS))[STANDARD_BASIS.index(self.init)]
+        grid = np.linspace(*self.grid_range, 101)
+        return np.linalg.lstsq(self._basis_numpy(grid), _named_activation(self.init, grid), rcond=None)[0]
+
+    def build(self, input_shape: Sequence[int | None]) -> None:
+        start = self.initial_coefficients().astype("float32")
+        self.coefficients = self.add_weight(shape=start.shape, initializer=keras.initializers.Constant(start), name="coefficients")
+
+    def _poly(self, x: Any, coefficients: Any) -> Any:
+        return sum(coefficients[power] * x**power for power in range(self.degree + 1))
+
+    def _poly_slope(self, x: Any, coefficients: Any) -> Any:
+        return sum(power * coefficients[power] * x ** (power - 1) for power in range(1, self.degree + 1))
+
+    def call(self, inputs: Any) -> Any:
+        coefficients = ops.cast(self.coefficients, inputs.dtype)
+        if self.basis == "standard":
+            parts = (inputs, ops.relu(inputs), ops.tanh(inputs), ops.sigmoid(inputs))
+            return sum(coefficients[i] * part for i, part in enumerate(parts))
+        low, high = self.grid_range
+        inside = ops.clip(inputs, low, high)
+        value = self._poly(inside, coefficients)
+        return (
+            value
+            + ops.relu(inputs - high) * self._poly_slope(ops.convert_to_tensor(high, inputs.dtype), coefficients)
+            - ops.relu(low - inputs) * self._poly_slope(ops.convert_to_tensor(low, inputs.dtype), coefficients)
+        )
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "basis": self.basis, "degree": self.degree, "grid_range": list(self.grid_range), "init": self.init}
+
+
+LEARNABLE_LAYERS = (GPActivation, BasisActivation)
+
+
+def learnable_activation(name: str, settings: dict[str, Any], layer_name: str) -> keras.layers.Layer:
+    """The layer for a learnable activation name (`gp`, `gp-per-unit`, `slaf-poly3`, `slaf-standard`)."""
+    grid = settings["grid_range"]
+    if name in ("gp", "gp-per-unit"):
+        return GPActivation(
+            settings["control_points"], grid, settings["length_scale"], settings["init"], per_unit=name == "gp-per-unit", name=layer_name
+        )
+    if name == "slaf-standard":
+        return BasisActivation("standard", 1, grid, settings["init"], name=layer_name)
+    if name.startswith("slaf-poly"):
+        return BasisActivation("poly", int(name.removeprefix("slaf-poly")), grid, settings["init"], name=layer_name)
+    raise ValueError(f"unknown learnable activation {name!r}")

@@ -15,10 +15,11 @@ from typing import Any
 import keras
 from keras import layers
 
-from ablation_lab.layers import NSDropout
+from ablation_lab.identity import LEARNABLE_ACTIVATIONS, learnable_settings
+from ablation_lab.layers import NSDropout, learnable_activation
 
 # The hidden activations a study may name (the schema's enum is tested against this list).
-ACTIVATIONS = ("relu", "sigmoid", "tanh", "linear", "elu", "gelu", "swish")
+ACTIVATIONS = ("relu", "sigmoid", "tanh", "linear", "elu", "gelu", "swish", *LEARNABLE_ACTIVATIONS)
 OPTIMIZERS = {"adam": keras.optimizers.Adam, "sgd": keras.optimizers.SGD, "rmsprop": keras.optimizers.RMSprop}
 
 
@@ -49,15 +50,25 @@ def build_mlp(
     dropout_layers: Sequence[int] | None = None,
     nsdropout_interval: int = 1,
     l2: float | Sequence[float] | None = None,
+    learnable: dict[str, Any] | None = None,
 ) -> keras.Model:
-    """One Dense block per entry of `hidden_units`; dropout follows the hidden layers in `dropout_layers` (default all)."""
+    """One Dense block per entry of `hidden_units`; dropout follows the hidden layers in `dropout_layers` (default all).
+
+    A learnable activation is its own layer after a linear Dense (`dense_<k>`), and it is the
+    one named `hidden_<k>`: `hidden_<k>` always outputs the block's unit activations, which is
+    what post-hoc knockout removes.
+    """
     followed = set(range(1, len(hidden_units) + 1) if dropout_layers is None else dropout_layers)
     penalties = _per_layer(l2, len(hidden_units))
     inputs = keras.Input(shape=tuple(input_shape), name="features")
     x = layers.Flatten(name="flatten")(inputs)
     for depth, (units, penalty) in enumerate(zip(hidden_units, penalties, strict=True), start=1):
         regularizer = keras.regularizers.L2(penalty) if penalty else None
-        x = layers.Dense(units, activation=activation, kernel_regularizer=regularizer, name=f"hidden_{depth}")(x)
+        if activation in LEARNABLE_ACTIVATIONS:
+            x = layers.Dense(units, kernel_regularizer=regularizer, name=f"dense_{depth}")(x)
+            x = learnable_activation(activation, learnable or learnable_settings({}), f"hidden_{depth}")(x)
+        else:
+            x = layers.Dense(units, activation=activation, kernel_regularizer=regularizer, name=f"hidden_{depth}")(x)
         if depth in followed:
             x = _dropout_layer(dropout_kind, dropout, n_classes, depth, nsdropout_interval)(x)
     outputs = layers.Dense(n_classes, activation="softmax", name="probabilities")(x)
@@ -76,6 +87,7 @@ def build_model(model_cfg: dict[str, Any], input_shape: Sequence[int], n_classes
         dropout_layers=model_cfg.get("dropout_layers"),
         nsdropout_interval=int(model_cfg.get("nsdropout_interval", 1)),
         l2=model_cfg.get("l2"),
+        learnable=learnable_settings(model_cfg) if model_cfg["activation"] in LEARNABLE_ACTIVATIONS else None,
     )
 
 

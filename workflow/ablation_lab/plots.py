@@ -271,3 +271,41 @@ def plot_nsdropout(summary: pd.DataFrame, table: pd.DataFrame, variants: Sequenc
         )
         right.legend(loc="lower right", fontsize=8)
     _save(figure, path)
+
+
+FIXED_SHAPES = {
+    "relu": lambda x: np.maximum(x, 0),
+    "tanh": np.tanh,
+    "sigmoid": lambda x: 1 / (1 + np.exp(-x)),
+    "linear": lambda x: x,
+}
+
+
+def plot_activation_shapes(shapes: pd.DataFrame, variants: Sequence[dict[str, Any]], path: str | Path) -> None:
+    """One panel per learnable variant and layer: the learned function (one line per seed, and per
+    unit when per-unit), as initialised (dashed), and the fixed activations in grey for scale."""
+    if shapes.empty:
+        _empty_figure(path, "No learnable activation in this study's models.")
+        return
+    shown = shapes.assign(label=variant_labels(shapes, variants))
+    shown["panel"] = shown["label"] + " | " + shown["layer"]
+    shown["line"] = "seed " + shown["seed"].astype(str) + np.where(shown["unit"] >= 0, ", unit " + shown["unit"].astype(str), "")
+    panels = list(dict.fromkeys(shown["panel"]))
+    columns = min(3, len(panels))
+    rows = int(np.ceil(len(panels) / columns))
+    figure, axes = plt.subplots(rows, columns, figsize=(4.2 * columns, 3.4 * rows), squeeze=False)
+    for axis, panel in zip(axes.flat, panels, strict=False):
+        part = shown[shown["panel"] == panel]
+        x = np.sort(part["x"].unique())
+        for name, function in FIXED_SHAPES.items():
+            axis.plot(x, function(x), color="lightgrey", linewidth=1, zorder=1)
+            axis.annotate(name, (x[-1], function(x[-1])), fontsize=7, color="grey")
+        first = part[part["line"] == part["line"].iloc[0]]
+        axis.plot(first["x"], first["initial"], color="black", linestyle="--", linewidth=1, label="initial")
+        sns.lineplot(data=part, x="x", y="learned", hue="line", ax=axis, linewidth=1.5, legend=len(part["line"].unique()) <= 8)
+        axis.set(title=panel, xlabel="pre-activation", ylabel="activation")
+    for axis in list(axes.flat)[len(panels) :]:
+        axis.axis("off")
+    figure.suptitle("Learned activation functions (dashed: as initialised; grey: fixed activations)", y=1.01)
+    figure.tight_layout()
+    _save(figure, path)

@@ -436,6 +436,24 @@ def nsdropout_section(inputs: ReportInputs) -> list[SectionContent]:
     return [section]
 
 
+def activation_shapes_section(inputs: ReportInputs) -> list[SectionContent]:
+    shapes = inputs.tables.get("activation_shapes")
+    if shapes is None or shapes.empty:
+        return []
+    from ablation_lab.learnable import change_table
+
+    section = SectionContent("activation_shapes", "Learned activation shapes").say(
+        "The learnable activations of the functional ablation: each trained model's function on a grid of "
+        "pre-activations, against the function it started as (dashed) and the fixed activations (grey). Their "
+        "accuracy, with intervals, is in the functional ablation's table; here is what they learned. Outside the "
+        "grid each function extrapolates linearly."
+    )
+    section.figures = [{"alt": "learned activation functions", "data": _png(p)} for p in inputs.figures.get("activation_shapes", [])]
+    moved = change_table(shapes).rename(columns={"max_change": "max |learned - initial| on the grid (mean over seeds)"})
+    section.add_table(_html_table(moved.round(4)))
+    return [section]
+
+
 def provenance_section(inputs: ReportInputs) -> list[SectionContent]:
     section = SectionContent("provenance", "Provenance").say(
         "Software: " + ", ".join(f"{k} {v}" for k, v in inputs.versions.items()), "muted"
@@ -453,6 +471,7 @@ SECTIONS: list[Callable[[ReportInputs], list[SectionContent]]] = [
     compensation_section,
     calibration_section,
     nsdropout_section,
+    activation_shapes_section,
     provenance_section,
 ]
 

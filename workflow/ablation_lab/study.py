@@ -327,6 +327,8 @@ class Study:
             figures |= {f"compensation_{c}": f"{self.figures_dir()}/compensation-{c}.png" for c in self.compensation_comparisons()}
         if self.config.get("calibration"):
             figures["calibration"] = f"{self.figures_dir()}/calibration.png"
+        if "activation_shapes" in self.analyses():
+            figures["activation_shapes"] = f"{self.figures_dir()}/activation-shapes.png"
         if "nsdropout" in self.analyses():
             figures["nsdropout_modes"] = f"{self.figures_dir()}/nsdropout-modes.png"
         return figures
