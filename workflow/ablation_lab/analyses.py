@@ -1,7 +1,7 @@
 """Per-model analyses: a trained model (or its saved predictions), its split and spec -> a tidy table.
 
 Every capability that looks at one trained model (test-set evaluation, calibration,
-post-hoc knockout; local elasticity next) is one function registered in ANALYSES. The
+post-hoc knockout, local elasticity) is one function registered in ANALYSES. The
 workflow runs one cached job per (analysis, run, seed, probe), where a probe is the analysis
 with its parameters under one test view (the test-time-only transforms of a variant, e.g.
 noise added to the test split of a model trained clean), and the study's aggregation joins
@@ -186,6 +186,28 @@ def posthoc_families(config: Mapping[str, Any], family: str) -> bool:
     return family in config["posthoc"]["families"]
 
 
+def elasticity_run(context: RunContext, params: dict[str, Any]) -> tuple[pd.DataFrame, dict[str, np.ndarray]]:
+    """Local elasticity of one trained model on a stratified sample of the test split (see ablation_lab/elasticity.py).
+
+    The model's own inputs (its training transforms applied to the test split), no test view.
+    """
+    from ablation_lab.elasticity import elasticity_table
+
+    return elasticity_table(context.model, context.inputs("test"), context.labels("test"), params)
+
+
+ELASTICITY_KEYS = ("samples", "learning_rate", "seed", "method", "check_rows")
+
+
+def elasticity_params(config: Mapping[str, Any]) -> dict[str, Any] | None:
+    block = config.get("elasticity")
+    return {key: block[key] for key in ELASTICITY_KEYS} if block else None
+
+
+def elasticity_families(config: Mapping[str, Any], family: str) -> bool:
+    return family in config["elasticity"]["families"]
+
+
 ANALYSES: dict[str, Analysis] = {
     EVALUATION: Analysis(
         EVALUATION,
@@ -214,6 +236,16 @@ ANALYSES: dict[str, Analysis] = {
         config_key="posthoc",
         modules=("analyses", "knockout", "ablations"),
         wants=posthoc_families,
+    ),
+    "elasticity": Analysis(
+        "elasticity",
+        "Local elasticity",
+        "How one SGD step on a test example moves the model's output at other test examples of its class and of others (He & Su, 2020).",
+        elasticity_run,
+        elasticity_params,
+        config_key="elasticity",
+        modules=("analyses", "elasticity", "ablations"),
+        wants=elasticity_families,
     ),
 }
 

@@ -143,7 +143,16 @@ class Study:
         for first, second in self.config["combinations"]:
             out[combination_name(first, second)] = combine(out[first], out[second])
         out |= self._compensation_families(out)
+        self._check_elasticity_families(out)
         return out
+
+    def _check_elasticity_families(self, known: dict[str, list[Variant]]) -> None:
+        """`elasticity.families` must name families of this study (a typo would silently analyse nothing)."""
+        for index, family in enumerate((self.config.get("elasticity") or {}).get("families", [])):
+            if family not in known:
+                raise ConfigError(
+                    f"invalid study config: elasticity.families[{index}]: {family!r} is not a family of this study (known: {', '.join(known)})"
+                )
 
     def _compensation_families(self, declared: dict[str, list[Variant]]) -> dict[str, list[Variant]]:
         """With `posthoc.compensation`: width-reduced retrains, and test-time input/noise counterparts."""
@@ -319,13 +328,15 @@ class Study:
         return found + [family for family in ("input", "noise") if family + POSTHOC_SUFFIX in families]
 
     def extra_figures(self) -> dict[str, str]:
-        """Figure name -> path: knockout curves, one overlay per compensation comparison, reliability diagrams."""
+        """Figure name -> path: knockout curves, one overlay per compensation comparison, reliability diagrams, elasticity."""
         figures = {"learning_curves": f"{self.figures_dir()}/learning-curves.png"}
         if self.config.get("posthoc"):
             figures["knockout"] = f"{self.figures_dir()}/knockout.png"
             figures |= {f"compensation_{c}": f"{self.figures_dir()}/compensation-{c}.png" for c in self.compensation_comparisons()}
         if self.config.get("calibration"):
             figures["calibration"] = f"{self.figures_dir()}/calibration.png"
+        if self.config.get("elasticity"):
+            figures["elasticity"] = f"{self.figures_dir()}/elasticity.png"
         return figures
 
     def training_files(self) -> list[str]:

@@ -87,7 +87,7 @@ rule plot_figures:
     params:
         families=family_titles(),
         variants=sealed(STUDY.variant_table()),
-        code=source_digest("plots", "jobs"),
+        code=source_digest("plots", "jobs", "elasticity", "statistics"),
     script:
         "../scripts/plot_figures.py"
 
@@ -159,6 +159,6 @@ rule report_html:
         ],
         figures=report_figures(),
         sharing=STUDY.sharing(),
-        code=source_digest("report", "ablations"),
+        code=source_digest("report", "ablations", "elasticity", "statistics"),
     script:
         "../scripts/report.py"

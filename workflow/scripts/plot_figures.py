@@ -5,7 +5,7 @@ from ablation_lab.dispatch import run_here
 from ablation_lab.io import unsealed
 
 sm = snakemake
-posthoc = {name: sm.input[name] for name in ("history", "knockout", "compensation", "calibration") if hasattr(sm.input, name)}
+posthoc = {name: sm.input[name] for name in ("history", "knockout", "compensation", "calibration", "elasticity") if hasattr(sm.input, name)}
 run_here(
     "plot_figures",
     sm.log[0],
