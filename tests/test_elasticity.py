@@ -137,6 +137,16 @@ def test_row_auc_and_the_ratio_see_class_structure_and_ignore_row_scale():
     assert elasticity.elasticity_ratio(similarity, labels) == pytest.approx(3.0)
 
 
+def test_row_aucs_equal_scikit_learns_roc_auc_score_row_by_row():
+    from sklearn.metrics import roc_auc_score
+
+    rng = np.random.default_rng(6)
+    labels = rng.integers(0, 4, 25)
+    norms = rng.integers(0, 5, size=(25, 25)).astype(float)  # many ties
+    expected = [roc_auc_score(np.delete(labels == labels[i], i), np.delete(norms[i], i)) for i in range(25)]
+    assert elasticity.row_aucs(norms, labels) == pytest.approx(expected)
+
+
 def test_a_zero_self_change_makes_its_relative_row_nan_and_is_not_clustered():
     norms = np.array([[1.0, 0.5, 0.1], [0.3, 0.0, 0.2], [0.1, 0.2, 2.0]])  # x_1 moves others, not itself
     relative = elasticity.relative_similarity(norms)
@@ -277,3 +287,24 @@ def test_the_section_renders_with_its_figure_and_verdict(tmp_path):
     assert elasticity_section(ReportInputs(study={}, meta={}, tables={})) == []
     empty = pd.DataFrame(columns=["family", "variant", "seed", "run", "metric", "example", "value"])
     assert elasticity_section(ReportInputs(study={}, meta={}, tables={"elasticity": empty})) == []
+
+
+# --- the config block ---------------------------------------------------------------------------
+
+
+def test_the_config_block_picks_the_analysed_models_and_names_a_bad_family(test_config):
+    from ablation_lab.config import ConfigError
+    from ablation_lab.study import Study
+
+    study = Study.from_config(test_config)
+    assert [v.id for v in study.analysed("elasticity")] == ["baseline/reference", "activation/relu", "activation/linear"]
+    assert study.probe(study.variants["activation/relu"], "elasticity") == study.probe(study.variants["baseline/reference"], "elasticity")
+    assert "elasticity" in study.extra_tables() and "elasticity" in study.extra_figures()
+    default = Study.from_config({**test_config, "families": {}, "combinations": [], "elasticity": {"samples": 20}})
+    assert [v.id for v in default.analysed("elasticity")] == ["baseline/reference"], "null: the baseline, and activation if declared"
+    typo = {**test_config, "elasticity": {"families": ["baseline", "activaton"]}}
+    with pytest.raises(ConfigError, match=r"elasticity\.families\[1\]: 'activaton' is not a family of this study"):
+        Study.from_config(typo)
+    with pytest.raises(ConfigError, match=r"elasticity\.method"):
+        Study.from_config({**test_config, "elasticity": {"method": "second_order"}})
+    assert "elasticity" not in Study.from_config({k: v for k, v in test_config.items() if k != "elasticity"}).analyses()

@@ -204,8 +204,11 @@ def elasticity_params(config: Mapping[str, Any]) -> dict[str, Any] | None:
     return {key: block[key] for key in ELASTICITY_KEYS} if block else None
 
 
+ELASTICITY_FAMILIES = ("baseline", "activation")  # analysed when `elasticity.families` is null
+
+
 def elasticity_families(config: Mapping[str, Any], family: str) -> bool:
-    return family in config["elasticity"]["families"]
+    return family in (config["elasticity"]["families"] or ELASTICITY_FAMILIES)
 
 
 ANALYSES: dict[str, Analysis] = {

@@ -63,6 +63,8 @@ SIMILARITIES = ("relative", "kernel")
 CLUSTERINGS = ("kmeans", "spectral")
 METHODS = ("first_order", "exact")
 COLUMNS = ["metric", "example", "value"]
+KMEANS_INITS = 4  # K-means restarts (k-means++ seeds), fixed in advance; the best of them is kept
+TRACE_FROM = 20  # exact steps from which tracing the step (about 0.3 s) pays for itself
 
 
 # --- the model in float64 -------------------------------------------------------------------
@@ -186,7 +188,6 @@ def exact_changes(network: Network, x: np.ndarray, labels: np.ndarray, learning_
     inputs = tf.constant(x, tf.float64)
     before = forward(network, network.params, inputs)[0]
 
-    @tf.function
     def stepped_output(example: Any, label: Any) -> Any:
         with tf.GradientTape() as tape:
             tape.watch(network.params)
@@ -196,7 +197,8 @@ def exact_changes(network: Network, x: np.ndarray, labels: np.ndarray, learning_
         stepped = [w - learning_rate * g for w, g in zip(network.params, gradients, strict=True)]
         return forward(network, stepped, inputs)[0] - before
 
-    return np.stack([stepped_output(inputs[i : i + 1], tf.constant(int(labels[i]))).numpy() for i in rows])
+    step = tf.function(stepped_output) if len(rows) >= TRACE_FROM else stepped_output
+    return np.stack([step(inputs[i : i + 1], tf.constant(int(labels[i]))).numpy() for i in rows])
 
 
 # --- similarities and their summaries -------------------------------------------------------
@@ -235,15 +237,19 @@ def row_aucs(norms: np.ndarray, labels: np.ndarray) -> np.ndarray:
     """Per row i: ROC AUC of change[i, j] (j != i) separating x_j of x_i's class from the others.
 
     Invariant to the row's scale, so one AUC per row serves change, S_rel and S_ker alike.
-    A row whose changes are all equal (e.g. all 0) scores 0.5.
+    All rows at once by the rank (Mann-Whitney) form, ties at half: the same numbers as
+    scikit-learn's `roc_auc_score` row by row (tested), without n calls of it. A row whose
+    changes are all equal (e.g. all 0) scores 0.5.
     """
-    from sklearn.metrics import roc_auc_score
+    from scipy.stats import rankdata
 
-    out = np.empty(len(labels))
-    for i in range(len(labels)):
-        others = np.arange(len(labels)) != i
-        out[i] = roc_auc_score(labels[others] == labels[i], norms[i, others])
-    return out
+    n = len(labels)
+    others = ~np.eye(n, dtype=bool)
+    scores = norms[others].reshape(n, n - 1)
+    same = (labels[:, None] == labels[None, :])[others].reshape(n, n - 1)
+    positives = same.sum(axis=1)
+    rank_sum = (rankdata(scores, axis=1) * same).sum(axis=1)
+    return (rank_sum - positives * (positives + 1) / 2) / (positives * (n - 1 - positives))
 
 
 def clustering_scores(similarity: np.ndarray, labels: np.ndarray, k: int, seed: int) -> dict[str, float]:
@@ -258,7 +264,7 @@ def clustering_scores(similarity: np.ndarray, labels: np.ndarray, k: int, seed: 
     if not np.all(np.isfinite(similarity)):
         return dict.fromkeys(names, float("nan"))
     found = {
-        "kmeans": KMeans(k, n_init=10, random_state=seed).fit_predict(similarity),
+        "kmeans": KMeans(k, n_init=KMEANS_INITS, random_state=seed).fit_predict(similarity),
         "spectral": SpectralClustering(k, affinity="precomputed", random_state=seed).fit_predict(np.clip(similarity, 0, None)),
     }
     return {name: value for method, clusters in found.items() for name, value in agreement(labels, clusters, method).items()}
@@ -277,7 +283,7 @@ def input_clustering_scores(x: np.ndarray, labels: np.ndarray, k: int, seed: int
     """The reference: K-means on the raw (flattened) inputs of the same sample."""
     from sklearn.cluster import KMeans
 
-    clusters = KMeans(k, n_init=10, random_state=seed).fit_predict(x.reshape(len(x), -1))
+    clusters = KMeans(k, n_init=KMEANS_INITS, random_state=seed).fit_predict(x.reshape(len(x), -1))
     return {f"{name}_inputs": value for name, value in agreement(labels, clusters, "kmeans").items()}
 
 

@@ -147,8 +147,8 @@ class Study:
         return out
 
     def _check_elasticity_families(self, known: dict[str, list[Variant]]) -> None:
-        """`elasticity.families` must name families of this study (a typo would silently analyse nothing)."""
-        for index, family in enumerate((self.config.get("elasticity") or {}).get("families", [])):
+        """A list in `elasticity.families` must name families of this study (a typo would silently analyse nothing)."""
+        for index, family in enumerate((self.config.get("elasticity") or {}).get("families") or []):
             if family not in known:
                 raise ConfigError(
                     f"invalid study config: elasticity.families[{index}]: {family!r} is not a family of this study (known: {', '.join(known)})"
