@@ -1,4 +1,4 @@
-"""Run the six benchmarks in sequence (`make bench`) and end with one summary table.
+"""Run the benchmarks in sequence (`make bench`) and end with one summary table.
 
 Each benchmark runs as its own process, prints its own tables as it goes, and hands its
 key figures back through a JSON file. `--quick` is passed through (small sizes, under a
@@ -20,7 +20,15 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import PYTHON, header, machine_line, table, verdict
 
-BENCHMARKS = ("bench_training.py", "bench_study.py", "bench_rerun.py", "bench_evaluation.py", "bench_knockout.py", "bench_efficiency.py")
+BENCHMARKS = (
+    "bench_training.py",
+    "bench_study.py",
+    "bench_rerun.py",
+    "bench_evaluation.py",
+    "bench_knockout.py",
+    "bench_efficiency.py",
+    "bench_elasticity.py",
+)
 
 
 def run_one(script: str, quick: bool, summary_path: Path) -> tuple[int, float]:
