@@ -224,6 +224,21 @@ def test_the_analysis_reads_the_test_split_only_and_writes_its_rows(tf):
     assert exact.set_index(["metric", "example"])["value"].loc["auc"].item() == pytest.approx(scores["auc"], abs=0.02)
 
 
+def test_a_diverged_model_gives_an_empty_table_and_the_figure_says_so(tf, tmp_path):
+    from ablation_lab.plots import plot_elasticity
+    from ablation_lab.report import ReportInputs, elasticity_section
+
+    model = small_mlp("relu")
+    kernel, bias = model.get_layer("hidden_1").get_weights()
+    model.get_layer("hidden_1").set_weights([np.full_like(kernel, np.nan), bias])
+    y = np.repeat(np.arange(3), 20)
+    table, arrays = elasticity.elasticity_table(model, np.ones((60, 5)), y, PARAMS)
+    assert table.empty and list(table.columns) == elasticity.COLUMNS and len(arrays["sample"]) == 30
+    plot_elasticity(table.assign(family=[], variant=[], seed=[]), [], tmp_path / "empty.png")
+    assert (tmp_path / "empty.png").stat().st_size > 0
+    assert elasticity_section(ReportInputs(study={}, meta={}, tables={"elasticity": table})) == []
+
+
 # --- across seeds: summary, the claim, the section ----------------------------------------------
 
 

@@ -268,7 +268,7 @@ def plot_elasticity(elasticity: pd.DataFrame, variants: Sequence[dict[str, Any]]
     sns.barplot(data=bars, x="label", y="ARI", hue="clustering", order=summary["label"], ax=right)
     right.axhline(summary["ari_kmeans_inputs"].mean(), color="black", linestyle="--", linewidth=1, label="K-means, raw inputs")
     right.set(title="Clustering the sample (mean over seeds)", xlabel="", ylabel="adjusted Rand index vs classes")
-    right.legend(fontsize=7)
+    right.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     for axes in (left, right):
         axes.tick_params(axis="x", rotation=45 if len(summary) > 4 else 0)
     sns.despine(figure)

@@ -396,7 +396,8 @@ def elasticity_section(inputs: ReportInputs) -> list[SectionContent]:
     section.say(
         "Clustering the sample into as many clusters as classes (mean over seeds): adjusted Rand index and NMI with the "
         "classes, of K-means on the rows of each symmetrised similarity matrix and of spectral clustering with it as "
-        "affinity; K-means on the raw inputs of the same sample is the reference."
+        "affinity; K-means on the raw inputs of the same sample is the reference. K-means on the rows also sees each "
+        "row's scale (a well-fitted example's row is near 0); spectral clustering reads the matrix as a graph."
     )
     columns = [f"{s}_{m}_{k}" for k in ("kernel", "relative") for m in ("kmeans", "spectral") for s in ("ari", "nmi")]
     columns += ["ari_kmeans_inputs", "nmi_kmeans_inputs"]
