@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 from ablation_lab import elasticity
 from ablation_lab.analyses import ANALYSES, RunContext
 
@@ -112,6 +113,17 @@ def test_float64_keeps_the_self_change_of_a_confident_example(tf):
     network = elasticity.float64_network(linear_model(kernel, bias))
     first, _ = elasticity.first_order_changes(network, x, y, 1e-3)
     assert np.linalg.norm(first[0, 0]) > 0
+
+
+def test_the_float64_network_computes_what_the_keras_model_predicts(tf):
+    from ablation_lab.models import build_mlp
+
+    model = build_mlp((4, 3), 5, [6, 7], "sigmoid", 0.5)  # image-shaped input: Flatten; dropout off at inference
+    x = np.random.default_rng(7).random((8, 4, 3))
+    network = elasticity.float64_network(model)
+    probabilities = elasticity.forward(network, network.params, tf.constant(x, tf.float64))[0]
+    assert probabilities.dtype == tf.float64
+    assert probabilities.numpy() == pytest.approx(model(x.astype(np.float32), training=False).numpy(), abs=1e-6)
 
 
 def test_only_dense_layers_with_weights_are_accepted(tf):
@@ -323,3 +335,5 @@ def test_the_config_block_picks_the_analysed_models_and_names_a_bad_family(test_
     with pytest.raises(ConfigError, match=r"elasticity\.method"):
         Study.from_config({**test_config, "elasticity": {"method": "second_order"}})
     assert "elasticity" not in Study.from_config({k: v for k, v in test_config.items() if k != "elasticity"}).analyses()
+    schema = yaml.safe_load((Path(__file__).resolve().parent.parent / "workflow" / "schemas" / "config.schema.yaml").read_text())
+    assert tuple(schema["properties"]["elasticity"]["properties"]["method"]["enum"]) == elasticity.METHODS

@@ -59,9 +59,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-SIMILARITIES = ("relative", "kernel")
 CLUSTERINGS = ("kmeans", "spectral")
-METHODS = ("first_order", "exact")
+METHODS = ("first_order", "exact")  # `elasticity.method` (the schema's enum is tested against it)
 COLUMNS = ["metric", "example", "value"]
 KMEANS_INITS = 4  # K-means restarts (k-means++ seeds), fixed in advance; the best of them is kept
 TRACE_FROM = 20  # exact steps from which tracing the step (about 0.3 s) pays for itself
