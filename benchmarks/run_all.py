@@ -28,6 +28,7 @@ BENCHMARKS = (
     "bench_knockout.py",
     "bench_efficiency.py",
     "bench_learnable.py",
+    "bench_elasticity.py",
 )
 
 

@@ -23,7 +23,7 @@ SCHEMA = yaml.safe_load((ROOT / "workflow" / "schemas" / "config.schema.yaml").r
 def article_config(posthoc: bool = False) -> dict:
     """The default study; without its `posthoc` block, the article's four retrain families alone."""
     config = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
-    return config if posthoc else {k: v for k, v in config.items() if k not in ("posthoc", "calibration")}
+    return config if posthoc else {k: v for k, v in config.items() if k not in ("posthoc", "calibration", "elasticity")}
 
 
 @pytest.fixture(scope="module")

@@ -30,12 +30,13 @@ def test_report_has_a_section_per_family_with_figures(finished):
         assert f'id="family-{family}"' in page
     # 10 family figures (7 declared + units, input_posthoc, noise_posthoc), 4 example galleries,
     # the learning curves, the knockout curves, 3 compensation overlays, the reliability diagrams,
-    # NSDropout's inference modes and the learned activation shapes
-    assert page.count("data:image/png;base64,") == 22
+    # NSDropout's inference modes, the learned activation shapes and the local elasticity figure
+    assert page.count("data:image/png;base64,") == 23
     assert 'id="activation_shapes"' in page
     assert 'id="nsdropout"' in page and "oracle (true label's mask: label leakage)" in page
     assert 'id="training"' in page and "Every model was trained for a single epoch." in page
     assert 'id="calibration"' in page
+    assert 'id="elasticity"' in page and "claim that non-linear activations are more locally elastic than a linear one" in page
     assert 'id="overview"' in page and 'id="findings"' in page and 'id="provenance"' in page
     assert "Variants that resolve to the same trained model share it" in page
     tidy = pd.read_parquet(workdir / "reports" / "smoke" / "tables" / "metrics.parquet")
@@ -183,14 +184,15 @@ def test_editing_the_data_file_prepares_a_new_split_and_trains_on_it(tmp_path):
 
 def test_the_default_study_plans_forty_trainings_for_twenty_three_variants(tmp_path):
     article = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
-    retrain_only = {k: v for k, v in article.items() if k not in ("posthoc", "calibration")}
+    retrain_only = {k: v for k, v in article.items() if k not in ("posthoc", "calibration", "elasticity")}
     jobs = planned_jobs(snakemake(tmp_path, write_config(tmp_path, retrain_only), "--dry-run").stdout)
     assert len(jobs["train"]) == 40 and len(jobs["analyse_run"]) == 40
     jobs = planned_jobs(snakemake(tmp_path, ROOT / "config" / "config.yaml", "--dry-run").stdout)
     # + 9 width retrains x 2 seeds; evaluations (and calibrations) of 58 models and 12 test-time
-    # views of the baseline x 2 seeds; 5 knockouts x 2 seeds
+    # views of the baseline x 2 seeds; 5 knockouts x 2 seeds; local elasticity of the 4 activation
+    # models (the baseline shares relu's) x 2 seeds
     assert len(jobs["train"]) == 58
-    assert len(jobs["analyse_run"]) == 2 * (58 + 2 * 12) + 10
+    assert len(jobs["analyse_run"]) == 2 * (58 + 2 * 12) + 10 + 4 * 2
 
 
 def test_snakemake_report_builds(finished):

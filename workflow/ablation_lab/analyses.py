@@ -1,7 +1,7 @@
 """Per-model analyses: a trained model (or its saved predictions), its split and spec -> a tidy table.
 
 Every capability that looks at one trained model (test-set evaluation, calibration,
-post-hoc knockout; local elasticity next) is one function registered in ANALYSES. The
+post-hoc knockout, local elasticity) is one function registered in ANALYSES. The
 workflow runs one cached job per (analysis, run, seed, probe), where a probe is the analysis
 with its parameters under one test view (the test-time-only transforms of a variant, e.g.
 noise added to the test split of a model trained clean), and the study's aggregation joins
@@ -226,6 +226,35 @@ def shapes_params(config: Mapping[str, Any]) -> dict[str, Any] | None:
     return {"points": 121, "units_shown": 4} if named & set(LEARNABLE_ACTIVATIONS) else None
 
 
+def elasticity_run(context: RunContext, params: dict[str, Any]) -> tuple[pd.DataFrame, dict[str, np.ndarray]]:
+    """Local elasticity of one trained model on a stratified sample of the test split (see ablation_lab/elasticity.py).
+
+    The model's own inputs (its training transforms applied to the test split), no test view.
+    """
+    from ablation_lab.elasticity import COLUMNS, elasticity_table
+
+    if context.spec["model"]["activation"] in LEARNABLE_ACTIVATIONS:
+        # Not yet: the batched form differentiates Dense layers only, and a learnable
+        # activation's own parameters move in the step too. Left out, and the report says so.
+        return pd.DataFrame(columns=COLUMNS), {}
+    return elasticity_table(context.model, context.inputs("test"), context.labels("test"), params)
+
+
+ELASTICITY_KEYS = ("samples", "learning_rate", "seed", "method", "check_rows")
+
+
+def elasticity_params(config: Mapping[str, Any]) -> dict[str, Any] | None:
+    block = config.get("elasticity")
+    return {key: block[key] for key in ELASTICITY_KEYS} if block else None
+
+
+ELASTICITY_FAMILIES = ("baseline", "activation")  # analysed when `elasticity.families` is null
+
+
+def elasticity_families(config: Mapping[str, Any], family: str) -> bool:
+    return family in (config["elasticity"]["families"] or ELASTICITY_FAMILIES)
+
+
 ANALYSES: dict[str, Analysis] = {
     EVALUATION: Analysis(
         EVALUATION,
@@ -274,6 +303,16 @@ ANALYSES: dict[str, Analysis] = {
         shapes_params,
         modules=("analyses", "learnable", "layers"),
         wants=lambda config, family: family in ("baseline", "activation"),
+    ),
+    "elasticity": Analysis(
+        "elasticity",
+        "Local elasticity",
+        "How one SGD step on a test example moves the model's output at other test examples of its class and of others (He & Su, 2020).",
+        elasticity_run,
+        elasticity_params,
+        config_key="elasticity",
+        modules=("analyses", "elasticity", "ablations"),
+        wants=elasticity_families,
     ),
 }
 

@@ -231,6 +231,10 @@ def plot_figures(
         plot_nsdropout(pd.read_csv(posthoc["nsdropout_summary"]), pd.read_csv(posthoc["nsdropout"]), variants, out["nsdropout_modes"])
     if "calibration" in posthoc:
         plot_reliability(pd.read_csv(posthoc["calibration"]), variants, out["calibration"])
+    if "elasticity" in posthoc:
+        from ablation_lab.plots import plot_elasticity
+
+        plot_elasticity(pd.read_csv(posthoc["elasticity"]), variants, out["elasticity"])
     if "knockout" in posthoc:
         plot_knockout(pd.read_csv(posthoc["knockout"]), variants, out["knockout"])
         gaps = pd.read_csv(posthoc["compensation"])

@@ -308,4 +308,40 @@ def plot_activation_shapes(shapes: pd.DataFrame, variants: Sequence[dict[str, An
         axis.axis("off")
     figure.suptitle("Learned activation functions (dashed: as initialised; grey: fixed activations)", y=1.01)
     figure.tight_layout()
+
+
+def plot_elasticity(elasticity: pd.DataFrame, variants: Sequence[dict[str, Any]], path: str | Path) -> None:
+    """Local elasticity per analysed variant: the AUC (one point per seed, mean with its 95% interval) and clustering ARIs.
+
+    Left: 0.5 is a model whose step moves same-class and other-class examples alike. Right:
+    the agreement with the classes of clusterings of the similarity matrices, and of K-means on
+    the raw inputs (dashed) as the reference. Intervals from `elasticity.variant_summary`.
+    """
+    from ablation_lab.elasticity import variant_summary
+
+    if elasticity.empty:
+        _empty_figure(path, "No local elasticity to draw (every analysed run diverged).")
+        return
+    summary = variant_summary(elasticity)
+    summary["label"] = variant_labels(summary, variants)
+    points = elasticity[elasticity["metric"] == "auc"]
+    points = points.assign(label=variant_labels(points, variants))
+    figure, (left, right) = plt.subplots(1, 2, figsize=(max(8.0, 1.1 * len(summary) + 5), 3.8))
+    sns.stripplot(data=points, x="label", y="value", order=summary["label"], ax=left, color="tab:blue", alpha=0.6, jitter=0.15)
+    x = np.arange(len(summary))
+    means = summary["auc_mean"].to_numpy()
+    error = np.vstack([means - summary["auc_low"].to_numpy(), summary["auc_high"].to_numpy() - means])
+    left.errorbar(x, means, yerr=np.where(np.isfinite(error), error, 0), fmt="o", color="black", capsize=4)
+    left.axhline(0.5, color="grey", linestyle="--", linewidth=1)
+    left.set(title="Same class vs other classes: row AUC", xlabel="", ylabel="mean row AUC (0.5: not elastic)")
+    scores = {"spectral, S_ker": "ari_spectral_kernel", "K-means, S_ker": "ari_kmeans_kernel", "spectral, S_rel": "ari_spectral_relative"}
+    bars = summary.melt(id_vars="label", value_vars=[c for c in scores.values() if c in summary], var_name="clustering", value_name="ARI")
+    bars["clustering"] = bars["clustering"].map({column: name for name, column in scores.items()})
+    sns.barplot(data=bars, x="label", y="ARI", hue="clustering", order=summary["label"], ax=right)
+    right.axhline(summary["ari_kmeans_inputs"].mean(), color="black", linestyle="--", linewidth=1, label="K-means, raw inputs")
+    right.set(title="Clustering the sample (mean over seeds)", xlabel="", ylabel="adjusted Rand index vs classes")
+    right.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    for axes in (left, right):
+        axes.tick_params(axis="x", rotation=45 if len(summary) > 4 else 0)
+    sns.despine(figure)
     _save(figure, path)

@@ -143,7 +143,16 @@ class Study:
         for first, second in self.config["combinations"]:
             out[combination_name(first, second)] = combine(out[first], out[second])
         out |= self._compensation_families(out)
+        self._check_elasticity_families(out)
         return out
+
+    def _check_elasticity_families(self, known: dict[str, list[Variant]]) -> None:
+        """A list in `elasticity.families` must name families of this study (a typo would silently analyse nothing)."""
+        for index, family in enumerate((self.config.get("elasticity") or {}).get("families") or []):
+            if family not in known:
+                raise ConfigError(
+                    f"invalid study config: elasticity.families[{index}]: {family!r} is not a family of this study (known: {', '.join(known)})"
+                )
 
     def _compensation_families(self, declared: dict[str, list[Variant]]) -> dict[str, list[Variant]]:
         """With `posthoc.compensation`: width-reduced retrains, and test-time input/noise counterparts."""
@@ -320,7 +329,7 @@ class Study:
         return found + [family for family in ("input", "noise") if family + POSTHOC_SUFFIX in families]
 
     def extra_figures(self) -> dict[str, str]:
-        """Figure name -> path: knockout curves, one overlay per compensation comparison, reliability diagrams."""
+        """Figure name -> path: knockout curves, one overlay per compensation comparison, reliability diagrams, elasticity."""
         figures = {"learning_curves": f"{self.figures_dir()}/learning-curves.png"}
         if self.config.get("posthoc"):
             figures["knockout"] = f"{self.figures_dir()}/knockout.png"
@@ -331,6 +340,8 @@ class Study:
             figures["activation_shapes"] = f"{self.figures_dir()}/activation-shapes.png"
         if "nsdropout" in self.analyses():
             figures["nsdropout_modes"] = f"{self.figures_dir()}/nsdropout-modes.png"
+        if self.config.get("elasticity"):
+            figures["elasticity"] = f"{self.figures_dir()}/elasticity.png"
         return figures
 
     def training_files(self) -> list[str]:

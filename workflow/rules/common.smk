@@ -93,7 +93,7 @@ def report_figures():
         for family, path in family_figures().items()
     }
     extra = STUDY.extra_figures()
-    for section in ("learning_curves", "knockout", "calibration", "nsdropout_modes", "activation_shapes"):
+    for section in ("learning_curves", "knockout", "calibration", "nsdropout_modes", "activation_shapes", "elasticity"):
         if section in extra:
             figures[section] = [extra[section]]
     compensation = [p for n, p in extra.items() if n.startswith("compensation_")]

@@ -89,7 +89,7 @@ rule plot_figures:
     params:
         families=family_titles(),
         variants=sealed(STUDY.variant_table()),
-        code=source_digest("plots", "jobs"),
+        code=source_digest("plots", "jobs", "elasticity", "statistics", "nsdropout"),
     script:
         "../scripts/plot_figures.py"
 
@@ -161,6 +161,14 @@ rule report_html:
         ],
         figures=report_figures(),
         sharing=STUDY.sharing(),
-        code=source_digest("report", "ablations"),
+        code=source_digest(
+            "report",
+            "ablations",
+            "elasticity",
+            "statistics",
+            "nsdropout",
+            "learnable",
+            "identity",
+        ),
     script:
         "../scripts/report.py"

@@ -1,0 +1,339 @@
+"""Local elasticity: closed forms, the batched form against actually taking the step, the summaries and the section."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+from ablation_lab import elasticity
+from ablation_lab.analyses import ANALYSES, RunContext
+
+PARAMS = {"samples": 30, "learning_rate": 1e-3, "seed": 0, "method": "first_order", "check_rows": 3}
+
+
+@pytest.fixture(scope="module")
+def tf():
+    from ablation_lab.train import configure_tensorflow
+
+    configure_tensorflow(threads=1)
+    import tensorflow
+
+    return tensorflow
+
+
+def softmax(z: np.ndarray) -> np.ndarray:
+    e = np.exp(z - z.max(axis=-1, keepdims=True))
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+def linear_model(kernel: np.ndarray, bias: np.ndarray):
+    """Softmax regression (no hidden layer) with the given weights."""
+    from ablation_lab.models import build_mlp
+
+    model = build_mlp((kernel.shape[0],), kernel.shape[1], [], "relu", 0.0)
+    model.get_layer("probabilities").set_weights([kernel.astype(np.float32), bias.astype(np.float32)])
+    return model
+
+
+def small_mlp(activation: str, inputs: int = 5, classes: int = 3, seed: int = 0):
+    import keras
+    from ablation_lab.models import build_mlp
+
+    keras.utils.set_random_seed(seed)
+    return build_mlp((inputs,), classes, [7, 6], activation, 0.0)
+
+
+# --- the changes ------------------------------------------------------------------------------
+
+# A hand-made problem: 3 classes in the plane, one point near each corner, one in between.
+X = np.array([[1.0, 0.0], [0.9, 0.2], [0.0, 1.0], [0.1, 0.8], [-1.0, -1.0], [-0.8, -1.1], [0.3, 0.3]])
+Y = np.array([0, 0, 1, 1, 2, 2, 0])
+W = np.array([[2.0, -1.0, -1.0], [-1.0, 2.0, -1.0]])
+B = np.array([0.1, -0.2, 0.3])
+
+
+def test_a_linear_model_matches_the_closed_form(tf):
+    # z = xW + b, p = softmax(z); one step on (x_i, y_i) moves every logit by
+    # dz_j = -lr (x_i . x_j + 1)(p_i - e_{y_i}) exactly (z is linear in the weights), so
+    # f(x_j; w+) = softmax(z_j + dz_j), and to first order the change is J_softmax(p_j) dz_j.
+    lr = 0.05
+    z, p = X @ W + B, softmax(X @ W + B)
+    step = p - np.eye(3)[Y]  # dL/dz at each x_i
+    shift = -lr * (X @ X.T + 1)[:, :, None] * step[:, None, :]  # shift[i, j] = dz_j after the step on x_i
+    exact = softmax(z[None] + shift) - p[None]
+    jacobian = np.stack([np.diag(q) - np.outer(q, q) for q in p])  # dp/dz at each x_j
+    linearised = np.einsum("jcd,ijd->ijc", jacobian, shift)
+
+    network = elasticity.float64_network(linear_model(W, B))
+    network = elasticity.Network(network.steps, network.activations, tuple(tf.constant(w, tf.float64) for w in (W, B)))
+    first, gradient_norms = elasticity.first_order_changes(network, X, Y, lr)
+    assert elasticity.exact_changes(network, X, Y, lr, range(len(X))) == pytest.approx(exact, abs=1e-13)
+    assert first == pytest.approx(linearised, abs=1e-13)
+    assert gradient_norms == pytest.approx(1 / p[np.arange(len(Y)), Y])  # ||dL/df|| = 1 / p_y
+    norms = np.linalg.norm(exact, axis=2)
+    s_rel = norms / np.diag(norms)[:, None]
+    assert elasticity.relative_similarity(norms) == pytest.approx(s_rel)
+    assert np.diag(elasticity.relative_similarity(norms)) == pytest.approx(1.0)
+    s_ker = np.linalg.norm(linearised, axis=2) * p[np.arange(len(Y)), Y][:, None] / lr
+    assert elasticity.kernel_similarity(np.linalg.norm(first, axis=2), gradient_norms, lr) == pytest.approx(s_ker)
+
+
+@pytest.mark.parametrize("activation", ["relu", "tanh", "sigmoid", "linear"])
+def test_the_batched_first_order_form_equals_taking_each_step(tf, activation):
+    rng = np.random.default_rng(1)
+    x, y = rng.normal(size=(9, 5)), rng.integers(0, 3, 9)
+    network = elasticity.float64_network(small_mlp(activation))
+    errors = {}
+    for lr in (1e-6, 1.0):
+        first, _ = elasticity.first_order_changes(network, x, y, lr)
+        exact = elasticity.exact_changes(network, x, y, lr, range(len(x)))
+        errors[lr] = np.linalg.norm(first - exact) / np.linalg.norm(exact)
+    assert errors[1e-6] < 1e-4, "the first-order form is the exact step's derivative"
+    assert errors[1.0] > 100 * errors[1e-6], "a large step leaves the first-order regime: the comparison can fail"
+
+
+def test_the_class_by_class_jacobian_equals_tape_batch_jacobian(tf):
+    x = tf.constant(np.random.default_rng(2).normal(size=(6, 5)), tf.float64)
+    network = elasticity.float64_network(small_mlp("tanh"))
+    _, _, jacobians = elasticity.output_jacobians(network, x)
+    with tf.GradientTape(persistent=True) as tape:
+        probabilities, _, pre = elasticity.forward(network, network.params, x, tape)
+    for jacobian, z in zip(jacobians, pre, strict=True):
+        assert jacobian.numpy() == pytest.approx(tape.batch_jacobian(probabilities, z).numpy(), abs=1e-15)
+
+
+def test_float64_keeps_the_self_change_of_a_confident_example(tf):
+    # logit margin 25: p_y = 1 - 3e-11 rounds to exactly 1 in float32 (its self-change would be 0)
+    kernel, bias = np.array([[25.0, 0.0], [0.0, 0.0]]), np.zeros(2)
+    x, y = np.array([[1.0, 0.0], [0.0, 1.0]]), np.array([0, 1])
+    assert np.float32(softmax(x[:1] @ kernel)[0, 0]) == 1.0
+    network = elasticity.float64_network(linear_model(kernel, bias))
+    first, _ = elasticity.first_order_changes(network, x, y, 1e-3)
+    assert np.linalg.norm(first[0, 0]) > 0
+
+
+def test_the_float64_network_computes_what_the_keras_model_predicts(tf):
+    from ablation_lab.models import build_mlp
+
+    model = build_mlp((4, 3), 5, [6, 7], "sigmoid", 0.5)  # image-shaped input: Flatten; dropout off at inference
+    x = np.random.default_rng(7).random((8, 4, 3))
+    network = elasticity.float64_network(model)
+    probabilities = elasticity.forward(network, network.params, tf.constant(x, tf.float64))[0]
+    assert probabilities.dtype == tf.float64
+    assert probabilities.numpy() == pytest.approx(model(x.astype(np.float32), training=False).numpy(), abs=1e-6)
+
+
+def test_only_dense_layers_with_weights_are_accepted(tf):
+    import keras
+
+    inputs = keras.Input((4,))
+    model = keras.Model(inputs, keras.layers.Dense(2, activation="softmax")(keras.layers.BatchNormalization()(inputs)))
+    with pytest.raises(ValueError, match="BatchNormalization"):
+        elasticity.float64_network(model)
+
+
+# --- similarities, ratios, AUC, clustering ----------------------------------------------------
+
+
+def test_row_auc_and_the_ratio_see_class_structure_and_ignore_row_scale():
+    labels = np.array([0, 0, 0, 1, 1, 1])
+    same = (labels[:, None] == labels[None, :]).astype(float)
+    elastic = np.where(same == 1, 2.0, 0.5) * np.array([1, 10, 1e-6, 1, 3, 1])[:, None]  # wildly different row scales
+    assert elasticity.row_aucs(elastic, labels) == pytest.approx(1.0)
+    assert elasticity.row_aucs(1 / elastic, labels) == pytest.approx(0.0)
+    assert elasticity.row_aucs(np.ones((6, 6)), labels) == pytest.approx(0.5)
+    similarity = elasticity.symmetrised(np.where(same == 1, 3.0, 1.0))
+    assert elasticity.elasticity_ratio(similarity, labels) == pytest.approx(3.0)
+
+
+def test_row_aucs_equal_scikit_learns_roc_auc_score_row_by_row():
+    from sklearn.metrics import roc_auc_score
+
+    rng = np.random.default_rng(6)
+    labels = rng.integers(0, 4, 25)
+    norms = rng.integers(0, 5, size=(25, 25)).astype(float)  # many ties
+    expected = [roc_auc_score(np.delete(labels == labels[i], i), np.delete(norms[i], i)) for i in range(25)]
+    assert elasticity.row_aucs(norms, labels) == pytest.approx(expected)
+
+
+def test_a_zero_self_change_makes_its_relative_row_nan_and_is_not_clustered():
+    norms = np.array([[1.0, 0.5, 0.1], [0.3, 0.0, 0.2], [0.1, 0.2, 2.0]])  # x_1 moves others, not itself
+    relative = elasticity.relative_similarity(norms)
+    assert np.isnan(relative[1]).all() and relative[0, 1] == 0.5 and relative[2, 2] == 1.0
+    scores = elasticity.clustering_scores(elasticity.symmetrised(relative), np.array([0, 0, 1]), 2, 0)
+    assert all(np.isnan(v) for v in scores.values())
+
+
+def block_similarity(labels: np.ndarray, noise: float, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    same = labels[:, None] == labels[None, :]
+    return elasticity.symmetrised(np.where(same, 1.0, 0.05) + noise * rng.random(same.shape))
+
+
+def test_clustering_an_obviously_separated_similarity_recovers_the_classes():
+    labels = np.repeat(np.arange(4), 10)
+    scores = elasticity.clustering_scores(block_similarity(labels, 0.1), labels, 4, 0)
+    assert scores["ari_kmeans"] == pytest.approx(1.0) and scores["ari_spectral"] == pytest.approx(1.0)
+    assert scores["nmi_kmeans"] == pytest.approx(1.0) and scores["nmi_spectral"] == pytest.approx(1.0)
+    shuffled = elasticity.clustering_scores(block_similarity(labels, 0.1), np.random.default_rng(0).permutation(labels), 4, 0)
+    assert shuffled["ari_kmeans"] < 0.3 and shuffled["ari_spectral"] < 0.3
+
+
+# --- the sample and the analysis --------------------------------------------------------------
+
+
+def test_the_sample_is_stratified_sorted_by_class_and_the_same_for_every_model():
+    labels = np.repeat(np.arange(4), [40, 30, 20, 10])[np.random.default_rng(3).permutation(100)]
+    sample = elasticity.stratified_sample(labels, 20, 0)
+    assert np.bincount(labels[sample]).tolist() == [8, 6, 4, 2]
+    assert (np.diff(labels[sample]) >= 0).all() and len(set(sample)) == 20
+    assert (elasticity.stratified_sample(labels, 20, 0) == sample).all()
+    assert set(elasticity.stratified_sample(labels, 20, 1)) != set(sample)
+    with pytest.raises(ValueError, match=r"elasticity\.samples: 101 examples asked, but the test split has 100"):
+        elasticity.stratified_sample(labels, 101, 0)
+    with pytest.raises(ValueError, match=r"elasticity\.samples: 6 .* fewer than 2"):
+        elasticity.stratified_sample(labels, 6, 0)
+
+
+class SplitGuard(RunContext):
+    """A run context that serves the test split only and records what was asked of it."""
+
+    def __init__(self, model, x: np.ndarray, y: np.ndarray) -> None:
+        super().__init__(Path("."), "", "", {"transforms": []}, 1)
+        self._model, self._x, self._y, self.asked = model, x, y, []
+
+    @property
+    def model(self):
+        return self._model
+
+    def inputs(self, split: str = "test") -> np.ndarray:
+        self.asked.append(split)
+        assert split == "test", f"elasticity read the {split} split"
+        return self._x
+
+    def labels(self, split: str = "test") -> np.ndarray:
+        self.asked.append(split)
+        assert split == "test", f"elasticity read the {split} labels"
+        return self._y
+
+
+def test_the_analysis_reads_the_test_split_only_and_writes_its_rows(tf):
+    rng = np.random.default_rng(4)
+    y = np.repeat(np.arange(3), 20)
+    x = rng.normal(size=(60, 5)) + 2 * np.eye(5)[y]
+    context = SplitGuard(small_mlp("tanh"), x, y)
+    table, arrays = ANALYSES["elasticity"].run(context, PARAMS)
+    assert set(context.asked) == {"test"}
+    scores = table[table["example"].isna()].set_index("metric")["value"]
+    assert {"auc", "ratio_kernel", "ratio_relative", "ari_spectral_kernel", "nmi_kmeans_inputs", "first_order_error"} <= set(scores.index)
+    assert 0 <= scores["auc"] <= 1 and scores["first_order_error"] < 0.05
+    rows = table[table["metric"] == "row_auc"]
+    assert len(rows) == 30 and set(rows["example"]) == set(arrays["sample"]) and rows["value"].mean() == pytest.approx(scores["auc"])
+    exact, _ = ANALYSES["elasticity"].run(SplitGuard(context.model, x, y), PARAMS | {"method": "exact"})
+    assert exact.set_index(["metric", "example"])["value"].loc["auc"].item() == pytest.approx(scores["auc"], abs=0.02)
+
+
+def test_a_diverged_model_gives_an_empty_table_and_the_figure_says_so(tf, tmp_path):
+    from ablation_lab.plots import plot_elasticity
+    from ablation_lab.report import ReportInputs, elasticity_section
+
+    model = small_mlp("relu")
+    kernel, bias = model.get_layer("hidden_1").get_weights()
+    model.get_layer("hidden_1").set_weights([np.full_like(kernel, np.nan), bias])
+    y = np.repeat(np.arange(3), 20)
+    table, arrays = elasticity.elasticity_table(model, np.ones((60, 5)), y, PARAMS)
+    assert table.empty and list(table.columns) == elasticity.COLUMNS and len(arrays["sample"]) == 30
+    plot_elasticity(table.assign(family=[], variant=[], seed=[]), [], tmp_path / "empty.png")
+    assert (tmp_path / "empty.png").stat().st_size > 0
+    assert elasticity_section(ReportInputs(study={}, meta={}, tables={"elasticity": table})) == []
+
+
+# --- across seeds: summary, the claim, the section ----------------------------------------------
+
+
+def elasticity_rows(family: str, variant: str, seed: int, row_auc: np.ndarray, ratio: float) -> list[dict]:
+    base = {"family": family, "variant": variant, "seed": seed, "run": f"{variant}-run"}
+    rows = [base | {"metric": "auc", "example": np.nan, "value": row_auc.mean()}]
+    rows += [base | {"metric": m, "example": np.nan, "value": v} for m, v in (("ratio_kernel", ratio), ("ratio_relative", ratio))]
+    rows += [base | {"metric": m, "example": np.nan, "value": 0.5} for m in ("ari_spectral_kernel", "ari_kmeans_inputs")]
+    return rows + [base | {"metric": "row_auc", "example": i, "value": v} for i, v in enumerate(row_auc)]
+
+
+def study_table(nonlinear: float, linear: float, seeds: tuple[int, ...] = (1, 2, 3)) -> pd.DataFrame:
+    rng = np.random.default_rng(5)
+    rows = []
+    for seed in seeds:
+        for variant, level in (("relu", nonlinear), ("tanh", nonlinear), ("linear", linear)):
+            rows += elasticity_rows("activation", variant, seed, np.clip(level + 0.05 * rng.normal(size=40), 0, 1), 2 * level)
+    return pd.DataFrame(rows)
+
+
+def test_the_claim_is_a_tested_statement():
+    held = elasticity.nonlinear_claim(study_table(0.8, 0.55))
+    assert held["verdict"] == "held" and held["estimate"] == pytest.approx(0.25, abs=0.03) and held["low"] > 0
+    assert "held here" in elasticity.claim_sentence(held)
+    assert elasticity.nonlinear_claim(study_table(0.55, 0.8))["verdict"] == "contradicted"
+    assert elasticity.nonlinear_claim(study_table(0.6, 0.6))["verdict"] == "within seed noise"
+    alone = elasticity.nonlinear_claim(study_table(0.8, 0.55, seeds=(1,)))
+    assert alone["verdict"].startswith("not testable") and "could not be tested" in elasticity.claim_sentence(alone)
+    assert elasticity.nonlinear_claim(study_table(0.8, 0.55).query("variant != 'linear'")) is None
+
+
+def test_the_summary_gives_each_variant_an_interval_from_the_statistics_module():
+    from ablation_lab.statistics import mean_interval
+
+    table = study_table(0.8, 0.55)
+    summary = elasticity.variant_summary(table).set_index("variant")
+    relu = table[(table["variant"] == "relu") & (table["metric"] == "auc")]["value"].to_numpy()
+    rows = table[(table["variant"] == "relu") & (table["metric"] == "row_auc")].pivot(index="seed", columns="example", values="value")
+    expected = mean_interval(relu, hits=rows.to_numpy())
+    assert summary.loc["relu", ["auc_mean", "auc_low", "auc_high"]].tolist() == pytest.approx(
+        [expected[k] for k in ("estimate", "low", "high")]
+    )
+    assert summary.loc["relu", "ratio_kernel_low"] < 1.6 < summary.loc["relu", "ratio_kernel_high"]
+
+
+def test_the_section_renders_with_its_figure_and_verdict(tmp_path):
+    from ablation_lab.plots import plot_elasticity
+    from ablation_lab.report import ReportInputs, elasticity_section
+
+    table = study_table(0.8, 0.55)
+    variants = [{"family": "activation", "variant": v, "label": v.upper()} for v in ("relu", "tanh", "linear")]
+    figure = tmp_path / "elasticity.png"
+    plot_elasticity(table, variants, figure)
+    assert figure.stat().st_size > 0
+    inputs = ReportInputs(study={"study": "s", "seeds": [1, 2, 3], "dataset": {"name": "d"}}, meta={}, tables={"elasticity": table})
+    inputs.figures = {"elasticity": [str(figure)]}
+    (section,) = elasticity_section(inputs)
+    assert section.id == "elasticity" and len(section.figures) == 1
+    texts = " ".join(b.get("text", b.get("html", "")) for b in section.blocks)
+    assert "held here" in texts and "activation/linear" in texts and "ari_spectral_kernel" in texts
+    assert elasticity_section(ReportInputs(study={}, meta={}, tables={})) == []
+    empty = pd.DataFrame(columns=["family", "variant", "seed", "run", "metric", "example", "value"])
+    assert elasticity_section(ReportInputs(study={}, meta={}, tables={"elasticity": empty})) == []
+
+
+# --- the config block ---------------------------------------------------------------------------
+
+
+def test_the_config_block_picks_the_analysed_models_and_names_a_bad_family(test_config):
+    from ablation_lab.config import ConfigError
+    from ablation_lab.study import Study
+
+    study = Study.from_config(test_config)
+    assert [v.id for v in study.analysed("elasticity")] == ["baseline/reference", "activation/relu", "activation/linear"]
+    assert study.probe(study.variants["activation/relu"], "elasticity") == study.probe(study.variants["baseline/reference"], "elasticity")
+    assert "elasticity" in study.extra_tables() and "elasticity" in study.extra_figures()
+    default = Study.from_config({**test_config, "families": {}, "combinations": [], "elasticity": {"samples": 20}})
+    assert [v.id for v in default.analysed("elasticity")] == ["baseline/reference"], "null: the baseline, and activation if declared"
+    typo = {**test_config, "elasticity": {"families": ["baseline", "activaton"]}}
+    with pytest.raises(ConfigError, match=r"elasticity\.families\[1\]: 'activaton' is not a family of this study"):
+        Study.from_config(typo)
+    with pytest.raises(ConfigError, match=r"elasticity\.method"):
+        Study.from_config({**test_config, "elasticity": {"method": "second_order"}})
+    assert "elasticity" not in Study.from_config({k: v for k, v in test_config.items() if k != "elasticity"}).analyses()
+    schema = yaml.safe_load((Path(__file__).resolve().parent.parent / "workflow" / "schemas" / "config.schema.yaml").read_text())
+    assert tuple(schema["properties"]["elasticity"]["properties"]["method"]["enum"]) == elasticity.METHODS
