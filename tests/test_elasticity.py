@@ -324,7 +324,7 @@ def test_the_config_block_picks_the_analysed_models_and_names_a_bad_family(test_
     from ablation_lab.study import Study
 
     study = Study.from_config(test_config)
-    assert [v.id for v in study.analysed("elasticity")] == ["baseline/reference", "activation/relu", "activation/linear"]
+    assert [v.id for v in study.analysed("elasticity")] == ["baseline/reference", "activation/relu", "activation/linear", "activation/gp"]
     assert study.probe(study.variants["activation/relu"], "elasticity") == study.probe(study.variants["baseline/reference"], "elasticity")
     assert "elasticity" in study.extra_tables() and "elasticity" in study.extra_figures()
     default = Study.from_config({**test_config, "families": {}, "combinations": [], "elasticity": {"samples": 20}})

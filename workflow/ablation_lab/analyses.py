@@ -213,11 +213,11 @@ def nsdropout_summary(table: pd.DataFrame, arrays: dict[tuple[str, str, int], di
 
 def shapes_run(context: RunContext, params: dict[str, Any]) -> pd.DataFrame:
     """The learned activation functions of one trained model (empty for fixed activations)."""
-    from ablation_lab.learnable import learned_shapes
+    from ablation_lab.learnable import SHAPE_COLUMNS, learned_shapes
 
     if context.spec["model"]["activation"] not in LEARNABLE_ACTIVATIONS:
-        return pd.DataFrame(columns=["layer", "unit", "x", "learned", "initial"])
-    return learned_shapes(context.model, params["points"], params["units_shown"])
+        return pd.DataFrame(columns=SHAPE_COLUMNS)
+    return learned_shapes(context.model, params["points"], params["units_shown"], context.split.meta.get("feature_names"))
 
 
 def shapes_params(config: Mapping[str, Any]) -> dict[str, Any] | None:
@@ -232,8 +232,9 @@ def elasticity_run(context: RunContext, params: dict[str, Any]) -> tuple[pd.Data
     The model's own inputs (its training transforms applied to the test split), no test view.
     """
     from ablation_lab.elasticity import COLUMNS, elasticity_table
+    from ablation_lab.layers import LEARNABLE_LAYERS
 
-    if context.spec["model"]["activation"] in LEARNABLE_ACTIVATIONS:
+    if any(isinstance(layer, LEARNABLE_LAYERS) for layer in context.model.layers):
         # Not yet: the batched form differentiates Dense layers only, and a learnable
         # activation's own parameters move in the step too. Left out, and the report says so.
         return pd.DataFrame(columns=COLUMNS), {}

@@ -137,6 +137,12 @@ def canonical_model(model_cfg: dict[str, Any]) -> dict[str, Any]:
         out.pop("dropout_kind")
     if out.get("dropout_kind") != "nsdropout":
         out.pop("nsdropout_interval", None)
+    if out.get("kind") == "mlp":
+        out.pop("kind")
+    if out.get("kind") == "kst" and out.get("activation") not in LEARNABLE_ACTIVATIONS:
+        raise ValueError(
+            f"model.activation: kind kst needs a learnable outer function ({', '.join(LEARNABLE_ACTIVATIONS)}), got {out.get('activation')!r}"
+        )
     if out.get("activation") in LEARNABLE_ACTIVATIONS:
         out["learnable"] = learnable_settings(out)
     else:
@@ -147,7 +153,7 @@ def canonical_model(model_cfg: dict[str, Any]) -> dict[str, Any]:
 
 
 def describe_model(model: Mapping[str, Any]) -> str:
-    units = "x".join(str(u) for u in model["hidden_units"])
+    units = ("kst-" if model.get("kind") == "kst" else "") + "x".join(str(u) for u in model["hidden_units"])
     dropout = float(model.get("dropout", 0.0))
     kind = "nsdrop" if model.get("dropout_kind") == "nsdropout" else "drop"
     return f"{model['activation']}-{units}" + (f"-{kind}{_number(dropout)}" if dropout else "") + ("-l2" if model.get("l2") else "")

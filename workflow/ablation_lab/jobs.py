@@ -226,7 +226,8 @@ def plot_figures(
     if "history" in posthoc:
         plot_learning_curves(pd.read_csv(posthoc["history"]), variants, out["learning_curves"])
     if "activation_shapes" in posthoc:
-        plot_activation_shapes(pd.read_csv(posthoc["activation_shapes"]), variants, out["activation_shapes"])
+        shapes = pd.read_csv(posthoc["activation_shapes"], keep_default_na=False, na_values=[""])
+        plot_activation_shapes(shapes, variants, out["activation_shapes"], out.get("feature_functions"))
     if "nsdropout_summary" in posthoc:
         plot_nsdropout(pd.read_csv(posthoc["nsdropout_summary"]), pd.read_csv(posthoc["nsdropout"]), variants, out["nsdropout_modes"])
     if "calibration" in posthoc:

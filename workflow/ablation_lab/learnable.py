@@ -12,11 +12,15 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-SHAPE_COLUMNS = ["layer", "unit", "x", "learned", "initial"]
+SHAPE_COLUMNS = ["layer", "unit", "feature", "x", "learned", "initial"]
+FEATURE_FUNCTIONS = "feature_functions"  # the KST model's per-feature layer (models.FEATURE_FUNCTIONS)
 
 
-def layer_curves(layer: Any, x: np.ndarray, units_shown: int) -> pd.DataFrame:
-    """One learnable layer on the grid `x`: learned and initial value, per unit when per-unit."""
+def layer_curves(layer: Any, x: np.ndarray, units_shown: int, feature_names: list[str] | None = None) -> pd.DataFrame:
+    """One learnable layer on the grid `x`: learned and initial value, per unit when per-unit.
+
+    The KST model's per-feature layer shows every unit, named by its input feature.
+    """
     units = int(layer.input.shape[-1])
     fresh = type(layer).from_config(layer.get_config())
     fresh.build((None, units))
@@ -40,7 +44,7 @@ def layer_curves(layer: Any, x: np.ndarray, units_shown: int) -> pd.DataFrame:
     )
 
 
-def learned_shapes(model: Any, points: int, units_shown: int) -> pd.DataFrame:
+def learned_shapes(model: Any, points: int, units_shown: int, feature_names: list[str] | None = None) -> pd.DataFrame:
     """Every learnable activation of the model on its grid range widened by 1 on each side (unit -1: one function per layer)."""
     from ablation_lab.layers import LEARNABLE_LAYERS
 
@@ -48,7 +52,7 @@ def learned_shapes(model: Any, points: int, units_shown: int) -> pd.DataFrame:
     for layer in model.layers:
         if isinstance(layer, LEARNABLE_LAYERS):
             low, high = layer.grid_range
-            frames.append(layer_curves(layer, np.linspace(low - 1, high + 1, points), units_shown))
+            frames.append(layer_curves(layer, np.linspace(low - 1, high + 1, points), units_shown, feature_names))
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=SHAPE_COLUMNS)
 
 

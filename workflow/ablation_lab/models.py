@@ -20,6 +20,7 @@ from ablation_lab.layers import NSDropout, learnable_activation
 
 # The hidden activations a study may name (the schema's enum is tested against this list).
 ACTIVATIONS = ("relu", "sigmoid", "tanh", "linear", "elu", "gelu", "swish", *LEARNABLE_ACTIVATIONS)
+FEATURE_FUNCTIONS = "feature_functions"  # the KST model's per-feature learnable functions
 OPTIMIZERS = {"adam": keras.optimizers.Adam, "sgd": keras.optimizers.SGD, "rmsprop": keras.optimizers.RMSprop}
 
 
@@ -51,17 +52,22 @@ def build_mlp(
     nsdropout_interval: int = 1,
     l2: float | Sequence[float] | None = None,
     learnable: dict[str, Any] | None = None,
+    kind: str = "mlp",
 ) -> keras.Model:
     """One Dense block per entry of `hidden_units`; dropout follows the hidden layers in `dropout_layers` (default all).
 
     A learnable activation is its own layer after a linear Dense (`dense_<k>`), and it is the
     one named `hidden_<k>`: `hidden_<k>` always outputs the block's unit activations, which is
-    what post-hoc knockout removes.
+    what post-hoc knockout removes. `kind="kst"` is the Kolmogorov-Arnold-style topology of the
+    GP-activation paper: a learned function of each input feature (`feature_functions`), their
+    weighted sums, and a learned outer function (the hidden activation, which must be learnable).
     """
     followed = set(range(1, len(hidden_units) + 1) if dropout_layers is None else dropout_layers)
     penalties = _per_layer(l2, len(hidden_units))
     inputs = keras.Input(shape=tuple(input_shape), name="features")
     x = layers.Flatten(name="flatten")(inputs)
+    if kind == "kst":  # one learnable univariate function per input feature, feeding the first layer's sums
+        x = learnable_activation("gp-per-unit", learnable or learnable_settings({}), FEATURE_FUNCTIONS)(x)
     for depth, (units, penalty) in enumerate(zip(hidden_units, penalties, strict=True), start=1):
         regularizer = keras.regularizers.L2(penalty) if penalty else None
         if activation in LEARNABLE_ACTIVATIONS:
@@ -87,7 +93,8 @@ def build_model(model_cfg: dict[str, Any], input_shape: Sequence[int], n_classes
         dropout_layers=model_cfg.get("dropout_layers"),
         nsdropout_interval=int(model_cfg.get("nsdropout_interval", 1)),
         l2=model_cfg.get("l2"),
-        learnable=learnable_settings(model_cfg) if model_cfg["activation"] in LEARNABLE_ACTIVATIONS else None,
+        learnable=learnable_settings(model_cfg) if "learnable" in model_cfg or model_cfg["activation"] in LEARNABLE_ACTIVATIONS else None,
+        kind=model_cfg.get("kind", "mlp"),
     )
 
 

@@ -281,9 +281,36 @@ FIXED_SHAPES = {
 }
 
 
-def plot_activation_shapes(shapes: pd.DataFrame, variants: Sequence[dict[str, Any]], path: str | Path) -> None:
+def plot_feature_functions(shapes: pd.DataFrame, variants: Sequence[dict[str, Any]], path: str | Path) -> None:
+    """The KST model's learned function of each input feature, one small panel per feature (the
+    baseline's, one line per seed; dashed: as initialised)."""
+    features = shapes[shapes["layer"] == "feature_functions"]
+    if features.empty:
+        _empty_figure(path, "No per-feature functions (the model is not kind kst).")
+        return
+    first = features[(features["family"] == features["family"].iloc[0]) & (features["variant"] == features["variant"].iloc[0])]
+    grid = sns.relplot(
+        data=first, x="x", y="learned", hue="seed", col="feature", col_wrap=6, kind="line", height=1.8, aspect=1.2, legend=False
+    )
+    for axis, (_, part) in zip(grid.axes.flat, first.groupby("feature", sort=False), strict=False):
+        one = part[part["seed"] == part["seed"].iloc[0]]
+        axis.plot(one["x"], one["initial"], color="black", linestyle="--", linewidth=0.8)
+    grid.set_titles("{col_name}", size=7)
+    grid.set_axis_labels("standardised value", "f(x)")
+    label = variant_labels(first.head(1), variants)[0]
+    grid.figure.suptitle(f"KST model ({label}): learned function of each input feature (dashed: as initialised)", y=1.01)
+    _save(grid.figure, path)
+
+
+def plot_activation_shapes(
+    shapes: pd.DataFrame, variants: Sequence[dict[str, Any]], path: str | Path, features_path: str | Path | None = None
+) -> None:
     """One panel per learnable variant and layer: the learned function (one line per seed, and per
-    unit when per-unit), as initialised (dashed), and the fixed activations in grey for scale."""
+    unit when per-unit), as initialised (dashed), and the fixed activations in grey for scale.
+    The KST model's per-feature functions go to their own figure (`features_path`)."""
+    if features_path is not None:
+        plot_feature_functions(shapes, variants, features_path)
+    shapes = shapes[shapes["layer"] != "feature_functions"]
     if shapes.empty:
         _empty_figure(path, "No learnable activation in this study's models.")
         return

@@ -449,6 +449,11 @@ def activation_shapes_section(inputs: ReportInputs) -> list[SectionContent]:
         "grid each function extrapolates linearly."
     )
     section.figures = [{"alt": "learned activation functions", "data": _png(p)} for p in inputs.figures.get("activation_shapes", [])]
+    if (shapes["layer"] == "feature_functions").any():
+        section.say(
+            "The KST model (kind kst) learns one function of each input feature before its sums: the second figure shows "
+            "them, one panel per feature, a partial explanation of what the model does with each feature."
+        )
     moved = change_table(shapes).rename(columns={"max_change": "max |learned - initial| on the grid (mean over seeds)"})
     section.add_table(_html_table(moved.round(4)))
     return [section]

@@ -338,6 +338,8 @@ class Study:
             figures["calibration"] = f"{self.figures_dir()}/calibration.png"
         if "activation_shapes" in self.analyses():
             figures["activation_shapes"] = f"{self.figures_dir()}/activation-shapes.png"
+            if self.config["model"].get("kind") == "kst":
+                figures["feature_functions"] = f"{self.figures_dir()}/feature-functions.png"
         if "nsdropout" in self.analyses():
             figures["nsdropout_modes"] = f"{self.figures_dir()}/nsdropout-modes.png"
         if self.config.get("elasticity"):
