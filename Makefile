@@ -16,10 +16,11 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-## run: the default study on the embedded data; ends with the report's path
+## run: the default study on the embedded data; ends with its three main findings and the report's path
 run: install
 	$(BIN)/snakemake --cores $(CORES) --configfile $(CONFIG)
 	$(BIN)/snakemake --cores 1 --configfile $(CONFIG) --report $(dir $(shell $(BIN)/python -m ablation_lab report-path $(CONFIG)))snakemake-report.html
+	@$(BIN)/python -m ablation_lab findings $(CONFIG)
 	@echo "HTML report: $$($(BIN)/python -m ablation_lab report-path $(CONFIG))"
 
 ## test: lint, then the whole test suite (it runs the workflow on config/test.yaml)

@@ -13,14 +13,11 @@ from workflow_helpers import ROOT, planned_jobs, runs_of, snakemake, trained, wr
 pytestmark = pytest.mark.workflow
 
 
-@pytest.fixture(scope="module")
-def finished(tmp_path_factory):
-    """One complete run of the test study; later tests only dry-run against it."""
-    workdir = tmp_path_factory.mktemp("study")
-    config = yaml.safe_load((ROOT / "config" / "test.yaml").read_text())
-    path = write_config(workdir, config)
-    snakemake(workdir, path, "--cores", "2")
-    return workdir, config
+@pytest.fixture
+def finished(smoke_study):
+    """One complete run of the test study (conftest, shared with the browser test); later tests only dry-run against it."""
+    workdir, config = smoke_study
+    return workdir, copy.deepcopy(config)
 
 
 def test_report_has_a_section_per_family_with_figures(finished):
@@ -29,8 +26,9 @@ def test_report_has_a_section_per_family_with_figures(finished):
     for family in ["baseline", "dropout", "activation", "input", "noise", "capacity", "noise-x-dropout"]:
         assert f'id="family-{family}"' in page
     # 9 family figures (6 declared + units, input_posthoc, noise_posthoc), 4 example galleries,
-    # the learning curves, the knockout curves, 3 compensation overlays and the reliability diagrams
-    assert page.count("data:image/png;base64,") == 19
+    # the learning curves, the knockout curves, 3 compensation overlays, the reliability diagrams
+    # and the overview's forest plot
+    assert page.count("data:image/png;base64,") == 20
     assert 'id="training"' in page and "Every model was trained for a single epoch." in page
     assert 'id="calibration"' in page
     assert 'id="overview"' in page and 'id="findings"' in page and 'id="provenance"' in page
