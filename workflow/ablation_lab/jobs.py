@@ -146,7 +146,7 @@ def aggregate(
         from ablation_lab.compensation import compensation_table
 
         knockout = tables.get("knockout")
-        write_table(out["compensation"], compensation_table(runs, knockout, variants, posthoc))
+        write_table(out["compensation"], compensation_table(runs, knockout, variants, posthoc, hits=hits))
 
 
 def with_variant_columns(table: pd.DataFrame, row: dict[str, Any]) -> pd.DataFrame:

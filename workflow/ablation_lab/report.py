@@ -462,7 +462,9 @@ def compensation_section(inputs: ReportInputs) -> list[SectionContent]:
     section = SectionContent("compensation", "Compensation: retrained vs removed after training").say(
         "Each point pairs a model retrained without a component with the trained baseline from which the same "
         "component was removed afterwards, on the same seeds; the gap is retrained minus post-hoc accuracy, with the "
-        "95% t-interval over seeds of the paired differences. Post-hoc effects are lower bounds on a component's "
+        "unadjusted 95% interval the comparisons with the baseline use: seed noise of the paired gaps plus, where both "
+        "sides have per-example predictions (input, noise), a paired bootstrap over test examples; the knocked-out "
+        "side of the units comparison is a mean over random draws with none, so its interval is seed noise only. Post-hoc effects are lower bounds on a component's "
         "importance (downstream layers partly repair an ablation), while retraining lets the whole network compensate: "
         "a positive gap is compensation the retrain ablation hides."
     )
