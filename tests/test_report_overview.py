@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import re
+import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -191,3 +193,27 @@ def test_the_findings_command_prints_three_numbered_findings(tmp_path, test_conf
     (empty / "study.yaml").write_text((ROOT / "config" / "test.yaml").read_text())
     missing = subprocess.run([sys.executable, "-m", "ablation_lab", "findings", "study.yaml"], capture_output=True, text=True, cwd=empty)
     assert missing.returncode == 2 and "summary.csv" in missing.stderr and len(missing.stderr.strip().splitlines()) == 1
+
+
+def fake_tools(folder: Path, *names: str) -> None:
+    """Executables that only record that they ran (in `calls`)."""
+    folder.mkdir(exist_ok=True)
+    for name in names:
+        tool = folder / name
+        tool.write_text(f'#!/bin/sh\necho "{name} $*" >> "{folder}/calls"\n')
+        tool.chmod(0o755)
+
+
+def test_make_test_installs_chromium_only_when_it_is_missing(tmp_path):
+    make = shutil.which("make")
+    if make is None:
+        pytest.skip("no make")
+    present, missing = tmp_path / "present", tmp_path / "missing"
+    fake_tools(present, "chromium", "chromedriver", "apt-get")
+    fake_tools(missing, "apt-get")
+    for folder in (present, missing):  # make runs its recipes with /bin/sh: PATH holds only the fakes
+        done = subprocess.run([make, "-s", "browser"], cwd=ROOT, env={"PATH": str(folder)}, capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr
+    assert not (present / "calls").exists(), "chromium and its driver present: nothing is installed"
+    calls = (missing / "calls").read_text().splitlines()
+    assert calls[0].startswith("apt-get update") and "install -y -qq chromium chromium-driver" in calls[1]
