@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
@@ -175,6 +176,14 @@ def test_make_run_ends_with_the_findings_then_the_report_path():
     assert recipe.index("ablation_lab findings $(CONFIG)") < recipe.index("HTML report:")
 
 
+def findings_cli(cwd: Path) -> subprocess.CompletedProcess:
+    """`python -m ablation_lab findings study.yaml` in `cwd`, with this checkout's package first on the path."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "workflow"), os.environ.get("PYTHONPATH", "")])}
+    return subprocess.run(
+        [sys.executable, "-m", "ablation_lab", "findings", "study.yaml"], capture_output=True, text=True, cwd=cwd, env=env
+    )
+
+
 def test_the_findings_command_prints_three_numbered_findings(tmp_path, test_config):
     study = Study.from_config(test_config)
     tables = tmp_path / study.tables_dir()
@@ -183,7 +192,7 @@ def test_the_findings_command_prints_three_numbered_findings(tmp_path, test_conf
     comparisons().to_csv(tables / "comparisons.csv", index=False)
     runs().to_csv(tables / "runs.csv", index=False)
     (tmp_path / "study.yaml").write_text((ROOT / "config" / "test.yaml").read_text())
-    done = subprocess.run([sys.executable, "-m", "ablation_lab", "findings", "study.yaml"], capture_output=True, text=True, cwd=tmp_path)
+    done = findings_cli(tmp_path)
     assert done.returncode == 0, done.stderr
     lines = done.stdout.splitlines()
     assert lines[0] == "Main findings of study smoke:" and [line[:5] for line in lines[1:]] == ["  1. ", "  2. ", "  3. "]
@@ -191,7 +200,7 @@ def test_the_findings_command_prints_three_numbered_findings(tmp_path, test_conf
     empty = tmp_path / "not-run-yet"
     empty.mkdir()
     (empty / "study.yaml").write_text((ROOT / "config" / "test.yaml").read_text())
-    missing = subprocess.run([sys.executable, "-m", "ablation_lab", "findings", "study.yaml"], capture_output=True, text=True, cwd=empty)
+    missing = findings_cli(empty)
     assert missing.returncode == 2 and "summary.csv" in missing.stderr and len(missing.stderr.strip().splitlines()) == 1
 
 
@@ -217,3 +226,14 @@ def test_make_test_installs_chromium_only_when_it_is_missing(tmp_path):
     assert not (present / "calls").exists(), "chromium and its driver present: nothing is installed"
     calls = (missing / "calls").read_text().splitlines()
     assert calls[0].startswith("apt-get update") and "install -y -qq chromium chromium-driver" in calls[1]
+
+
+def test_provenance_names_the_commit_and_the_machine():
+    inputs = ReportInputs(
+        study={"study": "s", "seeds": [1], "dataset": {"name": "digits"}},
+        meta={"sizes": {"test": 10}},
+        tables={"summary": summary(), "comparisons": comparisons(), "runs": runs(), "findings": pd.DataFrame(columns=["claim"])},
+        machine={"commit": "0123abc", "dirty": True, "host": "<lab>", "platform": "Linux-6", "cpus": 2},
+    )
+    html = render(inputs)
+    assert "Workflow commit 0123abc with uncommitted edits; machine &lt;lab&gt; (Linux-6, 2 CPUs)." in html

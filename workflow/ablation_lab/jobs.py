@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import os
 import platform
 import socket
 from importlib import metadata
@@ -256,6 +257,7 @@ def report(
         figures=figures,
         versions=versions(),
         sharing=sharing,
+        machine={**workflow_commit(), "host": socket.gethostname(), "platform": platform.platform(), "cpus": os.cpu_count()},
     )
     page = render(inputs)
     write_atomic(out, lambda tmp: tmp.write_text(page))

@@ -95,6 +95,7 @@ class ReportInputs:
     figures: dict[str, list[str]] = field(default_factory=dict)
     versions: dict[str, str] = field(default_factory=dict)
     sharing: dict[str, list[str]] = field(default_factory=dict)
+    machine: dict[str, Any] = field(default_factory=dict)  # where the report was made: commit, host, platform
 
 
 @dataclass
@@ -506,6 +507,14 @@ def provenance_section(inputs: ReportInputs) -> list[SectionContent]:
     section = SectionContent("provenance", "Provenance").say(
         "Software: " + ", ".join(f"{k} {v}" for k, v in inputs.versions.items()), "muted"
     )
+    if inputs.machine:
+        commit = inputs.machine.get("commit") or "unknown (not a git checkout)"
+        dirty = " with uncommitted edits" if inputs.machine.get("dirty") else ""
+        section.say(
+            f"Workflow commit {commit}{dirty}; machine {inputs.machine.get('host', '?')} "
+            f"({inputs.machine.get('platform', '?')}, {inputs.machine.get('cpus', '?')} CPUs).",
+            "muted",
+        )
     runtimes = runtime_table(inputs.tables.get("benchmarks"))
     if len(runtimes):
         section.say(
