@@ -11,13 +11,12 @@ import base64
 import html as html_module
 import os
 import re
-import shutil
-import struct
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from browser_helpers import chromium_paths, full_page_screenshot, start_chrome
 
 pytestmark = pytest.mark.workflow
 
@@ -35,30 +34,17 @@ return Array.from(document.querySelectorAll("section")).map(s => [s.id, s.offset
 """
 
 
-def chromium_paths() -> tuple[str, str]:
-    """Chromium and its driver from PATH; skip (fail on CI) when they are not installed."""
-    browser, driver = shutil.which("chromium"), shutil.which("chromedriver")
-    if browser and driver:
-        return browser, driver
-    message = "chromium and chromium-driver are not installed (`make test` installs them: apt-get install chromium chromium-driver)"
-    if os.environ.get("CI"):
-        pytest.fail(message)
-    pytest.skip(message)
-
-
 @pytest.fixture(scope="module")
 def chrome() -> Iterator[Any]:
-    """One headless Chromium for the module; console messages kept for the checks."""
-    webdriver = pytest.importorskip("selenium.webdriver")
-    from selenium.webdriver.chrome.service import Service
-
-    browser, driver_path = chromium_paths()
-    options = webdriver.ChromeOptions()
-    options.binary_location = browser
-    for argument in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu", "--window-size=1400,900"):
-        options.add_argument(argument)
-    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    driver = webdriver.Chrome(service=Service(driver_path), options=options)  # a local driver: Selenium Manager never downloads
+    """One headless Chromium for the module; skipped (failed on CI) without chromium and its driver."""
+    pytest.importorskip("selenium")
+    found = chromium_paths()
+    if found is None:
+        message = "chromium and chromium-driver are not installed (`make test` installs them: apt-get install chromium chromium-driver)"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    driver = start_chrome(*found)
     try:
         yield driver
     finally:
@@ -119,26 +105,6 @@ def click_header(driver: Any, section: str, header: str) -> str:
     cell = driver.find_element(By.XPATH, f"//section[@id='{section}']//table/thead//th[normalize-space()='{header}']")
     cell.click()
     return cell.get_attribute("aria-sort")
-
-
-def png_size(data: bytes) -> tuple[int, int]:
-    assert data[:8] == b"\x89PNG\r\n\x1a\n", "not a PNG"
-    return struct.unpack(">II", data[16:24])
-
-
-def full_page_screenshot(driver: Any, width: int, path: Path) -> tuple[int, int]:
-    """The whole page at a given viewport width (a phone below 600 px), saved as PNG; its pixel size."""
-    metrics = {"width": width, "height": 900, "deviceScaleFactor": 1, "mobile": width < 600}
-    driver.execute_cdp_cmd("Emulation.setDeviceMetricsOverride", metrics)
-    height = driver.execute_script("return document.documentElement.scrollHeight")
-    driver.execute_cdp_cmd("Emulation.setDeviceMetricsOverride", {**metrics, "height": height})
-    shot = driver.execute_cdp_cmd("Page.captureScreenshot", {"format": "png", "captureBeyondViewport": True})
-    data = base64.b64decode(shot["data"])
-    path.write_bytes(data)
-    scroll_width = driver.execute_script("return document.documentElement.scrollWidth")
-    driver.execute_cdp_cmd("Emulation.clearDeviceMetricsOverride", {})
-    assert scroll_width <= width, f"the page is {scroll_width} px wide at a {width} px viewport: something does not scroll in its box"
-    return png_size(data)
 
 
 def test_the_report_renders_in_chromium_sorts_its_tables_and_fits_a_phone(chrome, smoke_study, tmp_path):

@@ -237,3 +237,22 @@ def test_provenance_names_the_commit_and_the_machine():
     )
     html = render(inputs)
     assert "Workflow commit 0123abc with uncommitted edits; machine &lt;lab&gt; (Linux-6, 2 CPUs)." in html
+
+
+@pytest.mark.workflow
+def test_the_test_studys_report_leads_with_its_findings_and_times_its_jobs(smoke_study):
+    """End to end: the overview's sentences come from its comparisons table, the runtimes from every upstream job."""
+    import html as html_module
+
+    workdir, config = smoke_study
+    reports = workdir / "reports" / config["study"]
+    page = html_module.unescape((reports / "report.html").read_text())
+    tables = {name: pd.read_csv(reports / "tables" / f"{name}.csv") for name in ("summary", "comparisons", "runs")}
+    for line in main_findings(tables["summary"], tables["comparisons"], tables["runs"]):
+        assert line in page
+    overview = page[page.index('id="overview"') : page.index('id="findings"')]
+    assert 'alt="forest plot' in overview and "Jobs before the report took" in overview
+    provenance = page[page.index('id="provenance"') :]
+    study = Study.from_config(config)
+    assert f"<td>train</td>\n      <td>{len(study.runs) * len(study.seeds)}</td>" in provenance
+    assert "<td>aggregate</td>" in provenance and "<td>report_html</td>" not in provenance

@@ -282,7 +282,7 @@ def draw_forest(rows: pd.DataFrame) -> plt.Figure:
     axes.set_yticks(y, rows["label"], fontsize=7)
     axes.set_ylim(-0.7, len(rows) - 0.3)
     axes.set(xlabel="difference in test accuracy from the baseline (Holm-adjusted 95% interval)", title="Every variant vs the baseline")
-    axes.legend(fontsize=7, loc="lower left")
+    axes.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1), frameon=False)  # outside: never over a row
     sns.despine(figure)
     return figure
 
