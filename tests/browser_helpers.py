@@ -33,6 +33,7 @@ def start_chrome(browser: str, driver_path: str) -> Any:
 
 
 def png_size(data: bytes) -> tuple[int, int]:
+    """Width and height from a PNG's header: the screenshot really is as wide as the viewport asked for."""
     assert data[:8] == b"\x89PNG\r\n\x1a\n", "not a PNG"
     return struct.unpack(">II", data[16:24])
 

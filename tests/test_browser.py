@@ -75,11 +75,13 @@ def page_problems(driver: Any, page: Path) -> list[str]:
 
 
 def assert_page_ok(driver: Any, page: Path) -> None:
+    """The check both tests share: the good report passes it, the broken copy must fail it."""
     problems = page_problems(driver, page)
     assert not problems, "\n".join(problems)
 
 
 def expected_sections(config: dict) -> list[str]:
+    """The sections the test study must have: from the study's own families, so a new family needs no edit here."""
     from ablation_lab.study import Study
 
     families = [f"family-{family}" for family in Study.from_config(config).families]
@@ -100,6 +102,7 @@ def column(driver: Any, section: str, header: str) -> list[str]:
 
 
 def click_header(driver: Any, section: str, header: str) -> str:
+    """Click a column header as a reader would (a real click event); the sort direction it now shows."""
     from selenium.webdriver.common.by import By
 
     cell = driver.find_element(By.XPATH, f"//section[@id='{section}']//table/thead//th[normalize-space()='{header}']")
