@@ -6,7 +6,7 @@ CORES  ?= 2
 CONFIG ?= config/config.yaml
 STAMP  := $(VENV)/.installed
 
-.PHONY: install run report test lint unit bench clean
+.PHONY: install browser run report test lint unit bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -16,14 +16,20 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-## run: the default study on the embedded data; ends with the report's path
+## run: the default study on the embedded data; ends with its three main findings and the report's path
 run: install
 	$(BIN)/snakemake --cores $(CORES) --configfile $(CONFIG)
 	$(BIN)/snakemake --cores 1 --configfile $(CONFIG) --report $(dir $(shell $(BIN)/python -m ablation_lab report-path $(CONFIG)))snakemake-report.html
+	@$(BIN)/python -m ablation_lab findings $(CONFIG)
 	@echo "HTML report: $$($(BIN)/python -m ablation_lab report-path $(CONFIG))"
 
-## test: lint, then the whole test suite (it runs the workflow on config/test.yaml)
-test: install lint unit
+## test: lint, then the whole test suite (it runs the workflow on config/test.yaml and opens its report in Chromium)
+test: install browser lint unit
+
+## browser: headless Chromium and its driver for tests/test_browser.py; installed only when missing (Debian, as root on CI)
+browser:
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
+		{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver; }
 
 lint: install
 	$(BIN)/ruff check .

@@ -16,6 +16,17 @@ def root() -> Path:
     return ROOT
 
 
+@pytest.fixture(scope="session")
+def smoke_study(tmp_path_factory) -> tuple[Path, dict]:
+    """One complete run of config/test.yaml, shared by every test that reads its outputs (they never change them)."""
+    from workflow_helpers import snakemake, write_config
+
+    workdir = tmp_path_factory.mktemp("study")
+    config = yaml.safe_load((ROOT / "config" / "test.yaml").read_text())
+    snakemake(workdir, write_config(workdir, config), "--cores", "2")
+    return workdir, config
+
+
 @pytest.fixture
 def test_config() -> dict:
     with open(ROOT / "config" / "test.yaml") as handle:

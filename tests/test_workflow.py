@@ -13,14 +13,11 @@ from workflow_helpers import ROOT, planned_jobs, runs_of, snakemake, trained, wr
 pytestmark = pytest.mark.workflow
 
 
-@pytest.fixture(scope="module")
-def finished(tmp_path_factory):
-    """One complete run of the test study; later tests only dry-run against it."""
-    workdir = tmp_path_factory.mktemp("study")
-    config = yaml.safe_load((ROOT / "config" / "test.yaml").read_text())
-    path = write_config(workdir, config)
-    snakemake(workdir, path, "--cores", "2")
-    return workdir, config
+@pytest.fixture
+def finished(smoke_study):
+    """One complete run of the test study (conftest, shared with the browser test); later tests only dry-run against it."""
+    workdir, config = smoke_study
+    return workdir, copy.deepcopy(config)
 
 
 def test_report_has_a_section_per_family_with_figures(finished):
@@ -30,8 +27,9 @@ def test_report_has_a_section_per_family_with_figures(finished):
         assert f'id="family-{family}"' in page
     # 10 family figures (7 declared + units, input_posthoc, noise_posthoc), 4 example galleries,
     # the learning curves, the knockout curves, 3 compensation overlays, the reliability diagrams,
-    # NSDropout's inference modes, the learned activation shapes and the local elasticity figure
-    assert page.count("data:image/png;base64,") == 23
+    # NSDropout's inference modes, the learned activation shapes, the local elasticity figure
+    # and the overview's forest plot
+    assert page.count("data:image/png;base64,") == 24
     assert 'id="activation_shapes"' in page
     assert 'id="nsdropout"' in page and "oracle (true label's mask: label leakage)" in page
     assert 'id="training"' in page and "Every model was trained for a single epoch." in page

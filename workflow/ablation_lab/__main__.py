@@ -19,6 +19,8 @@ def main(argv: list[str] | None = None) -> int:
     check_cmd.add_argument("config", type=Path)
     verify_cmd = commands.add_parser("verify", help="check a study's trained artifacts against the digests recorded when they were written")
     verify_cmd.add_argument("config", type=Path)
+    findings_cmd = commands.add_parser("findings", help="print a finished study's three main findings (from its aggregated tables)")
+    findings_cmd.add_argument("config", type=Path)
     args = parser.parse_args(argv)
     try:
         config = load_config_file(args.config)
@@ -32,6 +34,9 @@ def main(argv: list[str] | None = None) -> int:
                 print(line)
             print(f"{checked} trained runs checked, {len(problems)} problem(s)", file=sys.stderr)
             return 1 if problems else 0
+        elif args.command == "findings":
+            for line in findings(config):
+                print(line)
         else:
             from ablation_lab.study import Study
 
@@ -60,6 +65,21 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {' '.join(str(error).split())}", file=sys.stderr)
         return 2
     return 0
+
+
+def findings(config: dict[str, Any]) -> list[str]:
+    """The study's main findings, read from the tables its `aggregate` job wrote (the report's own)."""
+    import pandas as pd
+
+    from ablation_lab.report import main_findings
+    from ablation_lab.study import Study
+
+    tables = Path(Study.from_config(config).tables_dir())
+    summary, comparisons, runs = (pd.read_csv(tables / f"{name}.csv") for name in ("summary", "comparisons", "runs"))
+    return [
+        f"Main findings of study {config['study']}:",
+        *(f"  {n}. {line}" for n, line in enumerate(main_findings(summary, comparisons, runs), 1)),
+    ]
 
 
 def verify(study: Any) -> tuple[list[str], int]:

@@ -9,9 +9,13 @@ study has both sides on the same data and seeds:
 - input: `input/<group>` (retrained without the group) vs `input_posthoc/<group>`;
 - noise: `noise/<level>` (trained and tested noisy) vs `noise_posthoc/<level>` (tested noisy).
 
-Per point, the gap `retrained - post-hoc` is paired by seed; its interval is the t-interval
-over seeds (statistics.t_interval). The area between the two curves is the mean gap over
-the points (trapezoid over the x coordinate where there is one), per seed, then over seeds.
+Per point, the gap `retrained - post-hoc` is a contrast paired by seed, and its interval is
+the one the comparisons with the baseline get (statistics.paired_contrast): seed noise of the
+paired gaps plus, where both sides have per-example hit vectors (input and noise), the paired
+bootstrap over test examples. The knockout side of `units` has none (a mean over random
+draws), so its interval covers seed noise only; the `method` column says which. The area
+between the two curves is the mean gap over the points (trapezoid weights over the x
+coordinate where there is one), the same contrast with those weights. Unadjusted 95%.
 """
 
 from __future__ import annotations
@@ -23,9 +27,9 @@ import numpy as np
 import pandas as pd
 
 from ablation_lab.ablations import BASELINE, POSTHOC_SUFFIX, UNITS
-from ablation_lab.statistics import t_interval
+from ablation_lab.statistics import Hits, paired_contrast
 
-COLUMNS = ["comparison", "point", "label", "x", "seeds", "retrained", "posthoc", "gap", "gap_ci_low", "gap_ci_high"]
+COLUMNS = ["comparison", "point", "label", "x", "seeds", "retrained", "posthoc", "gap", "gap_ci_low", "gap_ci_high", "method"]
 X_KEY = {UNITS: "fraction removed", "noise": "noise level"}
 
 
@@ -46,91 +50,91 @@ def _knockout_per_seed(knockout: pd.DataFrame, fraction: float, layer: str, fill
     return chosen.groupby("seed")["value"].mean()
 
 
-def _row(comparison: str, point: str, label: str, x: float, retrained: pd.Series, posthoc: pd.Series) -> dict[str, Any]:
-    paired = pd.concat({"retrained": retrained, "posthoc": posthoc}, axis=1).dropna()
-    gap = paired["retrained"] - paired["posthoc"]
-    mean, low, high = t_interval(gap.tolist())
-    return {
-        "comparison": comparison,
-        "point": point,
-        "label": label,
-        "x": x,
-        "seeds": len(paired),
-        "retrained": float(paired["retrained"].mean()) if len(paired) else np.nan,
-        "posthoc": float(paired["posthoc"].mean()) if len(paired) else np.nan,
-        "gap": mean,
-        "gap_ci_low": low,
-        "gap_ci_high": high,
-        "_gaps": gap,
+def _trapezoid_weights(xs: np.ndarray) -> np.ndarray:
+    """Weights w with w @ y = the trapezoid area under y(x) over the x range, divided by that range (a mean)."""
+    if len(xs) < 2 or not np.all(np.isfinite(xs)) or np.ptp(xs) == 0:
+        return np.full(len(xs), 1.0 / len(xs))
+    order = np.argsort(xs)
+    steps = np.diff(xs[order])
+    weights = np.zeros(len(xs))
+    weights[order[:-1]] += steps / 2
+    weights[order[1:]] += steps / 2
+    return weights / np.ptp(xs)
+
+
+Key = tuple[str, str]  # (family, variant)
+
+
+def _gap_row(runs: pd.DataFrame, pairs: Sequence[tuple[Key, Key]], weights: Sequence[float], hits: Hits | None) -> dict[str, Any]:
+    """Sum over `pairs` of weight x (retrained - post-hoc), paired by seed: statistics.paired_contrast's estimate and interval."""
+    contrast: dict[tuple[str, str], float] = {}
+    for (retrained, posthoc), weight in zip(pairs, weights, strict=True):
+        contrast[retrained] = contrast.get(retrained, 0.0) + weight
+        contrast[posthoc] = contrast.get(posthoc, 0.0) - weight
+    result = paired_contrast(runs, contrast, hits=hits)
+    return {"seeds": result["seeds"], "gap": result["estimate"], "gap_ci_low": result["low"], "gap_ci_high": result["high"]} | {
+        "method": result["method"]
     }
 
 
-def _area_row(comparison: str, rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    """Mean gap over the points, per seed (trapezoid over x where x is numeric), then over seeds."""
-    gaps = pd.concat({i: row["_gaps"] for i, row in enumerate(rows)}, axis=1).dropna()
+def _point_row(
+    runs: pd.DataFrame, comparison: str, point: str, label: str, x: float, pair: tuple[Key, Key], hits: Hits | None
+) -> dict[str, Any]:
+    """One matched point: both sides' means over the seeds they share, and their gap with its interval."""
+    sides = pd.concat({"retrained": _per_seed(runs, *pair[0]), "posthoc": _per_seed(runs, *pair[1])}, axis=1).dropna()
+    means = {side: float(sides[side].mean()) if len(sides) else np.nan for side in ("retrained", "posthoc")}
+    return {"comparison": comparison, "point": point, "label": label, "x": x, **means} | _gap_row(runs, [pair], [1.0], hits)
+
+
+def _area_row(runs: pd.DataFrame, comparison: str, rows: Sequence[dict[str, Any]], hits: Hits | None) -> dict[str, Any]:
+    """Mean gap over the points (trapezoid over x where x is numeric), as one paired contrast."""
     xs = np.array([row["x"] for row in rows], dtype=float)
-    if np.all(np.isfinite(xs)) and np.ptp(xs) > 0:
-        order = np.argsort(xs)
-        per_seed = [float(np.trapezoid(values[order], xs[order]) / np.ptp(xs)) for values in gaps.to_numpy()]
-    else:
-        per_seed = gaps.mean(axis=1).tolist()
-    mean, low, high = t_interval(per_seed)
-    return {
-        "comparison": comparison,
-        "point": "area",
-        "label": "area between the curves (mean gap)",
-        "x": np.nan,
-        "seeds": len(per_seed),
-        "retrained": np.nan,
-        "posthoc": np.nan,
-        "gap": mean,
-        "gap_ci_low": low,
-        "gap_ci_high": high,
-    }
+    gap = _gap_row(runs, [row["_pair"] for row in rows], _trapezoid_weights(xs), hits)
+    label = "area between the curves (mean gap)"
+    return {"comparison": comparison, "point": "area", "label": label, "x": np.nan, "retrained": np.nan, "posthoc": np.nan} | gap
+
+
+def _knockout_rows(knockout: pd.DataFrame, variants: Sequence[dict[str, Any]], layer: str, fill: str) -> pd.DataFrame:
+    """The knocked-out baseline as runs of a `units_posthoc` family: one accuracy per (fraction's variant, seed)."""
+    parts = []
+    for variant in variants:
+        per_seed = _knockout_per_seed(knockout, variant["coords"]["fraction removed"], layer, fill)
+        parts.append(
+            pd.DataFrame({"family": UNITS + POSTHOC_SUFFIX, "variant": variant["variant"], "seed": per_seed.index, "accuracy": per_seed})
+        )
+    return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=["family", "variant", "seed", "accuracy"])
 
 
 def compensation_table(
-    runs: pd.DataFrame, knockout: pd.DataFrame | None, variants: Sequence[dict[str, Any]], posthoc: dict[str, Any]
+    runs: pd.DataFrame,
+    knockout: pd.DataFrame | None,
+    variants: Sequence[dict[str, Any]],
+    posthoc: dict[str, Any],
+    hits: Hits | None = None,
 ) -> pd.DataFrame:
-    """One row per matched point of each comparison, plus one `area` row per comparison."""
+    """One row per matched point of each comparison, plus one `area` row per comparison.
+
+    `hits` ((family, variant, seed) -> the test examples its model got right) adds the test
+    sample's noise to the intervals, as in the comparisons with the baseline.
+    """
     by_family: dict[str, list[dict[str, Any]]] = {}
     for variant in variants:
         by_family.setdefault(variant["family"], []).append(variant)
-    out: list[dict[str, Any]] = []
+    matched: list[tuple[str, list[tuple[dict[str, Any], float, str]]]] = []  # comparison -> (variant, x, label)
     if UNITS in by_family and knockout is not None and len(knockout):
         layer = f"hidden_{(posthoc['layers'] or [1])[0]}"  # the layer the units family narrows
-        rows = []
-        for variant in by_family[UNITS]:
-            fraction = variant["coords"]["fraction removed"]
-            retrained = _per_seed(runs, UNITS, variant["variant"])
-            rows.append(
-                _row(
-                    UNITS,
-                    variant["variant"],
-                    variant["label"],
-                    fraction,
-                    retrained,
-                    _knockout_per_seed(knockout, fraction, layer, posthoc["fills"][0]),
-                )
-            )
-        out += [*rows, _area_row(UNITS, rows)]
+        runs = pd.concat([runs, _knockout_rows(knockout, by_family[UNITS], layer, posthoc["fills"][0])], ignore_index=True)
+        matched.append((UNITS, [(v, v["coords"]["fraction removed"], v["label"]) for v in by_family[UNITS]]))
     for family in ("input", "noise"):
-        posthoc_family = family + POSTHOC_SUFFIX
-        if posthoc_family not in by_family:
-            continue
+        twins = by_family.get(family + POSTHOC_SUFFIX, [])
+        x_key = X_KEY.get(family, "")
+        points = [(v, v["coords"].get(x_key, np.nan), v["label"].replace(" (post-hoc)", "")) for v in twins]
+        matched += [(family, points)] if points else []
+    out: list[dict[str, Any]] = []
+    for comparison, points in matched:
         rows = []
-        for variant in by_family[posthoc_family]:
-            x = variant["coords"].get(X_KEY.get(family, ""), np.nan)
-            retrained = _per_seed(runs, family, variant["variant"])
-            rows.append(
-                _row(
-                    family,
-                    variant["variant"],
-                    variant["label"].replace(" (post-hoc)", ""),
-                    x,
-                    retrained,
-                    _per_seed(runs, posthoc_family, variant["variant"]),
-                )
-            )
-        out += [*rows, _area_row(family, rows)]
-    return pd.DataFrame([{k: v for k, v in row.items() if k != "_gaps"} for row in out], columns=COLUMNS)
+        for variant, x, label in points:
+            pair = ((comparison, variant["variant"]), (comparison + POSTHOC_SUFFIX, variant["variant"]))
+            rows.append({**_point_row(runs, comparison, variant["variant"], label, x, pair, hits), "_pair": pair})
+        out += [*rows, _area_row(runs, comparison, rows, hits)]
+    return pd.DataFrame([{k: v for k, v in row.items() if k != "_pair"} for row in out], columns=COLUMNS)

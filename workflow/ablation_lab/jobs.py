@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import os
 import platform
 import socket
 from importlib import metadata
@@ -150,7 +151,7 @@ def aggregate(
         from ablation_lab.compensation import compensation_table
 
         knockout = tables.get("knockout")
-        write_table(out["compensation"], compensation_table(runs, knockout, variants, posthoc))
+        write_table(out["compensation"], compensation_table(runs, knockout, variants, posthoc, hits=hits))
 
 
 def with_variant_columns(table: pd.DataFrame, row: dict[str, Any]) -> pd.DataFrame:
@@ -200,11 +201,13 @@ def plot_figures(
     summary: str,
     posthoc: dict[str, str],
     out: dict[str, str],
+    comparisons: str | None = None,
 ) -> None:
     """Every figure drawn from the study's tables, in one process (they all change together).
 
     `families` maps a family to its title; `posthoc` holds the knockout and compensation
-    tables when the study has them. `out` maps figure names to paths.
+    tables when the study has them; `comparisons` (the tested differences) feeds the
+    overview's forest plot. `out` maps figure names to paths.
     """
     from ablation_lab.plots import (
         plot_activation_shapes,
@@ -241,6 +244,10 @@ def plot_figures(
         gaps = pd.read_csv(posthoc["compensation"])
         for comparison in gaps["comparison"].drop_duplicates():
             plot_compensation(gaps, comparison, out[f"compensation_{comparison}"])
+    if comparisons is not None:
+        from ablation_lab.plots import plot_forest
+
+        plot_forest(pd.read_csv(comparisons), variants, out["forest"])
 
 
 def plot_examples(families: list[str], variants: list[dict[str, Any]], data: str, meta: str, seed: int, out: dict[str, str]) -> None:
@@ -253,8 +260,24 @@ def plot_examples(families: list[str], variants: list[dict[str, Any]], data: str
         draw(split.arrays, variants, family, split.meta["input_shape"], out[family], seed)
 
 
+def read_benchmarks(rows: list[dict[str, str]]) -> pd.DataFrame:
+    """One row per job: its rule and wall seconds, from Snakemake's benchmark TSV files.
+
+    Only wall seconds: a job served by a warm worker is measured from its thin client, so the
+    files' CPU and memory columns would describe the client, not the work.
+    """
+    seconds = [float(pd.read_csv(row["path"], sep="\t")["s"].mean()) for row in rows]
+    return pd.DataFrame({"rule": [row["rule"] for row in rows], "path": [row["path"] for row in rows], "s": seconds})
+
+
 def report(
-    study_cfg: dict[str, Any], meta: str, tables: dict[str, str], figures: dict[str, list[str]], sharing: dict[str, list[str]], out: str
+    study_cfg: dict[str, Any],
+    meta: str,
+    tables: dict[str, str],
+    figures: dict[str, list[str]],
+    sharing: dict[str, list[str]],
+    out: str,
+    benchmarks: list[dict[str, str]] | None = None,
 ) -> str:
     from ablation_lab.io import write_atomic
     from ablation_lab.report import ReportInputs, render
@@ -262,10 +285,11 @@ def report(
     inputs = ReportInputs(
         study=study_cfg,
         meta=read_json(meta),
-        tables={name: pd.read_csv(path) for name, path in tables.items()},
+        tables={name: pd.read_csv(path) for name, path in tables.items()} | {"benchmarks": read_benchmarks(benchmarks or [])},
         figures=figures,
         versions=versions(),
         sharing=sharing,
+        machine={**workflow_commit(), "host": socket.gethostname(), "platform": platform.platform(), "cpus": os.cpu_count()},
     )
     page = render(inputs)
     write_atomic(out, lambda tmp: tmp.write_text(page))

@@ -372,3 +372,61 @@ def plot_elasticity(elasticity: pd.DataFrame, variants: Sequence[dict[str, Any]]
         axes.tick_params(axis="x", rotation=45 if len(summary) > 4 else 0)
     sns.despine(figure)
     _save(figure, path)
+
+
+VERDICT_COLOURS = {"different": "tab:red", "equivalent": "tab:green", "inconclusive": "tab:grey"}
+
+
+def forest_rows(comparisons: pd.DataFrame, variants: Sequence[dict[str, Any]]) -> pd.DataFrame:
+    """The forest plot's rows: each variant's difference and Holm interval, copied from the comparisons table.
+
+    Copied, never recomputed, so the overview draws exactly the intervals the tables print.
+    Rows follow the study's variant order (families stay together).
+    """
+    order = {(v["family"], v["variant"]): i for i, v in enumerate(variants)}
+    rows = comparisons.assign(
+        label=[f"{family}: {label}" for family, label in zip(comparisons["family"], variant_labels(comparisons, variants), strict=True)],
+        order=[order.get(key, len(order)) for key in zip(comparisons["family"], comparisons["variant"], strict=True)],
+    )
+    columns = ["family", "variant", "label", "difference", "diff_ci_low", "diff_ci_high", "equivalence", "margin"]
+    return rows.sort_values("order", kind="stable")[[c for c in columns if c in rows]].reset_index(drop=True)
+
+
+def draw_forest(rows: pd.DataFrame) -> plt.Figure:
+    """Points and interval bars, one row per variant, top to bottom; a band for the equivalence margin."""
+    figure, axes = plt.subplots(figsize=(7.5, 0.24 * len(rows) + 1.4))
+    y = np.arange(len(rows))[::-1]
+    margin = rows["margin"].dropna()
+    if len(margin):
+        axes.axvspan(-margin.iloc[0], margin.iloc[0], color="tab:green", alpha=0.08, label=f"equivalence margin +-{margin.iloc[0]:g}")
+    axes.axvline(0, color="black", linewidth=0.8)
+    verdicts = rows["equivalence"].fillna("") if "equivalence" in rows else pd.Series([""] * len(rows))
+    for verdict in verdicts.drop_duplicates():
+        chosen = (verdicts == verdict).to_numpy()
+        part = rows[chosen]
+        error = np.vstack([part["difference"] - part["diff_ci_low"], part["diff_ci_high"] - part["difference"]])
+        axes.errorbar(
+            part["difference"],
+            y[chosen],
+            xerr=np.where(np.isfinite(error), error, 0),
+            fmt="o",
+            markersize=4,
+            capsize=2,
+            color=VERDICT_COLOURS.get(verdict, "tab:blue"),
+            label=verdict or "no verdict",
+        )
+    axes.set_yticks(y, rows["label"], fontsize=7)
+    axes.set_ylim(-0.7, len(rows) - 0.3)
+    axes.set(xlabel="difference in test accuracy from the baseline (Holm-adjusted 95% interval)", title="Every variant vs the baseline")
+    axes.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1), frameon=False)  # outside: never over a row
+    sns.despine(figure)
+    return figure
+
+
+def plot_forest(comparisons: pd.DataFrame, variants: Sequence[dict[str, Any]], path: str | Path) -> None:
+    """The overview's forest plot (see `forest_rows`); says so when there is nothing to compare."""
+    rows = forest_rows(comparisons, variants)
+    if rows.empty or rows["difference"].isna().all():
+        _empty_figure(path, "No variant to compare with the baseline.")
+        return
+    _save(draw_forest(rows), path)

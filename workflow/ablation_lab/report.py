@@ -30,6 +30,7 @@ body { font-family: system-ui, sans-serif; max-width: 1100px; margin: 2em auto; 
 table { border-collapse: collapse; font-size: 0.85em; margin: 0.5em 0 1.5em; }
 th, td { border: 1px solid #ccc; padding: 3px 8px; text-align: right; }
 th { background: #f3f3f3; } td:first-child, th:first-child { text-align: left; }
+thead th { cursor: pointer; } th[aria-sort=ascending]::after { content: " \2191"; } th[aria-sort=descending]::after { content: " \2193"; }
 .held { color: #176317; font-weight: bold; } .contradicted { color: #a11; font-weight: bold; }
 .noise { color: #8a6d00; } figure { margin: 0.5em 0; } img { max-width: 100%; }
 section { border-top: 2px solid #ddd; margin-top: 2em; } .muted { color: #666; font-size: 0.9em; }
@@ -38,10 +39,49 @@ section { border-top: 2px solid #ddd; margin-top: 2em; } .muted { color: #666; f
 <nav><ul>{% for s in sections %}<li><a href="#{{ s.id }}">{{ s.title }}</a></li>{% endfor %}</ul></nav>
 {% for s in sections %}<section id="{{ s.id }}"><h2>{{ s.title }}</h2>
 {% for fig in s.figures %}<figure><img alt="{{ fig.alt }}" src="data:image/png;base64,{{ fig.data }}"></figure>{% endfor %}
-{% for b in s.blocks %}{% if b.kind == "table" %}<div class="table-box">{{ b.html|safe }}</div>{% else %}<p class="{{ b.css }}">{{ b.text }}</p>{% endif %}{% endfor %}
+{% for b in s.blocks %}{% if b.kind == "table" %}<div class="table-box">{{ b.html|safe }}</div>{% elif b.kind == "figure" %}<figure><img alt="{{ b.alt }}" src="data:image/png;base64,{{ b.data }}"></figure>{% else %}<p class="{{ b.css }}">{{ b.text }}</p>{% endif %}{% endfor %}
 {% if s.details %}<details><summary>{{ s.details.summary }}</summary><pre>{{ s.details.text }}</pre></details>{% endif %}
 </section>{% endfor %}
+<script>{{ sort_script|safe }}</script>
 </body></html>
+"""
+
+# Click a column header to sort its table by that column; click again to reverse. Numbers
+# (including an interval's lower bound, "[-0.03, ...]") sort as numbers, blanks last. Plain
+# script, no library and no network: the report stays one self-contained file.
+SORT_SCRIPT = """
+(function () {
+  function key(cell) {
+    var text = cell ? cell.textContent.trim() : "";
+    var number = parseFloat(text.replace(/^\\[/, ""));
+    return { text: text, number: isFinite(number) ? number : null };
+  }
+  function compare(a, b) {
+    if (a.text === "" || b.text === "") return (a.text === "") - (b.text === "");
+    if (a.number !== null && b.number !== null) return a.number - b.number;
+    if (a.number !== null || b.number !== null) return a.number === null ? 1 : -1;
+    return a.text.localeCompare(b.text, undefined, { numeric: true });
+  }
+  function sortBy(table, header, column) {
+    var body = table.tBodies[0];
+    var direction = header.getAttribute("aria-sort") === "ascending" ? -1 : 1;
+    var rows = Array.prototype.slice.call(body.rows);
+    rows.sort(function (r, s) { return direction * compare(key(r.cells[column]), key(s.cells[column])); });
+    rows.forEach(function (row) { body.appendChild(row); });
+    table.querySelectorAll("thead th").forEach(function (th) { th.removeAttribute("aria-sort"); });
+    header.setAttribute("aria-sort", direction === 1 ? "ascending" : "descending");
+  }
+  document.querySelectorAll("table").forEach(function (table) {
+    if (!table.tHead || !table.tBodies.length) return;
+    var headers = table.tHead.rows[table.tHead.rows.length - 1].cells;
+    Array.prototype.forEach.call(headers, function (header, column) {
+      header.tabIndex = 0;
+      header.title = "sort by this column (click again to reverse)";
+      header.addEventListener("click", function () { sortBy(table, header, column); });
+      header.addEventListener("keydown", function (event) { if (event.key === "Enter") sortBy(table, header, column); });
+    });
+  });
+})();
 """
 
 
@@ -55,6 +95,7 @@ class ReportInputs:
     figures: dict[str, list[str]] = field(default_factory=dict)
     versions: dict[str, str] = field(default_factory=dict)
     sharing: dict[str, list[str]] = field(default_factory=dict)
+    machine: dict[str, Any] = field(default_factory=dict)  # where the report was made: commit, host, platform
 
 
 @dataclass
@@ -73,6 +114,11 @@ class SectionContent:
     def add_table(self, html: str) -> SectionContent:
         """A table made by pandas with escape=True (see `_html_table`)."""
         self.blocks.append({"kind": "table", "html": html})
+        return self
+
+    def add_figure(self, path: str | Path, alt: str) -> SectionContent:
+        """A figure at this point of the reading order (the `figures` list comes before every block)."""
+        self.blocks.append({"kind": "figure", "data": _png(path), "alt": alt})
         return self
 
 
@@ -99,9 +145,19 @@ def family_title(name: str) -> tuple[str, str]:
     return f"Combination: {first} x {second}", f"Every {first} variant crossed with every {second} variant, trained as one model each."
 
 
-def family_table(summary: pd.DataFrame, comparisons: pd.DataFrame, family: str) -> str:
-    """The family's variants: accuracy with its interval, and the tested difference from the baseline."""
+def metric_means(runs: pd.DataFrame | None, metrics: tuple[str, ...] = ("macro_f1", "loss")) -> pd.DataFrame:
+    """Per variant, the mean over its finite runs of each metric beside accuracy (empty without runs)."""
+    if runs is None or runs.empty:
+        return pd.DataFrame(columns=["family", "variant", *metrics])
+    present = [m for m in metrics if m in runs]
+    return runs.groupby(["family", "variant"], sort=False)[present].mean().reset_index()
+
+
+def family_table(summary: pd.DataFrame, comparisons: pd.DataFrame, family: str, runs: pd.DataFrame | None = None) -> str:
+    """The family's variants: accuracy with its interval, the tested difference from the baseline,
+    and (given `runs`) the mean macro F1 and loss, so a reader can sort by any of the three."""
     table = summary[summary["family"] == family].merge(comparisons, on=["family", "variant"], how="left")
+    table = table.merge(metric_means(runs), on=["family", "variant"], how="left")
     shown = pd.DataFrame(
         {
             "variant": table["label"],
@@ -116,6 +172,9 @@ def family_table(summary: pd.DataFrame, comparisons: pd.DataFrame, family: str) 
             "within margin?": table.get("equivalence", pd.Series([""] * len(table))).fillna(""),
         }
     )
+    for column, name in (("macro_f1", "macro F1 (mean)"), ("loss", "loss (mean)")):
+        if column in table:
+            shown[name] = table[column].map(lambda v: _fmt(v, "{:.4f}"))
     return _html_table(shown)
 
 
@@ -140,18 +199,106 @@ def methods_text(comparisons: pd.DataFrame, seeds: int, margin: float) -> str:
     return text
 
 
+def dataset_label(dataset: dict[str, Any]) -> str:
+    """What the data is called on the page: the file's name for csv/npz studies (the format says little)."""
+    if dataset.get("name") in ("csv", "npz") and dataset.get("path"):
+        return Path(str(dataset["path"])).name
+    return str(dataset["name"])
+
+
+def runtime_table(benchmarks: pd.DataFrame | None) -> pd.DataFrame:
+    """Per rule: jobs, total and median wall seconds, from Snakemake's benchmark files (one row per job)."""
+    if benchmarks is None or benchmarks.empty:
+        return pd.DataFrame(columns=["rule", "jobs", "total s", "median s", "max s"])
+    grouped = benchmarks.groupby("rule", sort=False)["s"]
+    table = grouped.agg(["count", "sum", "median", "max"]).reset_index()
+    table.columns = ["rule", "jobs", "total s", "median s", "max s"]
+    return table.sort_values("total s", ascending=False, ignore_index=True).round({"total s": 1, "median s": 2, "max s": 2})
+
+
+def study_summary(inputs: ReportInputs) -> str:
+    """One line a reader can check the study against: data, model, training, variants, seeds, job time."""
+    study, runs = inputs.study, inputs.tables["runs"]
+    model, training = study.get("model", {}), study.get("training", {})
+    seeds = study["seeds"]
+    sizes = ", ".join(f"{k} {v}" for k, v in inputs.meta["sizes"].items())
+    trained = runs[["run", "seed"]].drop_duplicates() if "run" in runs else runs
+    layers = "-".join(str(units) for units in model.get("hidden_units", []))
+    text = (
+        f"Data: {dataset_label(study['dataset'])} ({sizes}). Model: MLP {layers or 'no hidden layer'} "
+        f"{model.get('activation', '')}, dropout {model.get('dropout', 0):g}; {training.get('optimizer', '')} for up to "
+        f"{training.get('epochs', '?')} epoch(s). {inputs.tables['summary'].shape[0]} variants x {len(seeds)} seeds "
+        f"({', '.join(map(str, seeds))}); {len(trained)} trained models."
+    )
+    benchmarks = inputs.tables.get("benchmarks")
+    if benchmarks is not None and len(benchmarks):
+        text += (
+            f" Jobs before the report took {benchmarks['s'].sum():,.0f} s of wall time in all ({len(benchmarks)} jobs, "
+            "summed: parallel jobs overlap, so the run itself was shorter; see Provenance)."
+        )
+    return text
+
+
+def _baseline_twins(runs: pd.DataFrame, comparisons: pd.DataFrame) -> set[tuple[str, str]]:
+    """Variants that are the baseline's own trained model with identical results (e.g. dropout 0).
+
+    They are no ablation at all, so they are left out of "least harmful".
+    """
+    if "run" not in runs:
+        return set()
+    base_runs = set(runs.loc[runs["family"] == BASELINE, "run"])
+    same_model = runs.groupby(["family", "variant"])["run"].agg(lambda r: set(r) <= base_runs)
+    no_change = comparisons.set_index(["family", "variant"])["difference"] == 0
+    return {key for key, same in same_model.items() if same and no_change.get(key, False)}
+
+
+def main_findings(summary: pd.DataFrame, comparisons: pd.DataFrame, runs: pd.DataFrame) -> list[str]:
+    """The three sentences a study leads with: most and least harmful ablation, and the verdict tally.
+
+    Every number is read from the comparisons table (the Holm-adjusted intervals of the
+    family tables and the forest plot), nothing is recomputed. Used by the overview and
+    printed by `python -m ablation_lab findings` at the end of `make run`.
+    """
+    labels = summary.set_index(["family", "variant"])["label"]
+    ranked = comparisons.dropna(subset=["difference"])
+    twins = _baseline_twins(runs, ranked)
+    ranked = ranked[[key not in twins for key in zip(ranked["family"], ranked["variant"], strict=True)]]
+    if ranked.empty:
+        return ["No ablation could be compared with the baseline."]
+
+    def described(row: Any) -> str:
+        label = labels.get((row.family, row.variant), row.variant)
+        verdict = row.equivalence if isinstance(getattr(row, "equivalence", None), str) else "no verdict"
+        return (
+            f"{label} ({row.family}): {row.difference:+.4f} accuracy vs the baseline, Holm-adjusted 95% interval "
+            f"{_interval(row.diff_ci_low, row.diff_ci_high)}; {verdict}"
+        )
+
+    ranked = ranked.sort_values("difference", kind="stable")
+    verdicts = ranked.get("equivalence", pd.Series(dtype=str)).fillna("no verdict").value_counts()
+    tally = ", ".join(f"{count} {verdict}" for verdict, count in verdicts.items())
+    margin = ranked["margin"].iloc[0] if "margin" in ranked else float("nan")
+    return [
+        "Most harmful ablation: " + described(next(ranked.itertuples())) + ".",
+        "Least harmful ablation: "
+        + described(best := next(ranked.iloc[::-1].itertuples()))
+        + (" (it scores above the baseline)." if best.difference > 0 else "."),
+        f"Of {len(ranked)} ablations compared with the baseline (equivalence margin +-{margin:g}): {tally}."
+        + (f" Left out: {len(twins)} variant(s) identical to the baseline's own model." if twins else ""),
+    ]
+
+
 # --- sections -------------------------------------------------------------------------------
 
 
 def overview_section(inputs: ReportInputs) -> list[SectionContent]:
     runs, summary = inputs.tables["runs"], inputs.tables["summary"]
     seeds = inputs.study["seeds"]
-    sizes = ", ".join(f"{k} {v}" for k, v in inputs.meta["sizes"].items())
-    trained = runs[["run", "seed"]].drop_duplicates() if "run" in runs else runs
-    section = SectionContent("overview", "Overview").say(
-        f"{sizes}; {summary.shape[0]} variants x {len(seeds)} seeds ({', '.join(map(str, seeds))}); {len(trained)} trained models.",
-        "muted",
-    )
+    section = SectionContent("overview", "Overview").say(study_summary(inputs), "muted")
+    for sentence in main_findings(summary, inputs.tables["comparisons"], runs):
+        section.say(sentence)
+    for path in inputs.figures.get("overview", []):
+        section.add_figure(path, "forest plot: every variant's difference from the baseline with its Holm-adjusted interval")
     section.say(methods_text(inputs.tables["comparisons"], len(seeds), inputs.study.get("equivalence_margin", 0.01)), "muted")
     diverged = runs[runs["status"] == "diverged"]
     if len(diverged):
@@ -195,7 +342,7 @@ def family_sections(inputs: ReportInputs) -> list[SectionContent]:
         title, description = family_title(family)
         section = SectionContent(f"family-{family}", title).say(description)
         section.figures = [{"alt": f"{family} figure {i + 1}", "data": _png(p)} for i, p in enumerate(inputs.figures.get(family, []))]
-        section.add_table(family_table(summary, comparisons, family))
+        section.add_table(family_table(summary, comparisons, family, inputs.tables.get("runs")))
         out.append(section)
     return out
 
@@ -316,7 +463,9 @@ def compensation_section(inputs: ReportInputs) -> list[SectionContent]:
     section = SectionContent("compensation", "Compensation: retrained vs removed after training").say(
         "Each point pairs a model retrained without a component with the trained baseline from which the same "
         "component was removed afterwards, on the same seeds; the gap is retrained minus post-hoc accuracy, with the "
-        "95% t-interval over seeds of the paired differences. Post-hoc effects are lower bounds on a component's "
+        "unadjusted 95% interval the comparisons with the baseline use: seed noise of the paired gaps plus, where both "
+        "sides have per-example predictions (input, noise), a paired bootstrap over test examples; the knocked-out "
+        "side of the units comparison is a mean over random draws with none, so its interval is seed noise only. Post-hoc effects are lower bounds on a component's "
         "importance (downstream layers partly repair an ablation), while retraining lets the whole network compensate: "
         "a positive gap is compensation the retrain ablation hides."
     )
@@ -529,6 +678,21 @@ def provenance_section(inputs: ReportInputs) -> list[SectionContent]:
     section = SectionContent("provenance", "Provenance").say(
         "Software: " + ", ".join(f"{k} {v}" for k, v in inputs.versions.items()), "muted"
     )
+    if inputs.machine:
+        commit = inputs.machine.get("commit") or "unknown (not a git checkout)"
+        dirty = " with uncommitted edits" if inputs.machine.get("dirty") else ""
+        section.say(
+            f"Workflow commit {commit}{dirty}; machine {inputs.machine.get('host', '?')} "
+            f"({inputs.machine.get('platform', '?')}, {inputs.machine.get('cpus', '?')} CPUs).",
+            "muted",
+        )
+    runtimes = runtime_table(inputs.tables.get("benchmarks"))
+    if len(runtimes):
+        section.say(
+            "Job runtimes per rule, wall seconds from Snakemake's benchmark files, as recorded when each job last ran "
+            "(jobs reused from an earlier run or another study keep their times; the report's own job is not counted):"
+        )
+        section.add_table(_html_table(runtimes))
     section.details = {"summary": "Study config", "text": yaml.safe_dump(inputs.study, sort_keys=False)}
     return [section]
 
@@ -552,4 +716,6 @@ def render(inputs: ReportInputs) -> str:
     """The page as a string; every user string is escaped by Jinja or by pandas."""
     sections = [content for build in SECTIONS for content in build(inputs)]
     env = Environment(autoescape=select_autoescape(default=True, default_for_string=True))
-    return env.from_string(PAGE).render(study=inputs.study["study"], dataset=inputs.study["dataset"]["name"], sections=sections)
+    return env.from_string(PAGE).render(
+        study=inputs.study["study"], dataset=dataset_label(inputs.study["dataset"]), sections=sections, sort_script=SORT_SCRIPT
+    )

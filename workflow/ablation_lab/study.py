@@ -91,6 +91,11 @@ def job_benchmark(kind: str, data: str = "{data}", run: str = "{run}", seed: int
     return f"{BENCHMARKS}/{data}/{run}/seed{seed}/{kind}.tsv"
 
 
+def data_benchmark(data: str = "{data}") -> str:
+    """The data preparation job's benchmark (one per data key, shared by the studies on it)."""
+    return f"{BENCHMARKS}/{data}/prepare_data.tsv"
+
+
 @dataclass(frozen=True)
 class Probe:
     """One per-model analysis of one variant's trained model, under the variant's test view."""
@@ -345,6 +350,33 @@ class Study:
         if self.config.get("elasticity"):
             figures["elasticity"] = f"{self.figures_dir()}/elasticity.png"
         return figures
+
+    def forest_figure(self) -> str:
+        """The overview's forest plot: every variant's difference from the baseline, as tabled."""
+        return f"{self.figures_dir()}/forest.png"
+
+    def benchmark_table(self, study_jobs: list[str]) -> list[dict[str, str]]:
+        """One row per job upstream of the report: its rule (analyses named) and its benchmark file.
+
+        `study_jobs` are the study-level rules that run (e.g. plot_examples only where a family
+        changes images). The report's own benchmark is left out: Snakemake writes it after the
+        report, so it cannot be one of the report's inputs. Jobs shared by variants (or by
+        studies on the same data) appear once; their times are those of the run that made them.
+        """
+        rows = [{"rule": "prepare_data", "path": data_benchmark(self.data_key)}]
+        rows += [{"rule": "train", "path": job_benchmark("train", self.data_key, run, seed)} for run in self.runs for seed in self.seeds]
+        analysed = {
+            (analysis, self.run_of(variant), self.probe(variant, analysis).name)
+            for analysis in self.analyses()
+            for variant in self.analysed(analysis)
+        }
+        rows += [
+            {"rule": f"analyse_run ({analysis})", "path": job_benchmark(f"{analysis}-{probe}", self.data_key, run, seed)}
+            for analysis, run, probe in sorted(analysed)
+            for seed in self.seeds
+        ]
+        rows += [{"rule": job, "path": self.study_benchmark(job)} for job in study_jobs]
+        return rows
 
     def training_files(self) -> list[str]:
         """Every (run, seed) provenance file: one training job each, duplicates removed."""

@@ -102,11 +102,23 @@ def report_figures():
     compensation = [p for n, p in extra.items() if n.startswith("compensation_")]
     if compensation:
         figures["compensation"] = compensation
+    figures["overview"] = [STUDY.forest_figure()]
     return figures
 
 
 def all_figures(wildcards):
     return [path for paths in report_figures().values() for path in paths]
+
+
+def upstream_benchmarks():
+    """Rule and benchmark file of every job before the report (the provenance runtimes)."""
+    study_jobs = ["aggregate", "plot_figures"]
+    study_jobs += ["plot_examples"] if example_figures() else []
+    return STUDY.benchmark_table(study_jobs)
+
+
+def all_benchmarks(wildcards):
+    return sorted({row["path"] for row in upstream_benchmarks()})
 
 
 def all_histories(wildcards):

@@ -5,7 +5,7 @@ rule prepare_data:
     log:
         f"{paths.LOGS}/{{data}}/prepare_data.log",
     benchmark:
-        f"{paths.BENCHMARKS}/{{data}}/prepare_data.tsv"
+        paths.data_benchmark()
     conda:
         "../envs/ablation-lab.yaml"
     threads: 1

@@ -56,6 +56,7 @@ rule plot_figures:
         runs=f"{STUDY.tables_dir()}/runs.csv",
         summary=f"{STUDY.tables_dir()}/summary.csv",
         history=f"{STUDY.tables_dir()}/history.csv",
+        comparisons=f"{STUDY.tables_dir()}/comparisons.csv",
     output:
         **{
             family: report(
@@ -76,6 +77,12 @@ rule plot_figures:
             )
             for name, path in STUDY.extra_figures().items()
         },
+        forest=report(
+            STUDY.forest_figure(),
+            caption="../report/forest.rst",
+            category="Overview",
+            labels={"figure": "differences from the baseline"},
+        ),
     log:
         STUDY.study_log("plot_figures"),
     benchmark:
@@ -137,6 +144,7 @@ rule report_html:
         runs=f"{STUDY.tables_dir()}/runs.csv",
         history=f"{STUDY.tables_dir()}/history.csv",
         figures=all_figures,
+        benchmarks=all_benchmarks,
     output:
         html=STUDY.report_file(),
     log:
@@ -161,6 +169,7 @@ rule report_html:
         ],
         figures=report_figures(),
         sharing=STUDY.sharing(),
+        benchmarks=upstream_benchmarks(),
         code=source_digest(
             "report",
             "ablations",

@@ -16,5 +16,6 @@ run_here(
         "summary": sm.input.summary,
         "posthoc": posthoc,
         "out": dict(sm.output.items()),
+        "comparisons": sm.input.comparisons,
     },
 )

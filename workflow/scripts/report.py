@@ -14,6 +14,7 @@ run_here(
         "tables": {key: sm.input[key] for key in sm.params.tables},
         "figures": sm.params.figures,
         "sharing": sm.params.sharing,
+        "benchmarks": sm.params.benchmarks,
         "out": sm.output.html,
     },
 )
