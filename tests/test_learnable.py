@@ -193,3 +193,37 @@ def test_the_report_section_draws_the_change_table():
     (section,) = activation_shapes_section(ReportInputs(study={}, meta={}, tables={"activation_shapes": shapes}))
     table = next(block["html"] for block in section.blocks if block["kind"] == "table")
     assert "hidden_1" in table and "0.5" in table
+
+
+def test_the_kst_model_learns_one_named_function_per_feature():
+    from ablation_lab.learnable import learned_shapes
+    from ablation_lab.models import build_model
+
+    model = build_model(canonical_model({"kind": "kst", "hidden_units": [4], "activation": "gp", "dropout": 0.0}), (10,), 3)
+    assert isinstance(model.get_layer("feature_functions"), GPActivation) and model.get_layer("feature_functions").per_unit
+    names = [f"f{i}" for i in range(10)]
+    shapes = learned_shapes(model, points=5, units_shown=2, feature_names=names)
+    features = shapes[shapes["layer"] == "feature_functions"]
+    assert list(dict.fromkeys(features["feature"])) == names, "every feature shown, by name"
+    with pytest.raises(ValueError, match=r"model.activation: kind kst needs a learnable outer function"):
+        canonical_model({"kind": "kst", "hidden_units": [4], "activation": "relu", "dropout": 0.0})
+
+
+def test_a_kst_study_reloads_and_predicts_identically(tmp_path):
+    from ablation_lab.models import load_model
+
+    spec = {
+        "model": canonical_model({"kind": "kst", "hidden_units": [6], "activation": "gp-per-unit", "dropout": 0.0}),
+        "training": {
+            "optimizer": "adam",
+            "learning_rate": 0.02,
+            "epochs": 2,
+            "batch_size": 32,
+            "early_stopping_patience": 0,
+            "loop": "fast",
+        },
+    }
+    model = train_model(spec, _arrays(), 3, seed=1).model
+    model.save(tmp_path / "kst.keras")
+    x = _arrays()["x_test"]
+    np.testing.assert_array_equal(predict_proba(load_model(str(tmp_path / "kst.keras")), x), predict_proba(model, x))

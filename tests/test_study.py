@@ -21,8 +21,11 @@ SCHEMA = yaml.safe_load((ROOT / "workflow" / "schemas" / "config.schema.yaml").r
 
 
 def article_config(posthoc: bool = False) -> dict:
-    """The default study; without its `posthoc` block, the article's four retrain families alone."""
+    """The default study pinned to the article's setup (its four activations, 2 seeds); without
+    its `posthoc` block, the article's four retrain families alone."""
     config = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
+    config["seeds"] = [1, 2]
+    config["families"]["activation"]["functions"] = ["relu", "sigmoid", "tanh", "linear"]
     return config if posthoc else {k: v for k, v in config.items() if k not in ("posthoc", "calibration", "elasticity")}
 
 

@@ -26,13 +26,18 @@ def layer_curves(layer: Any, x: np.ndarray, units_shown: int, feature_names: lis
     fresh.build((None, units))
     grid = np.repeat(x[:, None], units, axis=1).astype("float32")
     learned, initial = np.asarray(layer(grid)), np.asarray(fresh(grid))
-    shown = range(min(units_shown, units)) if getattr(layer, "per_unit", False) else [0]
+    per_unit = getattr(layer, "per_unit", False)
+    features = layer.name == FEATURE_FUNCTIONS
+    shown = range(units if features else min(units_shown, units)) if per_unit else [0]
+    named = features and feature_names is not None and len(feature_names) == units
+    names = list(feature_names) if named else [f"feature {i}" for i in range(units)]
     return pd.concat(
         [
             pd.DataFrame(
                 {
                     "layer": layer.name,
-                    "unit": unit if getattr(layer, "per_unit", False) else -1,
+                    "unit": unit if per_unit else -1,
+                    "feature": names[unit] if features else "",
                     "x": x,
                     "learned": learned[:, unit],
                     "initial": initial[:, unit],
