@@ -335,6 +335,7 @@ def plot_activation_shapes(
         axis.axis("off")
     figure.suptitle("Learned activation functions (dashed: as initialised; grey: fixed activations)", y=1.01)
     figure.tight_layout()
+    _save(figure, path)
 
 
 def plot_elasticity(elasticity: pd.DataFrame, variants: Sequence[dict[str, Any]], path: str | Path) -> None:
