@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import itertools
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -39,7 +39,7 @@ class Variant:
 
 @dataclass(frozen=True)
 class Family:
-    expand: Callable[[dict[str, Any], DatasetInfo], list[Variant]]
+    expand: Callable[..., list[Variant]]  # (params, data info, baseline model config) -> variants
     title: str
     description: str
 
@@ -52,14 +52,14 @@ def _slug(text: str) -> str:
     return re.sub(r"[^a-z0-9]+", "_", text.lower()).strip("_")
 
 
-def expand_dropout(params: dict[str, Any], info: DatasetInfo) -> list[Variant]:
+def expand_dropout(params: dict[str, Any], info: DatasetInfo, model: Mapping[str, Any] | None = None) -> list[Variant]:
     return [
         Variant("dropout", f"rate-{_number(r)}", f"dropout {_number(r)}", {"dropout": r}, coords={"dropout rate": r})
         for r in params["rates"]
     ]
 
 
-def expand_activation(params: dict[str, Any], info: DatasetInfo) -> list[Variant]:
+def expand_activation(params: dict[str, Any], info: DatasetInfo, model: Mapping[str, Any] | None = None) -> list[Variant]:
     return [Variant("activation", f, f, {"activation": f}, coords={"activation": f}) for f in params["functions"]]
 
 
@@ -82,7 +82,7 @@ def _image_regions(kind: str, size: int, shape: Sequence[int]) -> list[tuple[str
     return out
 
 
-def expand_input(params: dict[str, Any], info: DatasetInfo) -> list[Variant]:
+def expand_input(params: dict[str, Any], info: DatasetInfo, model: Mapping[str, Any] | None = None) -> list[Variant]:
     fill = params.get("fill", "zero")
     variants = []
     for index, group in enumerate(params["groups"]):
@@ -130,7 +130,7 @@ def expand_input(params: dict[str, Any], info: DatasetInfo) -> list[Variant]:
 _NOISE_SHORT = {"gaussian": "gauss", "salt_pepper": "sp"}
 
 
-def expand_noise(params: dict[str, Any], info: DatasetInfo) -> list[Variant]:
+def expand_noise(params: dict[str, Any], info: DatasetInfo, model: Mapping[str, Any] | None = None) -> list[Variant]:
     variants = []
     for kind, apply_to, level in itertools.product(params["kinds"], params["apply_to"], params["levels"]):
         suffix = "" if apply_to == "both" else "-testonly"
@@ -141,14 +141,27 @@ def expand_noise(params: dict[str, Any], info: DatasetInfo) -> list[Variant]:
     return variants
 
 
-def expand_capacity(params: dict[str, Any], info: DatasetInfo) -> list[Variant]:
+def expand_capacity(params: dict[str, Any], info: DatasetInfo, model: Mapping[str, Any] | None = None) -> list[Variant]:
+    """MLP: `depth` hidden layers of `width` units. CNN: `depth` conv blocks, the first with
+    `width` filters, doubling per block (the usual CNN widening); its dense head is kept."""
+    if (model or {}).get("kind") == "cnn":
+        return [
+            Variant(
+                "capacity",
+                f"w{w}-d{d}",
+                f"{d} conv blocks from {w} filters",
+                {"filters": [w * 2**i for i in range(d)]},
+                coords={"width": w, "depth": d},
+            )
+            for d, w in itertools.product(params["depths"], params["widths"])
+        ]
     return [
         Variant("capacity", f"w{w}-d{d}", f"{d} x {w}", {"hidden_units": [w] * d}, coords={"width": w, "depth": d})
         for d, w in itertools.product(params["depths"], params["widths"])
     ]
 
 
-def expand_nsdropout(params: dict[str, Any], info: DatasetInfo) -> list[Variant]:
+def expand_nsdropout(params: dict[str, Any], info: DatasetInfo, model: Mapping[str, Any] | None = None) -> list[Variant]:
     """No dropout, ordinary dropout and NSDropout at each rate, on the same layers (the write-up's comparison).
 
     Inference modes are not variants: each NSDropout model is evaluated in every mode by the

@@ -105,6 +105,7 @@ def describe_transform(transform: Mapping[str, Any]) -> str:
 # Learnable activations (ablation_lab/layers.py) and the settings they are built with: a run's
 # spec holds the settings in full when its activation is learnable, and not at all otherwise.
 LEARNABLE_ACTIVATIONS = ("gp", "gp-per-unit", "slaf-poly2", "slaf-poly3", "slaf-poly4", "slaf-standard")
+CNN_DEFAULTS = {"filters": [16, 32], "kernel_size": 3, "pooling": "max", "batch_norm": False}  # kind cnn
 LEARNABLE_DEFAULTS = {"control_points": 21, "grid_range": [-3.0, 3.0], "length_scale": None, "init": "relu"}
 
 
@@ -139,6 +140,15 @@ def canonical_model(model_cfg: dict[str, Any]) -> dict[str, Any]:
         out.pop("nsdropout_interval", None)
     if out.get("kind") == "mlp":
         out.pop("kind")
+    if out.get("kind") == "cnn":
+        out = {**CNN_DEFAULTS, **out}
+        for key in ("dropout_kind", "dropout_layers"):
+            if out.get(key) not in (None, "standard"):
+                raise ValueError(f"model.{key}: not available for kind cnn (dropout follows every conv block and dense layer)")
+    else:
+        misplaced = sorted(set(CNN_DEFAULTS) & set(out))
+        if misplaced:
+            raise ValueError(f"model.{misplaced[0]}: applies to kind cnn only (this model is kind {out.get('kind', 'mlp')})")
     if out.get("kind") == "kst" and out.get("activation") not in LEARNABLE_ACTIVATIONS:
         raise ValueError(
             f"model.activation: kind kst needs a learnable outer function ({', '.join(LEARNABLE_ACTIVATIONS)}), got {out.get('activation')!r}"
@@ -153,7 +163,11 @@ def canonical_model(model_cfg: dict[str, Any]) -> dict[str, Any]:
 
 
 def describe_model(model: Mapping[str, Any]) -> str:
-    units = ("kst-" if model.get("kind") == "kst" else "") + "x".join(str(u) for u in model["hidden_units"])
+    units = "x".join(str(u) for u in model["hidden_units"])
+    if model.get("kind") == "kst":
+        units = f"kst-{units}"
+    elif model.get("kind") == "cnn":
+        units = "cnn" + "x".join(str(f) for f in model["filters"]) + f"-{units}"
     dropout = float(model.get("dropout", 0.0))
     kind = "nsdrop" if model.get("dropout_kind") == "nsdropout" else "drop"
     return f"{model['activation']}-{units}" + (f"-{kind}{_number(dropout)}" if dropout else "") + ("-l2" if model.get("l2") else "")

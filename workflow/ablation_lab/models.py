@@ -40,6 +40,33 @@ def _dropout_layer(kind: str, rate: float, n_classes: int, depth: int, interval:
     return layers.Dropout(rate, name=f"dropout_{depth}")
 
 
+def _dense_head(
+    x: Any,
+    n_classes: int,
+    hidden_units: Sequence[int],
+    activation: str,
+    dropout: float,
+    dropout_kind: str = "standard",
+    dropout_layers: Sequence[int] | None = None,
+    nsdropout_interval: int = 1,
+    l2: float | Sequence[float] | None = None,
+    learnable: dict[str, Any] | None = None,
+) -> Any:
+    """The dense blocks (`hidden_<k>`, each followed by its dropout layer) and the softmax output, on a flat tensor."""
+    followed = set(range(1, len(hidden_units) + 1) if dropout_layers is None else dropout_layers)
+    penalties = _per_layer(l2, len(hidden_units))
+    for depth, (units, penalty) in enumerate(zip(hidden_units, penalties, strict=True), start=1):
+        regularizer = keras.regularizers.L2(penalty) if penalty else None
+        if activation in LEARNABLE_ACTIVATIONS:
+            x = layers.Dense(units, kernel_regularizer=regularizer, name=f"dense_{depth}")(x)
+            x = learnable_activation(activation, learnable or learnable_settings({}), f"hidden_{depth}")(x)
+        else:
+            x = layers.Dense(units, activation=activation, kernel_regularizer=regularizer, name=f"hidden_{depth}")(x)
+        if depth in followed:
+            x = _dropout_layer(dropout_kind, dropout, n_classes, depth, nsdropout_interval)(x)
+    return layers.Dense(n_classes, activation="softmax", name="probabilities")(x)
+
+
 def build_mlp(
     input_shape: Sequence[int],
     n_classes: int,
@@ -62,27 +89,57 @@ def build_mlp(
     GP-activation paper: a learned function of each input feature (`feature_functions`), their
     weighted sums, and a learned outer function (the hidden activation, which must be learnable).
     """
-    followed = set(range(1, len(hidden_units) + 1) if dropout_layers is None else dropout_layers)
-    penalties = _per_layer(l2, len(hidden_units))
     inputs = keras.Input(shape=tuple(input_shape), name="features")
     x = layers.Flatten(name="flatten")(inputs)
     if kind == "kst":  # one learnable univariate function per input feature, feeding the first layer's sums
         x = learnable_activation("gp-per-unit", learnable or learnable_settings({}), FEATURE_FUNCTIONS)(x)
-    for depth, (units, penalty) in enumerate(zip(hidden_units, penalties, strict=True), start=1):
-        regularizer = keras.regularizers.L2(penalty) if penalty else None
-        if activation in LEARNABLE_ACTIVATIONS:
-            x = layers.Dense(units, kernel_regularizer=regularizer, name=f"dense_{depth}")(x)
-            x = learnable_activation(activation, learnable or learnable_settings({}), f"hidden_{depth}")(x)
-        else:
-            x = layers.Dense(units, activation=activation, kernel_regularizer=regularizer, name=f"hidden_{depth}")(x)
-        if depth in followed:
-            x = _dropout_layer(dropout_kind, dropout, n_classes, depth, nsdropout_interval)(x)
-    outputs = layers.Dense(n_classes, activation="softmax", name="probabilities")(x)
+    outputs = _dense_head(x, n_classes, hidden_units, activation, dropout, dropout_kind, dropout_layers, nsdropout_interval, l2, learnable)
     return keras.Model(inputs, outputs, name="mlp")
+
+
+def _activation_layer(activation: str, learnable: dict[str, Any] | None, name: str) -> layers.Layer:
+    if activation in LEARNABLE_ACTIVATIONS:
+        return learnable_activation(activation, learnable or learnable_settings({}), name)
+    return layers.Activation(activation, name=name)
+
+
+def build_cnn(input_shape: Sequence[int], n_classes: int, model_cfg: dict[str, Any]) -> keras.Model:
+    """Conv blocks (conv -> [batch norm] -> activation -> [2x2 pooling] -> dropout), then the MLP head.
+
+    Grey images of shape (h, w) get a channel axis. Every family applies as in the MLP:
+    `dropout` follows every conv block and every dense layer, `activation` is swapped in every
+    block, and the dense head (`hidden_units`, layers `hidden_<k>`) is what knockout removes
+    units of. Pooling uses `same` padding, so small images (8 x 8 digits) survive 3 blocks.
+    """
+    shape = tuple(input_shape)
+    if len(shape) not in (2, 3):
+        raise ValueError(
+            f"model.kind: cnn needs images of shape (height, width[, channels]); this dataset's inputs have shape {list(shape)}"
+        )
+    batch_norm, pooling, dropout = bool(model_cfg["batch_norm"]), model_cfg["pooling"], float(model_cfg["dropout"])
+    learnable = learnable_settings(model_cfg) if model_cfg["activation"] in LEARNABLE_ACTIVATIONS else None
+    inputs = keras.Input(shape=shape, name="features")
+    x = layers.Reshape((*shape, 1), name="channels")(inputs) if len(shape) == 2 else inputs
+    for block, filters in enumerate(model_cfg["filters"], start=1):
+        x = layers.Conv2D(filters, int(model_cfg["kernel_size"]), padding="same", use_bias=not batch_norm, name=f"conv_{block}")(x)
+        if batch_norm:
+            x = layers.BatchNormalization(name=f"norm_{block}")(x)
+        x = _activation_layer(model_cfg["activation"], learnable, f"conv_act_{block}")(x)
+        if pooling != "none":
+            pool = layers.MaxPooling2D if pooling == "max" else layers.AveragePooling2D
+            x = pool(2, padding="same", name=f"pool_{block}")(x)
+        x = layers.Dropout(dropout, name=f"conv_dropout_{block}")(x)
+    x = layers.Flatten(name="flatten")(x)
+    outputs = _dense_head(
+        x, n_classes, model_cfg["hidden_units"], model_cfg["activation"], dropout, l2=model_cfg.get("l2"), learnable=learnable
+    )
+    return keras.Model(inputs, outputs, name="cnn")
 
 
 def build_model(model_cfg: dict[str, Any], input_shape: Sequence[int], n_classes: int) -> keras.Model:
     # Run specs are canonical (an integral float is written as an int): cast where Keras cares.
+    if model_cfg.get("kind") == "cnn":
+        return build_cnn(input_shape, n_classes, model_cfg)
     return build_mlp(
         input_shape,
         n_classes,

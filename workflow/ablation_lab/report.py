@@ -631,6 +631,8 @@ def elasticity_section(inputs: ReportInputs) -> list[SectionContent]:
 
     named = inputs.study.get("families", {}).get("activation", {}).get("functions", [])
     skipped = [name for name in named if name in LEARNABLE_ACTIVATIONS]
+    if inputs.study.get("model", {}).get("kind") == "cnn":
+        section.say("Not analysed: convolutional models (kind cnn); the batched form differentiates Dense layers only.", "muted")
     if skipped:
         section.say(
             f"Not analysed: the learnable activations ({', '.join(skipped)}); one step also moves their own parameters, "

@@ -138,13 +138,17 @@ class Study:
     def families(self) -> dict[str, list[Variant]]:
         """Family name -> its variants, in declaration order; the baseline first."""
         declared = self.config["families"]
-        info = self.info if "input" in declared else DatasetInfo("unknown", ())
+        info = self.info if "input" in declared or self.config["model"].get("kind") == "cnn" else DatasetInfo("unknown", ())
         out: dict[str, list[Variant]] = {BASELINE: [baseline_variant()]}
         for name, params in declared.items():
             try:
-                out[name] = FAMILIES[name].expand(params, info)
+                out[name] = FAMILIES[name].expand(params, info, self.config["model"])
             except ValueError as error:
                 raise ConfigError(f"invalid study config: {error}") from None
+        if self.config["model"].get("kind") == "cnn" and info.kind != "image":
+            raise ConfigError(
+                f"invalid study config: model.kind: cnn needs image data; dataset {self.config['dataset']['name']!r} is {info.kind}"
+            )
         for first, second in self.config["combinations"]:
             out[combination_name(first, second)] = combine(out[first], out[second])
         out |= self._compensation_families(out)
@@ -222,9 +226,13 @@ class Study:
         changed spec is a new folder, so no other study's run is ever invalidated.
         """
         training_transforms, _ = identity.split_transforms(variant.transforms)
+        try:
+            model = identity.canonical_model({**self.config["model"], **variant.model})
+        except ValueError as error:
+            raise ConfigError(f"invalid study config: {error} (variant {variant.id})") from None
         return identity.canonical(
             {
-                "model": identity.canonical_model({**self.config["model"], **variant.model}),
+                "model": model,
                 "training": dict(self.config["training"]),
                 "transforms": training_transforms,
                 "code_version": TRAINING_CODE_VERSION,
