@@ -29,6 +29,7 @@ BENCHMARKS = (
     "bench_efficiency.py",
     "bench_learnable.py",
     "bench_elasticity.py",
+    "bench_cnn.py",
 )
 
 

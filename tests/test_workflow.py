@@ -180,17 +180,19 @@ def test_editing_the_data_file_prepares_a_new_split_and_trains_on_it(tmp_path):
     assert "rule prepare_data:" in planned and len(trained(planned)) == 1
 
 
-def test_the_default_study_plans_forty_trainings_for_twenty_three_variants(tmp_path):
+def test_the_default_study_plans_its_trainings_and_analyses(tmp_path):
     article = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
     retrain_only = {k: v for k, v in article.items() if k not in ("posthoc", "calibration", "elasticity")}
     jobs = planned_jobs(snakemake(tmp_path, write_config(tmp_path, retrain_only), "--dry-run").stdout)
-    assert len(jobs["train"]) == 40 and len(jobs["analyse_run"]) == 40
+    # 25 variants, 22 distinct models x 3 seeds; evaluations, and the learned shapes of the 6
+    # activation-family models (the baseline shares relu's)
+    assert len(jobs["train"]) == 66 and len(jobs["analyse_run"]) == 66 + 6 * 3
     jobs = planned_jobs(snakemake(tmp_path, ROOT / "config" / "config.yaml", "--dry-run").stdout)
-    # + 9 width retrains x 2 seeds; evaluations (and calibrations) of 58 models and 12 test-time
-    # views of the baseline x 2 seeds; 5 knockouts x 2 seeds; local elasticity of the 4 activation
-    # models (the baseline shares relu's) x 2 seeds
-    assert len(jobs["train"]) == 58
-    assert len(jobs["analyse_run"]) == 2 * (58 + 2 * 12) + 10 + 4 * 2
+    # + 9 width retrains x 3 seeds; evaluations and calibrations of 31 models and 12 test-time
+    # views of the baseline x 3 seeds; 5 knockouts x 3 seeds; local elasticity and learned
+    # shapes of the 6 activation-family models x 3 seeds
+    assert len(jobs["train"]) == 93
+    assert len(jobs["analyse_run"]) == 2 * 3 * (31 + 12) + 5 * 3 + 2 * 6 * 3
 
 
 def test_snakemake_report_builds(finished):

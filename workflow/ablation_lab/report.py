@@ -611,8 +611,12 @@ def activation_shapes_section(inputs: ReportInputs) -> list[SectionContent]:
 def elasticity_section(inputs: ReportInputs) -> list[SectionContent]:
     """Local elasticity per analysed variant, the clustering scores, and the paper's claim tested."""
     elasticity = inputs.tables.get("elasticity")
-    if elasticity is None or elasticity.empty:
+    if elasticity is None:
         return []
+    if elasticity.empty:
+        reason = "convolutional models (kind cnn)" if inputs.study.get("model", {}).get("kind") == "cnn" else "the analysed models"
+        note = f"Not analysed: {reason}; the batched form differentiates chains of Dense layers only."
+        return [SectionContent("elasticity", "Local elasticity").say(note, "muted")]
     from ablation_lab.elasticity import claim_sentence, nonlinear_claim, variant_summary
 
     section = SectionContent("elasticity", "Local elasticity").say(

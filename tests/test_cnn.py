@@ -1,0 +1,111 @@
+"""model.kind cnn: the built network, families on it, refusals by key, training, reload, knockout of its dense head."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from ablation_lab.ablations import expand_capacity
+from ablation_lab.config import ConfigError, validate_config
+from ablation_lab.data import DatasetInfo
+from ablation_lab.identity import canonical_model
+from ablation_lab.train import configure_tensorflow, predict_proba, train_model
+from conftest import deep_set
+
+configure_tensorflow(threads=1)
+IMAGES = DatasetInfo("image", (8, 8))
+
+
+def cnn(**overrides) -> dict:
+    return canonical_model({"kind": "cnn", "hidden_units": [16], "activation": "relu", "dropout": 0.0, **overrides})
+
+
+def test_defaults_fill_the_cnn_keys_and_other_kinds_refuse_them():
+    assert cnn()["filters"] == [16, 32] and cnn()["pooling"] == "max" and cnn()["batch_norm"] is False
+    with pytest.raises(ValueError, match=r"model.filters: applies to kind cnn only \(this model is kind mlp\)"):
+        canonical_model({"hidden_units": [8], "activation": "relu", "dropout": 0.0, "filters": [8]})
+    with pytest.raises(ValueError, match=r"model.dropout_kind: not available for kind cnn"):
+        cnn(dropout=0.2, dropout_kind="nsdropout")
+
+
+def test_the_network_has_conv_blocks_then_the_dense_head():
+    from ablation_lab.models import build_model
+
+    model = build_model(cnn(filters=[4, 8], batch_norm=True, dropout=0.25), (8, 8), 10)
+    names = [layer.name for layer in model.layers]
+    assert names[:8] == ["features", "channels", "conv_1", "norm_1", "conv_act_1", "pool_1", "conv_dropout_1", "conv_2"]
+    assert "hidden_1" in names and names[-1] == "probabilities"
+    assert model.get_layer("pool_2").output.shape[1:] == (2, 2, 8)
+    assert model.get_layer("conv_dropout_1").rate == 0.25 and model.get_layer("dropout_1").rate == 0.25
+    assert model.output.shape[-1] == 10
+
+
+def test_capacity_on_a_cnn_sweeps_conv_depth_and_width():
+    variants = expand_capacity({"widths": [8], "depths": [1, 3]}, IMAGES, {"kind": "cnn"})
+    assert [v.model for v in variants] == [{"filters": [8]}, {"filters": [8, 16, 32]}]
+    assert expand_capacity({"widths": [8], "depths": [2]}, IMAGES, {})[0].model == {"hidden_units": [8, 8]}
+
+
+def test_a_cnn_on_tabular_data_is_refused_by_key(test_config):
+    from ablation_lab.study import Study
+
+    config = deep_set(test_config, "dataset", {"name": "breast_cancer"})
+    config = deep_set(config, "model", {"kind": "cnn", "hidden_units": [8], "activation": "relu", "dropout": 0.0})
+    config["families"], config["combinations"] = {"dropout": {"rates": [0.0, 0.5]}}, []
+    config.pop("posthoc", None)
+    config.pop("elasticity", None)
+    with pytest.raises(ConfigError, match=r"model.kind: cnn needs image data; dataset 'breast_cancer' is tabular"):
+        _ = Study.from_config(validate_config(config)).families
+
+
+def _digits() -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(0)
+    out = {}
+    for split, n in (("train", 160), ("val", 60), ("test", 60)):
+        y = rng.integers(0, 3, n).astype(np.int32)
+        x = rng.random((n, 8, 8)).astype(np.float32) * 0.3
+        x[np.arange(n), y * 2, :] += 1.0  # the class is a bright row
+        out[f"x_{split}"], out[f"y_{split}"] = x, y
+    return out
+
+
+@pytest.fixture(scope="module")
+def trained():
+    spec = {
+        "model": cnn(filters=[4, 8], activation="relu"),
+        "training": {
+            "optimizer": "adam",
+            "learning_rate": 0.01,
+            "epochs": 4,
+            "batch_size": 32,
+            "early_stopping_patience": 0,
+            "loop": "fast",
+        },
+    }
+    return train_model(spec, _digits(), 3, seed=1).model
+
+
+def test_the_fast_loop_trains_a_cnn_that_reloads_identically(trained, tmp_path):
+    from ablation_lab.models import load_model
+
+    x, y = _digits()["x_test"], _digits()["y_test"]
+    assert (predict_proba(trained, x).argmax(axis=1) == y).mean() > 0.6
+    trained.save(tmp_path / "cnn.keras")
+    np.testing.assert_array_equal(predict_proba(load_model(str(tmp_path / "cnn.keras")), x), predict_proba(trained, x))
+
+
+def test_knockout_removes_units_of_the_cnns_dense_head(trained):
+    from ablation_lab import knockout
+
+    assert knockout.hidden_layers(trained) == ["hidden_1"]
+    split = knockout.split_model(trained, "hidden_1")
+    x = _digits()["x_test"]
+    keep_all = knockout.masked_predictions(split, split.head(x), np.ones((1, 16), dtype=bool), np.zeros(16, np.float32))
+    np.testing.assert_array_equal(keep_all[0], predict_proba(trained, x).argmax(axis=1))
+
+
+def test_a_learnable_activation_goes_in_every_conv_block():
+    from ablation_lab.layers import GPActivation
+    from ablation_lab.models import build_model
+
+    model = build_model(cnn(filters=[4], activation="gp"), (8, 8), 3)
+    assert isinstance(model.get_layer("conv_act_1"), GPActivation) and isinstance(model.get_layer("hidden_1"), GPActivation)
