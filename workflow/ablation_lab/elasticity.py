@@ -46,9 +46,9 @@ terms, times units when per unit). One forward pass, one backward pass per outpu
 and a few small matrix products for all n^2 pairs (`first_order_changes`). `exact_changes`
 takes each step and re-evaluates the model: the reference, used by the tests and the
 benchmark, and for a few rows per model as a check of the first-order form at the
-configured learning rate. The
-analysis uses the first-order form by default (`elasticity.method`); since it is linear in
-the learning rate, its ratios, AUCs and clusterings do not depend on it.
+configured learning rate. The analysis uses the first-order form by default
+(`elasticity.method`); since it is linear in the learning rate, its ratios, AUCs and
+clusterings do not depend on it.
 
 TensorFlow and scikit-learn are imported inside the functions that need them: the report
 and the figures import the summaries of this module without either.
