@@ -16,7 +16,10 @@ The two must agree to first order: the relative difference of the changes, and t
 difference of the mean row AUC the analysis reports, are printed. Targets: batched >= 10x
 naive, and the batched path under 2 GB of peak memory.
 
-    .venv/bin/python benchmarks/bench_elasticity.py [--quick]
+`--activation gp` (or any hidden activation a study may name) benchmarks that variant of the
+default model instead: a learnable activation's own parameters move in the step too.
+
+    .venv/bin/python benchmarks/bench_elasticity.py [--quick] [--activation relu]
 """
 
 from __future__ import annotations
@@ -40,8 +43,8 @@ def peak_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def child(path: str, n: int, out: str) -> None:
-    """Train the default model, then time `path` on n sampled test images; save the changes to `out`."""
+def child(path: str, n: int, out: str, activation: str) -> None:
+    """Train the default model (with `activation`), then time `path` on n sampled test images; save the changes to `out`."""
     import numpy as np
 
     sys.path.insert(0, str(REPO / "workflow"))
@@ -51,7 +54,7 @@ def child(path: str, n: int, out: str) -> None:
     configure_tensorflow(threads=1)
     arrays = load_mnist5k()
     spec = {
-        "model": {"hidden_units": [128], "activation": "relu", "dropout": 0.0},
+        "model": {"hidden_units": [128], "activation": activation, "dropout": 0.0},
         "training": {
             "optimizer": "adam",
             "learning_rate": 0.001,
@@ -81,22 +84,28 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="50 examples instead of 200")
     parser.add_argument("--summary-json", help="where run_all.py collects the key figures")
+    parser.add_argument("--activation", default="relu", help="the default model's hidden activation (default relu)")
     parser.add_argument("--child", choices=["naive", "batched"], help=argparse.SUPPRESS)
     parser.add_argument("--n", type=int, default=200, help=argparse.SUPPRESS)
     parser.add_argument("--out", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     n = 50 if args.quick else args.n
     if args.child:
-        child(args.child, n, args.out)
+        child(args.child, n, args.out, args.activation)
         return
     import numpy as np
 
-    header(f"bench_elasticity: output changes after one step on each of n = {n} examples, batched vs one step at a time", args.quick)
+    header(
+        f"bench_elasticity: output changes after one step on each of n = {n} examples ({args.activation} model), "
+        "batched vs one step at a time",
+        args.quick,
+    )
     results, changes = {}, {}
     with tempfile.TemporaryDirectory(prefix="bench-elasticity-") as tmp:
         for path in ("naive", "batched"):
             out = str(Path(tmp) / f"{path}.npy")
-            results[path] = run_child([__file__, "--child", path, "--n", str(n), "--out", out], child_env(threads=1))
+            command = [__file__, "--child", path, "--n", str(n), "--out", out, "--activation", args.activation]
+            results[path] = run_child(command, child_env(threads=1))
             changes[path] = np.load(out)
     difference = float(np.linalg.norm(changes["batched"] - changes["naive"]) / np.linalg.norm(changes["naive"]))
     auc_gap = abs(results["batched"]["auc"] - results["naive"]["auc"])

@@ -38,12 +38,28 @@ def linear_model(kernel: np.ndarray, bias: np.ndarray):
     return model
 
 
-def small_mlp(activation: str, inputs: int = 5, classes: int = 3, seed: int = 0):
+def small_mlp(activation: str, inputs: int = 5, classes: int = 3, seed: int = 0, kind: str = "mlp"):
     import keras
     from ablation_lab.models import build_mlp
 
     keras.utils.set_random_seed(seed)
-    return build_mlp((inputs,), classes, [7, 6], activation, 0.0)
+    return build_mlp((inputs,), classes, [7, 6], activation, 0.0, kind=kind)
+
+
+def trained_away_from_init(model):
+    """Move every learnable activation's parameter off its initial value, as training would.
+
+    At initialisation a GP activation is relu-like and a standard-basis one is exactly relu:
+    a test must not pass only because the learned function happens to be a fixed one.
+    """
+    from ablation_lab.layers import LEARNABLE_LAYERS
+
+    rng = np.random.default_rng(8)
+    for layer in model.layers:
+        if isinstance(layer, LEARNABLE_LAYERS):
+            (weight,) = layer.get_weights()
+            layer.set_weights([weight + 0.1 * rng.normal(size=weight.shape).astype(weight.dtype)])
+    return model
 
 
 # --- the changes ------------------------------------------------------------------------------
@@ -68,7 +84,7 @@ def test_a_linear_model_matches_the_closed_form(tf):
     linearised = np.einsum("jcd,ijd->ijc", jacobian, shift)
 
     network = elasticity.float64_network(linear_model(W, B))
-    network = elasticity.Network(network.steps, network.activations, tuple(tf.constant(w, tf.float64) for w in (W, B)))
+    network = elasticity.Network(network.steps, tuple(tf.constant(w, tf.float64) for w in (W, B)))
     first, gradient_norms = elasticity.first_order_changes(network, X, Y, lr)
     assert elasticity.exact_changes(network, X, Y, lr, range(len(X))) == pytest.approx(exact, abs=1e-13)
     assert first == pytest.approx(linearised, abs=1e-13)
@@ -95,14 +111,67 @@ def test_the_batched_first_order_form_equals_taking_each_step(tf, activation):
     assert errors[1.0] > 100 * errors[1e-6], "a large step leaves the first-order regime: the comparison can fail"
 
 
+LEARNABLE_MODELS = {  # id -> (hidden activation, model kind)
+    "gp": ("gp", "mlp"),
+    "gp-per-unit": ("gp-per-unit", "mlp"),
+    "slaf-standard": ("slaf-standard", "mlp"),
+    "slaf-poly3": ("slaf-poly3", "mlp"),
+    "kst": ("gp", "kst"),  # per-feature GP functions before the first Dense, then a learned outer function
+}
+
+
+def learnable_mlp(model_id: str):
+    activation, kind = LEARNABLE_MODELS[model_id]
+    return trained_away_from_init(small_mlp(activation, kind=kind))
+
+
+def first_order_error(network, x: np.ndarray, y: np.ndarray, lr: float) -> float:
+    first, _ = elasticity.first_order_changes(network, x, y, lr)
+    exact = elasticity.exact_changes(network, x, y, lr, range(len(x)))
+    return float(np.linalg.norm(first - exact) / np.linalg.norm(exact))
+
+
+@pytest.mark.parametrize("model_id", LEARNABLE_MODELS)
+def test_with_learnable_activations_the_batched_form_equals_taking_each_step(tf, model_id, monkeypatch):
+    rng = np.random.default_rng(1)
+    x, y = rng.normal(size=(9, 5)), rng.integers(0, 3, 9)
+    network = elasticity.float64_network(learnable_mlp(model_id))
+    assert any(isinstance(step, elasticity.LearnableStep) for step in network.steps)
+    # The error is second order: 10x smaller per 10x smaller step (a learned function curves
+    # more than a fixed one, so the step must be smaller than the fixed activations' 1e-6).
+    errors = {lr: first_order_error(network, x, y, lr) for lr in (1e-6, 1e-7, 1.0)}
+    assert errors[1e-7] < 1e-4, "the first-order form is the exact step's derivative"
+    assert errors[1e-6] / errors[1e-7] == pytest.approx(10, rel=0.1)
+    assert errors[1.0] > 100 * errors[1e-7], "a large step leaves the first-order regime: the comparison can fail"
+    jacobians = elasticity.output_jacobians  # without the learnable layers' own parameters, the form is wrong
+    monkeypatch.setattr(elasticity, "output_jacobians", lambda *args: jacobians(*args)._replace(learnable=[]))
+    assert first_order_error(network, x, y, 1e-7) > 1e-2
+
+
+@pytest.mark.parametrize("model_id", ["gp", "gp-per-unit", "slaf-poly3"])
+def test_per_example_parameter_jacobians_equal_one_example_at_a_time(tf, model_id):
+    x = tf.constant(np.random.default_rng(2).normal(size=(4, 5)), tf.float64)
+    network = elasticity.float64_network(learnable_mlp(model_id))
+    learnable = [step.index for step in network.steps if isinstance(step, elasticity.LearnableStep)]
+    jacobians = elasticity.output_jacobians(network, x).learnable
+    assert len(jacobians) == len(learnable) == 2
+    for example in range(len(x)):
+        with tf.GradientTape(persistent=True) as tape:
+            tape.watch(network.params)
+            output = elasticity.forward(network, network.params, x[example : example + 1]).output[0]
+        for jacobian, index in zip(jacobians, learnable, strict=True):
+            expected = tape.jacobian(output, network.params[index]).numpy().reshape(len(output), -1)
+            assert jacobian[example].numpy() == pytest.approx(expected, abs=1e-14)
+
+
 def test_the_class_by_class_jacobian_equals_tape_batch_jacobian(tf):
     x = tf.constant(np.random.default_rng(2).normal(size=(6, 5)), tf.float64)
     network = elasticity.float64_network(small_mlp("tanh"))
-    _, _, jacobians = elasticity.output_jacobians(network, x)
+    jacobians = elasticity.output_jacobians(network, x)
     with tf.GradientTape(persistent=True) as tape:
-        probabilities, _, pre = elasticity.forward(network, network.params, x, tape)
-    for jacobian, z in zip(jacobians, pre, strict=True):
-        assert jacobian.numpy() == pytest.approx(tape.batch_jacobian(probabilities, z).numpy(), abs=1e-15)
+        trace = elasticity.forward(network, network.params, x, tape)
+    for jacobian, z in zip(jacobians.dense, trace.pre_activations, strict=True):
+        assert jacobian.numpy() == pytest.approx(tape.batch_jacobian(trace.output, z).numpy(), abs=1e-15)
 
 
 def test_float64_keeps_the_self_change_of_a_confident_example(tf):
@@ -115,15 +184,17 @@ def test_float64_keeps_the_self_change_of_a_confident_example(tf):
     assert np.linalg.norm(first[0, 0]) > 0
 
 
-def test_the_float64_network_computes_what_the_keras_model_predicts(tf):
+@pytest.mark.parametrize(("activation", "kind"), [("sigmoid", "mlp"), ("gp-per-unit", "mlp"), ("slaf-poly3", "mlp"), ("gp", "kst")])
+def test_the_float64_network_computes_what_the_keras_model_predicts(tf, activation, kind):
     from ablation_lab.models import build_mlp
 
-    model = build_mlp((4, 3), 5, [6, 7], "sigmoid", 0.5)  # image-shaped input: Flatten; dropout off at inference
+    model = build_mlp((4, 3), 5, [6, 7], activation, 0.5, kind=kind)  # image-shaped input: Flatten; dropout off at inference
+    trained_away_from_init(model)
     x = np.random.default_rng(7).random((8, 4, 3))
     network = elasticity.float64_network(model)
-    probabilities = elasticity.forward(network, network.params, tf.constant(x, tf.float64))[0]
+    probabilities = elasticity.forward(network, network.params, tf.constant(x, tf.float64)).output
     assert probabilities.dtype == tf.float64
-    assert probabilities.numpy() == pytest.approx(model(x.astype(np.float32), training=False).numpy(), abs=1e-6)
+    assert probabilities.numpy() == pytest.approx(model(x.astype(np.float32), training=False).numpy(), abs=1e-5)
 
 
 def test_only_dense_layers_with_weights_are_accepted(tf):
@@ -236,6 +307,17 @@ def test_the_analysis_reads_the_test_split_only_and_writes_its_rows(tf):
     assert exact.set_index(["metric", "example"])["value"].loc["auc"].item() == pytest.approx(scores["auc"], abs=0.02)
 
 
+@pytest.mark.parametrize("model_id", ["gp-per-unit", "kst"])
+def test_the_analysis_steps_a_model_with_learnable_activations_too(tf, model_id):
+    rng = np.random.default_rng(4)
+    y = np.repeat(np.arange(3), 20)
+    x = rng.normal(size=(60, 5)) + 2 * np.eye(5)[y]
+    table, arrays = ANALYSES["elasticity"].run(SplitGuard(learnable_mlp(model_id), x, y), PARAMS)
+    scores = table[table["example"].isna()].set_index("metric")["value"]
+    assert 0 <= scores["auc"] <= 1 and scores["first_order_error"] < 0.05
+    assert len(table[table["metric"] == "row_auc"]) == 30 and arrays["change_norms"].shape == (30, 30)
+
+
 def test_a_diverged_model_gives_an_empty_table_and_the_figure_says_so(tf, tmp_path):
     from ablation_lab.plots import plot_elasticity
     from ablation_lab.report import ReportInputs, elasticity_section
@@ -280,6 +362,17 @@ def test_the_claim_is_a_tested_statement():
     alone = elasticity.nonlinear_claim(study_table(0.8, 0.55, seeds=(1,)))
     assert alone["verdict"].startswith("not testable") and "could not be tested" in elasticity.claim_sentence(alone)
     assert elasticity.nonlinear_claim(study_table(0.8, 0.55).query("variant != 'linear'")) is None
+
+
+def test_the_learnable_activations_are_shown_but_not_in_the_claims_contrast():
+    rng = np.random.default_rng(9)
+    learned = [elasticity_rows("activation", "gp", seed, np.clip(0.3 + 0.05 * rng.normal(size=40), 0, 1), 0.6) for seed in (1, 2)]
+    table = pd.concat([study_table(0.8, 0.55), pd.DataFrame([row for rows in learned for row in rows])])  # gp: seed 3 missing
+    claim = elasticity.nonlinear_claim(table)
+    assert claim["nonlinear"] == ["relu", "tanh"] and claim["learnable"] == ["gp"]
+    assert claim["seeds"] == 3 and claim["estimate"] == pytest.approx(elasticity.nonlinear_claim(study_table(0.8, 0.55))["estimate"])
+    assert "The learnable activations (gp) are not in this contrast" in elasticity.claim_sentence(claim)
+    assert "gp" in set(elasticity.variant_summary(table)["variant"])
 
 
 def test_the_summary_gives_each_variant_an_interval_from_the_statistics_module():

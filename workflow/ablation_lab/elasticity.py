@@ -39,12 +39,16 @@ respect to the layer's pre-activation z_l (a batched Jacobian, `output_jacobians
     J(x_j) J(x_i)^T dL/df(x_i) = sum_l (a_l(x_i) . a_l(x_j) + 1) * d_l(x_j) g_l(x_i),
     g_l(x_i) = d_l(x_i)^T dL/df(x_i)   (the per-example loss gradient at z_l),
 
-(the +1 is the bias): one forward pass, one backward pass per output class and a few small
-matrix products for all n^2 pairs (`first_order_changes`). `exact_changes` takes each step
-and re-evaluates the model: the reference, used by the tests and the benchmark, and for a
-few rows per model as a check of the first-order form at the configured learning rate. The
-analysis uses the first-order form by default (`elasticity.method`); since it is linear in
-the learning rate, its ratios, AUCs and clusterings do not depend on it.
+(the +1 is the bias). A learnable activation layer (GPActivation, BasisActivation) has its
+own parameter theta, which the step moves too: its term is J_theta(x_j) J_theta(x_i)^T
+dL/df(x_i), from per-example Jacobians df/dtheta (theta is small: control points or basis
+terms, times units when per unit). One forward pass, one backward pass per output class
+and a few small matrix products for all n^2 pairs (`first_order_changes`). `exact_changes`
+takes each step and re-evaluates the model: the reference, used by the tests and the
+benchmark, and for a few rows per model as a check of the first-order form at the
+configured learning rate. The analysis uses the first-order form by default
+(`elasticity.method`); since it is linear in the learning rate, its ratios, AUCs and
+clusterings do not depend on it.
 
 TensorFlow and scikit-learn are imported inside the functions that need them: the report
 and the figures import the summaries of this module without either.
@@ -54,10 +58,12 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import pandas as pd
+
+from ablation_lab.identity import LEARNABLE_ACTIVATIONS
 
 CLUSTERINGS = ("kmeans", "spectral")
 METHODS = ("first_order", "exact")  # `elasticity.method` (the schema's enum is tested against it)
@@ -70,17 +76,51 @@ TRACE_FROM = 20  # exact steps from which tracing the step (about 0.3 s) pays fo
 
 
 @dataclass(frozen=True)
-class Network:
-    """A trained chain of layers in float64.
+class DenseStep:
+    """A Dense layer with a bias: kernel `params[first]`, bias `params[first + 1]`, then `activation`."""
 
-    `steps` holds, in order, either the index of a Dense layer (whose kernel and bias are
-    `params[2 * index]`, `params[2 * index + 1]` and whose activation is `activations[index]`)
-    or a parameter-free layer rebuilt in float64 (flatten, dropout: identity at inference).
+    first: int
+    activation: Callable[[Any], Any]
+
+
+@dataclass(frozen=True)
+class LearnableStep:
+    """A learnable activation layer: its own parameter is `params[index]`, its function `layer.apply`.
+
+    `layer.apply(inputs, parameter)` computes in the inputs' dtype (float64 here) and lets the
+    parameter carry a leading example axis, which is how `forward` gets per-example gradients
+    of a parameter every example shares.
     """
 
-    steps: tuple[int | Callable[[Any], Any], ...]
-    activations: tuple[Callable[[Any], Any], ...]
+    index: int
+    layer: Any
+
+
+@dataclass(frozen=True)
+class Network:
+    """A trained chain of layers in float64: `steps` in order, their parameters in `params`.
+
+    A step is a `DenseStep`, a `LearnableStep`, or a parameter-free layer rebuilt in float64
+    (flatten, dropout: identity at inference). The SGD step moves every entry of `params`.
+    """
+
+    steps: tuple[DenseStep | LearnableStep | Callable[[Any], Any], ...]
     params: tuple[Any, ...]
+
+
+class Pass(NamedTuple):
+    """One forward pass: the output and what the first-order form differentiates.
+
+    Per Dense layer its input and pre-activation; per learnable layer a zero of its
+    parameter's shape with a leading example axis, added to the parameter, so the gradient
+    with respect to it is each example's own gradient of the shared parameter (empty
+    without a tape).
+    """
+
+    output: Any
+    dense_inputs: list[Any]
+    pre_activations: list[Any]
+    per_example_params: list[Any]
 
 
 def float64_network(model: Any) -> Network:
@@ -88,44 +128,75 @@ def float64_network(model: Any) -> Network:
     import keras
     import tensorflow as tf
 
-    steps: list[int | Callable[[Any], Any]] = []
-    activations: list[Callable[[Any], Any]] = []
+    from ablation_lab.layers import LEARNABLE_LAYERS
+
+    def as_float64(weight: Any) -> Any:
+        return tf.constant(np.asarray(weight), tf.float64)
+
+    steps: list[DenseStep | LearnableStep | Callable[[Any], Any]] = []
     params: list[Any] = []
     for layer in model.layers:
         if isinstance(layer, keras.layers.InputLayer):
             continue
         if isinstance(layer, keras.layers.Dense) and layer.use_bias:
-            params += [tf.constant(np.asarray(w), tf.float64) for w in (layer.kernel, layer.bias)]
-            steps.append(len(activations))
-            activations.append(layer.activation)
+            steps.append(DenseStep(len(params), layer.activation))
+            params += [as_float64(layer.kernel), as_float64(layer.bias)]
+        elif isinstance(layer, LEARNABLE_LAYERS) and len(layer.weights) == len(layer.trainable_weights) == 1:
+            steps.append(LearnableStep(len(params), layer))
+            params.append(as_float64(layer.trainable_weights[0]))
         elif layer.weights:
             raise ValueError(
-                f"elasticity: layer {layer.name!r} ({type(layer).__name__}) has weights; only Dense layers with a bias are supported"
+                f"elasticity: layer {layer.name!r} ({type(layer).__name__}) has weights; only Dense layers with a bias "
+                "and the learnable activations (GPActivation, BasisActivation) are supported"
             )
         else:
             twin = type(layer).from_config({**layer.get_config(), "dtype": "float64"})
             steps.append(lambda x, twin=twin: twin(x, training=False))
-    return Network(tuple(steps), tuple(activations), tuple(params))
+    return Network(tuple(steps), tuple(params))
 
 
-def forward(network: Network, params: Sequence[Any], x: Any, tape: Any = None) -> tuple[Any, list[Any], list[Any]]:
-    """Output, and per Dense layer its input and pre-activation (watched on `tape`, if given)."""
+def flat_input(h: Any, layer: str) -> Any:
+    """`h` if it is (examples, features): the factored forms index a layer's input by feature."""
+    if len(h.shape) != 2:
+        raise ValueError(f"elasticity: {layer} gets a {len(h.shape)}-d input; only flat inputs are supported")
+    return h
+
+
+def per_example_zero(parameter: Any, examples: int) -> Any:
+    """Zeros shaped (examples, ...) that broadcast against `parameter` and a flat layer input.
+
+    A shared parameter (K,) becomes (examples, 1, K) and a per-unit one (units, K)
+    (examples, units, K): the leading axes line up with the input's (examples, units).
+    """
     import tensorflow as tf
 
-    h, inputs, pre = x, [], []
+    return tf.zeros((examples, *[1] * (2 - len(parameter.shape)), *parameter.shape), tf.float64)
+
+
+def forward(network: Network, params: Sequence[Any], x: Any, tape: Any = None) -> Pass:
+    """The output, and the tensors the first-order form differentiates (watched on `tape`, if given)."""
+    import tensorflow as tf
+
+    h, trace = x, Pass(None, [], [], [])
     for step in network.steps:
-        if callable(step):
+        if isinstance(step, DenseStep):
+            trace.dense_inputs.append(flat_input(h, f"Dense layer {len(trace.dense_inputs) + 1}"))
+            z = tf.matmul(h, params[step.first]) + params[step.first + 1]
+            if tape is not None:
+                tape.watch(z)
+            trace.pre_activations.append(z)
+            h = step.activation(z)
+        elif isinstance(step, LearnableStep):
+            parameter = params[step.index]
+            if tape is not None:
+                zero = per_example_zero(parameter, int(flat_input(h, f"layer {step.layer.name!r}").shape[0]))
+                tape.watch(zero)
+                trace.per_example_params.append(zero)
+                parameter = parameter + zero
+            h = step.layer.apply(h, parameter)
+        else:
             h = step(h)
-            continue
-        if len(h.shape) != 2:
-            raise ValueError(f"elasticity: Dense layer {step + 1} gets a {len(h.shape)}-d input; only flat inputs are supported")
-        inputs.append(h)
-        z = tf.matmul(h, params[2 * step]) + params[2 * step + 1]
-        if tape is not None:
-            tape.watch(z)
-        pre.append(z)
-        h = network.activations[step](z)
-    return h, inputs, pre
+    return trace._replace(output=h)
 
 
 def output_gradient(probabilities: Any, labels: np.ndarray) -> Any:
@@ -139,62 +210,84 @@ def output_gradient(probabilities: Any, labels: np.ndarray) -> Any:
 # --- the output changes: first order (batched) and exact (one step at a time) ---------------
 
 
-def output_jacobians(network: Network, inputs: Any) -> tuple[Any, list[Any], list[Any]]:
-    """Output, each Dense layer's input, and df/dz of each Dense layer per example: (n, classes, width).
+class Jacobians(NamedTuple):
+    """Per example, what the first-order form multiplies (see `output_jacobians`)."""
+
+    probabilities: Any  # (n, classes)
+    dense_inputs: list[Any]  # per Dense layer, its input: (n, width_in)
+    dense: list[Any]  # per Dense layer, df/dz: (n, classes, width)
+    learnable: list[Any]  # per learnable layer, df/dtheta of its own parameter, flattened: (n, classes, size)
+
+
+def output_jacobians(network: Network, inputs: Any) -> Jacobians:
+    """The output, each Dense layer's input and df/dz, and df/dtheta of each learnable layer's parameter, per example.
 
     The batched Jacobian, one backward pass per output class over the whole batch: examples
     do not interact (no batch statistics; dropout is off at inference), so the gradient of
     the batch's sum of class c holds every example's own row. Same numbers as
     `tape.batch_jacobian` (tested), which re-traces its parallel-for on every eager call
-    (about 0.2 s per layer for the default model, 10x the whole computation here).
+    (about 0.2 s per layer for the default model, 10x the whole computation here). A
+    learnable layer's parameter is shared by the examples, so `forward` adds a per-example
+    zero to it: the gradient with respect to that zero is each example's own gradient.
     """
     import tensorflow as tf
 
     with tf.GradientTape(persistent=True) as tape:
-        probabilities, layer_inputs, pre = forward(network, network.params, inputs, tape)
-        columns = tf.unstack(probabilities, axis=1)
-    per_class = [tape.gradient(column, pre) for column in columns]
+        trace = forward(network, network.params, inputs, tape)
+        columns = tf.unstack(trace.output, axis=1)
+    watched = trace.pre_activations + trace.per_example_params
+    per_class = [tape.gradient(column, watched) for column in columns]
     del tape
-    return probabilities, layer_inputs, [tf.stack([grads[layer] for grads in per_class], axis=1) for layer in range(len(pre))]
+    stacked = [tf.stack([grads[k] for grads in per_class], axis=1) for k in range(len(watched))]
+    dense, learnable = stacked[: len(trace.pre_activations)], stacked[len(trace.pre_activations) :]
+    flat = [tf.reshape(jacobian, (*jacobian.shape[:2], -1)) for jacobian in learnable]
+    return Jacobians(trace.output, trace.dense_inputs, dense, flat)
 
 
 def first_order_changes(network: Network, x: np.ndarray, labels: np.ndarray, learning_rate: float) -> tuple[np.ndarray, np.ndarray]:
     """changes[i, j] ~ f(x_j; w+_i) - f(x_j; w) for every pair at once, and ||dL/df(x_i)||.
 
-    The first-order (neural tangent kernel) form factored by Dense layer; see the module
-    docstring. Cost: one forward pass and one backward pass per output class, each over the
-    whole sample, then n x n x classes x width multiply-adds per layer.
+    The first-order (neural tangent kernel) form: factored by Dense layer (see the module
+    docstring), plus for each learnable activation layer the product of its own parameter's
+    per-example Jacobians, J_theta(x_j) J_theta(x_i)^T dL/df(x_i) (its parameter has at most
+    units x control points entries). Cost: one forward pass and one backward pass per
+    output class, each over the whole sample, then n x n x classes x width multiply-adds per
+    Dense layer and n x n x classes x size per learnable layer.
     """
     import tensorflow as tf
 
-    probabilities, layer_inputs, jacobians = output_jacobians(network, tf.constant(x, tf.float64))
-    gradient = output_gradient(probabilities, labels)
-    changes = tf.zeros((len(x), len(x), probabilities.shape[1]), tf.float64)
-    for a, jacobian in zip(layer_inputs, jacobians, strict=True):
+    jacobians = output_jacobians(network, tf.constant(x, tf.float64))
+    gradient = output_gradient(jacobians.probabilities, labels)
+    changes = tf.zeros((len(x), len(x), jacobians.probabilities.shape[1]), tf.float64)
+    for a, jacobian in zip(jacobians.dense_inputs, jacobians.dense, strict=True):
         step_signal = tf.einsum("ic,icd->id", gradient, jacobian)  # dL(x_i)/dz_l(x_i)
         gram = tf.matmul(a, a, transpose_b=True) + 1.0  # kernel and bias parts of <dz(x_j)/dw, dz(x_i)/dw>
         changes += gram[:, :, None] * tf.einsum("id,jcd->ijc", step_signal, jacobian)
+    for jacobian in jacobians.learnable:
+        step = tf.einsum("ic,icp->ip", gradient, jacobian)  # dL(x_i)/dtheta: the step of the layer's own parameter
+        changes += tf.einsum("ip,jcp->ijc", step, jacobian)
     return (-learning_rate * changes).numpy(), tf.norm(gradient, axis=1).numpy()
 
 
 def exact_changes(network: Network, x: np.ndarray, labels: np.ndarray, learning_rate: float, rows: Sequence[int]) -> np.ndarray:
     """changes[k, j] = f(x_j; w+) - f(x_j; w) after one actual SGD step on x_{rows[k]}: the reference.
 
-    One gradient and one forward pass over all n points per step (never n x n calls).
+    The step moves every parameter, a learnable activation's own included. One gradient and
+    one forward pass over all n points per step (never n x n calls).
     """
     import tensorflow as tf
 
     inputs = tf.constant(x, tf.float64)
-    before = forward(network, network.params, inputs)[0]
+    before = forward(network, network.params, inputs).output
 
     def stepped_output(example: Any, label: Any) -> Any:
         with tf.GradientTape() as tape:
             tape.watch(network.params)
-            probability = forward(network, network.params, example)[0][0, label]
+            probability = forward(network, network.params, example).output[0, label]
             loss = -tf.math.log(probability)
         gradients = tape.gradient(loss, network.params)
         stepped = [w - learning_rate * g for w, g in zip(network.params, gradients, strict=True)]
-        return forward(network, stepped, inputs)[0] - before
+        return forward(network, stepped, inputs).output - before
 
     step = tf.function(stepped_output) if len(rows) >= TRACE_FROM else stepped_output
     return np.stack([step(inputs[i : i + 1], tf.constant(int(labels[i]))).numpy() for i in rows])
@@ -406,15 +499,18 @@ def nonlinear_claim(table: pd.DataFrame) -> dict[str, Any] | None:
     Paired by seed (`statistics.paired_difference`), with the per-example row AUCs of both
     sides so the sampling noise of the examples is in the interval; 'held' when its 95%
     interval is above 0 (`statistics.verdict`). None when the study has no linear and no
-    non-linear variant of the activation family.
+    non-linear variant of the activation family. The learnable activations are left out of
+    the contrast: the claim is about fixed non-linearities, and a learned one may have
+    learned to be near-linear; the report shows them beside the others.
     """
     from ablation_lab.statistics import paired_difference, verdict
 
     activation = table[table["family"] == "activation"]
-    nonlinear = [v for v in activation["variant"].drop_duplicates() if v != LINEAR]
+    variants = list(activation["variant"].drop_duplicates())
+    nonlinear = [v for v in variants if v != LINEAR and v not in LEARNABLE_ACTIVATIONS]
     if LINEAR not in set(activation["variant"]) or not nonlinear:
         return None
-    auc = per_seed(activation, "auc").dropna()
+    auc = per_seed(activation, "auc")[[f"activation/{v}" for v in [*nonlinear, LINEAR]]].dropna()
     seeds = list(auc.index)
     contrast = auc[[f"activation/{v}" for v in nonlinear]].mean(axis=1).to_numpy()
     matrices = [row_auc_matrix(activation, "activation", v, seeds) for v in nonlinear]
@@ -427,6 +523,7 @@ def nonlinear_claim(table: pd.DataFrame) -> dict[str, Any] | None:
     return result | {
         "verdict": verdict(result["low"], result["high"], result["seeds"]),
         "nonlinear": nonlinear,
+        "learnable": [v for v in variants if v in LEARNABLE_ACTIVATIONS],
         "ratio_nonlinear": float(ratios[[f"activation/{v}" for v in nonlinear]].mean()),
         "ratio_linear": float(ratios[f"activation/{LINEAR}"]),
     }
@@ -440,9 +537,12 @@ def claim_sentence(claim: dict[str, Any]) -> str:
         "within seed noise": "was not resolved here (the interval includes 0)",
     }.get(claim["verdict"], "could not be tested here (it needs 2+ seeds)")
     interval = "" if not np.isfinite(claim["low"]) else f", 95% interval [{claim['low']:+.3f}, {claim['high']:+.3f}]"
+    learnable = claim.get("learnable") or []
+    left_out = f" The learnable activations ({', '.join(learnable)}) are not in this contrast." if learnable else ""
     return (
         f"The paper's claim that non-linear activations are more locally elastic than a linear one {outcome}: "
         f"mean AUC of {', '.join(claim['nonlinear'])} minus that of linear = {claim['estimate']:+.3f}{interval} "
         f"({claim['method']}). The verdict rests on the AUC; the mean kernelized-similarity ratio, which a few "
         f"rows can dominate, is {claim['ratio_nonlinear']:.2f} (non-linear) vs {claim['ratio_linear']:.2f} (linear)."
+        f"{left_out}"
     )

@@ -249,12 +249,20 @@ class GPActivation(keras.layers.Layer):
         self.control_values = self.add_weight(shape=shape, initializer=keras.initializers.Constant(values), name="control_values")
 
     def call(self, inputs: Any) -> Any:
+        return self.apply(inputs, ops.cast(self.control_values, inputs.dtype))
+
+    def apply(self, inputs: Any, values: Any) -> Any:
+        """The function with the given control values, in the inputs' dtype.
+
+        A pure function of both, so local elasticity evaluates it in float64 with stepped
+        values. `values` may carry leading axes that broadcast against the inputs' leading
+        axes (e.g. one set per example: (n, 1, K) shared, (n, units, K) per unit).
+        """
         low, high = self.grid_range
         inside = ops.clip(inputs, low, high)
         kernel = ops.exp(
             -ops.square(ops.expand_dims(inside, -1) - ops.convert_to_tensor(self.grid, inputs.dtype)) / (2 * self.length_scale**2)
         )
-        values = ops.cast(self.control_values, inputs.dtype)
         # The GP's prior mean is the line through the two end control values: the kernel part
         # then interpolates residuals that are 0 at both ends, so the edges do not sag.
         slope = (values[..., -1] - values[..., 0]) / (high - low)
@@ -318,16 +326,24 @@ class BasisActivation(keras.layers.Layer):
         self.coefficients = self.add_weight(shape=start.shape, initializer=keras.initializers.Constant(start), name="coefficients")
 
     def _poly(self, x: Any, coefficients: Any) -> Any:
-        return sum(coefficients[power] * x**power for power in range(self.degree + 1))
+        return sum(coefficients[..., power] * x**power for power in range(self.degree + 1))
 
     def _poly_slope(self, x: Any, coefficients: Any) -> Any:
-        return sum(power * coefficients[power] * x ** (power - 1) for power in range(1, self.degree + 1))
+        return sum(power * coefficients[..., power] * x ** (power - 1) for power in range(1, self.degree + 1))
 
     def call(self, inputs: Any) -> Any:
-        coefficients = ops.cast(self.coefficients, inputs.dtype)
+        return self.apply(inputs, ops.cast(self.coefficients, inputs.dtype))
+
+    def apply(self, inputs: Any, coefficients: Any) -> Any:
+        """The function with the given coefficients, in the inputs' dtype.
+
+        A pure function of both, so local elasticity evaluates it in float64 with stepped
+        coefficients. `coefficients` may carry leading axes that broadcast against the
+        inputs' leading axes (e.g. one set per example: (n, 1, terms)).
+        """
         if self.basis == "standard":
             parts = (inputs, ops.relu(inputs), ops.tanh(inputs), ops.sigmoid(inputs))
-            return sum(coefficients[i] * part for i, part in enumerate(parts))
+            return sum(coefficients[..., i] * part for i, part in enumerate(parts))
         low, high = self.grid_range
         inside = ops.clip(inputs, low, high)
         value = self._poly(inside, coefficients)

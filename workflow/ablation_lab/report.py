@@ -623,7 +623,8 @@ def elasticity_section(inputs: ReportInputs) -> list[SectionContent]:
         "He & Su (2020): a classifier is locally elastic when an SGD step on one example barely moves its prediction at "
         "dissimilar examples. For each analysed model, one SGD step on the cross-entropy of each of a stratified sample "
         "of test examples (the same examples for every model), in float64, and the change of the class probabilities "
-        "at every sampled example (first-order form, checked against actually taking the step on a few examples). "
+        "at every sampled example (first-order form, checked against actually taking the step on a few examples; a "
+        "learnable activation's own parameters move in the step too). "
         "AUC: per stepped example, how well the size of the change separates examples of its class from the others "
         "(0.5: not at all), averaged; it ignores each row's scale, so a well-fitted example's tiny self-change cannot "
         "dominate it, and the verdict below rests on it. Ratio: mean similarity of same-class pairs over different-class "
@@ -631,18 +632,6 @@ def elasticity_section(inputs: ReportInputs) -> list[SectionContent]:
         "Intervals: 95%, over seeds, the AUC's with a bootstrap over the sampled examples."
     )
     section.figures = [{"alt": "local elasticity", "data": _png(p)} for p in inputs.figures.get("elasticity", [])]
-    from ablation_lab.identity import LEARNABLE_ACTIVATIONS
-
-    named = inputs.study.get("families", {}).get("activation", {}).get("functions", [])
-    skipped = [name for name in named if name in LEARNABLE_ACTIVATIONS]
-    if inputs.study.get("model", {}).get("kind") == "cnn":
-        section.say("Not analysed: convolutional models (kind cnn); the batched form differentiates Dense layers only.", "muted")
-    if skipped:
-        section.say(
-            f"Not analysed: the learnable activations ({', '.join(skipped)}); one step also moves their own parameters, "
-            "which the batched form does not differentiate yet.",
-            "muted",
-        )
     summary = variant_summary(elasticity)
     shown = pd.DataFrame(
         {
