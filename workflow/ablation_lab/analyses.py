@@ -233,7 +233,7 @@ def elasticity_run(context: RunContext, params: dict[str, Any]) -> tuple[pd.Data
     """
     from ablation_lab.elasticity import COLUMNS, elasticity_table
 
-    if context.spec["model"].get("kind") == "cnn":
+    if context.spec.get("model", {}).get("kind") == "cnn":
         # Not yet: the batched form differentiates chains of Dense (and learnable activation)
         # layers; a CNN's conv layers are left out, and the report says so.
         return pd.DataFrame(columns=COLUMNS), {}

@@ -613,10 +613,11 @@ def elasticity_section(inputs: ReportInputs) -> list[SectionContent]:
     elasticity = inputs.tables.get("elasticity")
     if elasticity is None:
         return []
-    if elasticity.empty:
-        reason = "convolutional models (kind cnn)" if inputs.study.get("model", {}).get("kind") == "cnn" else "the analysed models"
-        note = f"Not analysed: {reason}; the batched form differentiates chains of Dense layers only."
+    if elasticity.empty and inputs.study.get("model", {}).get("kind") == "cnn":
+        note = "Not analysed: convolutional models (kind cnn); the batched form differentiates chains of Dense layers only."
         return [SectionContent("elasticity", "Local elasticity").say(note, "muted")]
+    if elasticity.empty:
+        return []
     from ablation_lab.elasticity import claim_sentence, nonlinear_claim, variant_summary
 
     section = SectionContent("elasticity", "Local elasticity").say(
