@@ -93,10 +93,20 @@ def report_figures():
         for family, path in family_figures().items()
     }
     extra = STUDY.extra_figures()
-    for section in ("learning_curves", "knockout", "calibration", "nsdropout_modes", "elasticity"):
+    for section in (
+        "learning_curves",
+        "knockout",
+        "calibration",
+        "nsdropout_modes",
+        "elasticity",
+    ):
         if section in extra:
             figures[section] = [extra[section]]
-    shapes = [extra[name] for name in ("activation_shapes", "feature_functions") if name in extra]
+    shapes = [
+        extra[name]
+        for name in ("activation_shapes", "feature_functions")
+        if name in extra
+    ]
     if shapes:
         figures["activation_shapes"] = shapes
     compensation = [p for n, p in extra.items() if n.startswith("compensation_")]
