@@ -128,3 +128,15 @@ def test_both_loops_reshuffle_every_epoch_in_the_same_orders(digits, monkeypatch
     monkeypatch.setattr(train, "epoch_orders", spy)
     train_model(spec(loop="fast", epochs=3), digits, 10, seed=3)
     assert len(taken) == 3 and all(np.array_equal(a, b) for a, b in zip(taken, seen, strict=True))
+
+
+def test_each_epoch_is_logged_by_both_loops(digits, caplog):
+    import logging
+
+    for loop in ("fast", "keras"):
+        caplog.clear()
+        with caplog.at_level(logging.INFO, logger="ablation_lab"):
+            train_model(spec(loop=loop, epochs=2), digits, 10, seed=3)
+        lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("epoch ")]
+        assert [line.split(":")[0] for line in lines] == ["epoch 1/2", "epoch 2/2"], loop
+        assert "val_accuracy" in lines[0]

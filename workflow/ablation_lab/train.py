@@ -144,6 +144,7 @@ def fit_fast(model: Any, optimizer: Any, arrays: dict[str, np.ndarray], training
         order = tf.constant(next(orders))
         loss, accuracy, val_loss, val_accuracy = (float(v) for v in run_epoch(order))
         result.history.append({"epoch": epoch, "loss": loss, "accuracy": accuracy, "val_loss": val_loss, "val_accuracy": val_accuracy})
+        log_epoch(result.history[-1], training["epochs"])
         if not (math.isfinite(loss) and math.isfinite(val_loss)):
             result.diverged_epoch = epoch
             log.warning("loss became %s at epoch %d: variant diverged", loss, epoch)
@@ -213,7 +214,12 @@ def fit_keras(model: Any, optimizer: Any, arrays: dict[str, np.ndarray], trainin
     stopper = keras.callbacks.EarlyStopping(
         monitor="val_loss", patience=training["early_stopping_patience"] or training["epochs"], restore_best_weights=True
     )
-    callbacks = [stopper, keras.callbacks.TerminateOnNaN()]
+    progress = keras.callbacks.LambdaCallback(
+        on_epoch_end=lambda epoch, logs: log_epoch(
+            {"epoch": epoch + 1, **{k: float(logs.get(k, float("nan"))) for k in EPOCH_KEYS}}, training["epochs"]
+        )
+    )
+    callbacks = [stopper, keras.callbacks.TerminateOnNaN(), progress]
     validation = (arrays["x_val"], arrays["y_val"])
     if class_conditional:
         callbacks.insert(
@@ -240,6 +246,15 @@ def fit_keras(model: Any, optimizer: Any, arrays: dict[str, np.ndarray], trainin
     return result
 
 
+def log_epoch(row: dict[str, float], epochs: int) -> None:
+    """One line per epoch in the job's log: progress a user can follow with `tail -f`."""
+    log.info(
+        "epoch %d/%d: loss %.4f, accuracy %.4f, val_loss %.4f, val_accuracy %.4f",
+        row["epoch"], epochs, row["loss"], row["accuracy"], row["val_loss"], row["val_accuracy"],
+    )  # fmt: skip
+
+
+EPOCH_KEYS = ("loss", "accuracy", "val_loss", "val_accuracy")
 LOOPS = {"fast": fit_fast, "keras": fit_keras}
 
 
