@@ -6,7 +6,7 @@ CORES  ?= 2
 CONFIG ?= config/config.yaml
 STAMP  := $(VENV)/.installed
 
-.PHONY: install run report test lint unit bench clean
+.PHONY: install run report test test-cluster lint unit bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -24,6 +24,11 @@ run: install
 
 ## test: lint, then the whole test suite (it runs the workflow on config/test.yaml)
 test: install lint unit
+
+## test-cluster: as root on Debian, start a one-node SLURM cluster, run the study through
+## profiles/slurm, compare with a local run, stop the cluster (tests/test_cluster.py)
+test-cluster: install
+	$(BIN)/python -m pytest -q -m cluster tests/test_cluster.py
 
 lint: install
 	$(BIN)/ruff check .

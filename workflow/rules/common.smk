@@ -118,8 +118,29 @@ def final_outputs():
     return [STUDY.report_file()]
 
 
+def mem_mb_by_attempt(first_mb: int):
+    """A memory request that grows with each attempt: a job killed for memory (on a cluster,
+    OUT_OF_MEMORY) is retried (--retries) with first_mb x attempt."""
+
+    def mem_mb(wildcards, attempt: int) -> int:
+        return first_mb * attempt
+
+    return mem_mb
+
+
+def training_gpus(wildcards) -> int:
+    """GPUs a training job requests: config `resources: gpu` (0 or 1). Snakemake schedules it
+    locally (`--resources gpu=1`); the SLURM executor turns it into `--gpus`."""
+    return STUDY.config["resources"]["gpu"]
+
+
 def use_warm_workers():
-    """Only local runs without conda or apptainer (a warm worker runs outside any such env)."""
+    """Only local runs without conda or apptainer (a warm worker runs outside any such env).
+
+    Under a cluster executor (profiles/slurm) `local_exec` is false, so the submitting process
+    starts no pool; the job processes on the nodes run with --no-hooks, so `onstart` (the only
+    caller) never runs there: every cluster job does its work in its own process.
+    """
     from snakemake_interface_executor_plugins.settings import DeploymentMethod
 
     settings = workflow.deployment_settings
