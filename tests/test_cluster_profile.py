@@ -9,6 +9,7 @@ import re
 
 import pytest
 import yaml
+from ablation_lab.cluster import failed_slurm_jobs, report_slurm_failures
 from ablation_lab.dispatch import servable, where
 from ablation_lab.jobs import FAIL_RUNS_ENV, InjectedFailure, fail_if_injected
 from conftest import ROOT
@@ -82,3 +83,30 @@ def test_injected_failure_raises_only_for_the_named_runs(monkeypatch):
     for run in ("linear-16-de3789a422", "relu-8-d972b47947"):
         with pytest.raises(InjectedFailure, match=f"names run '{run}'"):
             fail_if_injected(run)
+
+
+SNAKEMAKE_LOG = """\
+Job 5 has been submitted with SLURM jobid 13 (log: /w/.snakemake/slurm_logs/rule_prepare_data/13.log).
+Job c8aca171 has been submitted with SLURM jobid 14 (log: /w/.snakemake/slurm_logs/group_run_analyse_run_train/14.log).
+Job a614070c has been submitted with SLURM jobid 15 (log: /w/.snakemake/slurm_logs/group_run_analyse_run_train/15.log).
+Error in group run
+"""
+
+
+def test_failed_slurm_jobs_are_named_with_state_reason_and_log():
+    def sacct(job_ids: list[str]) -> dict[str, tuple[str, str, str]]:
+        assert job_ids == ["13", "14", "15"]
+        return {"13": ("COMPLETED", "0:0", "None"), "14": ("OUT_OF_MEMORY", "0:125", "None"), "15": ("CANCELLED by 0", "0:0", "None")}
+
+    failures = [str(f) for f in failed_slurm_jobs(SNAKEMAKE_LOG, query=sacct)]
+    assert failures == [
+        "SLURM job 14 OUT_OF_MEMORY (exit code 0:125, reason: None); its SLURM log: /w/.snakemake/slurm_logs/group_run_analyse_run_train/14.log",
+        "SLURM job 15 CANCELLED by 0 (exit code 0:0, reason: None); its SLURM log: /w/.snakemake/slurm_logs/group_run_analyse_run_train/15.log",
+    ]
+
+
+def test_a_run_that_submitted_nothing_reports_nothing(tmp_path):
+    log = tmp_path / "local.snakemake.log"
+    log.write_text("Finished jobid: 3 (Rule: train)\nError in rule train:\n")
+    assert report_slurm_failures(str(log)) == []
+    assert report_slurm_failures(str(tmp_path / "missing.log")) == [] and report_slurm_failures(None) == []

@@ -50,6 +50,16 @@ write_config() {
 # are what stop.sh reads, so a daemon that was already running (not ours) is left alone.
 started() { [ -s "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; }
 
+# True (and says so) when a daemon of that name runs without a PID file of ours: it is used
+# as it is, never restarted, and stop.sh leaves it alone.
+foreign() {
+    if ! started "$2" && pgrep -x "$1" >/dev/null; then
+        echo "$1 already running (not started by this script): using it"
+        return 0
+    fi
+    return 1
+}
+
 wait_for() {
     local what=$1; shift
     for _ in $(seq 1 60); do
@@ -66,10 +76,7 @@ start_munge() {
         chmod 400 /etc/munge/munge.key
     }
     mkdir -p /run/munge && chown munge:munge /run/munge
-    if pgrep -x munged >/dev/null && ! started "$BASE/munge/munged.pid"; then
-        echo "munged already running (not ours): using it"
-        return
-    fi
+    foreign munged "$BASE/munge/munged.pid" && return
     started "$BASE/munge/munged.pid" || {
         # munged runs as user munge: its PID and log files live in a folder of its own.
         mkdir -p "$BASE/munge" && chown munge:munge "$BASE/munge"
@@ -80,14 +87,17 @@ start_munge() {
 }
 
 start_mariadb() {
-    started "$BASE/pids/mariadbd.pid" && return
-    mkdir -p /run/mysqld && chown mysql:mysql /run/mysqld
-    [ -d /var/lib/mysql/mysql ] || mariadb-install-db --user=mysql >&3 2>&1
-    # The PID file is written by mariadbd (as user mysql) into its own folder, then linked.
-    (/usr/sbin/mariadbd --user=mysql --bind-address=127.0.0.1 --pid-file=/run/mysqld/ablation-lab.pid \
-        --log-error="$BASE/log/mariadbd.log" >&3 2>&1 &)
-    wait_for mariadbd mariadb -e "select 1"
-    cp /run/mysqld/ablation-lab.pid "$BASE/pids/mariadbd.pid"
+    if ! started "$BASE/pids/mariadbd.pid" && ! foreign mariadbd "$BASE/pids/mariadbd.pid"; then
+        mkdir -p /run/mysqld && chown mysql:mysql /run/mysqld
+        [ -d /var/lib/mysql/mysql ] || mariadb-install-db --user=mysql >&3 2>&1
+        # mariadbd (as user mysql) writes its PID file in its own folder; ours is a copy.
+        (/usr/sbin/mariadbd --user=mysql --bind-address=127.0.0.1 --pid-file=/run/mysqld/ablation-lab.pid \
+            --log-error="$BASE/log/mariadbd.log" >&3 2>&1 &)
+        wait_for mariadbd test -s /run/mysqld/ablation-lab.pid
+        wait_for mariadbd mariadb -e "select 1"
+        cp /run/mysqld/ablation-lab.pid "$BASE/pids/mariadbd.pid"
+    fi
+    # The database user slurmdbd logs in as.
     mariadb -e "CREATE USER IF NOT EXISTS 'slurm'@'localhost' IDENTIFIED BY '$DB_PASS';
         GRANT ALL ON slurm_acct_db.* TO 'slurm'@'localhost'; FLUSH PRIVILEGES;"
 }
@@ -142,7 +152,7 @@ CONF
 
 start_slurm() {
     grep -qE "^[0-9.:]+\s.*\b$HOST\b" /etc/hosts || getent hosts "$HOST" >/dev/null || echo "127.0.0.1 $HOST" >>/etc/hosts
-    started "$BASE/pids/slurmdbd.pid" || {
+    foreign slurmdbd "$BASE/pids/slurmdbd.pid" || started "$BASE/pids/slurmdbd.pid" || {
         /usr/sbin/slurmdbd
         wait_for slurmdbd sacctmgr -n show cluster
     }
@@ -151,11 +161,11 @@ start_slurm() {
     sacctmgr -nP show account format=account | grep -qw "$ACCOUNT" || sacctmgr -i add account "$ACCOUNT" Cluster="$CLUSTER" >&3
     sacctmgr -nP show assoc where user=root account="$ACCOUNT" format=user | grep -qw root ||
         sacctmgr -i add user root Account="$ACCOUNT" DefaultAccount="$ACCOUNT" >&3
-    started "$BASE/pids/slurmctld.pid" || {
+    foreign slurmctld "$BASE/pids/slurmctld.pid" || started "$BASE/pids/slurmctld.pid" || {
         /usr/sbin/slurmctld -i
         wait_for slurmctld scontrol ping
     }
-    started "$BASE/pids/slurmd.pid" || /usr/sbin/slurmd
+    foreign slurmd "$BASE/pids/slurmd.pid" || started "$BASE/pids/slurmd.pid" || /usr/sbin/slurmd
     wait_for "node $HOST" bash -c "sinfo -h -N -o %t | grep -qE '^(idle|mix|alloc)'"
 }
 

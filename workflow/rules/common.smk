@@ -168,6 +168,12 @@ onsuccess:
 
 
 onerror:
+    from ablation_lab.cluster import report_slurm_failures
     from ablation_lab.worker import stop_pool
+    from snakemake.logging import logger
 
     stop_pool()
+    # Snakemake drops SLURM's reason when a group job fails: ask SLURM (ablation_lab/cluster.py).
+    if workflow.non_local_exec:
+        for line in report_slurm_failures(log):
+            logger.error(line)
