@@ -108,5 +108,5 @@ def test_failed_slurm_jobs_are_named_with_state_reason_and_log():
 def test_a_run_that_submitted_nothing_reports_nothing(tmp_path):
     log = tmp_path / "local.snakemake.log"
     log.write_text("Finished jobid: 3 (Rule: train)\nError in rule train:\n")
-    assert report_slurm_failures(str(log)) == []
-    assert report_slurm_failures(str(tmp_path / "missing.log")) == [] and report_slurm_failures(None) == []
+    assert report_slurm_failures(str(log)) == [] and report_slurm_failures([str(log)]) == []
+    assert report_slurm_failures([str(tmp_path / "missing.log")]) == [] and report_slurm_failures(None) == []

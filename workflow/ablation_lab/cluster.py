@@ -66,9 +66,11 @@ def failed_slurm_jobs(snakemake_log: str, query: Callable[[list[str]], States] =
     ]
 
 
-def report_slurm_failures(snakemake_log_path: str | None) -> list[str]:
-    """The lines `onerror` prints: one per failed SLURM job (none for a run that submitted none)."""
-    if not snakemake_log_path or not Path(snakemake_log_path).is_file():
-        return []
-    failures = failed_slurm_jobs(Path(snakemake_log_path).read_text(errors="replace"))
-    return [str(failure) for failure in failures]
+def report_slurm_failures(snakemake_logs: str | list[str] | None) -> list[str]:
+    """The lines `onerror` prints: one per failed SLURM job (none for a run that submitted none).
+
+    `snakemake_logs` is what `onerror` receives as `log`: Snakemake's log file(s) of this run.
+    """
+    paths = [snakemake_logs] if isinstance(snakemake_logs, str) else list(snakemake_logs or [])
+    text = "".join(Path(path).read_text(errors="replace") for path in paths if Path(path).is_file())
+    return [str(failure) for failure in failed_slurm_jobs(text)]
