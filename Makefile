@@ -26,9 +26,10 @@ run: install
 test: install lint unit
 
 ## test-cluster: as root on Debian, start a one-node SLURM cluster, run the study through
-## profiles/slurm, compare with a local run, stop the cluster (tests/test_cluster.py)
+## profiles/slurm, compare with a local run, stop the cluster (tests/test_cluster.py);
+## -rA prints the sbatch job ids and failure reports the tests saw
 test-cluster: install
-	$(BIN)/python -m pytest -q -m cluster tests/test_cluster.py
+	$(BIN)/python -m pytest -q -rA -m cluster tests/test_cluster.py
 
 lint: install
 	$(BIN)/ruff check .

@@ -144,6 +144,7 @@ def test_a_failing_training_is_reported_with_slurm_reason_and_log_and_retried_wi
     assert returncode != 0, f"the injected failure did not fail the run:\n{output[-4000:]}"
     # One line per failed SLURM job (the workflow's onerror: Snakemake drops the plugin's
     # message for group jobs): SLURM's state, exit code and reason, and the job's SLURM log.
+    print("\n".join(line for line in output.splitlines() if "SLURM" in line))  # shown by make test-cluster (-rA)
     reported = re.findall(r"SLURM job (\d+) (\w+) \(exit code ([\d:]+), reason: ([^)]*)\); its SLURM log: (\S+)", output)
     assert reported, f"Snakemake did not report the SLURM failure:\n{output[-4000:]}"
     submitted = dict(SUBMITTED.findall(output))
@@ -168,6 +169,7 @@ def test_every_training_ran_in_a_slurm_job_listed_by_sacct(study_run, config):
     snakemake_log = Path(re.search(r"Complete log\(s\): (\S+)", output).group(1)).read_text()
     assert set(SUBMITTED.findall(snakemake_log)) == set(submitted.items()), "the Snakemake log lists other SLURM jobs"
     records = sacct(*submitted)
+    print(f"sbatch job ids of the study, as sacct lists them: {', '.join(sorted(records, key=int))}")  # shown by make test-cluster (-rA)
     assert set(records) == set(submitted), f"sacct does not know every submitted job: {sorted(set(submitted) - set(records))}"
     assert {r["state"] for r in records.values()} == {"COMPLETED"}, records
     study = Study.from_config(config)
