@@ -6,7 +6,7 @@ CORES  ?= 2
 CONFIG ?= config/config.yaml
 STAMP  := $(VENV)/.installed
 
-.PHONY: install browser run report test lint unit bench clean
+.PHONY: install browser run report test test-cluster lint unit bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -30,6 +30,12 @@ test: install browser lint unit
 browser:
 	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
 		{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver; }
+
+## test-cluster: as root on Debian, start a one-node SLURM cluster, run the study through
+## profiles/slurm, compare with a local run, stop the cluster (tests/test_cluster.py);
+## -rA prints the sbatch job ids and failure reports the tests saw
+test-cluster: install
+	$(BIN)/python -m pytest -q -rA -m cluster tests/test_cluster.py
 
 lint: install
 	$(BIN)/ruff check .

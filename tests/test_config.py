@@ -16,6 +16,8 @@ NAN, INF = math.nan, math.inf
 BAD_CONFIGS = [
     # (dotted key, bad value, fragments the message must contain)
     ("dropuot", {"rates": [0.1]}, ["unknown key 'dropuot'", "allowed keys", "families"]),
+    ("resources.gpu", 2, ["resources.gpu", "2 is greater than the maximum of 1"]),
+    ("resources.gpus", 1, ["unknown key 'gpus' in resources", "allowed keys: gpu"]),
     (
         "families.dropuot",
         {"rates": [0.1]},

@@ -98,16 +98,32 @@ def run_here(job: str, log: str | None, kwargs: dict[str, Any]) -> Any:
     with job_log(log) as logger:
         cpu, wall = time.process_time(), time.perf_counter()
         result = getattr(jobs, job)(**kwargs)
-        logger.info("job %s: %.3f CPU s, %.3f wall s (process %d)", job, time.process_time() - cpu, time.perf_counter() - wall, os.getpid())
+        logger.info("job %s: %.3f CPU s, %.3f wall s (%s)", job, time.process_time() - cpu, time.perf_counter() - wall, where())
         return result
+
+
+def servable(job: str, kwargs: dict[str, Any]) -> bool:
+    """Whether a warm worker may run this job: workers run one thread each, on CPU (no GPU
+    visible), so a job asking for more threads or for a GPU runs in its own process."""
+    return (
+        job in SERVED_JOBS
+        and os.environ.get("ABLATION_LAB_WORKERS", "1") != "0"
+        and kwargs.get("threads", 1) == 1
+        and not kwargs.get("gpu")
+    )
+
+
+def where() -> str:
+    """This process, and the SLURM job it runs in if any: a job's log says where its work ran."""
+    slurm_job = os.environ.get("SLURM_JOB_ID")
+    return f"process {os.getpid()}" + (f", SLURM job {slurm_job}" if slurm_job else "")
 
 
 def run_job(job: str, log: str | None, **kwargs: Any) -> Any:
     """`ablation_lab.jobs.<job>(**kwargs)`, logged to `log`, in a worker if one is idle."""
     request = {"job": job, "log": os.path.abspath(log) if log else None, "cwd": os.getcwd(), "kwargs": kwargs}
-    # Workers run one thread each; a job asking for more runs in its own process.
     pool = current_pool()
-    if job in SERVED_JOBS and pool is not None and os.environ.get("ABLATION_LAB_WORKERS", "1") != "0" and kwargs.get("threads", 1) == 1:
+    if pool is not None and servable(job, kwargs):
         with claim_worker(pool) as sock:
             if sock is not None:
                 try:

@@ -22,6 +22,9 @@ from ablation_lab import TRAINING_CODE_VERSION, __version__
 from ablation_lab.io import atomic_path, file_digest, read_json, write_json, write_npz, write_table
 
 log = logging.getLogger("ablation_lab")
+# Test-only fault injection: comma-separated globs of run names whose training raises
+# (tests/test_cluster.py makes a job fail on SLURM with it). Unset in normal use.
+FAIL_RUNS_ENV = "ABLATION_LAB_FAIL_RUNS"
 PACKAGES = ("tensorflow", "tensorflow-cpu", "keras", "numpy", "scikit-learn", "pandas", "snakemake")
 
 
@@ -60,13 +63,35 @@ def workflow_commit() -> dict[str, Any]:
         return {"commit": None, "dirty": None}
 
 
-def train(spec: dict[str, Any], seed: int, threads: int, data: str, meta: str, out: dict[str, str]) -> str:
-    """Train one (run, seed): saves the model, history, validation/test probabilities and provenance."""
+class InjectedFailure(RuntimeError):
+    """Raised on purpose, by ABLATION_LAB_FAIL_RUNS: a test of failure reporting."""
+
+
+def fail_if_injected(run: str) -> None:
+    """Raise when ABLATION_LAB_FAIL_RUNS names this run: the cluster test's failing variant.
+
+    A test needs a training job that really fails where it runs (a SLURM node) to check what
+    Snakemake reports; an environment variable reaches that job (sbatch exports it) without
+    adding anything to the study's config, so no result depends on it.
+    """
+    import fnmatch
+
+    patterns = [p for p in os.environ.get(FAIL_RUNS_ENV, "").split(",") if p]
+    if any(fnmatch.fnmatchcase(run, pattern) for pattern in patterns):
+        raise InjectedFailure(f"{FAIL_RUNS_ENV}={os.environ[FAIL_RUNS_ENV]} names run {run!r}: failing on purpose")
+
+
+def train(spec: dict[str, Any], seed: int, threads: int, data: str, meta: str, out: dict[str, str], gpu: int = 0) -> str:
+    """Train one (run, seed): saves the model, history, validation/test probabilities and provenance.
+
+    `gpu` is the job's `gpu` resource: with 1 it trains on the GPU the scheduler gave it.
+    """
     from ablation_lab.ablations import apply_transforms
     from ablation_lab.data import load_split
     from ablation_lab.train import configure_tensorflow, predict_proba, train_model
 
-    configure_tensorflow(threads)
+    fail_if_injected(Path(out["model"]).parent.parent.name)
+    device = configure_tensorflow(threads, gpu=gpu > 0)
     started = dt.datetime.now(dt.UTC)
     split = load_split(data, meta)
     arrays = apply_transforms(split.arrays, spec["transforms"], seed)
@@ -89,6 +114,7 @@ def train(spec: dict[str, Any], seed: int, threads: int, data: str, meta: str, o
             "epochs_trained": len(result.history),
             "train_seconds": round(result.seconds, 3),
             "threads": threads,
+            "device": device,
             "data": {"fingerprint": split.meta["fingerprint"], "dataset": split.meta["name"], "sizes": split.meta["sizes"]},
             "code_version": TRAINING_CODE_VERSION,
             "workflow": workflow_commit(),
@@ -104,10 +130,27 @@ def train(spec: dict[str, Any], seed: int, threads: int, data: str, meta: str, o
 
 
 def analyse_run(
-    analysis: str, probe: dict[str, Any], spec: dict[str, Any], seed: int, run_dir: str, data: str, meta: str, out: str, arrays_out: str
+    analysis: str,
+    probe: dict[str, Any],
+    spec: dict[str, Any],
+    seed: int,
+    run_dir: str,
+    data: str,
+    meta: str,
+    out: str,
+    arrays_out: str,
+    threads: int = 1,
 ) -> int:
-    """One per-model analysis of one trained model under one test view -> its tidy table (+ per-example arrays)."""
+    """One per-model analysis of one trained model under one test view -> its tidy table (+ per-example arrays).
+
+    TensorFlow is configured as in a warm worker (threads, deterministic ops, no GPU): an
+    analysis run in its own process (a cluster job) gives the same numbers as one run in a
+    worker, to the last bit.
+    """
     from ablation_lab.analyses import RunContext, run_analysis
+    from ablation_lab.train import configure_tensorflow
+
+    configure_tensorflow(threads)
 
     context = RunContext(Path(run_dir), data, meta, spec, seed, list(probe["view"]))
     table, arrays = run_analysis(analysis, context, probe["params"])

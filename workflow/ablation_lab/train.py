@@ -36,11 +36,14 @@ class TrainResult:
         return "diverged" if self.diverged_epoch is not None else "ok"
 
 
-def configure_tensorflow(threads: int, deterministic: bool = True) -> None:
-    """Pin TensorFlow to the rule's `threads` so `--cores N` never oversubscribes the machine.
+def configure_tensorflow(threads: int, deterministic: bool = True, gpu: bool = False) -> str:
+    """Pin TensorFlow to the rule's `threads` and `gpu` request; return the device it trains on.
 
     Snakemake sets OMP_NUM_THREADS for a job but TensorFlow ignores it; one intra-op and one
-    inter-op thread per job is also the fastest setting for these small models.
+    inter-op thread per job is also the fastest setting for these small models. Only a job
+    that holds the `gpu` resource (config `resources: gpu`) sees a GPU: with
+    `--resources gpu=1` Snakemake then runs one GPU job at a time, and CPU jobs never grab
+    GPU memory behind the scheduler's back.
     """
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     os.environ["TF_NUM_INTRAOP_THREADS"] = str(threads)
@@ -54,10 +57,33 @@ def configure_tensorflow(threads: int, deterministic: bool = True) -> None:
         log.debug("TensorFlow threads were already configured")
     if deterministic:
         tf.config.experimental.enable_op_determinism()
-    if not tf.config.list_physical_devices("GPU"):
+    device = _select_gpu(tf, gpu)
+    if device == "CPU":
         # Grappler's graph rewrites cost about 0.15 s per traced model and, for these small
         # CPU graphs, buy nothing per step (measured: benchmarks/README.md); GPUs keep them.
         tf.config.optimizer.set_experimental_options({"disable_meta_optimizer": True})
+    return device
+
+
+def _select_gpu(tf: Any, wanted: bool) -> str:
+    """Show TensorFlow the first GPU if the job asked for one (memory grown on demand), else none."""
+    gpus = tf.config.list_physical_devices("GPU")
+    if wanted and not gpus:
+        log.warning(
+            "the job asked for a GPU but TensorFlow sees none (CUDA_VISIBLE_DEVICES=%s): training on CPU",
+            os.environ.get("CUDA_VISIBLE_DEVICES"),
+        )
+        return "CPU"
+    try:
+        tf.config.set_visible_devices(gpus[:1] if wanted else [], "GPU")
+        if wanted:
+            tf.config.experimental.set_memory_growth(gpus[0], True)
+    except RuntimeError:  # the runtime already started: devices are as the first call set them
+        log.debug("TensorFlow devices were already configured")
+    if wanted:
+        log.info("training on %s", gpus[0].name)
+        return gpus[0].name
+    return "CPU"
 
 
 def seed_everything(seed: int) -> None:

@@ -18,7 +18,7 @@ rule analyse_run:
         "../envs/ablation-lab.yaml"
     threads: 1
     resources:
-        mem_mb=2000,
+        mem_mb=mem_mb_by_attempt(2000),
         runtime=30,
     params:
         probe=probe_spec,

@@ -143,8 +143,29 @@ def final_outputs():
     return [STUDY.report_file()]
 
 
+def mem_mb_by_attempt(first_mb: int):
+    """A memory request that grows with each attempt: a job killed for memory (on a cluster,
+    OUT_OF_MEMORY) is retried (--retries) with first_mb x attempt."""
+
+    def mem_mb(wildcards, attempt: int) -> int:
+        return first_mb * attempt
+
+    return mem_mb
+
+
+def training_gpus(wildcards) -> int:
+    """GPUs a training job requests: config `resources: gpu` (0 or 1). Snakemake schedules it
+    locally (`--resources gpu=1`); the SLURM executor turns it into `--gpus`."""
+    return STUDY.config["resources"]["gpu"]
+
+
 def use_warm_workers():
-    """Only local runs without conda or apptainer (a warm worker runs outside any such env)."""
+    """Only local runs without conda or apptainer (a warm worker runs outside any such env).
+
+    Under a cluster executor (profiles/slurm) `local_exec` is false, so the submitting process
+    starts no pool; the job processes on the nodes run with --no-hooks, so `onstart` (the only
+    caller) never runs there: every cluster job does its work in its own process.
+    """
     from snakemake_interface_executor_plugins.settings import DeploymentMethod
 
     settings = workflow.deployment_settings
@@ -172,6 +193,12 @@ onsuccess:
 
 
 onerror:
+    from ablation_lab.cluster import report_slurm_failures
     from ablation_lab.worker import stop_pool
+    from snakemake.logging import logger
 
     stop_pool()
+    # Snakemake drops SLURM's reason when a group job fails: ask SLURM (ablation_lab/cluster.py).
+    if workflow.non_local_exec:
+        for line in report_slurm_failures(log):
+            logger.error(line)

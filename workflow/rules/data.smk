@@ -10,7 +10,7 @@ rule prepare_data:
         "../envs/ablation-lab.yaml"
     threads: 1
     resources:
-        mem_mb=4000,
+        mem_mb=mem_mb_by_attempt(4000),
         runtime=20,
     params:
         dataset=dataset_config,

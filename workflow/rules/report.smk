@@ -34,7 +34,7 @@ rule aggregate:
         "../envs/ablation-lab.yaml"
     threads: 1
     resources:
-        mem_mb=2000,
+        mem_mb=mem_mb_by_attempt(2000),
         runtime=10,
     params:
         probes=STUDY.probe_table(),
@@ -91,7 +91,7 @@ rule plot_figures:
         "../envs/ablation-lab.yaml"
     threads: 1
     resources:
-        mem_mb=2000,
+        mem_mb=mem_mb_by_attempt(2000),
         runtime=10,
     params:
         families=family_titles(),
@@ -124,7 +124,7 @@ rule plot_examples:
         "../envs/ablation-lab.yaml"
     threads: 1
     resources:
-        mem_mb=2000,
+        mem_mb=mem_mb_by_attempt(2000),
         runtime=10,
     params:
         variants=sealed(STUDY.variant_table()),
@@ -155,7 +155,7 @@ rule report_html:
         "../envs/ablation-lab.yaml"
     threads: 1
     resources:
-        mem_mb=1000,
+        mem_mb=mem_mb_by_attempt(1000),
         runtime=10,
     params:
         study=sealed(STUDY.config),

@@ -12,8 +12,9 @@ rule train:
         "../envs/ablation-lab.yaml"
     threads: 1
     resources:
-        mem_mb=2000,
+        mem_mb=mem_mb_by_attempt(2000),
         runtime=60,
+        gpu=training_gpus,
     params:
         spec=run_spec,
     script:

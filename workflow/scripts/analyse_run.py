@@ -16,4 +16,5 @@ run_job(
     meta=sm.input.meta,
     out=sm.output.table,
     arrays_out=sm.output.arrays,
+    threads=sm.threads,
 )

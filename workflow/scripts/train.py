@@ -1,4 +1,4 @@
-"""Snakemake adapter: train one (run, seed) with the rule's thread count, in a warm worker if one is idle."""
+"""Snakemake adapter: train one (run, seed) with the rule's threads and GPU request, in a warm worker if one is idle."""
 
 import _package  # noqa: F401
 from ablation_lab.dispatch import run_job
@@ -10,6 +10,7 @@ run_job(
     spec=sm.params.spec,
     seed=int(sm.wildcards.seed),
     threads=sm.threads,
+    gpu=int(sm.resources.gpu),
     data=sm.input.data,
     meta=sm.input.meta,
     out={kind: sm.output[kind] for kind in ("model", "history", "predictions", "provenance")},
