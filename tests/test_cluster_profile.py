@@ -10,8 +10,10 @@ import re
 import pytest
 import yaml
 from ablation_lab.cluster import failed_slurm_jobs, report_slurm_failures
+from ablation_lab.config import validate_config
 from ablation_lab.dispatch import servable, where
 from ablation_lab.jobs import FAIL_RUNS_ENV, InjectedFailure, fail_if_injected
+from ablation_lab.study import Study
 from conftest import ROOT
 from workflow_helpers import snakemake, write_config
 
@@ -51,10 +53,11 @@ def test_training_jobs_request_the_configured_gpu_and_the_site_values(tmp_path, 
     monkeypatch.setenv("ABLATION_LAB_SLURM_PARTITION", "part-y")
     config = write_config(tmp_path, {**test_config, "resources": {"gpu": 1}})
     output = snakemake(tmp_path, config, "--workflow-profile", str(PROFILE.parent), "--dry-run").stdout
-    # One group job per trained model, each holding its training and that model's analyses.
-    assert output.count("Group job run ") == 9
+    # One group job per trained model (run, seed), each holding its training and that model's analyses.
+    models = len(Study.from_config(validate_config(test_config)).training_files())
+    assert models == 11 and output.count("Group job run ") == models
     trainings = re.findall(r"^\s*rule train:\n(?:.*\n)*?\s*resources: (.*)$", output, flags=re.MULTILINE)
-    assert len(trainings) == 9
+    assert len(trainings) == models
     for resources in trainings:
         assert "gpu=1" in resources and "mem_mb=2000," in resources
         assert "slurm_account=acct-x" in resources and "slurm_partition=part-y" in resources
