@@ -59,7 +59,7 @@ def _dense_head(
         regularizer = keras.regularizers.L2(penalty) if penalty else None
         if activation in LEARNABLE_ACTIVATIONS:
             x = layers.Dense(units, kernel_regularizer=regularizer, name=f"dense_{depth}")(x)
-            x = learnable_activation(activation, learnable or learnable_settings({}), f"hidden_{depth}")(x)
+            x = _activation_layer(activation, learnable, f"hidden_{depth}")(x)
         else:
             x = layers.Dense(units, activation=activation, kernel_regularizer=regularizer, name=f"hidden_{depth}")(x)
         if depth in followed:
