@@ -117,5 +117,5 @@ def test_the_elasticity_section_says_a_cnn_is_not_analysed():
 
     empty = pd.DataFrame(columns=["family", "variant", "seed", "metric", "example", "value"])
     (section,) = elasticity_section(ReportInputs(study={"model": {"kind": "cnn"}}, meta={}, tables={"elasticity": empty}))
-    assert "Not analysed: convolutional models" in section.blocks[0]["text"]
+    assert "Not analysed: this model has layers other than Dense layers" in section.blocks[0]["text"]
     assert elasticity_section(ReportInputs(study={"model": {}}, meta={}, tables={"elasticity": empty})) == []

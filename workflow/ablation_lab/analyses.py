@@ -14,6 +14,7 @@ Importing this module never imports TensorFlow; `RunContext.model` does, on firs
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -25,6 +26,8 @@ import pandas as pd
 
 from ablation_lab.identity import LEARNABLE_ACTIVATIONS
 from ablation_lab.io import read_json
+
+log = logging.getLogger("ablation_lab")
 
 EVALUATION = "evaluation"
 
@@ -215,14 +218,14 @@ def shapes_run(context: RunContext, params: dict[str, Any]) -> pd.DataFrame:
     """The learned activation functions of one trained model (empty for fixed activations)."""
     from ablation_lab.learnable import SHAPE_COLUMNS, learned_shapes
 
-    if context.spec["model"]["activation"] not in LEARNABLE_ACTIVATIONS:
+    if context.spec["model"].get("activation") not in LEARNABLE_ACTIVATIONS:
         return pd.DataFrame(columns=SHAPE_COLUMNS)
     return learned_shapes(context.model, params["points"], params["units_shown"], context.split.meta.get("feature_names"))
 
 
 def shapes_params(config: Mapping[str, Any]) -> dict[str, Any] | None:
     """Asked for whenever the study has a learnable activation, in the baseline or the activation family."""
-    named = {config["model"]["activation"], *config["families"].get("activation", {}).get("functions", [])}
+    named = {config["model"].get("activation"), *config["families"].get("activation", {}).get("functions", [])}
     return {"points": 121, "units_shown": 4} if named & set(LEARNABLE_ACTIVATIONS) else None
 
 
@@ -231,13 +234,17 @@ def elasticity_run(context: RunContext, params: dict[str, Any]) -> tuple[pd.Data
 
     The model's own inputs (its training transforms applied to the test split), no test view.
     """
-    from ablation_lab.elasticity import COLUMNS, elasticity_table
+    from ablation_lab.elasticity import COLUMNS, UnsupportedLayer, elasticity_table
 
     if context.spec.get("model", {}).get("kind") == "cnn":
         # Not yet: the batched form differentiates chains of Dense (and learnable activation)
         # layers; a CNN's conv layers are left out, and the report says so.
         return pd.DataFrame(columns=COLUMNS), {}
-    return elasticity_table(context.model, context.inputs("test"), context.labels("test"), params)
+    try:
+        return elasticity_table(context.model, context.inputs("test"), context.labels("test"), params)
+    except UnsupportedLayer as error:  # a model file or builder with other layers: the report says which
+        log.warning("%s", error)
+        return pd.DataFrame(columns=COLUMNS), {}
 
 
 ELASTICITY_KEYS = ("samples", "learning_rate", "seed", "method", "check_rows")

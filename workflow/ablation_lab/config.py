@@ -232,7 +232,34 @@ def validate_config(config: Mapping[str, Any]) -> dict[str, Any]:
         raise ConfigError("invalid study config: " + "; ".join(describe_error(e) for e in _most_specific(errors)))
     _check_combinations(filled)
     _check_input_groups(filled)
+    _check_model_kind(config.get("model") or {}, filled["model"])
     return filled
+
+
+FILE_MODEL_KEYS = ("kind", "path", "weights", "dropout_after")  # a file model's own layers decide the rest
+KIND_ONLY_KEYS = {"path": "file", "weights": "file", "dropout_after": "file", "builder": "builder"}
+
+
+def _check_model_kind(given: Mapping[str, Any], model: dict[str, Any]) -> None:
+    """Keys that mean nothing for the model's kind are refused, not ignored; a file model drops the MLP defaults."""
+    kind = model.get("kind", "mlp")
+    for key, owner in KIND_ONLY_KEYS.items():
+        if key in given and kind != owner:
+            raise ConfigError(f"invalid study config: model.{key}: applies to kind {owner} only (this model is kind {kind})")
+    if kind == "builder" and "builder" not in given:
+        raise ConfigError("invalid study config: model.builder: kind builder needs the name of a builder file (workflow/ablation_lab/builders/<name>.py)")  # fmt: skip
+    if kind != "file":
+        return
+    if "path" not in given:
+        raise ConfigError("invalid study config: model.path: kind file needs the path of a .keras file")
+    extra = sorted(set(given) - set(FILE_MODEL_KEYS))
+    if extra:
+        raise ConfigError(
+            f"invalid study config: model.{extra[0]}: does not apply to kind file (its layers come from model.path; "
+            "the dropout and activation families change rates and activations)"
+        )
+    for key in set(model) - set(FILE_MODEL_KEYS):
+        del model[key]  # schema defaults of the built-in models
 
 
 def _check_combinations(config: Mapping[str, Any]) -> None:

@@ -53,6 +53,7 @@ class DatasetInfo:
     kind: str  # "image" or "tabular"
     input_shape: tuple[int, ...]
     feature_names: tuple[str, ...] = ()
+    n_classes: int | None = None  # known before data prep for the built-in datasets only
 
 
 @dataclass
@@ -351,7 +352,7 @@ def _breast_cancer(_: dict) -> RawData:
     from sklearn.datasets import load_breast_cancer
 
     bunch = load_breast_cancer()
-    info = DatasetInfo("tabular", (bunch.data.shape[1],), tuple(bunch.feature_names))
+    info = DatasetInfo("tabular", (bunch.data.shape[1],), tuple(bunch.feature_names), n_classes=2)
     return RawData(bunch.data, bunch.target, info, source={"package": "scikit-learn"})
 
 
@@ -492,11 +493,11 @@ LOADERS: dict[str, Callable[[dict], RawData]] = {
 }
 
 _STATIC_INFO = {
-    "mnist5k": DatasetInfo("image", (28, 28)),
-    "digits": DatasetInfo("image", (8, 8)),
-    "mnist": DatasetInfo("image", (28, 28)),
-    "fashion_mnist": DatasetInfo("image", (28, 28)),
-    "cifar10": DatasetInfo("image", (32, 32, 3)),
+    "mnist5k": DatasetInfo("image", (28, 28), n_classes=10),
+    "digits": DatasetInfo("image", (8, 8), n_classes=10),
+    "mnist": DatasetInfo("image", (28, 28), n_classes=10),
+    "fashion_mnist": DatasetInfo("image", (28, 28), n_classes=10),
+    "cifar10": DatasetInfo("image", (32, 32, 3), n_classes=10),
 }
 
 

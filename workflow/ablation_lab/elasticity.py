@@ -123,6 +123,10 @@ class Pass(NamedTuple):
     per_example_params: list[Any]
 
 
+class UnsupportedLayer(ValueError):
+    """A layer the batched form cannot differentiate (conv layers, weighted layers other than Dense)."""
+
+
 def float64_network(model: Any) -> Network:
     """The model's layers with float64 weights: a Keras layer would cast its input back to float32."""
     import keras
@@ -145,7 +149,7 @@ def float64_network(model: Any) -> Network:
             steps.append(LearnableStep(len(params), layer))
             params.append(as_float64(layer.trainable_weights[0]))
         elif layer.weights:
-            raise ValueError(
+            raise UnsupportedLayer(
                 f"elasticity: layer {layer.name!r} ({type(layer).__name__}) has weights; only Dense layers with a bias "
                 "and the learnable activations (GPActivation, BasisActivation) are supported"
             )
@@ -158,7 +162,7 @@ def float64_network(model: Any) -> Network:
 def flat_input(h: Any, layer: str) -> Any:
     """`h` if it is (examples, features): the factored forms index a layer's input by feature."""
     if len(h.shape) != 2:
-        raise ValueError(f"elasticity: {layer} gets a {len(h.shape)}-d input; only flat inputs are supported")
+        raise UnsupportedLayer(f"elasticity: {layer} gets a {len(h.shape)}-d input; only flat inputs are supported")
     return h
 
 

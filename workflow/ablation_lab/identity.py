@@ -124,6 +124,10 @@ def canonical_model(model_cfg: dict[str, Any]) -> dict[str, Any]:
     No dropout makes the kind and layers moot; `dropout_layers` naming every hidden layer is
     the default; `standard` is the default kind; a zero L2 penalty is none.
     """
+    if model_cfg.get("kind") == "file":
+        from ablation_lab.model_file import canonical_file_model
+
+        return canonical_file_model(model_cfg)
     out = dict(model_cfg)
     depth = len(out["hidden_units"])
     if not float(out.get("dropout", 0.0)):
@@ -159,15 +163,25 @@ def canonical_model(model_cfg: dict[str, Any]) -> dict[str, Any]:
         out.pop("learnable", None)
     if "l2" in out and not any([out["l2"]] if isinstance(out["l2"], int | float) else out["l2"]):
         out.pop("l2")
+    if out.get("kind") == "builder":  # editing the builder's code retrains what it builds
+        from ablation_lab.builders import builder_file
+
+        out["builder_sha256"] = content_digest(builder_file(out["builder"]))
     return out
 
 
 def describe_model(model: Mapping[str, Any]) -> str:
+    if model.get("kind") == "file":
+        from ablation_lab.model_file import describe_file_model
+
+        return describe_file_model(model)
     units = "x".join(str(u) for u in model["hidden_units"])
     if model.get("kind") == "kst":
         units = f"kst-{units}"
     elif model.get("kind") == "cnn":
         units = "cnn" + "x".join(str(f) for f in model["filters"]) + f"-{units}"
+    elif model.get("kind") == "builder":
+        units = f"{model['builder']}-{units}"
     dropout = float(model.get("dropout", 0.0))
     kind = "nsdrop" if model.get("dropout_kind") == "nsdropout" else "drop"
     return f"{model['activation']}-{units}" + (f"-{kind}{_number(dropout)}" if dropout else "") + ("-l2" if model.get("l2") else "")

@@ -323,6 +323,7 @@ def report(
     benchmarks: list[dict[str, str]] | None = None,
 ) -> str:
     from ablation_lab.io import write_atomic
+    from ablation_lab.model_file import model_source
     from ablation_lab.report import ReportInputs, render
 
     inputs = ReportInputs(
@@ -333,6 +334,7 @@ def report(
         versions=versions(),
         sharing=sharing,
         machine={**workflow_commit(), "host": socket.gethostname(), "platform": platform.platform(), "cpus": os.cpu_count()},
+        model_source=model_source(study_cfg.get("model", {})),
     )
     page = render(inputs)
     write_atomic(out, lambda tmp: tmp.write_text(page))

@@ -140,6 +140,12 @@ def build_model(model_cfg: dict[str, Any], input_shape: Sequence[int], n_classes
     # Run specs are canonical (an integral float is written as an int): cast where Keras cares.
     if model_cfg.get("kind") == "cnn":
         return build_cnn(input_shape, n_classes, model_cfg)
+    if model_cfg.get("kind") == "file":
+        from ablation_lab.model_file import build_file_model
+
+        return build_file_model(model_cfg, input_shape, n_classes)
+    if model_cfg.get("kind") == "builder":
+        return build_with_builder(model_cfg, input_shape, n_classes)
     return build_mlp(
         input_shape,
         n_classes,
@@ -153,6 +159,18 @@ def build_model(model_cfg: dict[str, Any], input_shape: Sequence[int], n_classes
         learnable=learnable_settings(model_cfg) if "learnable" in model_cfg or model_cfg["activation"] in LEARNABLE_ACTIVATIONS else None,
         kind=model_cfg.get("kind", "mlp"),
     )
+
+
+def build_with_builder(model_cfg: dict[str, Any], input_shape: Sequence[int], n_classes: int) -> keras.Model:
+    """A model from a builder file of this repository (ablation_lab/builders), checked like a model file."""
+    from ablation_lab.builders import load_builder
+    from ablation_lab.model_file import check_loaded
+
+    model = load_builder(model_cfg["builder"])(tuple(input_shape), n_classes, dict(model_cfg))
+    if not isinstance(model, keras.Model):
+        raise ValueError(f"model.builder: {model_cfg['builder']}.build returned {type(model).__name__}, not a keras.Model")
+    check_loaded(model, f"builder {model_cfg['builder']}", input_shape, n_classes)
+    return model
 
 
 def build_optimizer(training_cfg: dict[str, Any]) -> keras.optimizers.Optimizer:

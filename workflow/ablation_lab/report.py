@@ -96,6 +96,7 @@ class ReportInputs:
     versions: dict[str, str] = field(default_factory=dict)
     sharing: dict[str, list[str]] = field(default_factory=dict)
     machine: dict[str, Any] = field(default_factory=dict)  # where the report was made: commit, host, platform
+    model_source: dict[str, str] | None = None  # a model file or builder: its path and content digest
 
 
 @dataclass
@@ -216,6 +217,20 @@ def runtime_table(benchmarks: pd.DataFrame | None) -> pd.DataFrame:
     return table.sort_values("total s", ascending=False, ignore_index=True).round({"total s": 1, "median s": 2, "max s": 2})
 
 
+def model_label(model: dict[str, Any], source: dict[str, str] | None) -> str:
+    """The baseline model in words; a model file or builder is named with its content digest."""
+    if source and source["kind"] == "file":
+        weights = "its own saved weights for the baseline" if source.get("weights") == "as_saved" else "retrained from fresh weights"
+        return f"the model file {source['path']} (sha256 {source['sha256']}), {weights}"
+    layers = "-".join(str(units) for units in model.get("hidden_units", [])) or "no hidden layer"
+    head = f"{layers} {model.get('activation', '')}, dropout {model.get('dropout', 0):g}"
+    if source and source["kind"] == "builder":
+        return f"builder {model.get('builder')} ({source['path']}, sha256 {source['sha256']}), hidden {head}"
+    if model.get("kind") == "cnn":
+        return f"CNN with conv blocks of {'-'.join(str(f) for f in model.get('filters') or [16, 32])} filters, then dense {head}"
+    return f"{'KST' if model.get('kind') == 'kst' else 'MLP'} {head}"
+
+
 def study_summary(inputs: ReportInputs) -> str:
     """One line a reader can check the study against: data, model, training, variants, seeds, job time."""
     study, runs = inputs.study, inputs.tables["runs"]
@@ -223,10 +238,9 @@ def study_summary(inputs: ReportInputs) -> str:
     seeds = study["seeds"]
     sizes = ", ".join(f"{k} {v}" for k, v in inputs.meta["sizes"].items())
     trained = runs[["run", "seed"]].drop_duplicates() if "run" in runs else runs
-    layers = "-".join(str(units) for units in model.get("hidden_units", []))
     text = (
-        f"Data: {dataset_label(study['dataset'])} ({sizes}). Model: MLP {layers or 'no hidden layer'} "
-        f"{model.get('activation', '')}, dropout {model.get('dropout', 0):g}; {training.get('optimizer', '')} for up to "
+        f"Data: {dataset_label(study['dataset'])} ({sizes}). Model: {model_label(model, inputs.model_source)}; "
+        f"{training.get('optimizer', '')} for up to "
         f"{training.get('epochs', '?')} epoch(s). {inputs.tables['summary'].shape[0]} variants x {len(seeds)} seeds "
         f"({', '.join(map(str, seeds))}); {len(trained)} trained models."
     )
@@ -613,8 +627,11 @@ def elasticity_section(inputs: ReportInputs) -> list[SectionContent]:
     elasticity = inputs.tables.get("elasticity")
     if elasticity is None:
         return []
-    if elasticity.empty and inputs.study.get("model", {}).get("kind") == "cnn":
-        note = "Not analysed: convolutional models (kind cnn); the batched form differentiates chains of Dense layers only."
+    if elasticity.empty and inputs.study.get("model", {}).get("kind") in ("cnn", "file", "builder"):
+        note = (
+            "Not analysed: this model has layers other than Dense layers and learnable activations (e.g. convolutions); "
+            "the batched form differentiates chains of Dense layers only."
+        )
         return [SectionContent("elasticity", "Local elasticity").say(note, "muted")]
     if elasticity.empty:
         return []

@@ -138,7 +138,17 @@ class Study:
     def families(self) -> dict[str, list[Variant]]:
         """Family name -> its variants, in declaration order; the baseline first."""
         declared = self.config["families"]
-        info = self.info if "input" in declared or self.config["model"].get("kind") == "cnn" else DatasetInfo("unknown", ())
+        kind = self.config["model"].get("kind", "mlp")
+        info = self.info if "input" in declared or kind in ("cnn", "file") else DatasetInfo("unknown", ())
+        if kind == "file":
+            self._check_model_file(info)
+        if kind == "builder":
+            from ablation_lab.builders import builder_file
+
+            try:
+                builder_file(self.config["model"]["builder"])
+            except ValueError as error:
+                raise ConfigError(f"invalid study config: {error}") from None
         out: dict[str, list[Variant]] = {BASELINE: [baseline_variant()]}
         for name, params in declared.items():
             try:
@@ -155,6 +165,25 @@ class Study:
         self._check_elasticity_families(out)
         return out
 
+    def _check_model_file(self, info: DatasetInfo) -> None:
+        """A model file that cannot serve this study fails here, in one line, before any job runs."""
+        from ablation_lab import model_file
+
+        model_cfg = self.config["model"]
+        try:
+            found = model_file.inspect_model_file(model_cfg["path"])
+            model_file.check_fits_data(found, info.input_shape, info.n_classes)
+            model_file.check_dropout_after(found, model_cfg.get("dropout_after") or [])
+            for family in self.config["families"]:
+                model_file.check_family(found, family, model_cfg)
+        except model_file.ModelFileError as error:
+            raise ConfigError(f"invalid study config: {error}") from None
+        if (self.config.get("posthoc") or {}).get("compensation"):
+            raise ConfigError(
+                "invalid study config: posthoc.compensation: needs width-reduced retrains, which model.kind: file cannot build; "
+                "set posthoc.compensation: false (knockout itself runs)"
+            )
+
     def _check_elasticity_families(self, known: dict[str, list[Variant]]) -> None:
         """A list in `elasticity.families` must name families of this study (a typo would silently analyse nothing)."""
         for index, family in enumerate((self.config.get("elasticity") or {}).get("families") or []):
@@ -168,7 +197,7 @@ class Study:
         posthoc = self.config.get("posthoc")
         if not posthoc:
             return {}
-        units = self.config["model"]["hidden_units"]
+        units = self.config["model"].get("hidden_units", [])
         for index, layer in enumerate(posthoc["layers"]):
             if layer > len(units):
                 raise ConfigError(

@@ -290,6 +290,9 @@ def train_model(spec: dict[str, Any], arrays: dict[str, np.ndarray], n_classes: 
 
     seed_everything(seed)
     model = build_model(spec["model"], arrays["x_train"].shape[1:], n_classes)
+    if spec["model"].get("weights") == "as_saved":
+        log.info("model.weights: as_saved: the file's own trained weights, no training")
+        return TrainResult(model)
     optimizer = build_optimizer(spec["training"])
     started = time.perf_counter()
     result = LOOPS[spec["training"]["loop"]](model, optimizer, arrays, spec["training"], seed)
