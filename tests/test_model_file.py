@@ -288,7 +288,7 @@ def test_a_builder_file_builds_the_model_and_its_code_is_part_of_the_run(tmp_pat
     }
     found = study(config)
     spec = found.run_spec(found.variants["capacity/w4-d2"])["model"]
-    assert len(spec["builder_sha256"]) == 16
+    assert len(spec["builder_sha256"]) == 16  # the builder file's content digest
     assert found.run_of(found.variants["baseline/reference"]).startswith("relu-mlp_batchnorm-8-")
     model = build_model(canonical_model(spec), DIGITS, 10)
     assert [layer.name for layer in model.layers if layer.name.startswith("hidden_")] == ["hidden_1", "hidden_2"]

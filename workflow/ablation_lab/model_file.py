@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ablation_lab.identity import content_digest
+from ablation_lab.io import file_digest
 
 CODE_LAYERS = ("Lambda", "TFSMLayer", "TorchModuleWrapper", "JaxLayer", "FlaxLayer")
 NESTED_MODELS = ("Sequential", "Functional", "Model")
@@ -206,7 +206,7 @@ def _inspect(path: str, _mtime_ns: int, _size: int) -> ModelFile:
     if shape is None:
         raise ModelFileError(f"{where}: the model's input shape is not saved (build the model on a keras.Input before saving)")
     output = outputs[0] if kind == "Functional" else layers[-1].name
-    return ModelFile(path, content_digest(path) or "", shape, tuple(layers), output)
+    return ModelFile(path, file_digest(path), shape, tuple(layers), output)
 
 
 def inspect_model_file(path: str | Path) -> ModelFile:
@@ -307,12 +307,12 @@ def model_source(model_cfg: Mapping[str, Any]) -> dict[str, str] | None:
     """Where a model file's or builder's model comes from, with the content digest its runs were keyed by."""
     if model_cfg.get("kind") == "file":
         path = str(model_cfg["path"])
-        return {"kind": "file", "path": path, "sha256": content_digest(path) or "", "weights": model_cfg.get("weights", "retrain")}
+        return {"kind": "file", "path": path, "sha256": file_digest(path), "weights": model_cfg.get("weights", "retrain")}
     if model_cfg.get("kind") == "builder":
         from ablation_lab.builders import builder_file
 
         path = str(builder_file(model_cfg["builder"]).relative_to(Path(__file__).parents[2]))
-        return {"kind": "builder", "path": path, "sha256": content_digest(builder_file(model_cfg["builder"])) or ""}
+        return {"kind": "builder", "path": path, "sha256": file_digest(builder_file(model_cfg["builder"]))}
     return None
 
 
