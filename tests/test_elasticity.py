@@ -330,7 +330,8 @@ def test_a_diverged_model_gives_an_empty_table_and_the_figure_says_so(tf, tmp_pa
     assert table.empty and list(table.columns) == elasticity.COLUMNS and len(arrays["sample"]) == 30
     plot_elasticity(table.assign(family=[], variant=[], seed=[]), [], tmp_path / "empty.png")
     assert (tmp_path / "empty.png").stat().st_size > 0
-    assert elasticity_section(ReportInputs(study={}, meta={}, tables={"elasticity": table})) == []
+    (section,) = elasticity_section(ReportInputs(study={}, meta={}, tables={"elasticity": table}))
+    assert "Not analysed" in section.blocks[0]["text"]
 
 
 # --- across seeds: summary, the claim, the section ----------------------------------------------
@@ -406,7 +407,8 @@ def test_the_section_renders_with_its_figure_and_verdict(tmp_path):
     assert "held here" in texts and "activation/linear" in texts and "ari_spectral_kernel" in texts
     assert elasticity_section(ReportInputs(study={}, meta={}, tables={})) == []
     empty = pd.DataFrame(columns=["family", "variant", "seed", "run", "metric", "example", "value"])
-    assert elasticity_section(ReportInputs(study={}, meta={}, tables={"elasticity": empty})) == []
+    (note,) = elasticity_section(ReportInputs(study={}, meta={}, tables={"elasticity": empty}))
+    assert note.blocks[0]["text"].startswith("Not analysed")
 
 
 # --- the config block ---------------------------------------------------------------------------
@@ -430,3 +432,59 @@ def test_the_config_block_picks_the_analysed_models_and_names_a_bad_family(test_
     assert "elasticity" not in Study.from_config({k: v for k, v in test_config.items() if k != "elasticity"}).analyses()
     schema = yaml.safe_load((Path(__file__).resolve().parent.parent / "workflow" / "schemas" / "config.schema.yaml").read_text())
     assert tuple(schema["properties"]["elasticity"]["properties"]["method"]["enum"]) == elasticity.METHODS
+
+
+# --- any other model (conv layers, batch norm, a model file): full per-example Jacobians ----
+
+
+@pytest.mark.parametrize("activation", ["relu", "tanh"])
+def test_the_full_jacobian_form_equals_the_factored_form_on_an_mlp(tf, activation):
+    rng = np.random.default_rng(2)
+    x, y = rng.normal(size=(9, 5)), rng.integers(0, 3, 9)
+    model = small_mlp(activation)
+    factored, factored_norms = elasticity.first_order_changes(elasticity.float64_network(model), x, y, 1e-3)
+    generic, generic_norms = elasticity.keras_first_order_changes(elasticity.float64_keras(model), x, y, 1e-3)
+    np.testing.assert_allclose(generic, factored, rtol=1e-9, atol=1e-15)
+    np.testing.assert_allclose(generic_norms, factored_norms)
+
+
+def small_cnn():
+    import keras
+    from ablation_lab.models import build_cnn
+
+    keras.utils.set_random_seed(3)
+    cfg = {"filters": [3, 4], "kernel_size": 3, "pooling": "max", "batch_norm": True, "dropout": 0.1, "hidden_units": [6], "activation": "tanh"}  # fmt: skip
+    model = build_cnn((6, 6), 3, cfg)
+    norm = model.get_layer("norm_1")  # batch norm at inference uses moving statistics: make them non-trivial
+    norm.set_weights([w + 0.1 * np.arange(w.size).reshape(w.shape) for w in norm.get_weights()])
+    return model
+
+
+def test_a_cnn_is_stepped_through_full_jacobians_and_they_equal_taking_each_step(tf):
+    rng = np.random.default_rng(5)
+    x, y = rng.random((8, 6, 6)), rng.integers(0, 3, 8)
+    model = small_cnn()
+    network = elasticity.float64_keras(model)
+    np.testing.assert_allclose(network(network.params, tf.constant(x)).numpy(), model.predict(x.astype(np.float32), verbose=0), atol=1e-5)
+    errors = {}
+    for lr in (1e-6, 1.0):
+        first, _ = elasticity.keras_first_order_changes(network, x, y, lr)
+        exact = elasticity.keras_exact_changes(network, x, y, lr, range(len(x)))
+        errors[lr] = np.linalg.norm(first - exact) / np.linalg.norm(exact)
+    assert errors[1e-6] < 1e-4
+    assert errors[1.0] > 100 * errors[1e-6]
+
+
+def test_the_analysis_runs_on_a_cnn_and_refuses_jacobians_over_the_budget(tf, monkeypatch):
+    rng = np.random.default_rng(6)
+    y = np.repeat(np.arange(3), 20)
+    x = rng.random((60, 6, 6)) + y[:, None, None]
+    table, arrays = ANALYSES["elasticity"].run(SplitGuard(small_cnn(), x, y), PARAMS)
+    scores = table[table["example"].isna()].set_index("metric")["value"]
+    assert 0 <= scores["auc"] <= 1 and scores["first_order_error"] < 0.05
+    assert arrays["change_norms"].shape == (30, 30)
+    monkeypatch.setattr(elasticity, "JACOBIAN_BUDGET", 1000)
+    with pytest.raises(elasticity.UnsupportedLayer, match=r"elasticity\.samples: 30 examples x 3 classes"):
+        elasticity.elasticity_table(small_cnn(), x, y, PARAMS)
+    empty, _ = ANALYSES["elasticity"].run(SplitGuard(small_cnn(), x, y), PARAMS)
+    assert empty.empty

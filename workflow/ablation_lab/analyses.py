@@ -236,13 +236,9 @@ def elasticity_run(context: RunContext, params: dict[str, Any]) -> tuple[pd.Data
     """
     from ablation_lab.elasticity import COLUMNS, UnsupportedLayer, elasticity_table
 
-    if context.spec.get("model", {}).get("kind") == "cnn":
-        # Not yet: the batched form differentiates chains of Dense (and learnable activation)
-        # layers; a CNN's conv layers are left out, and the report says so.
-        return pd.DataFrame(columns=COLUMNS), {}
     try:
         return elasticity_table(context.model, context.inputs("test"), context.labels("test"), params)
-    except UnsupportedLayer as error:  # a model file or builder with other layers: the report says which
+    except UnsupportedLayer as error:  # a model too large for full Jacobians: the log says how large, the report says so
         log.warning("%s", error)
         return pd.DataFrame(columns=COLUMNS), {}
 

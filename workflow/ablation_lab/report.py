@@ -627,14 +627,12 @@ def elasticity_section(inputs: ReportInputs) -> list[SectionContent]:
     elasticity = inputs.tables.get("elasticity")
     if elasticity is None:
         return []
-    if elasticity.empty and inputs.study.get("model", {}).get("kind") in ("cnn", "file", "builder"):
+    if elasticity.empty:
         note = (
-            "Not analysed: this model has layers other than Dense layers and learnable activations (e.g. convolutions); "
-            "the batched form differentiates chains of Dense layers only."
+            "Not analysed: no model gave elasticity rows (a diverged model, or per-example Jacobians of this model's "
+            "parameters above the memory budget for elasticity.samples: the elasticity jobs' logs say which)."
         )
         return [SectionContent("elasticity", "Local elasticity").say(note, "muted")]
-    if elasticity.empty:
-        return []
     from ablation_lab.elasticity import claim_sentence, nonlinear_claim, variant_summary
 
     section = SectionContent("elasticity", "Local elasticity").say(
