@@ -97,9 +97,9 @@ def chosen_layers(model: Any, wanted: Sequence[int | str], skip_missing: bool = 
     hidden = [name for name in available if name.startswith("hidden_")]
     out = []
     for index, item in enumerate(wanted):
-        if isinstance(item, int):
-            if item <= len(hidden):
-                out.append(hidden[item - 1])
+        if not isinstance(item, str):
+            if int(item) <= len(hidden):
+                out.append(hidden[int(item) - 1])
         elif item in available:
             out.append(item)
         elif not skip_missing:
@@ -107,6 +107,25 @@ def chosen_layers(model: Any, wanted: Sequence[int | str], skip_missing: bool = 
                 f"posthoc.layers[{index}]: {item!r} is not a knock-out-able layer of this model (available: {', '.join(available)})"
             )
     return list(dict.fromkeys(out))
+
+
+def built_in_layers(model_cfg: dict[str, Any]) -> list[str]:
+    """`knockout_layers` of the model models.py builds from this config, known without building it."""
+    filters = model_cfg.get("filters", [16, 32]) if model_cfg.get("kind") == "cnn" else []
+    return [f"conv_act_{k}" for k in range(1, len(filters) + 1)] + [f"hidden_{k}" for k in range(1, len(model_cfg["hidden_units"]) + 1)]
+
+
+def compensation_layer(wanted: Sequence[int | str]) -> int | None:
+    """The hidden layer (1-based) the `units` family narrows: the first item of `posthoc.layers`
+    naming a hidden layer (k or `hidden_<k>`); 1 when the list is empty; None when it names none."""
+    if not wanted:
+        return 1
+    for item in wanted:
+        if not isinstance(item, str):
+            return int(item)
+        if match := re.fullmatch(r"hidden_([0-9]+)", item):
+            return int(match.group(1))
+    return None
 
 
 def incoming_norms(kernel: np.ndarray, units: int) -> np.ndarray:
@@ -302,6 +321,7 @@ def stable_units(split: SplitModel, layer: str, activations: dict[str, np.ndarra
     base = {"layer": layer, "ordering": "", "fill": "zero", "draw": 0, "fraction": np.nan}
     return [
         {**base, "metric": "units", "value": float(len(train.mean))},
+        {**base, "metric": "spatial_axes", "value": float(activations["test"].ndim - 2)},  # > 0: the units are channels
         {**base, "metric": "dead_units", "value": float(dead.sum())},
         {**base, "metric": "always_active_units", "value": float(always.sum())},
         {**base, "metric": "unchanged_without_dead_units", "value": float((without_dead == test_predictions).mean())},

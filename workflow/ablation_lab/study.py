@@ -168,15 +168,30 @@ class Study:
         posthoc = self.config.get("posthoc")
         if not posthoc:
             return {}
-        units = self.config["model"]["hidden_units"]
+        from ablation_lab.knockout import built_in_layers, compensation_layer
+
+        model = self.config["model"]
+        units = model["hidden_units"]
+        available = built_in_layers(model) if model.get("kind", "mlp") in ("mlp", "kst", "cnn") else None
         for index, layer in enumerate(posthoc["layers"]):
-            if layer > len(units):
+            if not isinstance(layer, str) and layer > len(units):
                 raise ConfigError(
                     f"invalid study config: posthoc.layers[{index}]: layer {layer}, but the model has {len(units)} hidden layers"
                 )
+            if isinstance(layer, str) and available is not None and layer not in available:
+                raise ConfigError(
+                    f"invalid study config: posthoc.layers[{index}]: {layer!r} is not a knock-out-able layer of this model "
+                    f"(available: {', '.join(available)})"
+                )
         out: dict[str, list[Variant]] = {}
         if posthoc["compensation"]:
-            out[UNITS] = expand_units(posthoc["fractions"], units, (posthoc["layers"] or [1])[0])
+            narrowed = compensation_layer(posthoc["layers"])
+            if narrowed is None:
+                raise ConfigError(
+                    "invalid study config: posthoc.layers: the compensation gap narrows a hidden layer and knocks units out "
+                    "of it, but posthoc.layers names none; add one (e.g. 1 or hidden_1) or set posthoc.compensation: false"
+                )
+            out[UNITS] = expand_units(posthoc["fractions"], units, narrowed)
             for family in ("input", "noise"):
                 counterparts = [c for v in declared.get(family, []) if (c := test_time_counterpart(v)) is not None]
                 if counterparts:
