@@ -31,7 +31,10 @@ import pandas as pd
 
 ORDERINGS = ("random", "magnitude_smallest", "magnitude_largest", "activation_lowest", "importance_highest", "importance_lowest")
 FILLS = ("zero", "mean", "resample")
-MEMORY_BUDGET = 256 * 2**20  # bytes of masked activations evaluated in one call
+# Bytes of masked activations evaluated in one call. Smaller chunks run faster on CPU too (cache):
+# 16 masks on a CNN's first conv block (mnist5k test, 1 thread) took 3.3 s at 256 MiB, 1.6 s at 16 MiB
+# (one unmasked tail pass: 0.1 s); 256 masks of the MLP's hidden layer 0.21 s vs 0.12 s.
+MEMORY_BUDGET = 16 * 2**20
 BUILT_IN = re.compile(r"\A(conv_act|hidden)_[0-9]+\Z")  # the knock-out-able layers models.py builds
 
 
