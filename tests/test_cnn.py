@@ -57,6 +57,30 @@ def test_a_cnn_on_tabular_data_is_refused_by_key(test_config):
         _ = Study.from_config(validate_config(config)).families
 
 
+def _cnn_study(test_config: dict, layers: list) -> dict:
+    config = deep_set(test_config, "model", {"kind": "cnn", "filters": [4, 8], "hidden_units": [8], "activation": "relu", "dropout": 0.0})
+    config["families"], config["combinations"] = {"dropout": {"rates": [0.0, 0.5]}}, []
+    config.pop("elasticity", None)
+    return deep_set(config, "posthoc.layers", layers)
+
+
+def test_posthoc_layers_name_conv_blocks_and_unknown_names_are_refused_at_parse_time(test_config):
+    from ablation_lab.study import Study
+
+    families = Study.from_config(validate_config(_cnn_study(test_config, ["conv_act_2", "hidden_1"]))).families
+    assert [v.model["hidden_units"] for v in families["units"]] == [[8], [4]]  # the units family narrows hidden_1
+    with pytest.raises(
+        ConfigError,
+        match=r"^invalid study config: posthoc.layers\[1\]: 'conv_act_3' is not a knock-out-able layer of this model "
+        r"\(available: conv_act_1, conv_act_2, hidden_1\)$",
+    ):
+        _ = Study.from_config(validate_config(_cnn_study(test_config, [1, "conv_act_3"]))).families
+    with pytest.raises(ConfigError, match=r"posthoc.layers: the compensation gap narrows a hidden layer .* names none"):
+        _ = Study.from_config(validate_config(_cnn_study(test_config, ["conv_act_1"]))).families
+    with pytest.raises(ConfigError, match=r"posthoc.layers"):
+        validate_config(_cnn_study(test_config, ["conv act; rm"]))
+
+
 def _digits() -> dict[str, np.ndarray]:
     rng = np.random.default_rng(0)
     out = {}
@@ -97,6 +121,7 @@ def test_knockout_removes_units_of_the_cnns_dense_head(trained):
     from ablation_lab import knockout
 
     assert knockout.hidden_layers(trained) == ["hidden_1"]
+    assert knockout.knockout_layers(trained) == ["conv_act_1", "conv_act_2", "hidden_1"]
     split = knockout.split_model(trained, "hidden_1")
     x = _digits()["x_test"]
     keep_all = knockout.masked_predictions(split, split.head(x), np.ones((1, 16), dtype=bool), np.zeros(16, np.float32))

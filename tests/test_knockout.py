@@ -135,3 +135,200 @@ def test_compensation_gap_pairs_retrained_and_posthoc_runs_by_seed():
     assert table.loc["gauss-0.5", "gap"] == pytest.approx(gaps.mean())
     assert table.loc["gauss-0.5", "gap_ci_low"] < gaps.mean() < table.loc["gauss-0.5", "gap_ci_high"]
     assert table.loc["area", "gap"] == pytest.approx(gaps.mean())
+
+
+# --- conv layers: a unit is a channel (the last axis), removed at every position ---
+
+CNN_CLASSES = ["a", "b", "c"]
+
+
+@pytest.fixture(scope="module")
+def cnn_and_images():
+    """A tiny CNN trained briefly on 8 x 8 images whose class is a bright row (its predictions vary)."""
+    from ablation_lab.identity import canonical_model
+    from ablation_lab.train import train_model
+
+    configure_tensorflow(threads=1)
+    rng = np.random.default_rng(1)
+    data, labels = {}, {}
+    for split, n in (("train", 120), ("val", 40), ("test", 50)):
+        labels[split] = rng.integers(0, 3, size=n).astype(np.int32)
+        data[split] = rng.random((n, 8, 8)).astype(np.float32) * 0.5
+        data[split][np.arange(n), labels[split] * 2, :] += 0.6
+    spec = {
+        "model": canonical_model({"kind": "cnn", "filters": [3, 4], "hidden_units": [5], "activation": "relu", "dropout": 0.0}),
+        "training": {
+            "optimizer": "adam",
+            "learning_rate": 0.02,
+            "epochs": 3,
+            "batch_size": 32,
+            "early_stopping_patience": 0,
+            "loop": "fast",
+        },
+    }
+    arrays = {f"{key}_{split}": value[split] for key, value in (("x", data), ("y", labels)) for split in data}
+    return train_model(spec, arrays, 3, seed=1).model, data, labels
+
+
+def _zeroed_reference(model, next_layer: str, channel_rows, x: np.ndarray) -> np.ndarray:
+    """Predictions of a copy of the model whose next weighted layer ignores the removed channels' inputs."""
+    import keras
+
+    clone = keras.models.clone_model(model)
+    clone.set_weights(model.get_weights())
+    kernel, *rest = clone.get_layer(next_layer).get_weights()
+    kernel = kernel.copy()
+    channel_rows(kernel)
+    clone.get_layer(next_layer).set_weights([kernel, *rest])
+    return predict_proba(clone, x).argmax(axis=1)
+
+
+def test_the_knock_out_able_layers_of_a_cnn_are_its_conv_blocks_then_its_dense_layers(cnn_and_images):
+    model, _, _ = cnn_and_images
+    assert knockout.knockout_layers(model) == ["conv_act_1", "conv_act_2", "hidden_1"]
+    assert knockout.hidden_layers(model) == ["hidden_1"]
+    assert knockout.built_in_layers({"kind": "cnn", "filters": [3, 4], "hidden_units": [5]}) == knockout.knockout_layers(model)
+
+
+def test_a_channel_mask_with_zero_fill_equals_zeroing_the_channels_slice_of_the_next_kernel(cnn_and_images):
+    model, data, _ = cnn_and_images
+    x = data["test"]
+    removed = [0, 2]
+    # conv -> conv: the next conv kernel's input-channel slice kernel[..., c, :]
+    split = knockout.split_model(model, "conv_act_1")
+    keep = np.ones((1, 3), bool)
+    keep[0, removed] = False
+    masked = knockout.masked_predictions(split, split.head(x), keep, np.zeros(3, np.float32))[0]
+
+    def conv_slice(kernel):
+        kernel[..., removed, :] = 0.0
+
+    own = predict_proba(model, x).argmax(axis=1)
+    assert len(set(own)) > 1 and (masked != own).any()  # a test that can fail
+    np.testing.assert_array_equal(masked, _zeroed_reference(model, "conv_2", conv_slice, x))
+    # conv -> pool -> flatten -> dense: the dense rows of the channel, index % channels == c
+    split = knockout.split_model(model, "conv_act_2")
+    keep = np.ones((1, 4), bool)
+    keep[0, removed] = False
+    masked = knockout.masked_predictions(split, split.head(x), keep, np.zeros(4, np.float32))[0]
+
+    def dense_rows(kernel):
+        kernel[np.isin(np.arange(len(kernel)) % 4, removed)] = 0.0
+
+    assert (masked != own).any()
+    np.testing.assert_array_equal(masked, _zeroed_reference(model, "hidden_1", dense_rows, x))
+    masks = np.random.default_rng(5).random((4, 4)) > 0.5
+    batched = knockout.masked_predictions(split, split.head(x), masks, np.zeros(4, np.float32))
+    np.testing.assert_array_equal(batched, knockout.naive_predictions(model, "conv_act_2", x, masks))
+
+
+def test_keeping_every_channel_reproduces_the_models_own_predictions(cnn_and_images, monkeypatch):
+    model, data, _ = cnn_and_images
+    own = predict_proba(model, data["test"]).argmax(axis=1)
+    for layer in knockout.knockout_layers(model):
+        split = knockout.split_model(model, layer)
+        activations = split.head(data["test"])
+        keep = np.ones((2, activations.shape[-1]), bool)
+        np.testing.assert_array_equal(
+            knockout.masked_predictions(split, activations, keep, np.zeros(keep.shape[1], np.float32)), [own, own]
+        )
+    # one mask over all examples above the budget: the examples are chunked too
+    split = knockout.split_model(model, "conv_act_1")
+    activations = split.head(data["test"])
+    masks = np.random.default_rng(6).random((3, 3)) > 0.5
+    whole = knockout.masked_predictions(split, activations, masks, np.zeros(3, np.float32))
+    monkeypatch.setattr(knockout, "MEMORY_BUDGET", activations[:7].nbytes)
+    np.testing.assert_array_equal(knockout.masked_predictions(split, activations, masks, np.zeros(3, np.float32)), whole)
+
+
+def test_channel_fills_magnitudes_and_dead_channels(cnn_and_images):
+    model, data, _ = cnn_and_images
+    split = knockout.split_model(model, "conv_act_1")
+    full = split.head(data["train"])  # (120, 8, 8, 3)
+    train = knockout.TrainActivations(split.head, data["train"], chunk=32)
+    np.testing.assert_allclose(knockout.fill_values("mean", train, 5, np.random.default_rng(0)), full.mean(axis=(0, 1, 2)), rtol=1e-5)
+    np.testing.assert_allclose(train.high, full.max(axis=(0, 1, 2)), rtol=1e-6)
+    resampled = knockout.fill_values("resample", train, 5, np.random.default_rng(0))
+    drawn = np.random.default_rng(0).integers(0, len(full), size=5)
+    np.testing.assert_allclose(resampled, full[drawn], rtol=1e-6)  # whole training examples' channel maps
+    kernel = model.get_layer("conv_2").get_weights()[0]  # (3, 3, 3 channels in, 4 out)
+    np.testing.assert_allclose(split.magnitude, [np.linalg.norm(kernel[:, :, c, :]) for c in range(3)], rtol=1e-6)
+    dense = knockout.split_model(model, "conv_act_2")
+    rows = model.get_layer("hidden_1").get_weights()[0]  # (2 x 2 x 4, 5) after Flatten
+    expected = [np.linalg.norm(rows[np.arange(len(rows)) % 4 == c]) for c in range(4)]
+    np.testing.assert_allclose(dense.magnitude, expected, rtol=1e-6)
+    own = predict_proba(model, data["test"]).argmax(axis=1)
+    activations = {"train": train, "test": split.head(data["test"])}
+    stable = pd.DataFrame(knockout.stable_units(split, "conv_act_1", activations, own)).set_index("metric")["value"]
+    assert stable["units"] == 3 and stable["spatial_axes"] == 2
+    assert stable["dead_units"] == (full.max(axis=(0, 1, 2)) <= 0).sum()
+
+
+def test_the_knockout_table_of_a_cnn_has_conv_and_dense_rows_and_layers_pick_by_name(cnn_and_images):
+    model, data, labels = cnn_and_images
+    params = {
+        **PARAMS,
+        "orderings": ["random", "magnitude_smallest", "activation_lowest", "importance_highest"],
+        "fills": ["zero", "mean", "resample"],
+        "draws": 1,
+    }
+    table = knockout.knockout_table(model, data, labels, CNN_CLASSES, params, seed=1)
+    assert list(dict.fromkeys(table["layer"])) == ["conv_act_1", "conv_act_2", "hidden_1"]
+    own = (predict_proba(model, data["test"]).argmax(axis=1) == labels["test"]).mean()
+    assert (table.query("metric == 'accuracy' and fraction == 0.0")["value"] == own).all()
+    named = knockout.knockout_table(model, data, labels, CNN_CLASSES, {**PARAMS, "layers": ["conv_act_2", 1]}, seed=1)
+    assert list(dict.fromkeys(named["layer"])) == ["conv_act_2", "hidden_1"]
+    with pytest.raises(
+        ValueError,
+        match=r"^posthoc.layers\[0\]: 'conv_act_9' is not a knock-out-able layer of this model \(available: conv_act_1, conv_act_2, hidden_1\)$",
+    ):
+        knockout.knockout_table(model, data, labels, CNN_CLASSES, {**PARAMS, "layers": ["conv_act_9"]}, seed=1)
+    # a shallower variant of a built-in model skips what it lacks, as a hidden layer past its depth
+    skipped = knockout.knockout_table(
+        model, data, labels, CNN_CLASSES, {**PARAMS, "layers": ["conv_act_9", 2, "conv_act_1"]}, seed=1, skip_missing=True
+    )
+    assert set(skipped["layer"]) == {"conv_act_1"}
+
+
+def test_a_users_chain_model_knocks_out_its_non_linear_layers_and_refuses_branches():
+    import keras
+
+    chain = keras.Sequential(
+        [
+            keras.Input((6, 6, 1)),
+            keras.layers.Conv2D(2, 3, activation="relu", name="c1"),
+            keras.layers.Conv2D(2, 3, name="c2"),
+            keras.layers.Activation("tanh", name="act"),
+            keras.layers.Flatten(),
+            keras.layers.Dense(4, activation="relu", name="d1"),
+            keras.layers.Dense(3, activation="softmax", name="out"),
+        ]
+    )
+    assert knockout.knockout_layers(chain) == ["c1", "act", "d1"]
+    inputs = keras.Input((4,))
+    branch = keras.layers.Dense(4, activation="relu", name="a")(inputs)
+    outputs = keras.layers.Dense(2, activation="softmax", name="b")(keras.layers.Add()([inputs, branch]))
+    with pytest.raises(ValueError, match="needs a chain model"):
+        knockout.knockout_layers(keras.Model(inputs, outputs))
+
+
+def test_the_compensation_layer_is_the_first_hidden_layer_named():
+    assert knockout.compensation_layer([]) == 1
+    assert knockout.compensation_layer(["conv_act_1", 2]) == 2
+    assert knockout.compensation_layer(["conv_act_1", "hidden_3", 1]) == 3
+    assert knockout.compensation_layer(["conv_act_1"]) is None
+
+
+def test_the_report_says_channels_for_conv_layers(cnn_and_images):
+    from ablation_lab.report import ReportInputs, knockout_section
+
+    model, data, labels = cnn_and_images
+    table = knockout.knockout_table(model, data, labels, CNN_CLASSES, {**PARAMS, "layers": ["conv_act_1", 1]}, seed=1)
+    table.insert(0, "family", "baseline")
+    table.insert(1, "variant", "reference")
+    table.insert(2, "seed", 1)
+    (section,) = knockout_section(ReportInputs(study={"model": {"kind": "cnn"}}, meta={}, tables={"knockout": table}))
+    text = " ".join(block.get("text", "") for block in section.blocks)
+    assert "channels of the conv layers conv_act_1, each at every position" in text
+    stable = [block for block in section.blocks if "units or channels" in str(block)]
+    assert stable and "channel" in str(stable[0]) and "hidden_1" in str(stable[0])

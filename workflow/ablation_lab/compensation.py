@@ -27,6 +27,7 @@ import numpy as np
 import pandas as pd
 
 from ablation_lab.ablations import BASELINE, POSTHOC_SUFFIX, UNITS
+from ablation_lab.knockout import compensation_layer
 from ablation_lab.statistics import Hits, paired_contrast
 
 COLUMNS = ["comparison", "point", "label", "x", "seeds", "retrained", "posthoc", "gap", "gap_ci_low", "gap_ci_high", "method"]
@@ -122,7 +123,7 @@ def compensation_table(
         by_family.setdefault(variant["family"], []).append(variant)
     matched: list[tuple[str, list[tuple[dict[str, Any], float, str]]]] = []  # comparison -> (variant, x, label)
     if UNITS in by_family and knockout is not None and len(knockout):
-        layer = f"hidden_{(posthoc['layers'] or [1])[0]}"  # the layer the units family narrows
+        layer = f"hidden_{compensation_layer(posthoc['layers']) or 1}"  # the layer the units family narrows
         runs = pd.concat([runs, _knockout_rows(knockout, by_family[UNITS], layer, posthoc["fills"][0])], ignore_index=True)
         matched.append((UNITS, [(v, v["coords"]["fraction removed"], v["label"]) for v in by_family[UNITS]]))
     for family in ("input", "noise"):

@@ -1,4 +1,4 @@
-"""Post-hoc knockout: hidden units removed from a trained network, with no retraining.
+"""Post-hoc knockout: hidden units (or conv channels) removed from a trained network, with no retraining.
 
 A retrain ablation lets the whole network compensate for what was removed; knocking the
 same units out of an already trained network shows the other side (Meyes et al., 2019,
@@ -10,10 +10,18 @@ Efficiency: K masks never cost K model rebuilds or K full forward passes. The kn
 layer's activations are computed once per split; each mask only reruns the layers after it,
 on one (masks x examples) batch, chunked so the batch stays within MEMORY_BUDGET bytes.
 Units are removed by masking the layer's output in memory; saved models are never edited.
+
+A unit of a convolutional layer is a channel (the last axis of its (examples, h, w, c)
+output): a mask removes the channel at every position, a fill is per channel (`mean`:
+over training examples and positions; `resample`: whole channel maps of randomly drawn
+training examples), and a chunk's bytes count the spatial size. The training split's
+activations are never held whole: one chunked pass gives the per-unit statistics, and
+resampled examples are recomputed.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -23,12 +31,118 @@ import pandas as pd
 
 ORDERINGS = ("random", "magnitude_smallest", "magnitude_largest", "activation_lowest", "importance_highest", "importance_lowest")
 FILLS = ("zero", "mean", "resample")
-MEMORY_BUDGET = 256 * 2**20  # bytes of masked activations evaluated in one call
+# Bytes of masked activations evaluated in one call. Smaller chunks run faster on CPU too (cache):
+# 16 masks on a CNN's first conv block (mnist5k test, 1 thread) took 3.3 s at 256 MiB, 1.6 s at 16 MiB
+# (one unmasked tail pass: 0.1 s); 256 masks of the MLP's hidden layer 0.21 s vs 0.12 s.
+MEMORY_BUDGET = 16 * 2**20
+BUILT_IN = re.compile(r"\A(conv_act|hidden)_[0-9]+\Z")  # the knock-out-able layers models.py builds
+
+
+def _is_learnable(layer: Any) -> bool:
+    from ablation_lab.layers import BasisActivation, GPActivation
+
+    return isinstance(layer, GPActivation | BasisActivation)
+
+
+def _knockable(layer: Any) -> bool:
+    """A Dense/Conv1D/Conv2D with a non-linear activation, an Activation layer or a learnable activation."""
+    import keras
+
+    if isinstance(layer, keras.layers.Activation) or _is_learnable(layer):
+        return True
+    if isinstance(layer, keras.layers.Dense | keras.layers.Conv1D | keras.layers.Conv2D):
+        return getattr(layer.activation, "__name__", "linear") != "linear"
+    return False
+
+
+def _check_chain(model: Any) -> None:
+    """Knockout reruns the layers after the cut one by one: each layer must take the previous one's output."""
+    import keras
+
+    previous = model.inputs[0]
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.InputLayer):
+            continue
+        if len(model.inputs) != 1 or layer.input is not previous:
+            raise ValueError(
+                f"post-hoc knockout needs a chain model (each layer takes the previous layer's output); layer {layer.name!r} does not"
+            )
+        previous = layer.output
+
+
+def knockout_layers(model: Any) -> list[str]:
+    """The knock-out-able layers, input side first.
+
+    A model built by models.py: its conv blocks' activations (`conv_act_<k>`, CNN) then its
+    dense layers (`hidden_<k>`). Any other chain model: every Dense/Conv1D/Conv2D with a
+    non-linear activation, Activation layer and learnable activation but the output layer.
+    """
+    names = [layer.name for layer in model.layers]
+    if any(name.startswith("hidden_") for name in names):
+        return [name for name in names if BUILT_IN.match(name)]
+    _check_chain(model)
+    return [layer.name for layer in model.layers[:-1] if _knockable(layer)]
 
 
 def hidden_layers(model: Any) -> list[str]:
-    """The knock-out-able layers of an MLP built by `models.build_mlp`, input side first."""
-    return [layer.name for layer in model.layers if layer.name.startswith("hidden_")]
+    """The `hidden_<k>` layers of a model built by models.py (what `posthoc.layers` integers count)."""
+    return [name for name in knockout_layers(model) if name.startswith("hidden_")]
+
+
+def chosen_layers(model: Any, wanted: Sequence[int | str], skip_missing: bool = False) -> list[str]:
+    """The layers `posthoc.layers` names: an integer k is the k-th hidden layer, a string a layer name;
+    empty: every knock-out-able layer. An integer past this model's depth is skipped (a capacity
+    variant can be shallower than the baseline the study checked), and so is a missing name
+    with `skip_missing`; otherwise an unknown name is an error naming the available layers."""
+    available = knockout_layers(model)
+    if not wanted:
+        return available
+    hidden = [name for name in available if name.startswith("hidden_")]
+    out = []
+    for index, item in enumerate(wanted):
+        if not isinstance(item, str):
+            if int(item) <= len(hidden):
+                out.append(hidden[int(item) - 1])
+        elif item in available:
+            out.append(item)
+        elif not skip_missing:
+            raise ValueError(
+                f"posthoc.layers[{index}]: {item!r} is not a knock-out-able layer of this model (available: {', '.join(available)})"
+            )
+    return list(dict.fromkeys(out))
+
+
+def built_in_layers(model_cfg: dict[str, Any]) -> list[str]:
+    """`knockout_layers` of the model models.py builds from this config, known without building it."""
+    filters = model_cfg.get("filters", [16, 32]) if model_cfg.get("kind") == "cnn" else []
+    return [f"conv_act_{k}" for k in range(1, len(filters) + 1)] + [f"hidden_{k}" for k in range(1, len(model_cfg["hidden_units"]) + 1)]
+
+
+def compensation_layer(wanted: Sequence[int | str]) -> int | None:
+    """The hidden layer (1-based) the `units` family narrows: the first item of `posthoc.layers`
+    naming a hidden layer (k or `hidden_<k>`); 1 when the list is empty; None when it names none."""
+    if not wanted:
+        return 1
+    for item in wanted:
+        if not isinstance(item, str):
+            return int(item)
+        if match := re.fullmatch(r"hidden_([0-9]+)", item):
+            return int(match.group(1))
+    return None
+
+
+def incoming_norms(kernel: np.ndarray, units: int) -> np.ndarray:
+    """L2 norm of each unit's (channel's) outgoing weights in the next weighted layer's kernel.
+
+    The kernel's second-to-last axis is the next layer's input: a conv kernel (..., c, out)
+    gives kernel[..., c, :]; a Dense kernel after Flatten of (h, w, c) gives the rows with
+    index % c == channel (one row per unit when nothing is flattened).
+    """
+    rows = np.moveaxis(np.asarray(kernel), -2, 0)
+    rows = rows.reshape(rows.shape[0], -1)
+    if rows.shape[0] % units:
+        raise ValueError(f"post-hoc knockout: the next weighted layer takes {rows.shape[0]} inputs, not a multiple of {units} units")
+    return np.sqrt((rows.reshape(-1, units, rows.shape[1]) ** 2).sum(axis=(0, 2)))
 
 
 @dataclass
@@ -37,7 +151,12 @@ class SplitModel:
 
     head: Callable[[np.ndarray], np.ndarray]
     tail: Callable[[np.ndarray], np.ndarray]
-    outgoing: np.ndarray  # the next weighted layer's kernel, one row per unit of this layer
+    outgoing: np.ndarray  # the next weighted layer's kernel (its second-to-last axis: this layer's outputs)
+    units: int = 0  # units (channels) of the cut layer
+
+    @property
+    def magnitude(self) -> np.ndarray:
+        return incoming_norms(self.outgoing, self.units or self.outgoing.shape[-2])
 
 
 def split_model(model: Any, layer: str, chunk: int = 8192) -> SplitModel:
@@ -49,6 +168,8 @@ def split_model(model: Any, layer: str, chunk: int = 8192) -> SplitModel:
     head_model = keras.Model(model.inputs, model.layers[index].output)
     after = model.layers[index + 1 :]
     outgoing = next(each.kernel for each in after if hasattr(each, "kernel"))
+    shape = tuple(model.layers[index].output.shape[1:])
+    chunk = max(1, min(chunk, MEMORY_BUDGET // (4 * int(np.prod(shape)))))
 
     @tf.function(reduce_retracing=True)
     def run_tail(activations: tf.Tensor) -> tf.Tensor:
@@ -59,30 +180,70 @@ def split_model(model: Any, layer: str, chunk: int = 8192) -> SplitModel:
     head_fn = tf.function(lambda batch: head_model(batch, training=False), reduce_retracing=True)
 
     def head(x: np.ndarray) -> np.ndarray:
+        if not len(x):
+            return np.zeros((0, *shape), np.float32)
         return np.concatenate([head_fn(x[i : i + chunk]).numpy() for i in range(0, len(x), chunk)]).astype(np.float32)
 
     def tail(activations: np.ndarray) -> np.ndarray:
         return run_tail(tf.constant(activations, dtype=tf.float32)).numpy()
 
-    return SplitModel(head, tail, np.asarray(outgoing))
+    return SplitModel(head, tail, np.asarray(outgoing), int(shape[-1]))
+
+
+class TrainActivations:
+    """A layer's activations on the training split, never held whole: per-unit mean, min and
+    max over examples and positions from one chunked pass, and chosen examples on demand."""
+
+    def __init__(self, head: Callable[[np.ndarray], np.ndarray], x: np.ndarray, chunk: int = 1024) -> None:
+        self.head, self.x = head, x
+        total = low = high = None
+        for start in range(0, len(x), chunk):
+            part = head(x[start : start + chunk])
+            flat = part.reshape(-1, part.shape[-1]).astype(np.float64)
+            total = flat.sum(axis=0) + (0.0 if total is None else total)
+            low = flat.min(axis=0) if low is None else np.minimum(low, flat.min(axis=0))
+            high = flat.max(axis=0) if high is None else np.maximum(high, flat.max(axis=0))
+            positions = flat.shape[0] // len(part)
+        self.mean = (total / (len(x) * positions)).astype(np.float32)
+        self.low, self.high = low, high
+
+    @classmethod
+    def of(cls, activations: np.ndarray) -> TrainActivations:
+        """From activations already in memory (tests, small layers)."""
+        return activations if isinstance(activations, cls) else cls(np.asarray, np.asarray(activations, np.float32))
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+    def take(self, index: np.ndarray) -> np.ndarray:
+        return self.head(self.x[index]).astype(np.float32)
 
 
 def masked_predictions(split: SplitModel, activations: np.ndarray, keep: np.ndarray, fill: np.ndarray) -> np.ndarray:
     """Predicted classes (masks x examples) with the units where `keep` is False replaced by `fill`.
 
-    `keep` is (masks, units) bool; `fill` is (units,) or (examples, units). One tail call
-    per chunk of masks: activations are computed once, never per mask.
+    `activations` is (examples, units) or (examples, ..., channels); `keep` is (masks, units)
+    bool, acting on the last axis at every position; `fill` is (units,) or activations-shaped.
+    One tail call per chunk of masks x examples (at most MEMORY_BUDGET bytes of masked
+    activations): activations are computed once, never per mask.
     """
-    n_examples, n_units = activations.shape
-    per_mask = n_examples * n_units * 4
-    step = max(1, MEMORY_BUDGET // per_mask)
+    n_examples = len(activations)
+    per_example = 4 * int(np.prod(activations.shape[1:]))
+    if n_examples * per_example <= MEMORY_BUDGET:
+        mask_step, example_step = max(1, MEMORY_BUDGET // max(1, n_examples * per_example)), max(1, n_examples)
+    else:  # one mask over all examples is already too big: chunk the examples too
+        mask_step, example_step = 1, max(1, MEMORY_BUDGET // per_example)
     fill = np.broadcast_to(np.asarray(fill, dtype=np.float32), activations.shape)
+    spatial = (1,) * (activations.ndim - 2)
     out = np.empty((len(keep), n_examples), dtype=np.int32)
-    for start in range(0, len(keep), step):
-        mask = keep[start : start + step].astype(np.float32)[:, None, :]
-        batch = activations[None] * mask + fill[None] * (1.0 - mask)
-        probabilities = split.tail(batch.reshape(-1, n_units))
-        out[start : start + len(mask)] = probabilities.argmax(axis=1).reshape(len(mask), n_examples)
+    for start in range(0, len(keep), mask_step):
+        mask = keep[start : start + mask_step].astype(np.float32)
+        mask = mask.reshape(len(mask), 1, *spatial, mask.shape[-1])
+        for first in range(0, n_examples, example_step):
+            part, part_fill = activations[first : first + example_step], fill[first : first + example_step]
+            batch = part[None] * mask + part_fill[None] * (1.0 - mask)
+            probabilities = split.tail(batch.reshape(-1, *activations.shape[1:]))
+            out[start : start + len(mask), first : first + len(part)] = probabilities.argmax(axis=1).reshape(len(mask), len(part))
     return out
 
 
@@ -96,7 +257,7 @@ def keep_masks(order: np.ndarray, fractions: Sequence[float]) -> np.ndarray:
 
 def single_unit_importance(split: SplitModel, activations: np.ndarray, labels: np.ndarray, fill: np.ndarray) -> np.ndarray:
     """Accuracy drop when each unit alone is removed; call it on the validation split only."""
-    n_units = activations.shape[1]
+    n_units = activations.shape[-1]
     full = float((split.tail(activations).argmax(axis=1) == labels).mean())
     alone = masked_predictions(split, activations, ~np.eye(n_units, dtype=bool), fill)
     return full - (alone == labels[None]).mean(axis=1)
@@ -118,14 +279,16 @@ def unit_order(ordering: str, rng: np.random.Generator, scores: dict[str, np.nda
     return np.argsort(-values if descending else values, kind="stable")
 
 
-def fill_values(fill: str, train_activations: np.ndarray, n_examples: int, rng: np.random.Generator) -> np.ndarray:
-    """What a removed unit outputs: 0, its mean on the training split (keeps the next layer
-    on-distribution), or its value on randomly drawn other training examples (resampling)."""
+def fill_values(fill: str, train: TrainActivations | np.ndarray, n_examples: int, rng: np.random.Generator) -> np.ndarray:
+    """What a removed unit outputs: 0, its mean on the training split (over examples and
+    positions: keeps the next layer on-distribution), or its value (a channel: its whole map)
+    on randomly drawn other training examples (resampling)."""
+    train = TrainActivations.of(train)
     if fill == "zero":
-        return np.zeros(train_activations.shape[1], dtype=np.float32)
+        return np.zeros_like(train.mean)
     if fill == "mean":
-        return train_activations.mean(axis=0).astype(np.float32)
-    return train_activations[rng.integers(0, len(train_activations), size=n_examples)]
+        return train.mean
+    return train.take(rng.integers(0, len(train), size=n_examples))
 
 
 def curve_area(fractions: Sequence[float], accuracy: Sequence[float]) -> float:
@@ -151,14 +314,17 @@ def _rows(base: dict[str, Any], fractions: Sequence[float], predictions: np.ndar
 
 
 def stable_units(split: SplitModel, layer: str, activations: dict[str, np.ndarray], test_predictions: np.ndarray) -> list[dict]:
-    """Units never active (dead) or always active on the training split, and what removing the dead ones changes."""
-    train = activations["train"]
-    dead = train.max(axis=0) <= 0
-    always = train.min(axis=0) > 0
-    without_dead = masked_predictions(split, activations["test"], ~dead[None], np.zeros(train.shape[1], np.float32))[0]
+    """Units never active (dead) or always active on the training split, and what removing the dead ones changes.
+
+    A channel is dead if its maximum over training examples and positions is <= 0."""
+    train = TrainActivations.of(activations["train"])
+    dead = train.high <= 0
+    always = train.low > 0
+    without_dead = masked_predictions(split, activations["test"], ~dead[None], np.zeros_like(train.mean))[0]
     base = {"layer": layer, "ordering": "", "fill": "zero", "draw": 0, "fraction": np.nan}
     return [
-        {**base, "metric": "units", "value": float(train.shape[1])},
+        {**base, "metric": "units", "value": float(len(train.mean))},
+        {**base, "metric": "spatial_axes", "value": float(activations["test"].ndim - 2)},  # > 0: the units are channels
         {**base, "metric": "dead_units", "value": float(dead.sum())},
         {**base, "metric": "always_active_units", "value": float(always.sum())},
         {**base, "metric": "unchanged_without_dead_units", "value": float((without_dead == test_predictions).mean())},
@@ -166,21 +332,28 @@ def stable_units(split: SplitModel, layer: str, activations: dict[str, np.ndarra
 
 
 def knockout_table(
-    model: Any, inputs: dict[str, np.ndarray], labels: dict[str, np.ndarray], classes: list[str], params: dict, seed: int
+    model: Any,
+    inputs: dict[str, np.ndarray],
+    labels: dict[str, np.ndarray],
+    classes: list[str],
+    params: dict,
+    seed: int,
+    skip_missing: bool = False,
 ) -> pd.DataFrame:
     """Every (layer, fill, ordering, draw) knockout curve of one trained model on the test split.
 
     `inputs`/`labels` hold the train, val and test splits as the model saw them. Orderings
     and fills are fitted on train (fill values) and validation (activation, importance):
-    the test split is only ever predicted.
+    the test split is only ever predicted. `skip_missing`: a layer name this model lacks is
+    skipped rather than an error (models.py's models, whose names the study checked).
     """
-    layers = hidden_layers(model)
-    chosen = [layers[i - 1] for i in params["layers"] if i <= len(layers)] if params["layers"] else layers
+    chosen = chosen_layers(model, params["layers"], skip_missing)
     fractions = list(params["fractions"])
     rows: list[dict] = []
     for layer in chosen:
         split = split_model(model, layer)
-        activations = {name: split.head(x) for name, x in inputs.items()}
+        activations = {name: split.head(inputs[name]) for name in ("val", "test")}
+        activations["train"] = TrainActivations(split.head, inputs["train"])
         test_predictions = split.tail(activations["test"]).argmax(axis=1)
         rows += stable_units(split, layer, activations, test_predictions)
         for fill in params["fills"]:
@@ -188,8 +361,8 @@ def knockout_table(
             test_fill = fill_values(fill, activations["train"], len(labels["test"]), rng)
             val_fill = fill_values(fill, activations["train"], len(labels["val"]), rng)
             scores = {
-                "magnitude": np.linalg.norm(split.outgoing, axis=1),
-                "activation": activations["val"].mean(axis=0),
+                "magnitude": split.magnitude,
+                "activation": activations["val"].reshape(-1, split.units).mean(axis=0),
             }
             if any(o.startswith("importance") for o in params["orderings"]):
                 scores["importance"] = single_unit_importance(split, activations["val"], labels["val"], val_fill)
@@ -207,7 +380,9 @@ def knockout_table(
 def naive_predictions(model: Any, layer: str, x: np.ndarray, keep: np.ndarray) -> np.ndarray:
     """Reference path (benchmarks, tests): one cloned model per mask, zero fill, full forward pass.
 
-    Zeroing a unit's rows in the next weighted layer's kernel removes exactly its output.
+    Zeroing a unit's rows in the next weighted layer's kernel removes exactly its output (a
+    channel: its slice kernel[..., c, :] of a conv kernel, or its rows index % channels == c
+    of a Dense kernel after Flatten).
     """
     import keras
 
@@ -221,6 +396,7 @@ def naive_predictions(model: Any, layer: str, x: np.ndarray, keep: np.ndarray) -
         clone.set_weights(model.get_weights())
         target = clone.get_layer(after.name)
         kernel, *rest = target.get_weights()
-        target.set_weights([kernel * mask[:, None].astype(kernel.dtype), *rest])
+        inputs = np.tile(mask, kernel.shape[-2] // len(mask)).astype(kernel.dtype)  # one entry per kernel input
+        target.set_weights([kernel * inputs[:, None], *rest])
         out[row] = predict_proba(clone, x).argmax(axis=1)
     return out

@@ -428,8 +428,10 @@ def knockout_section(inputs: ReportInputs) -> list[SectionContent]:
     knockout = inputs.tables.get("knockout")
     if knockout is None or knockout.empty:
         return []
+    conv = set(knockout.loc[(knockout["metric"] == "spatial_axes") & (knockout["value"] > 0), "layer"])
+    removed = "Hidden units" + (f" (channels of the conv layers {', '.join(sorted(conv))}, each at every position)" if conv else "")
     section = SectionContent("knockout", "Post-hoc knockout").say(
-        "Hidden units removed from each trained model, with no retraining: the removed units output the fill value, "
+        f"{removed} removed from each trained model, with no retraining: the removed units output the fill value, "
         "every other weight is as trained. Orderings and fills are fitted on the training and validation splits; only "
         "the test split is scored. Area: the accuracy curve's area over the fraction range (1 = no loss)."
     )
@@ -462,8 +464,10 @@ def knockout_section(inputs: ReportInputs) -> list[SectionContent]:
         wide = stable.pivot_table(
             index=["family", "variant", "layer"], columns="metric", values="value", aggfunc="mean", sort=False
         ).reset_index()
+        wide = wide.rename(columns={"units": "units or channels"})
+        wide.insert(3, "unit", ["channel" if layer in conv else "unit" for layer in wide["layer"]])
         section.say(
-            "Stable units, on the training split (mean over seeds): dead units are never active, and removing them "
+            "Stable units (conv layers: channels, over every position), on the training split (mean over seeds): dead units are never active, and removing them "
             "leaves this share of test predictions unchanged (units dead on training can still fire on test inputs)."
         )
         section.add_table(_html_table(wide.round(3)))

@@ -184,6 +184,19 @@ class Study:
                 "set posthoc.compensation: false (knockout itself runs)"
             )
 
+    def _knockout_layers(self) -> list[str] | None:
+        """The layers post-hoc knockout can remove units of, when known before any model is built."""
+        model = self.config["model"]
+        if model.get("kind", "mlp") in ("mlp", "kst", "cnn"):
+            from ablation_lab.knockout import built_in_layers
+
+            return built_in_layers(model)
+        if model.get("kind") == "file":
+            from ablation_lab.model_file import inspect_model_file
+
+            return inspect_model_file(model["path"]).activation_layers()
+        return None  # a builder's layers are known once it has built the model: the knockout job checks
+
     def _check_elasticity_families(self, known: dict[str, list[Variant]]) -> None:
         """A list in `elasticity.families` must name families of this study (a typo would silently analyse nothing)."""
         for index, family in enumerate((self.config.get("elasticity") or {}).get("families") or []):
@@ -197,15 +210,37 @@ class Study:
         posthoc = self.config.get("posthoc")
         if not posthoc:
             return {}
-        units = self.config["model"].get("hidden_units", [])
+        from ablation_lab.knockout import compensation_layer
+
+        model = self.config["model"]
+        units = model.get("hidden_units", [])
+        available = self._knockout_layers()
+        if model.get("kind") == "file":
+            numbered = [index for index, layer in enumerate(posthoc["layers"]) if not isinstance(layer, str)]
+            if numbered:
+                raise ConfigError(
+                    f"invalid study config: posthoc.layers[{numbered[0]}]: a model file's layers are named, not numbered "
+                    f"(its knock-out-able layers: {', '.join(available or [])})"
+                )
         for index, layer in enumerate(posthoc["layers"]):
-            if layer > len(units):
+            if not isinstance(layer, str) and layer > len(units):
                 raise ConfigError(
                     f"invalid study config: posthoc.layers[{index}]: layer {layer}, but the model has {len(units)} hidden layers"
                 )
+            if isinstance(layer, str) and available is not None and layer not in available:
+                raise ConfigError(
+                    f"invalid study config: posthoc.layers[{index}]: {layer!r} is not a knock-out-able layer of this model "
+                    f"(available: {', '.join(available)})"
+                )
         out: dict[str, list[Variant]] = {}
         if posthoc["compensation"]:
-            out[UNITS] = expand_units(posthoc["fractions"], units, (posthoc["layers"] or [1])[0])
+            narrowed = compensation_layer(posthoc["layers"])
+            if narrowed is None:
+                raise ConfigError(
+                    "invalid study config: posthoc.layers: the compensation gap narrows a hidden layer and knocks units out "
+                    "of it, but posthoc.layers names none; add one (e.g. 1 or hidden_1) or set posthoc.compensation: false"
+                )
+            out[UNITS] = expand_units(posthoc["fractions"], units, narrowed)
             for family in ("input", "noise"):
                 counterparts = [c for v in declared.get(family, []) if (c := test_time_counterpart(v)) is not None]
                 if counterparts:
