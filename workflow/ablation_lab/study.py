@@ -294,6 +294,8 @@ class Study:
             model = identity.canonical_model({**self.config["model"], **variant.model})
         except ValueError as error:
             raise ConfigError(f"invalid study config: {error} (variant {variant.id})") from None
+        if model.get("weights") == "as_saved" and training_transforms:
+            model["weights"] = "retrain"  # trained on changed inputs: the saved weights were not
         return identity.canonical(
             {
                 "model": model,
