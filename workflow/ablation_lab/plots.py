@@ -142,7 +142,7 @@ def plot_knockout(knockout: pd.DataFrame, variants: Sequence[dict[str, Any]], pa
         height=3,
         aspect=1.2,
     )
-    grid.set_axis_labels("fraction of hidden units removed (no retraining)", "test accuracy")
+    grid.set_axis_labels("fraction of units (conv: channels) removed, no retraining", "test accuracy")
     grid.set_titles("{col_name}")
     grid.figure.suptitle(f"Post-hoc knockout (fill: {curves['fill'].iloc[0]})", y=1.02)
     _save(grid.figure, path)

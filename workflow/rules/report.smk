@@ -44,7 +44,7 @@ rule aggregate:
         extra=list(STUDY.extra_tables()),
         margin=STUDY.config["equivalence_margin"],
         code=source_digest(
-            "statistics", "compensation", "jobs", "analyses", "nsdropout"
+            "statistics", "compensation", "knockout", "jobs", "analyses", "nsdropout"
         ),
     script:
         "../scripts/aggregate.py"
