@@ -42,3 +42,9 @@ def deep_set(config: dict, dotted: str, value) -> dict:
         node = node.setdefault(key, {})
     node[last] = value
     return out
+
+
+def quick_training(**changes) -> dict:
+    """Training settings for the small models unit tests train: 3 fast epochs of Adam at 0.02."""
+    settings = {"optimizer": "adam", "learning_rate": 0.02, "epochs": 3, "batch_size": 32, "early_stopping_patience": 0, "loop": "fast"}
+    return settings | changes

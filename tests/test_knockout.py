@@ -8,6 +8,7 @@ import pytest
 from ablation_lab import knockout
 from ablation_lab.compensation import compensation_table
 from ablation_lab.train import configure_tensorflow, predict_proba
+from conftest import quick_training
 
 PARAMS = {"layers": [], "fractions": [0.0, 0.5, 1.0], "orderings": ["random"], "fills": ["zero"], "draws": 2}
 
@@ -157,14 +158,7 @@ def cnn_and_images():
         data[split][np.arange(n), labels[split] * 2, :] += 0.6
     spec = {
         "model": canonical_model({"kind": "cnn", "filters": [3, 4], "hidden_units": [5], "activation": "relu", "dropout": 0.0}),
-        "training": {
-            "optimizer": "adam",
-            "learning_rate": 0.02,
-            "epochs": 3,
-            "batch_size": 32,
-            "early_stopping_patience": 0,
-            "loop": "fast",
-        },
+        "training": quick_training(),
     }
     arrays = {f"{key}_{split}": value[split] for key, value in (("x", data), ("y", labels)) for split in data}
     return train_model(spec, arrays, 3, seed=1).model, data, labels

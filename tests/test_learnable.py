@@ -10,7 +10,7 @@ from ablation_lab.config import ConfigError, validate_config
 from ablation_lab.identity import LEARNABLE_ACTIVATIONS, canonical_model
 from ablation_lab.layers import BasisActivation, GPActivation
 from ablation_lab.train import configure_tensorflow, predict_proba, train_model
-from conftest import deep_set
+from conftest import deep_set, quick_training
 
 configure_tensorflow(threads=1)
 GRID = np.linspace(-3, 3, 601, dtype=np.float32)[:, None]
@@ -125,14 +125,7 @@ def _arrays() -> dict[str, np.ndarray]:
 def _trained(activation: str):
     spec = {
         "model": canonical_model({"hidden_units": [12], "activation": activation, "dropout": 0.0}),
-        "training": {
-            "optimizer": "adam",
-            "learning_rate": 0.02,
-            "epochs": 3,
-            "batch_size": 32,
-            "early_stopping_patience": 0,
-            "loop": "fast",
-        },
+        "training": quick_training(),
     }
     return train_model(spec, _arrays(), 3, seed=1).model
 
