@@ -2,16 +2,54 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import time
+
 import pytest
-from ablation_lab.io import atomic_path, write_json
+from ablation_lab.io import STALE_SECONDS, _host_tag, atomic_path, write_json
+
+
+def dead_pid() -> int:
+    """The PID of a process that has exited (and been reaped)."""
+    child = subprocess.Popen(["true"])
+    child.wait()
+    return child.pid
 
 
 def test_a_rewrite_removes_temporaries_a_killed_writer_left(tmp_path):
     target = tmp_path / "metrics.json"
-    (tmp_path / ".metrics.json.abc123.json").write_text("half a fil")
+    (tmp_path / f".metrics.json.{dead_pid()}-{_host_tag()}.abc123.json").write_text("half a fil")
     (tmp_path / ".other.json.x.json").write_text("not ours")
     write_json(target, {"ok": 1})
     assert sorted(p.name for p in tmp_path.iterdir()) == [".other.json.x.json", "metrics.json"]
+
+
+def test_a_temporary_a_live_process_writes_is_never_removed(tmp_path):
+    """Cleanup removes a temporary only when its writer is gone: never one a live process
+    (here: a sleeping child, as an orphaned job overlapping a rerun would be) is writing."""
+    target = tmp_path / "model.keras"
+    with subprocess.Popen(["sleep", "30"]) as live:
+        try:
+            writing = tmp_path / f".model.keras.{live.pid}-{_host_tag()}.k3y9x2ab.keras"
+            left = tmp_path / f".model.keras.{dead_pid()}-{_host_tag()}.q8w7e6rt.keras"
+            other_host = tmp_path / f".model.keras.{dead_pid()}-{_host_tag('elsewhere')}.z1x2c3vb.keras"
+            for path in (writing, left, other_host):
+                path.write_text("being written")
+            with atomic_path(target) as tmp:
+                assert tmp.name.startswith(f".model.keras.{os.getpid()}-{_host_tag()}."), "its name names its writer"
+                tmp.write_text("new")
+            assert writing.exists(), "a live writer's temporary survives"
+            assert other_host.exists(), "another machine's writer cannot be checked from here: kept for a day"
+            assert not left.exists(), "a dead writer's temporary is removed"
+            assert target.read_text() == "new"
+        finally:
+            live.kill()
+    day_old = time.time() - STALE_SECONDS - 60
+    os.utime(other_host, (day_old, day_old))
+    write_json(target, {})
+    assert not other_host.exists(), "a day-old temporary is stale whoever wrote it"
+    assert not writing.exists(), "its writer has exited now"
 
 
 def test_a_failed_write_leaves_neither_target_nor_temporary(tmp_path):
