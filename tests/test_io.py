@@ -67,3 +67,31 @@ def test_artifacts_get_the_usual_file_mode(tmp_path):
     mask = os.umask(0)
     os.umask(mask)
     assert (tmp_path / "a.json").stat().st_mode & 0o777 == 0o666 & ~mask
+
+
+def test_aggregation_refuses_a_history_that_differs_from_its_recorded_digest(tmp_path):
+    """The study's history table joins every run's history.csv: each is checked against the
+    digest its training job recorded, and a corrupted one is named with what to do."""
+    import pandas as pd
+    from ablation_lab.io import ArtifactError, file_digest
+    from ablation_lab.jobs import collect_histories
+
+    rows = []
+    for seed in (1, 2):
+        run_dir = tmp_path / "results" / "digits-abc" / "baseline-0123" / f"seed{seed}"
+        run_dir.mkdir(parents=True)
+        history = run_dir / "history.csv"
+        pd.DataFrame({"epoch": [1, 2], "loss": [0.9, 0.5]}).to_csv(history, index=False)
+        write_json(run_dir / "provenance.json", {"digests": {"history": file_digest(history)}})
+        rows.append({"family": "baseline", "variant": "reference", "seed": seed, "run": "baseline-0123", "path": str(history)})
+    assert len(collect_histories(rows)) == 4
+
+    corrupted = rows[1]["path"]
+    with open(corrupted, "a") as handle:
+        handle.write("3,0.1\n")  # still a valid CSV: only the digest tells
+    with pytest.raises(ArtifactError) as refused:
+        collect_histories(rows)
+    message = str(refused.value)
+    assert "\n" not in message
+    assert message.startswith(f"{corrupted} is corrupted or truncated")
+    assert "delete its run folder" in message and "--forcerun train" in message
