@@ -55,9 +55,15 @@ def test_interrupted_run_resumes_and_matches_an_uninterrupted_one(tmp_path):
     config = write_config(broken, SMALL)
     run = start(broken, config, "--cores", "1")
     results = broken / "results"
-    # kill once a first variant is trained and evaluated (so Snakemake counts it as done);
-    # with --cores 1 most of the study is still to come
-    wait_for(lambda: len(list(results.glob("*/*/seed1/evaluation/*.csv"))) >= 1, poll=0.05)
+    # kill once Snakemake counts a first training as done (or, the same, a first model as
+    # evaluated: Snakemake may run the trainings or the evaluations first, its choice between
+    # equal jobs varies); with --cores 1 most of the study is still to come
+    output = broken / "snakemake-output.txt"
+
+    def first_done() -> bool:
+        return "(Rule: train)" in output.read_text() or any(results.glob("*/*/seed1/evaluation/*.csv"))
+
+    wait_for(first_done, poll=0.05)
     os.killpg(run.pid, signal.SIGTERM)
     time.sleep(0.5)
     with contextlib.suppress(ProcessLookupError):  # then no mercy for whatever is left
@@ -66,6 +72,8 @@ def test_interrupted_run_resumes_and_matches_an_uninterrupted_one(tmp_path):
     finished_before = {p.parent: p.stat().st_mtime_ns for p in results.glob("*/*/seed1/provenance.json")}
     assert 1 <= len(finished_before) < 7, "the kill must land mid-study"
 
+    # a SIGKILL that lands before Snakemake has removed its lock leaves it (the README's advice)
+    snakemake(broken, config, "--unlock")
     resumed = snakemake(broken, config, "--cores", "2", "--rerun-incomplete")
     for run_dir, mtime in finished_before.items():
         assert (run_dir / "provenance.json").stat().st_mtime_ns == mtime, f"{run_dir} was retrained"
@@ -211,3 +219,49 @@ def test_corrupted_artifacts_are_named_and_a_rerun_rebuilds_what_is_missing(tmp_
     rebuilt = snakemake(tmp_path, path, "--cores", "2", "--forcerun", "aggregate")
     assert "rule train:" in rebuilt.stdout and evaluation.exists()
     assert verify().returncode == 0
+
+    (history,) = (tmp_path / "results").glob("digits-*/*/seed1/history.csv")
+    with open(history, "a") as handle:
+        handle.write("99,0.1,0.9,0.1,0.9\n")  # a valid CSV still: only its digest tells
+    refused = snakemake(tmp_path, path, "--cores", "2", "--forcerun", "aggregate", check=False)
+    assert refused.returncode != 0
+    assert f"{history.relative_to(tmp_path)} is corrupted or truncated" in refused.stdout
+
+
+def group_members(group: int) -> dict[int, str]:
+    """PID -> command line of every live process in a process group (a test's Snakemake run)."""
+    members = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError):
+            fields = stat.read_text().rsplit(")", 1)[-1].split()
+            if fields[0] != "Z" and int(fields[2]) == group:  # state, ppid, pgrp (proc(5))
+                cmdline = (stat.parent / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+                members[int(stat.parent.name)] = cmdline
+    return members
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="finds the run's processes in /proc")
+def test_no_job_or_worker_outlives_a_sigkilled_snakemake_by_more_than_10_s(tmp_path):
+    """SIGKILL reaches Snakemake alone (no onerror, no cleanup): its training jobs and warm
+    workers, which share its process group, notice and stop within seconds (watchdog.py)."""
+    config = {**SMALL, "training": {"epochs": 2000, "early_stopping_patience": 0}, "families": {"dropout": {"rates": [0.5]}}}
+    run = start(tmp_path, write_config(tmp_path, config), "--cores", "2")
+    try:
+
+        def training() -> bool:
+            members = group_members(run.pid).values()
+            workers = [c for c in members if "ablation_lab.worker" in c]
+            return len(workers) == 2 and any("train.py" in c for c in members) and any((tmp_path / "logs").rglob("train.log"))
+
+        wait_for(training, timeout=90, poll=0.2)
+        time.sleep(2)  # a job under way in a (warm) worker
+        os.kill(run.pid, signal.SIGKILL)  # Snakemake alone
+        run.wait(timeout=10)
+        killed = time.monotonic()
+        wait_for(lambda: not group_members(run.pid), timeout=10, poll=0.1)
+        print(f"last job or worker stopped {time.monotonic() - killed:.1f} s after Snakemake was killed")
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(run.pid, signal.SIGKILL)  # whatever outlived it, so a failure leaves nothing running
+    logs = "".join(p.read_text() for p in (tmp_path / "logs").rglob("train.log"))
+    assert f"Snakemake (process {run.pid}) is gone: stopping this" in logs

@@ -124,3 +124,39 @@ def test_a_second_run_leaves_the_first_runs_workers_alone(pool):
     subprocess.run([sys.executable, "-c", code], check=True, cwd=os.getcwd())
     os.kill(worker, 0)  # raises if the first pool's worker was stopped
     assert (pool / "worker-0.sock").exists()
+
+
+def gone_within(pid: int, seconds: float) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        time.sleep(0.1)
+    return False
+
+
+def test_workers_stop_when_their_snakemake_stops_on_an_exception_or_is_killed(tmp_path):
+    """Snakemake runs no onerror when it stops on an exception raised after onstart, and none
+    at all when SIGKILLed: workers stop then too (atexit; their watchdog), within seconds."""
+    import signal
+    import subprocess
+    import sys
+
+    def owner(then: str) -> tuple[subprocess.Popen, int]:
+        code = f"import time; from ablation_lab.worker import start_pool; print(start_pool(1), flush=True); {then}"
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+        process = subprocess.Popen([sys.executable, "-c", code], cwd=tmp_path, env=env, stdout=subprocess.PIPE, text=True)
+        pool = Path(process.stdout.readline().strip())
+        return process, int((pool / "worker-0.pid").read_text())
+
+    failing, worker = owner("time.sleep(1); raise RuntimeError('DAG error after onstart')")
+    assert failing.wait(timeout=30) == 1
+    assert gone_within(worker, 3), "a worker outlived its Snakemake's exception"
+
+    killed, worker = owner("time.sleep(60)")
+    time.sleep(1)
+    killed.send_signal(signal.SIGKILL)
+    killed.wait()
+    assert gone_within(worker, 10), "a worker outlived its SIGKILLed Snakemake"

@@ -93,8 +93,10 @@ def run_here(job: str, log: str | None, kwargs: dict[str, Any]) -> Any:
 
     from ablation_lab import jobs
     from ablation_lab.io import job_log
+    from ablation_lab.watchdog import watch
 
     _exit_on_sigterm()
+    watch("job")  # stop when Snakemake is gone (in a worker, the worker's own watchdog does)
     with job_log(log) as logger:
         cpu, wall = time.process_time(), time.perf_counter()
         result = getattr(jobs, job)(**kwargs)
@@ -121,6 +123,9 @@ def where() -> str:
 
 def run_job(job: str, log: str | None, **kwargs: Any) -> Any:
     """`ablation_lab.jobs.<job>(**kwargs)`, logged to `log`, in a worker if one is idle."""
+    from ablation_lab.watchdog import watch
+
+    watch("job")  # stop when Snakemake is gone, also while waiting for a worker's reply
     request = {"job": job, "log": os.path.abspath(log) if log else None, "cwd": os.getcwd(), "kwargs": kwargs}
     pool = current_pool()
     if pool is not None and servable(job, kwargs):

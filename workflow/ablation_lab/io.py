@@ -12,8 +12,11 @@ import hashlib
 import json
 import logging
 import os
+import re
+import socket
 import sys
 import tempfile
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -27,7 +30,7 @@ def atomic_path(target: str | Path, suffix: str = "") -> Iterator[Path]:
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_temporaries(target)
-    handle, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=suffix or target.suffix)
+    handle, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.{_writer_tag()}.", suffix=suffix or target.suffix)
     os.close(handle)
     tmp = Path(tmp_name)
     try:
@@ -44,13 +47,55 @@ def _umask() -> int:
     return mask
 
 
-def remove_stale_temporaries(target: Path) -> None:
-    """Delete temporaries a killed writer of `target` left behind (SIGKILL skips `finally`).
+STALE_SECONDS = 24 * 3600  # a temporary this old is stale whoever wrote it
 
-    Snakemake runs one job per output file, so no other live writer owns them.
+
+def _host_tag(host: str | None = None) -> str:
+    return hashlib.sha256((host or socket.gethostname()).encode()).hexdigest()[:8]
+
+
+def _writer_tag() -> str:
+    """`<pid>-<host digest>`: a temporary's name says which process on which machine writes it."""
+    return f"{os.getpid()}-{_host_tag()}"
+
+
+def _writer_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass  # exists, owned by another user
+    return True
+
+
+def stale_temporary(path: Path, target: Path, now: float | None = None) -> bool:
+    """Whether a temporary of `target` was left by a writer that is gone (SIGKILL skips `finally`).
+
+    Its name `.<target>.<pid>-<host>.<random><suffix>` names its writer: a process of this
+    machine that is no longer running left it. A temporary of another machine (a cluster
+    node sharing the folder) or without a writer in its name is stale only when it is older
+    than a day, so cleanup never removes a file a live process is writing, even one that
+    overlaps a rerun.
     """
-    for stale in target.parent.glob(f".{target.name}.*"):
-        stale.unlink(missing_ok=True)
+    try:
+        age = (now or time.time()) - path.stat().st_mtime
+    except FileNotFoundError:
+        return False
+    if age > STALE_SECONDS:
+        return True
+    writer = re.fullmatch(r"(\d+)-([0-9a-f]{8})\..*", path.name[len(f".{target.name}.") :], re.DOTALL)
+    if writer is None or writer.group(2) != _host_tag():
+        return False
+    pid = int(writer.group(1))
+    return pid != os.getpid() and not _writer_alive(pid)
+
+
+def remove_stale_temporaries(target: Path) -> None:
+    """Delete the temporaries of `target` that killed writers left behind (`stale_temporary`)."""
+    for temporary in target.parent.glob(f".{target.name}.*"):
+        if stale_temporary(temporary, target):
+            temporary.unlink(missing_ok=True)
 
 
 def write_atomic(target: str | Path, writer: Callable[[Path], Any]) -> None:

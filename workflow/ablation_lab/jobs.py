@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from ablation_lab import TRAINING_CODE_VERSION, __version__
-from ablation_lab.io import atomic_path, file_digest, read_json, write_json, write_npz, write_table
+from ablation_lab.io import atomic_path, check_digest, file_digest, read_json, write_json, write_npz, write_table
 
 log = logging.getLogger("ablation_lab")
 # Test-only fault injection: comma-separated globs of run names whose training raises
@@ -205,8 +205,17 @@ def with_variant_columns(table: pd.DataFrame, row: dict[str, Any]) -> pd.DataFra
 
 
 def collect_histories(histories: list[dict[str, Any]]) -> pd.DataFrame:
-    """Every (variant, seed)'s per-epoch training history, with the variant's columns in front."""
+    """Every (variant, seed)'s per-epoch training history, with the variant's columns in front;
+    each checked first against the digest its training job recorded (a corrupted one is named)."""
+    for row in histories:
+        check_history(row["path"])
     return pd.concat([with_variant_columns(pd.read_csv(row["path"]), row) for row in histories], ignore_index=True)
+
+
+def check_history(path: str | Path) -> None:
+    provenance = Path(path).with_name("provenance.json")
+    digests = read_json(provenance).get("digests", {}) if provenance.exists() else {}
+    check_digest(path, digests.get("history"), "train")
 
 
 def collect_hits(probes: list[dict[str, Any]]) -> dict[tuple[str, str, int], np.ndarray]:

@@ -3,13 +3,15 @@
 `start_pool` is called by the Snakefile's `onstart` for local runs; `stop_pool` by
 `onsuccess`/`onerror`. A worker serves one job at a time over a Unix socket, runs it
 exactly as the job's own process would (same function, same log file, seeds reset and the
-Keras session cleared per job), and exits when asked, when idle for a while, or when the
-Snakemake process that started it is gone.
+Keras session cleared per job), and exits when asked, when idle for a while, or within
+about a second when the Snakemake process that started it is gone (killed, or exited without
+`onerror`/`onsuccess`: its watchdog thread checks once a second, also during a job).
 """
 
 from __future__ import annotations
 
 import argparse
+import atexit
 import contextlib
 import json
 import os
@@ -56,6 +58,10 @@ def start_pool(cores: int) -> Path:
             )
         (pool / f"worker-{index}.pid").write_text(str(process.pid))
     os.environ[POOL_ENV] = str(pool)
+    # Snakemake calls stop_pool from onsuccess/onerror, but not when it stops on an exception
+    # raised after onstart; atexit covers any exit of this process short of SIGKILL (which the
+    # workers' watchdog covers).
+    atexit.register(stop_pool, pool)
     return pool
 
 
@@ -142,7 +148,11 @@ def _parse(line: bytes) -> Any:
 
 
 def serve(sock_path: Path, parent: int, threads: int = 1, idle: float = IDLE_SECONDS) -> None:
+    from ablation_lab.watchdog import watch
+
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    # stop within a second when the parent (Snakemake) is gone, also while warming up or serving a job
+    watch("warm worker", lambda: os.getppid() == parent, f"process {parent}")
     sock_path.unlink(missing_ok=True)
     server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     server.bind(str(sock_path))

@@ -178,6 +178,14 @@ def use_warm_workers():
 
 
 onstart:
+    # Jobs and workers of a local run stop within seconds when this process is gone, even
+    # killed with SIGKILL (ablation_lab/watchdog.py); cluster jobs are left to the cluster.
+    from ablation_lab.watchdog import forget_snakemake, record_snakemake
+
+    if workflow.local_exec:
+        record_snakemake()
+    else:
+        forget_snakemake()
     # Warm workers amortise Python + TensorFlow start-up over the jobs of a local run
     # (ablation_lab/dispatch.py); cluster jobs and conda/apptainer runs use their own processes.
     if use_warm_workers():
