@@ -136,7 +136,7 @@ def bad_file(kind: str, tmp_path: Path) -> Path:
         ("shape", "the model takes inputs of shape [5], the dataset's inputs have shape [8, 8]"),
         ("classes", "output layer 'out' gives 3 probabilities; the dataset has 10 classes (expected 10)"),
         ("logits", "output layer 'out' has activation 'linear'; the model must output one probability per class"),
-        ("two_outputs", "the model must have one input and one output (it has 1 inputs and 2 outputs)"),
+        ("two_outputs", "the model must have one input and one output (inputs: 1, outputs: 2)"),
     ],
 )
 def test_a_bad_model_file_is_one_line_naming_the_file(tmp_path, kind, message):
@@ -160,7 +160,7 @@ def test_a_bad_model_file_is_one_line_naming_the_file(tmp_path, kind, message):
             {},
             "families.dropout: model.path: '{path}' has no Dropout layer; name the layers to follow with one in model.dropout_after",
         ),
-        ({}, {"dropout_after": ["nope"]}, "model.dropout_after[0]: 'nope' is not a hidden layer of '{path}' (its layers: flat, out)"),
+        ({}, {"dropout_after": ["nope"]}, "model.dropout_after[0]: 'nope' is not a hidden layer of '{path}' (its hidden layers: flat)"),
         ({"capacity": {"widths": [4], "depths": [1]}}, {}, "families.capacity: does not apply to model.kind: file"),
         ({"nsdropout": {"rates": [0.5]}}, {}, "families.nsdropout: does not apply to model.kind: file"),
     ],
@@ -295,3 +295,61 @@ def test_a_builder_file_builds_the_model_and_its_code_is_part_of_the_run(tmp_pat
     assert found.run_of(found.variants["baseline/reference"]).startswith("relu-mlp_batchnorm-8-")
     model = build_model(canonical_model(spec), DIGITS, 10)
     assert [layer.name for layer in model.layers if layer.name.startswith("hidden_")] == ["hidden_1", "hidden_2"]
+
+
+def residual_file(path: Path) -> Path:
+    """A model with a skip connection: not a chain."""
+    import keras
+    from keras import layers
+
+    inputs = keras.Input(DIGITS)
+    flat = layers.Flatten(name="flat")(inputs)
+    first = layers.Dense(12, activation="relu", name="hidden_1")(flat)
+    second = layers.Dense(12, activation="relu", name="hidden_2")(first)
+    joined = layers.Add(name="skip")([first, second])
+    return save(keras.Model(inputs, layers.Dense(10, activation="softmax", name="out")(joined)), path)
+
+
+def test_knockout_of_a_branching_model_is_refused_before_any_job_and_in_the_job(tmp_path):
+    from ablation_lab import knockout
+    from ablation_lab.models import load_model
+
+    path = residual_file(tmp_path / "res.keras")
+    config = study_config(path, families={})
+    study(config)  # without posthoc the model is fine
+    config["posthoc"] = {"compensation": False}
+    with pytest.raises(ConfigError, match=r"posthoc: post-hoc knockout needs a chain model .* layer 'skip' takes 'hidden_1', 'hidden_2'"):
+        study(config)
+    with pytest.raises(ValueError, match="needs a chain model"):  # a builder's model, known only in the job
+        knockout.knockout_layers(load_model(str(path)))
+
+
+def test_elasticity_of_a_branching_model_takes_the_full_jacobian_path(tmp_path):
+    from ablation_lab import elasticity
+    from ablation_lab.models import load_model
+
+    model = load_model(str(residual_file(tmp_path / "res.keras")))
+    with pytest.raises(elasticity.UnsupportedLayer, match="'skip' does not take the previous layer's output"):
+        elasticity.float64_network(model)
+    rng = np.random.default_rng(0)
+    y = np.repeat(np.arange(10), 4)
+    params = {"samples": 30, "learning_rate": 1e-3, "seed": 0, "method": "first_order", "check_rows": 2}
+    table, _ = elasticity.elasticity_table(model, rng.random((40, *DIGITS)), y, params)
+    scores = table[table["example"].isna()].set_index("metric")["value"]
+    assert 0 <= scores["auc"] <= 1 and scores["first_order_error"] < 0.05
+
+
+def test_a_builders_model_with_code_layers_or_without_probabilities_is_refused():
+    import keras
+    from ablation_lab.models import check_builder_model
+    from keras import layers
+
+    inputs = keras.Input(DIGITS)
+    flat = layers.Flatten()(inputs)
+    logits = keras.Model(inputs, layers.Dense(10, name="logits")(flat))
+    with pytest.raises(ValueError, match=r"model.builder: mine: the model's outputs are not probabilities .* end the model with a softmax"):
+        check_builder_model(logits, "mine", DIGITS)
+    coded = keras.Model(inputs, layers.Dense(10, activation="softmax")(layers.Lambda(lambda t: t * 2, name="twice")(flat)))
+    with pytest.raises(ValueError, match=r"model\.builder: mine: layer 'twice' is a Lambda layer"):
+        check_builder_model(coded, "mine", DIGITS)
+    check_builder_model(keras.Model(inputs, layers.Dense(10, activation="softmax")(flat)), "mine", DIGITS)

@@ -96,6 +96,7 @@ def test_a_model_file_study_runs_retrain_and_posthoc_families_and_names_the_file
         assert f'id="family-{family}"' in page, family
     for section in SECTIONS:
         assert f'id="{section}"' in page, section
+    assert "Saved weights: activation/relu, baseline/reference, noise/gauss-0.3-testonly use the model file" in page
     runs = pd.read_csv(report / "tables" / "runs.csv")
     by_variant = dict(zip(runs["family"] + "/" + runs["variant"], runs["run"], strict=True))
     assert by_variant["activation/relu"] == by_variant["baseline/reference"]  # relu everywhere already: the file's own run

@@ -132,6 +132,19 @@ class UnsupportedLayer(ValueError):
     """A layer the batched form cannot differentiate (conv layers, weighted layers other than Dense)."""
 
 
+def _require_chain(model: Any) -> None:
+    """The factored form replays the layers one after the other: a branching model takes the full-Jacobian path."""
+    import keras
+
+    previous = model.inputs[0] if len(model.inputs) == 1 else None
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.InputLayer):
+            continue
+        if previous is None or layer.input is not previous:
+            raise UnsupportedLayer(f"elasticity: layer {layer.name!r} does not take the previous layer's output")
+        previous = layer.output
+
+
 def float64_network(model: Any) -> Network:
     """The model's layers with float64 weights: a Keras layer would cast its input back to float32."""
     import keras
@@ -144,6 +157,7 @@ def float64_network(model: Any) -> Network:
 
     steps: list[DenseStep | LearnableStep | Callable[[Any], Any]] = []
     params: list[Any] = []
+    _require_chain(model)
     for layer in model.layers:
         if isinstance(layer, keras.layers.InputLayer):
             continue

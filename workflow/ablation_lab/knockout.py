@@ -77,10 +77,10 @@ def knockout_layers(model: Any) -> list[str]:
     dense layers (`hidden_<k>`). Any other chain model: every Dense/Conv1D/Conv2D with a
     non-linear activation, Activation layer and learnable activation but the output layer.
     """
+    _check_chain(model)  # a builder's model may name its blocks hidden_<k> and still branch
     names = [layer.name for layer in model.layers]
     if any(name.startswith("hidden_") for name in names):
         return [name for name in names if BUILT_IN.match(name)]
-    _check_chain(model)
     return [layer.name for layer in model.layers[:-1] if _knockable(layer)]
 
 
@@ -292,7 +292,7 @@ def fill_values(fill: str, train: TrainActivations | np.ndarray, n_examples: int
 
 
 def curve_area(fractions: Sequence[float], accuracy: Sequence[float]) -> float:
-    """Area under accuracy vs fraction removed, normalised by the fraction range (1 = no loss at all)."""
+    """Area under accuracy vs fraction removed, normalised by the fraction range (the intact accuracy when nothing is lost)."""
     x, y = np.asarray(fractions, dtype=float), np.asarray(accuracy, dtype=float)
     order = np.argsort(x)
     span = x.max() - x.min()

@@ -92,6 +92,19 @@ class ModelFile:
             if layer.name not in head and layer.activation not in NO_ACTIVATION and layer.activation != "softmax"
         ]
 
+    def chain_break(self) -> str | None:
+        """None for a chain (each layer takes the previous one's output), else the first layer that does not, in words."""
+        for index, layer in enumerate(self.layers):
+            expected = (self.layers[index - 1].name,) if index else layer.inbound[:1]
+            if layer.inbound != expected:
+                takes = ", ".join(repr(name) for name in layer.inbound) or "nothing"
+                return f"layer {layer.name!r} takes {takes}" + (f", not {expected[0]!r} alone" if expected else "")
+        return None
+
+    def hidden_names(self) -> list[str]:
+        """Every layer but the output (where Dropout may be inserted)."""
+        return [name for name in self.names() if name != self.output]
+
     def dropout_layers(self) -> list[str]:
         return [layer.name for layer in self.layers if layer.kind == "Dropout"]
 
@@ -194,7 +207,7 @@ def _inspect(path: str, _mtime_ns: int, _size: int) -> ModelFile:
     entries = config.get("layers", [])
     inputs, outputs = _endpoints(config.get("input_layers")), _endpoints(config.get("output_layers"))
     if kind == "Functional" and (len(inputs) != 1 or len(outputs) != 1):
-        raise ModelFileError(f"{where}: the model must have one input and one output (it has {len(inputs)} inputs and {len(outputs)} outputs)")  # fmt: skip
+        raise ModelFileError(f"{where}: the model must have one input and one output (inputs: {len(inputs)}, outputs: {len(outputs)})")  # fmt: skip
     layers: list[FileLayer] = []
     for entry in entries:
         if entry.get("class_name") == "InputLayer":
@@ -226,6 +239,11 @@ def check_fits_data(model: ModelFile, input_shape: Sequence[int], n_classes: int
     if len(model.input_shape) != len(expected) or any(m is not None and m != e for m, e in zip(model.input_shape, expected, strict=False)):
         raise ModelFileError(
             f"{where}: the model takes inputs of shape {list(model.input_shape)}, the dataset's inputs have shape {list(expected)}"
+            + (
+                " (start the model with keras.Input(shape) of the dataset's shape and a Reshape layer)"
+                if model.input_shape != expected
+                else ""
+            )
         )
     if model.output_activation() != "softmax":
         raise ModelFileError(
@@ -259,11 +277,11 @@ def check_family(model: ModelFile, family: str, model_cfg: Mapping[str, Any]) ->
 
 
 def check_dropout_after(model: ModelFile, names: Sequence[str]) -> None:
-    known = model.names()
+    known = model.hidden_names()
     for index, name in enumerate(names):
-        if name not in known or name == model.output:
+        if name not in known:
             raise ModelFileError(
-                f"model.dropout_after[{index}]: {name!r} is not a hidden layer of {model.path!r} (its layers: {', '.join(known)})"
+                f"model.dropout_after[{index}]: {name!r} is not a hidden layer of {model.path!r} (its hidden layers: {', '.join(known)})"
             )
 
 

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import keras
+import numpy as np
 from keras import layers
 
 from ablation_lab.identity import LEARNABLE_ACTIVATIONS, learnable_settings
@@ -166,11 +167,28 @@ def build_with_builder(model_cfg: dict[str, Any], input_shape: Sequence[int], n_
     from ablation_lab.builders import load_builder
     from ablation_lab.model_file import check_loaded
 
-    model = load_builder(model_cfg["builder"])(tuple(input_shape), n_classes, dict(model_cfg))
+    name = model_cfg["builder"]
+    model = load_builder(name)(tuple(input_shape), n_classes, dict(model_cfg))
     if not isinstance(model, keras.Model):
-        raise ValueError(f"model.builder: {model_cfg['builder']}.build returned {type(model).__name__}, not a keras.Model")
-    check_loaded(model, f"builder {model_cfg['builder']}", input_shape, n_classes)
+        raise ValueError(f"model.builder: {name}.build returned {type(model).__name__}, not a keras.Model")
+    check_loaded(model, f"builder {name}", input_shape, n_classes)
+    check_builder_model(model, name, input_shape)
     return model
+
+
+def check_builder_model(model: keras.Model, name: str, input_shape: Sequence[int]) -> None:
+    """What a model file's description shows before any job runs, checked on a builder's model before training."""
+    from ablation_lab.model_file import CODE_LAYERS, SAFE_MODE_ADVICE
+
+    for layer in model.layers:
+        if type(layer).__name__ in CODE_LAYERS:
+            raise ValueError(f"model.builder: {name}: layer {layer.name!r} is a {type(layer).__name__} layer; {SAFE_MODE_ADVICE.split(':')[0]}: put the code in a layer class registered in layers.py")  # fmt: skip
+    rows = np.asarray(model(np.zeros((2, *input_shape), np.float32), training=False))
+    if rows.min() < 0 or not np.allclose(rows.sum(axis=1), 1.0, atol=1e-4):
+        raise ValueError(
+            f"model.builder: {name}: the model's outputs are not probabilities (rows sum to {rows.sum(axis=1).round(3).tolist()}); "
+            "end the model with a softmax"
+        )
 
 
 def build_optimizer(training_cfg: dict[str, Any]) -> keras.optimizers.Optimizer:

@@ -320,6 +320,7 @@ def overview_section(inputs: ReportInputs) -> list[SectionContent]:
             "Diverged runs (loss became NaN): " + ", ".join(f"{r.family}/{r.variant} seed {r.seed}" for r in diverged.itertuples()),
             "contradicted",
         )
+    section.blocks += as_saved_warning(inputs).blocks
     if inputs.sharing:
         section.say(
             "Variants that resolve to the same trained model share it (trained once per seed; "
@@ -328,6 +329,22 @@ def overview_section(inputs: ReportInputs) -> list[SectionContent]:
         shared = pd.DataFrame([{"trained model": run, "variants": ", ".join(ids)} for run, ids in inputs.sharing.items()])
         section.add_table(_html_table(shared))
     return [section]
+
+
+def as_saved_warning(inputs: ReportInputs) -> SectionContent:
+    """With `model.weights: as_saved`, which variants are the saved weights and what the comparisons then mix."""
+    note = SectionContent("overview", "")
+    if not inputs.model_source or inputs.model_source.get("weights") != "as_saved":
+        return note
+    runs = inputs.tables["runs"]
+    saved = sorted({f"{r.family}/{r.variant}" for r in runs.itertuples() if "-saved" in str(getattr(r, "run", ""))})
+    return note.say(
+        f"Saved weights: {', '.join(saved) or 'no variant'} use the model file's own trained weights (no training); every other "
+        "variant was trained from fresh weights with this study's training settings, so its difference from the baseline "
+        "includes the difference between your training and this study's (model.weights: retrain compares like with like). "
+        "The saved model must not have seen this study's test split: train it on results/<data>/split.npz's training rows.",
+        "contradicted",
+    )
 
 
 def findings_section(inputs: ReportInputs) -> list[SectionContent]:
@@ -433,7 +450,7 @@ def knockout_section(inputs: ReportInputs) -> list[SectionContent]:
     section = SectionContent("knockout", "Post-hoc knockout").say(
         f"{removed} removed from each trained model, with no retraining: the removed units output the fill value, "
         "every other weight is as trained. Orderings and fills are fitted on the training and validation splits; only "
-        "the test split is scored. Area: the accuracy curve's area over the fraction range (1 = no loss)."
+        "the test split is scored. Area: the accuracy curve's area over the fraction range (the intact model's accuracy when removing units costs nothing)."
     )
     section.figures = [{"alt": "knockout curves", "data": _png(p)} for p in inputs.figures.get("knockout", [])]
     areas = knockout[knockout["metric"] == "area"]

@@ -178,6 +178,11 @@ class Study:
                 model_file.check_family(found, family, model_cfg)
         except model_file.ModelFileError as error:
             raise ConfigError(f"invalid study config: {error}") from None
+        if self.config.get("posthoc") and found.chain_break():
+            raise ConfigError(
+                f"invalid study config: posthoc: post-hoc knockout needs a chain model (each layer takes the previous "
+                f"layer's output); in {model_cfg['path']!r} {found.chain_break()}; remove the posthoc block for this model"
+            )
         if (self.config.get("posthoc") or {}).get("compensation"):
             raise ConfigError(
                 "invalid study config: posthoc.compensation: needs width-reduced retrains, which model.kind: file cannot build; "
