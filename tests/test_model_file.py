@@ -86,6 +86,9 @@ def test_variants_that_change_nothing_share_the_files_own_run(tmp_path):
     assert runs["baseline/reference"]["weights"] == "as_saved"
     assert runs["activation/tanh"]["weights"] == "retrain"  # any change is trained
     assert runs["dropout/rate-0"]["dropout"] == 0
+    longer = study({**config, "training": {"epochs": 7}})  # the saved weights are not trained: same run
+    assert longer.run_of(longer.variants["baseline/reference"]) == found.run_of(found.variants["baseline/reference"])
+    assert longer.run_of(longer.variants["activation/tanh"]) != found.run_of(found.variants["activation/tanh"])
     noisy = study({**config, "families": {"noise": {"levels": [0.3], "apply_to": ["both", "test"]}}})
     assert noisy.run_spec(noisy.variants["noise/gauss-0.3"])["model"]["weights"] == "retrain"  # trained on other inputs
     assert noisy.run_spec(noisy.variants["noise/gauss-0.3-testonly"])["model"]["weights"] == "as_saved"

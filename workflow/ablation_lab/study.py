@@ -301,10 +301,11 @@ class Study:
             raise ConfigError(f"invalid study config: {error} (variant {variant.id})") from None
         if model.get("weights") == "as_saved" and training_transforms:
             model["weights"] = "retrain"  # trained on changed inputs: the saved weights were not
+        saved = model.get("weights") == "as_saved"  # nothing is trained: the training settings do not touch it
         return identity.canonical(
             {
                 "model": model,
-                "training": dict(self.config["training"]),
+                "training": {} if saved else dict(self.config["training"]),
                 "transforms": training_transforms,
                 "code_version": TRAINING_CODE_VERSION,
             }
