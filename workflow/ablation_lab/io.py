@@ -23,6 +23,8 @@ from typing import Any
 
 import numpy as np
 
+from ablation_lab.watchdog import alive
+
 
 @contextlib.contextmanager
 def atomic_path(target: str | Path, suffix: str = "") -> Iterator[Path]:
@@ -59,16 +61,6 @@ def _writer_tag() -> str:
     return f"{os.getpid()}-{_host_tag()}"
 
 
-def _writer_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        pass  # exists, owned by another user
-    return True
-
-
 def stale_temporary(path: Path, target: Path, now: float | None = None) -> bool:
     """Whether a temporary of `target` was left by a writer that is gone (SIGKILL skips `finally`).
 
@@ -88,7 +80,7 @@ def stale_temporary(path: Path, target: Path, now: float | None = None) -> bool:
     if writer is None or writer.group(2) != _host_tag():
         return False
     pid = int(writer.group(1))
-    return pid != os.getpid() and not _writer_alive(pid)
+    return pid != os.getpid() and not alive(pid)
 
 
 def remove_stale_temporaries(target: Path) -> None:
