@@ -178,10 +178,11 @@ class Study:
                 model_file.check_family(found, family, model_cfg)
         except model_file.ModelFileError as error:
             raise ConfigError(f"invalid study config: {error}") from None
-        if self.config.get("posthoc") and found.chain_break():
+        branch = found.chain_break()
+        if self.config.get("posthoc") and branch:
             raise ConfigError(
                 f"invalid study config: posthoc: post-hoc knockout needs a chain model (each layer takes the previous "
-                f"layer's output); in {model_cfg['path']!r} {found.chain_break()}; remove the posthoc block for this model"
+                f"layer's output); in {model_cfg['path']!r} {branch}; remove the posthoc block for this model"
             )
         if (self.config.get("posthoc") or {}).get("compensation"):
             raise ConfigError(
