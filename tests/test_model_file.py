@@ -248,7 +248,8 @@ def test_variants_swap_activations_change_rates_and_insert_dropout(tmp_path):
     inserted, spec = built(mlp_file(tmp_path / "plain.keras", dropout=None), dropout=0.3, dropout_after=["dense_a"])
     assert spec["dropout_after"] == ["dense_a"]
     assert inserted.get_layer("dense_a_dropout").rate == pytest.approx(0.3)
-    cnn, _ = built(cnn_file(tmp_path / "cnn.keras"), activation="gp")
+    cnn, spec = built(cnn_file(tmp_path / "cnn.keras"), activation="gp")
+    assert spec["learnable"]["control_points"] == 21  # the learnable settings are part of the run
     assert isinstance(cnn.get_layer("conv_a_gp"), GPActivation)
     assert cnn.get_layer("conv_a").activation.__name__ == "linear"
 

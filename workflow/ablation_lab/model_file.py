@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ablation_lab.identity import LEARNABLE_ACTIVATIONS, learnable_settings
 from ablation_lab.io import file_digest
 
 CODE_LAYERS = ("Lambda", "TFSMLayer", "TorchModuleWrapper", "JaxLayer", "FlaxLayer")
@@ -297,8 +298,8 @@ def canonical_file_model(model_cfg: Mapping[str, Any]) -> dict[str, Any]:
     activation = model_cfg.get("activation")
     if activation is not None and any(info.layer(name).activation != activation for name in info.activation_layers()):
         out["activation"] = activation
-        if "learnable" in model_cfg:
-            out["learnable"] = dict(model_cfg["learnable"])
+        if activation in LEARNABLE_ACTIVATIONS:  # its settings (the defaults: kind file takes no model.learnable) are part of the run
+            out["learnable"] = learnable_settings(model_cfg)
     rate, after = model_cfg.get("dropout"), list(model_cfg.get("dropout_after") or [])
     if rate is not None:
         changes_existing = any(info.layer(name).rate != float(rate) for name in info.dropout_layers())
@@ -363,7 +364,6 @@ def build_file_model(model_cfg: Mapping[str, Any], input_shape: Sequence[int], n
     """The file's model (`as_saved`), or its architecture with fresh weights and the variant's changes."""
     import keras
 
-    from ablation_lab.identity import LEARNABLE_ACTIVATIONS, learnable_settings
     from ablation_lab.layers import learnable_activation
 
     path = str(model_cfg["path"])
