@@ -136,6 +136,8 @@ def test_config_cannot_name_code_to_import(tmp_path):
     config["model"]["activation"] = "lambda x: __import__('os').system('true')"
     done = snakemake(tmp_path, write_config(tmp_path, config), "--dry-run", check=False)
     assert done.returncode != 0 and "model.activation" in done.stdout and "allowed values" in done.stdout
+    (line,) = done.stdout.strip().splitlines()  # the message alone: no Python frames
+    assert line.startswith("error: invalid study config: model.activation")
 
 
 class _Scripts(__import__("html.parser").parser.HTMLParser):

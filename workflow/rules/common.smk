@@ -11,17 +11,22 @@ sys.path.insert(0, os.path.join(workflow.basedir, "workflow"))
 from ablation_lab import source_digest, study as paths
 from ablation_lab.ablations import BASELINE
 from ablation_lab.analyses import ANALYSES
-from ablation_lab.config import load_study_yaml
+from ablation_lab.config import ConfigError, load_study_yaml
+from ablation_lab.data import DataError
 from ablation_lab.io import sealed
 from ablation_lab.study import Study
 
 # Snakemake's YAML reader keeps the last of two duplicate keys; read the study files again
 # strictly, so a duplicate key or a syntax error is one line naming the file and line.
-for study_file in workflow.overwrite_configfiles or ["config/config.yaml"]:
-    load_study_yaml(study_file)
 # One validation, against workflow/schemas/config.schema.yaml, with one-line errors that
 # name the key (snakemake.utils.validate would print the schema); defaults are filled in.
-STUDY = Study.from_config(config)
+# A bad study or data file ends the run with that line alone (no Python frames), exit 1.
+try:
+    for study_file in workflow.overwrite_configfiles or ["config/config.yaml"]:
+        load_study_yaml(study_file)
+    STUDY = Study.from_config(config)
+except (ConfigError, DataError) as error:
+    sys.exit(f"error: {error}")
 NAME = STUDY.name
 
 
