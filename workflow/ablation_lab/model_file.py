@@ -233,11 +233,16 @@ def inspect_model_file(path: str | Path) -> ModelFile:
     return _inspect(str(file), stat.st_mtime_ns, stat.st_size)
 
 
+def fits(model_shape: Sequence[int | None], data_shape: Sequence[int]) -> bool:
+    """Whether a model's input shape (None: any size) takes the dataset's inputs."""
+    return len(model_shape) == len(data_shape) and all(m is None or m == d for m, d in zip(model_shape, data_shape, strict=True))
+
+
 def check_fits_data(model: ModelFile, input_shape: Sequence[int], n_classes: int | None) -> None:
     """The model must take the dataset's inputs and output one probability per class."""
     where = _where(model.path)
     expected = tuple(input_shape)
-    if len(model.input_shape) != len(expected) or any(m is not None and m != e for m, e in zip(model.input_shape, expected, strict=False)):
+    if not fits(model.input_shape, expected):
         raise ModelFileError(
             f"{where}: the model takes inputs of shape {list(model.input_shape)}, the dataset's inputs have shape {list(expected)}"
             + (
@@ -352,7 +357,7 @@ def load_model_file(path: str) -> Any:
 def check_loaded(model: Any, path: str, input_shape: Sequence[int], n_classes: int) -> None:
     """The loaded model's real shapes (the description may omit some)."""
     got = tuple(model.input_shape[1:])
-    if len(got) != len(input_shape) or any(g is not None and g != e for g, e in zip(got, input_shape, strict=False)):
+    if not fits(got, input_shape):
         raise ModelFileError(f"{_where(path)}: the model takes inputs of shape {list(got)}, the dataset's inputs have shape {list(input_shape)}")  # fmt: skip
     if tuple(model.output_shape[1:]) != (n_classes,):
         raise ModelFileError(
