@@ -193,6 +193,11 @@ def load_mnist5k(split_seed: int = 42) -> dict[str, np.ndarray]:
 # --- numbers and tables ---------------------------------------------------------------------
 
 
+def training_settings(epochs: int, loop: str = "fast") -> dict[str, Any]:
+    """The study defaults (Adam 0.001, batch 32) without early stopping: what the benchmarks train with."""
+    return {"optimizer": "adam", "learning_rate": 0.001, "epochs": epochs, "batch_size": 32, "early_stopping_patience": 0, "loop": loop}
+
+
 def median(values: Sequence[float]) -> float:
     return float(statistics.median(values))
 

@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import REPO, child_env, emit, header, ratio, run_child, summary_row, table, verdict, write_summary
+from _common import REPO, child_env, emit, header, ratio, run_child, summary_row, table, training_settings, verdict, write_summary
 
 LOOPS = ("fast", "keras")
 
@@ -43,14 +43,7 @@ def child(loop: str, epochs: int) -> None:
     arrays = digits()
     spec = {
         "model": canonical_model({"kind": "cnn", "hidden_units": [64], "activation": "relu", "dropout": 0.0}),
-        "training": {
-            "optimizer": "adam",
-            "learning_rate": 0.001,
-            "epochs": epochs,
-            "batch_size": 32,
-            "early_stopping_patience": 0,
-            "loop": loop,
-        },
+        "training": training_settings(epochs, loop),
     }
     result = train_model(spec, arrays, 10, seed=1)
     accuracy = float((predict_proba(result.model, arrays["x_test"]).argmax(axis=1) == arrays["y_test"]).mean())

@@ -30,7 +30,20 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import REPO, child_env, emit, header, load_mnist5k, ratio, run_child, summary_row, table, verdict, write_summary
+from _common import (
+    REPO,
+    child_env,
+    emit,
+    header,
+    load_mnist5k,
+    ratio,
+    run_child,
+    summary_row,
+    table,
+    training_settings,
+    verdict,
+    write_summary,
+)
 
 TARGET = 10.0
 MEMORY_LIMIT_MB = 2048
@@ -58,14 +71,7 @@ def child(path: str, n_masks: int, kind: str = "mlp") -> None:
     layer, units = ("conv_act_1", 16) if kind == "cnn" else ("hidden_1", 128)
     spec = {
         "model": model_cfg,
-        "training": {
-            "optimizer": "adam",
-            "learning_rate": 0.001,
-            "epochs": 1,
-            "batch_size": 32,
-            "early_stopping_patience": 0,
-            "loop": "fast",
-        },
+        "training": training_settings(1),
     }
     model = train_model(spec, arrays, 10, seed=1).model
     masks = np.random.default_rng(0).random((n_masks, units)) >= 0.5

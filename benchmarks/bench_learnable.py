@@ -16,7 +16,20 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import REPO, child_env, emit, header, load_mnist5k, ratio, run_child, summary_row, table, verdict, write_summary
+from _common import (
+    REPO,
+    child_env,
+    emit,
+    header,
+    load_mnist5k,
+    ratio,
+    run_child,
+    summary_row,
+    table,
+    training_settings,
+    verdict,
+    write_summary,
+)
 
 TARGET = 3.0
 ACTIVATIONS = ("relu", "gp", "gp-per-unit", "slaf-poly3", "slaf-standard")
@@ -32,14 +45,7 @@ def child(activation: str, epochs: int) -> None:
     arrays = {k: (v.reshape(len(v), -1) if k.startswith("x_") else v) for k, v in arrays.items()}
     spec = {
         "model": canonical_model({"hidden_units": [128], "activation": activation, "dropout": 0.0}),
-        "training": {
-            "optimizer": "adam",
-            "learning_rate": 0.001,
-            "epochs": epochs,
-            "batch_size": 32,
-            "early_stopping_patience": 0,
-            "loop": "fast",
-        },
+        "training": training_settings(epochs),
     }
     result = train_model(spec, arrays, 10, seed=1)
     emit({"seconds": result.seconds, "val_accuracy": result.history[-1]["val_accuracy"]})

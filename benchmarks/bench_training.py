@@ -34,6 +34,7 @@ from _common import (
     run_child,
     summary_row,
     table,
+    training_settings,
     write_summary,
 )
 
@@ -56,14 +57,7 @@ def child_fast(seed: int, epochs: int) -> dict[str, Any]:
     arrays = load_mnist5k()
     spec = {
         "model": {"hidden_units": [128], "activation": "relu", "dropout": 0.2},
-        "training": {
-            "optimizer": "adam",
-            "learning_rate": 0.001,
-            "epochs": epochs,
-            "batch_size": 32,
-            "early_stopping_patience": 0,
-            "loop": "fast",
-        },
+        "training": training_settings(epochs),
     }
     wall, cpu = time.perf_counter(), time.process_time()
     result = train_model(spec, arrays, n_classes=10, seed=seed)
