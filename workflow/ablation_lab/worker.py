@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import atexit
 import contextlib
+import gc
 import json
 import os
 import shutil
@@ -158,6 +159,11 @@ def serve(sock_path: Path, parent: int, threads: int = 1, idle: float = IDLE_SEC
     server.bind(str(sock_path))
     server.listen(8)  # clients may connect now; they wait while this worker warms up
     _warm_up(threads)
+    # Each job ends with clear_session(free_memory=True), a full garbage collection. Over the
+    # million objects TensorFlow's import leaves, that took 0.15 s per job (a whole analysis
+    # job is 0.01 s); frozen, they are never scanned again and the collection takes 0.01 s.
+    gc.collect()
+    gc.freeze()
     server.settimeout(5.0)
     last_job = time.monotonic()
     try:

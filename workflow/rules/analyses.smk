@@ -21,9 +21,7 @@ rule analyse_run:
         mem_mb=mem_mb_by_attempt(2000),
         runtime=30,
     params:
-        probe=probe_spec,
-        spec=run_spec,
-        run_dir=run_dir,
+        request=analysis_request,
         code=analysis_code,
-    script:
-        "../scripts/analyse_run.py"
+    shell:
+        f"{RUN_JOB} analyse_run {{log:q}} {{params.request:q}} --threads {{threads}}"

@@ -1,7 +1,9 @@
 # Config validation, the study's variants and every input function. Nothing here imports
 # TensorFlow: parsing the workflow stays cheap, so a no-op rerun is fast. Every path comes
 # from ablation_lab.study, the single owner of artifact names.
+import json
 import os
+import shlex
 import sys
 
 # Parse time finds the package beside the rules even before `pip install -e .`; the scripts
@@ -32,6 +34,40 @@ NAME = STUDY.name
 
 wildcard_constraints:
     **paths.WILDCARDS,
+
+
+def train_request(wildcards, input, output):
+    """A training job's arguments for workflow/scripts/run_job.py: what determines the
+    model and where it goes. Its threads and GPU come on the command line, so changing
+    them retrains nothing."""
+    return json.dumps(
+        {
+            "spec": run_spec(wildcards),
+            "seed": int(wildcards.seed),
+            "data": input.data,
+            "meta": input.meta,
+            "out": {kind: output[kind] for kind in paths.RUN_FILES},
+        },
+        sort_keys=True,
+    )
+
+
+def analysis_request(wildcards, input, output):
+    """An analysis job's arguments for workflow/scripts/run_job.py."""
+    return json.dumps(
+        {
+            "analysis": wildcards.analysis,
+            "probe": probe_spec(wildcards),
+            "spec": run_spec(wildcards),
+            "seed": int(wildcards.seed),
+            "run_dir": run_dir(wildcards),
+            "data": input.data,
+            "meta": input.meta,
+            "out": output.table,
+            "arrays_out": output.arrays,
+        },
+        sort_keys=True,
+    )
 
 
 def dataset_config(wildcards):
@@ -164,6 +200,15 @@ def training_gpus(wildcards) -> int:
     return STUDY.config["resources"]["gpu"]
 
 
+def isolated_deployment():
+    """Whether jobs run in a rule environment (conda or apptainer) rather than Snakemake's own."""
+    from snakemake_interface_executor_plugins.settings import DeploymentMethod
+
+    settings = workflow.deployment_settings
+    methods = set(settings.deployment_method) if settings else set()
+    return bool(methods & {DeploymentMethod.CONDA, DeploymentMethod.APPTAINER})
+
+
 def use_warm_workers():
     """Only local runs without conda or apptainer (a warm worker runs outside any such env).
 
@@ -171,15 +216,18 @@ def use_warm_workers():
     starts no pool; the job processes on the nodes run with --no-hooks, so `onstart` (the only
     caller) never runs there: every cluster job does its work in its own process.
     """
-    from snakemake_interface_executor_plugins.settings import DeploymentMethod
+    return workflow.local_exec and not isolated_deployment()
 
-    settings = workflow.deployment_settings
-    methods = set(settings.deployment_method) if settings else set()
-    isolated = methods & {
-        DeploymentMethod.CONDA,
-        DeploymentMethod.APPTAINER,
-    }
-    return workflow.local_exec and not isolated
+
+# The command of the jobs a warm worker may serve: Snakemake's own interpreter, or the rule
+# environment's `python` under conda or apptainer, running the standard-library adapter.
+RUN_JOB = " ".join(
+    shlex.quote(part)
+    for part in (
+        "python" if isolated_deployment() else sys.executable,
+        os.path.join(workflow.basedir, "workflow", "scripts", "run_job.py"),
+    )
+)
 
 
 onstart:

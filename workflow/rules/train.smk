@@ -16,6 +16,6 @@ rule train:
         runtime=60,
         gpu=training_gpus,
     params:
-        spec=run_spec,
-    script:
-        "../scripts/train.py"
+        request=train_request,
+    shell:
+        f"{RUN_JOB} train {{log:q}} {{params.request:q}} --threads {{threads}} --gpu {{resources.gpu}}"
