@@ -140,3 +140,64 @@ def test_each_epoch_is_logged_by_both_loops(digits, caplog):
         lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("epoch ")]
         assert [line.split(":")[0] for line in lines] == ["epoch 1/2", "epoch 2/2"], loop
         assert "val_accuracy" in lines[0]
+
+
+def _variables(model) -> list[np.ndarray]:
+    return [np.array(v) for v in model.variables]
+
+
+@pytest.mark.parametrize(
+    "model",
+    [
+        {"hidden_units": [32], "activation": "relu", "dropout": 0.2},
+        {"hidden_units": [16], "activation": "gp", "dropout": 0.0, "learnable": {"control_points": 5}},
+    ],
+    ids=["mlp", "learnable"],
+)
+def test_a_reused_trace_gives_the_numbers_of_a_fresh_one(digits, model):
+    """A warm worker trains one variant after another: the second of two variants of one
+    architecture reuses the first's traced epoch (`train.TRACED`). Its history, weights and
+    dropout seed states must be those of a fresh trace, to the bit, and the first variant's
+    returned model must not change when the second trains."""
+    import keras
+    from ablation_lab.train import TRACED
+
+    noisy = {**digits, "x_train": digits["x_train"] + np.float32(0.25)}  # other data, same shapes
+    settings = {"model": model, "training": spec()["training"]}
+
+    def job(arrays: dict, seed: int):
+        keras.backend.clear_session()  # as a worker does between jobs: layer names start afresh
+        return train_model(settings, arrays, 10, seed=seed)
+
+    TRACED.clear()
+    fresh = job(digits, 5)
+    fresh_state = _variables(fresh.model)
+    TRACED.clear()
+    other = job(noisy, 6)
+    other_state = _variables(other.model)
+    hits = TRACED.hits
+    reused = job(digits, 5)
+    assert TRACED.hits == hits + 1 and len(TRACED.entries) == 1, "the second training must reuse the first's trace"
+    assert reused.history == fresh.history
+    for a, b in zip(_variables(reused.model), fresh_state, strict=True):
+        np.testing.assert_array_equal(a, b)
+    for a, b in zip(_variables(other.model), other_state, strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert reused.model is not other.model
+
+
+def test_traces_are_kept_per_architecture_and_bounded(digits):
+    import keras
+    from ablation_lab.train import TRACED
+
+    TRACED.clear()
+    for rate in (0.1, 0.2, 0.3):
+        keras.backend.clear_session()
+        train_model({**spec(epochs=1), "model": {"hidden_units": [8], "activation": "relu", "dropout": rate}}, digits, 10, seed=1)
+    assert len(TRACED.entries) == 3, "a dropout rate is a constant of the trace: one entry per rate"
+    size, TRACED.size = TRACED.size, 2
+    try:
+        train_model({**spec(epochs=1), "model": {"hidden_units": [8], "activation": "tanh", "dropout": 0.1}}, digits, 10, seed=1)
+        assert len(TRACED.entries) == 2
+    finally:
+        TRACED.size = size
