@@ -120,6 +120,9 @@ rule plot_examples:
         STUDY.study_log("plot_examples"),
     benchmark:
         STUDY.study_benchmark("plot_examples")
+    # Only the report needs these figures: drawn after the training and analysis jobs, on the
+    # core that the aggregate -> plot_figures -> report chain leaves idle, not beside training.
+    priority: -1
     conda:
         "../envs/ablation-lab.yaml"
     threads: 1
