@@ -123,7 +123,7 @@ def run_study(settings: list[tuple[str, dict[str, Any]]], epochs: int, seed: int
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--epochs", type=int, default=5)
-    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--seed", type=int, nargs="+", default=[1], help="one or more seeds: the study runs once per seed, in this process")
     parser.add_argument("--dropout", type=float, nargs="*", default=ARTICLE_DROPOUT)
     parser.add_argument("--activations", nargs="*", default=ARTICLE_ACTIVATIONS)
     parser.add_argument("--column-group", type=int, default=ARTICLE_COLUMN_GROUP, help="0: no input ablation")
@@ -135,7 +135,8 @@ def main(argv: list[str] | None = None) -> None:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     args = parse_args(argv)
     started = time.perf_counter()
-    rows = run_study(variants(args.dropout, args.activations, args.column_group, args.noise), args.epochs, args.seed)
+    settings = variants(args.dropout, args.activations, args.column_group, args.noise)
+    rows = [row for seed in args.seed for row in run_study(settings, args.epochs, seed)]
     emit({"models": len(rows), "seconds_in_process": time.perf_counter() - started, "rows": rows})
 
 
