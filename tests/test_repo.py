@@ -22,7 +22,9 @@ def rule_blocks() -> dict[str, str]:
 
 def test_every_rule_declares_resources():
     blocks = rule_blocks()
-    assert {"prepare_data", "train", "analyse_run", "aggregate", "plot_figures", "plot_examples", "report_html"} <= set(blocks)
+    assert {"prepare_data", "train", "analyse_run", "aggregate", "plot_figures", "plot_analyses", "plot_examples", "report_html"} <= set(
+        blocks
+    )
     for name, body in blocks.items():
         for directive in ("log:", "benchmark:", "threads:", "resources:", "mem_mb=", "runtime="):
             assert directive in body, f"rule {name} lacks {directive}"

@@ -251,26 +251,16 @@ def plot_figures(
     variants: list[dict[str, Any]],
     runs: str,
     summary: str,
-    posthoc: dict[str, str],
+    comparisons: str,
     out: dict[str, str],
-    comparisons: str | None = None,
 ) -> None:
-    """Every figure drawn from the study's tables, in one process (they all change together).
+    """The figure of each family and the overview's forest plot, from the study's tables.
 
-    `families` maps a family to its title; `posthoc` holds the knockout and compensation
-    tables when the study has them; `comparisons` (the tested differences) feeds the
-    overview's forest plot. `out` maps figure names to paths.
+    `families` maps a family to its title; `comparisons` (the tested differences) feeds the
+    forest plot. `out` maps family names and `forest` to paths. The figures of the analyses
+    are drawn beside these, by `plot_analyses` in its own job, on the other core.
     """
-    from ablation_lab.plots import (
-        plot_activation_shapes,
-        plot_compensation,
-        plot_family,
-        plot_heatmap,
-        plot_knockout,
-        plot_learning_curves,
-        plot_nsdropout,
-        plot_reliability,
-    )
+    from ablation_lab.plots import plot_family, plot_forest, plot_heatmap
 
     runs_table, summary_table = pd.read_csv(runs), pd.read_csv(summary)
     for family, info in families.items():
@@ -278,28 +268,40 @@ def plot_figures(
             plot_heatmap(summary_table, variants, family, info["title"], out[family])
         else:
             plot_family(runs_table, summary_table, family, info["title"], out[family])
-    if "history" in posthoc:
-        plot_learning_curves(pd.read_csv(posthoc["history"]), variants, out["learning_curves"])
-    if "activation_shapes" in posthoc:
-        shapes = pd.read_csv(posthoc["activation_shapes"], keep_default_na=False, na_values=[""])
-        plot_activation_shapes(shapes, variants, out["activation_shapes"], out.get("feature_functions"))
-    if "nsdropout_summary" in posthoc:
-        plot_nsdropout(pd.read_csv(posthoc["nsdropout_summary"]), pd.read_csv(posthoc["nsdropout"]), variants, out["nsdropout_modes"])
-    if "calibration" in posthoc:
-        plot_reliability(pd.read_csv(posthoc["calibration"]), variants, out["calibration"])
-    if "elasticity" in posthoc:
-        from ablation_lab.plots import plot_elasticity
+    plot_forest(pd.read_csv(comparisons), variants, out["forest"])
 
-        plot_elasticity(pd.read_csv(posthoc["elasticity"]), variants, out["elasticity"])
-    if "knockout" in posthoc:
-        plot_knockout(pd.read_csv(posthoc["knockout"]), variants, out["knockout"])
-        gaps = pd.read_csv(posthoc["compensation"])
+
+def plot_analyses(variants: list[dict[str, Any]], tables: dict[str, str], out: dict[str, str]) -> None:
+    """The learning curves and the figure of each per-model analysis the study ran.
+
+    `tables` holds `history` and the analyses' tables the study has (knockout, compensation,
+    calibration, ...); `out` maps figure names (`Study.extra_figures`) to paths.
+    """
+    from ablation_lab.plots import (
+        plot_activation_shapes,
+        plot_compensation,
+        plot_elasticity,
+        plot_knockout,
+        plot_learning_curves,
+        plot_nsdropout,
+        plot_reliability,
+    )
+
+    plot_learning_curves(pd.read_csv(tables["history"]), variants, out["learning_curves"])
+    if "activation_shapes" in tables:
+        shapes = pd.read_csv(tables["activation_shapes"], keep_default_na=False, na_values=[""])
+        plot_activation_shapes(shapes, variants, out["activation_shapes"], out.get("feature_functions"))
+    if "nsdropout_summary" in tables:
+        plot_nsdropout(pd.read_csv(tables["nsdropout_summary"]), pd.read_csv(tables["nsdropout"]), variants, out["nsdropout_modes"])
+    if "calibration" in tables:
+        plot_reliability(pd.read_csv(tables["calibration"]), variants, out["calibration"])
+    if "elasticity" in tables:
+        plot_elasticity(pd.read_csv(tables["elasticity"]), variants, out["elasticity"])
+    if "knockout" in tables:
+        plot_knockout(pd.read_csv(tables["knockout"]), variants, out["knockout"])
+        gaps = pd.read_csv(tables["compensation"])
         for comparison in gaps["comparison"].drop_duplicates():
             plot_compensation(gaps, comparison, out[f"compensation_{comparison}"])
-    if comparisons is not None:
-        from ablation_lab.plots import plot_forest
-
-        plot_forest(pd.read_csv(comparisons), variants, out["forest"])
 
 
 def plot_examples(families: list[str], variants: list[dict[str, Any]], data: str, meta: str, seed: int, out: dict[str, str]) -> None:

@@ -163,7 +163,7 @@ def all_figures(wildcards):
 
 def upstream_benchmarks():
     """Rule and benchmark file of every job before the report (the provenance runtimes)."""
-    study_jobs = ["aggregate", "plot_figures"]
+    study_jobs = ["aggregate", "plot_figures", "plot_analyses"]
     study_jobs += ["plot_examples"] if example_figures() else []
     return STUDY.benchmark_table(study_jobs)
 

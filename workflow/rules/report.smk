@@ -52,10 +52,8 @@ rule aggregate:
 
 rule plot_figures:
     input:
-        **STUDY.extra_tables(),
         runs=f"{STUDY.tables_dir()}/runs.csv",
         summary=f"{STUDY.tables_dir()}/summary.csv",
-        history=f"{STUDY.tables_dir()}/history.csv",
         comparisons=f"{STUDY.tables_dir()}/comparisons.csv",
     output:
         **{
@@ -67,15 +65,6 @@ rule plot_figures:
                 labels={"family": family, "figure": "accuracy"},
             )
             for family, path in family_figures().items()
-        },
-        **{
-            name: report(
-                path,
-                caption="../report/posthoc.rst",
-                category="Post-hoc",
-                labels={"figure": name},
-            )
-            for name, path in STUDY.extra_figures().items()
         },
         forest=report(
             STUDY.forest_figure(),
@@ -96,9 +85,41 @@ rule plot_figures:
     params:
         families=family_titles(),
         variants=sealed(STUDY.variant_table()),
-        code=source_digest("plots", "jobs", "elasticity", "statistics", "nsdropout"),
+        code=source_digest("plots", "jobs", "statistics"),
     script:
         "../scripts/plot_figures.py"
+
+
+# Beside plot_figures (both read only the aggregated tables), so the two cores draw at once.
+rule plot_analyses:
+    input:
+        **STUDY.extra_tables(),
+        history=f"{STUDY.tables_dir()}/history.csv",
+    output:
+        **{
+            name: report(
+                path,
+                caption="../report/posthoc.rst",
+                category="Post-hoc",
+                labels={"figure": name},
+            )
+            for name, path in STUDY.extra_figures().items()
+        },
+    log:
+        STUDY.study_log("plot_analyses"),
+    benchmark:
+        STUDY.study_benchmark("plot_analyses")
+    conda:
+        "../envs/ablation-lab.yaml"
+    threads: 1
+    resources:
+        mem_mb=mem_mb_by_attempt(2000),
+        runtime=10,
+    params:
+        variants=sealed(STUDY.variant_table()),
+        code=source_digest("plots", "jobs", "elasticity", "statistics", "nsdropout"),
+    script:
+        "../scripts/plot_analyses.py"
 
 
 rule plot_examples:
