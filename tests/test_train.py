@@ -201,3 +201,12 @@ def test_traces_are_kept_per_architecture_and_bounded(digits):
         assert len(TRACED.entries) == 2
     finally:
         TRACED.size = size
+    one = next(iter(TRACED.entries.values())).nbytes
+    weights = 4 * (64 * 8 + 8 + 8 * 10 + 10)  # float32 kernels and biases
+    assert 3 * weights <= one < 3 * weights + 256, "weights and Adam's two moments, plus a few counters and seed states"
+    budget, TRACED.max_bytes = TRACED.max_bytes, one + 1
+    try:
+        train_model({**spec(epochs=1), "model": {"hidden_units": [8], "activation": "sigmoid", "dropout": 0.1}}, digits, 10, seed=1)
+        assert len(TRACED.entries) == 1, "over the memory budget, only the twin in use is kept"
+    finally:
+        TRACED.max_bytes = budget

@@ -157,6 +157,12 @@ class _Traced:
     optimizer: Any
     run_epoch: Any
 
+    @property
+    def nbytes(self) -> int:
+        """The memory its variables hold (model and optimizer state)."""
+        variables = [*self.model.variables, *self.optimizer.variables]
+        return sum(int(np.prod(v.shape)) * np.dtype(str(v.dtype)).itemsize for v in variables)
+
 
 class TracedEpochs:
     """Traced epochs kept for the next training of the same architecture in this process.
@@ -171,10 +177,14 @@ class TracedEpochs:
     fresh optimizer's into the twin, runs the twin's epoch, and copies the end state back.
     Hit or miss, every training runs on a twin in the same way, so the numbers do not depend
     on what the process trained before (tested to the bit).
+
+    At most `size` entries, and at most `max_bytes` of twins' variables besides the one in
+    use: a researcher's large model does not stay in a worker's memory eight times over.
     """
 
-    def __init__(self, size: int = 8) -> None:
+    def __init__(self, size: int = 8, max_bytes: int = 256 * 2**20) -> None:
         self.size = size
+        self.max_bytes = max_bytes
         self.entries: dict[str, _Traced] = {}
         self.hits = 0
 
@@ -213,9 +223,12 @@ class TracedEpochs:
         _copy_variables(model.variables, entry.model.variables)
         _copy_variables(optimizer.variables, entry.optimizer.variables)
         self.entries[key] = entry  # most recently used last
-        while len(self.entries) > self.size:
-            self.entries.pop(next(iter(self.entries)))
+        while len(self.entries) > 1 and (len(self.entries) > self.size or self._nbytes() > self.max_bytes):
+            self.entries.pop(next(iter(self.entries)))  # the least recently used
         return entry
+
+    def _nbytes(self) -> int:
+        return sum(entry.nbytes for entry in self.entries.values())
 
 
 def _same_shapes(first: list[Any], second: list[Any]) -> bool:
