@@ -254,8 +254,9 @@ def fit_fast(model: Any, optimizer: Any, arrays: dict[str, np.ndarray], training
     """Train with whole-epoch graph execution; early stopping on validation loss, best weights kept."""
     import tensorflow as tf
 
-    tensors = [tf.constant(arrays[key]) for key in ("x_train", "y_train", "x_val", "y_val")]
-    twin = TRACED.twin_for(model, optimizer, {key: arrays[key] for key in ("x_train", "y_train", "x_val", "y_val")}, training["batch_size"])
+    fitted = {key: arrays[key] for key in ("x_train", "y_train", "x_val", "y_val")}  # the traced epoch's arguments
+    tensors = [tf.constant(array) for array in fitted.values()]
+    twin = TRACED.twin_for(model, optimizer, fitted, training["batch_size"])
     if twin is None:
         optimizer.build(model.trainable_variables)
         trained, run_epoch = model, _epoch_function(model, optimizer, training["batch_size"])
