@@ -2,8 +2,8 @@
 
     python run_job.py JOB LOG REQUEST [--threads N] [--gpu N]
 
-REQUEST is the job's arguments as one JSON document, built by the rule (`job_request` in
-rules/common.smk). A `script:` job would first import Snakemake to unpickle its `snakemake`
+REQUEST is the job's arguments as one JSON document, built by the rule (`train_request`
+and `analysis_request` in rules/common.smk). A `script:` job would first import Snakemake to unpickle its `snakemake`
 object: 0.2 CPU s per job, several times the cost of handing the job to a warm worker
 (benchmarks/README.md, bench_study). This adapter imports only the standard library and
 `ablation_lab.dispatch`; with no worker free the job runs here, as before.
