@@ -119,3 +119,28 @@ def _watch(check: Callable[[], bool], message: str) -> None:
     os.kill(os.getpid(), signal.SIGTERM)  # unwinds where a handler turns it into SystemExit
     time.sleep(GRACE_SECONDS)
     os._exit(143)
+
+
+SNAKEMAKE_SCHEDULER = "snakemake.scheduling.job_scheduler"
+
+
+def release_scheduler_timers() -> int:
+    """Cancel the timers Snakemake's scheduler left behind; the number cancelled.
+
+    With its job-rate limit on (the default, `--max-jobs-per-timespan 100/1s`), Snakemake's
+    scheduler starts a non-daemon `threading.Timer` after each scheduling round to wake
+    itself a second later (snakemake 9.x, `JobScheduler._schedule_reevalutation`). The last
+    one outlives the run: the process waits for it, so every local run ended about a second
+    after its last job. Called from `onsuccess`, when the scheduler has finished for good, so
+    nothing is left to wake. Only timers whose function comes from Snakemake's scheduler
+    module are cancelled; if a later Snakemake names it differently, nothing is, and the run
+    just exits a second later as before.
+    """
+    timers = [
+        thread
+        for thread in threading.enumerate()
+        if isinstance(thread, threading.Timer) and getattr(thread.function, "__module__", None) == SNAKEMAKE_SCHEDULER
+    ]
+    for timer in timers:
+        timer.cancel()
+    return len(timers)

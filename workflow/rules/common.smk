@@ -248,9 +248,12 @@ onstart:
 
 
 onsuccess:
+    from ablation_lab.watchdog import release_scheduler_timers
     from ablation_lab.worker import stop_pool
 
     stop_pool()
+    # The run exits now rather than a second later (see release_scheduler_timers).
+    release_scheduler_timers()
 
 
 onerror:
