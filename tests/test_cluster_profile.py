@@ -38,8 +38,9 @@ def test_profile_keeps_site_values_in_the_environment_and_resources_in_the_rules
         "slurm_partition": "'$ABLATION_LAB_SLURM_PARTITION'",
     }
     assert "set-resources" not in profile and "set-threads" not in profile
-    # Snakemake loads profiles/default/ on its own: cluster settings must not live there.
-    assert not (ROOT / "profiles" / "default").exists()
+    # Snakemake loads profiles/default/ on its own: it holds local scheduling settings, no cluster settings.
+    default = yaml.safe_load((ROOT / "profiles" / "default" / "config.yaml").read_text())
+    assert default == {"scheduler": "greedy"}
 
 
 def test_profile_groups_each_training_with_its_analyses(profile):
