@@ -84,14 +84,19 @@ def test_cheap_rules_rerun_when_their_code_changes(tmp_path, monkeypatch):
     assert "source_digest" not in (ROOT / "workflow" / "rules" / "train.smk").read_text()
 
 
-def test_only_jobs_that_need_tensorflow_use_the_warm_pool():
+def test_the_warm_pool_serves_every_job_but_data_preparation():
+    """Training and analyses (through run_job.py) and the study's tail (through their scripts)
+    may go to a warm worker; data preparation runs while the workers import, in its own process."""
     from ablation_lab.dispatch import SERVED_JOBS
 
     rules = "".join(path.read_text() for path in RULE_FILES)
-    pooled = set(re.findall(r'f"\{RUN_JOB\} (\w+) ', rules))
-    assert pooled == set(SERVED_JOBS) == {"train", "analyse_run"}
+    shell_jobs = set(re.findall(r'f"\{RUN_JOB\} (\w+) ', rules))
+    assert shell_jobs == {"train", "analyse_run"}
     scripts = {path.stem: path.read_text() for path in (ROOT / "workflow" / "scripts").glob("*.py") if path.stem != "_package"}
-    assert {name for name, text in scripts.items() if "run_job(" in text} == {"run_job"}, "only run_job.py hands jobs to workers"
+    script_jobs = {name for name, text in scripts.items() if "run_job(" in text} - {"run_job"}
+    assert script_jobs == {"aggregate", "plot_figures", "plot_analyses", "plot_examples", "report"}
+    assert shell_jobs | script_jobs == set(SERVED_JOBS)
+    assert "run_here(" in scripts["prepare_data"] and "prepare_data" not in SERVED_JOBS
     assert all("import _package" in text for text in scripts.values()), "each script imports the package beside the rules"
 
 

@@ -72,6 +72,32 @@ def test_training_in_a_worker_equals_training_in_process(pool):
     assert json.loads(Path("worker/run/seed5/provenance.json").read_text())["spec"] == SPEC
 
 
+def test_a_figure_job_in_a_worker_draws_the_same_bytes_as_in_its_own_process(pool, test_config):
+    """The study's tail (aggregation, figures, report) is served too: a worker that has trained
+    a model and drawn before draws the same PNG as a fresh process."""
+    import subprocess
+    import sys
+
+    from ablation_lab.config import validate_config
+    from ablation_lab.study import Study
+
+    config = {**test_config, "dataset": {"name": "digits"}, "families": {"noise": {"levels": [0.0, 0.3]}}, "combinations": []}
+    variants = Study.from_config(validate_config(config)).variant_table()
+    kwargs = {"families": ["noise"], "variants": variants, "data": "split.npz", "meta": "meta.json", "seed": 1}
+    train = {"spec": SPEC, "seed": 5, "threads": 1, "data": "split.npz", "meta": "meta.json"}
+    assert run_job("train", "logs/first.log", out=train_outputs("first"), **train) == "ok"  # a worker that has trained
+    for name in ("worker", "worker-again"):
+        run_job("plot_examples", f"logs/{name}.log", out={"noise": f"{name}.png"}, **kwargs)
+        log = Path(f"logs/{name}.log").read_text()
+        assert "job plot_examples" in log and f"(process {os.getpid()})" not in log  # the worker drew it
+    here = {**os.environ, "ABLATION_LAB_WORKERS": "0", "PYTHONPATH": os.pathsep.join(sys.path)}
+    code = (
+        "import json, sys; from ablation_lab.dispatch import run_job; run_job('plot_examples', 'logs/here.log', **json.loads(sys.argv[1]))"
+    )
+    subprocess.run([sys.executable, "-c", code, json.dumps({**kwargs, "out": {"noise": "here.png"}})], env=here, check=True)
+    assert Path("worker.png").read_bytes() == Path("here.png").read_bytes() == Path("worker-again.png").read_bytes()
+
+
 def test_a_failing_job_fails_with_its_traceback_in_the_log(pool):
     with pytest.raises(RuntimeError, match=r"failed in worker worker-0\.sock"):
         run_job("train", "logs/bad.log", spec=SPEC, seed=1, threads=1, data="missing.npz", meta="meta.json", out=train_outputs("bad"))
@@ -79,7 +105,7 @@ def test_a_failing_job_fails_with_its_traceback_in_the_log(pool):
     assert "missing.npz" in log and "Traceback" in log
 
 
-def test_workers_serve_only_training_and_analyses_and_survive_bad_requests(pool):
+def test_workers_serve_only_the_workflows_jobs_and_survive_bad_requests(pool):
     """Any process of the user can reach the socket: it must not call other functions or write elsewhere."""
     from ablation_lab.dispatch import ask_worker
 

@@ -23,9 +23,13 @@ from pathlib import Path
 from typing import Any
 
 POOL_ENV = "ABLATION_LAB_POOL"  # set by the Snakemake process that started the pool
-# The jobs a warm worker serves: those that need TensorFlow (a model to train or to load).
-# Every other rule calls its job in its own process (`run_here`), without the pool.
-SERVED_JOBS = frozenset({"train", "analyse_run"})
+# The jobs a warm worker serves: those whose imports it already holds. Training and the
+# per-model analyses need TensorFlow; the study's aggregation, figures and report need
+# pandas, SciPy and matplotlib, which a worker has imported too (Keras imports them): in
+# their own processes those imports were about 60% of the study's tail, 3.5 s of a 21 s
+# study on two cores (benchmarks/README.md). Data preparation runs in its own process: it
+# runs while the workers are still importing TensorFlow.
+SERVED_JOBS = frozenset({"train", "analyse_run", "aggregate", "plot_figures", "plot_analyses", "plot_examples", "report"})
 
 
 def current_pool() -> Path | None:

@@ -139,6 +139,8 @@ def _run(request: Any) -> dict:
         import keras
 
         keras.backend.clear_session(free_memory=True)
+        if "matplotlib.pyplot" in sys.modules:  # a figure job that failed midway leaves no figure to the next
+            sys.modules["matplotlib.pyplot"].close("all")
 
 
 def _parse(line: bytes) -> Any:

@@ -1,20 +1,18 @@
 """Snakemake adapter: join every variant's per-model tables into the study's tables."""
 
 import _package  # noqa: F401
-from ablation_lab.dispatch import run_here
+from ablation_lab.dispatch import run_job
 from ablation_lab.io import unsealed
 
 sm = snakemake
-run_here(
+run_job(
     "aggregate",
     sm.log[0],
-    {
-        "probes": sm.params.probes,
-        "histories": sm.params.histories,
-        "variants": unsealed(sm.params.variants),
-        "posthoc": sm.params.posthoc,
-        "margin": sm.params.margin,
-        "extra": sm.params.extra,
-        "out": dict(sm.output.items()),
-    },
+    probes=sm.params.probes,
+    histories=sm.params.histories,
+    variants=unsealed(sm.params.variants),
+    posthoc=sm.params.posthoc,
+    margin=sm.params.margin,
+    extra=sm.params.extra,
+    out=dict(sm.output.items()),
 )

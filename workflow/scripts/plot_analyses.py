@@ -1,16 +1,14 @@
 """Snakemake adapter: the learning curves and the figures of the per-model analyses."""
 
 import _package  # noqa: F401
-from ablation_lab.dispatch import run_here
+from ablation_lab.dispatch import run_job
 from ablation_lab.io import unsealed
 
 sm = snakemake
-run_here(
+run_job(
     "plot_analyses",
     sm.log[0],
-    {
-        "variants": unsealed(sm.params.variants),
-        "tables": dict(sm.input.items()),
-        "out": dict(sm.output.items()),
-    },
+    variants=unsealed(sm.params.variants),
+    tables=dict(sm.input.items()),
+    out=dict(sm.output.items()),
 )

@@ -1,19 +1,17 @@
 """Snakemake adapter: example inputs as each variant of each image-changing family sees them."""
 
 import _package  # noqa: F401
-from ablation_lab.dispatch import run_here
+from ablation_lab.dispatch import run_job
 from ablation_lab.io import unsealed
 
 sm = snakemake
-run_here(
+run_job(
     "plot_examples",
     sm.log[0],
-    {
-        "families": list(sm.output.keys()),
-        "variants": unsealed(sm.params.variants),
-        "data": sm.input.data,
-        "meta": sm.input.meta,
-        "seed": sm.params.seed,
-        "out": dict(sm.output.items()),
-    },
+    families=list(sm.output.keys()),
+    variants=unsealed(sm.params.variants),
+    data=sm.input.data,
+    meta=sm.input.meta,
+    seed=sm.params.seed,
+    out=dict(sm.output.items()),
 )

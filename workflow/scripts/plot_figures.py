@@ -1,19 +1,17 @@
 """Snakemake adapter: the figure of each family and the overview's forest plot."""
 
 import _package  # noqa: F401
-from ablation_lab.dispatch import run_here
+from ablation_lab.dispatch import run_job
 from ablation_lab.io import unsealed
 
 sm = snakemake
-run_here(
+run_job(
     "plot_figures",
     sm.log[0],
-    {
-        "families": sm.params.families,
-        "variants": unsealed(sm.params.variants),
-        "runs": sm.input.runs,
-        "summary": sm.input.summary,
-        "comparisons": sm.input.comparisons,
-        "out": dict(sm.output.items()),
-    },
+    families=sm.params.families,
+    variants=unsealed(sm.params.variants),
+    runs=sm.input.runs,
+    summary=sm.input.summary,
+    comparisons=sm.input.comparisons,
+    out=dict(sm.output.items()),
 )

@@ -1,20 +1,18 @@
 """Snakemake adapter: render the study's self-contained HTML report."""
 
 import _package  # noqa: F401
-from ablation_lab.dispatch import run_here
+from ablation_lab.dispatch import run_job
 from ablation_lab.io import unsealed
 
 sm = snakemake
-run_here(
+run_job(
     "report",
     sm.log[0],
-    {
-        "study_cfg": unsealed(sm.params.study),
-        "meta": sm.input.meta,
-        "tables": {key: sm.input[key] for key in sm.params.tables},
-        "figures": sm.params.figures,
-        "sharing": sm.params.sharing,
-        "benchmarks": sm.params.benchmarks,
-        "out": sm.output.html,
-    },
+    study_cfg=unsealed(sm.params.study),
+    meta=sm.input.meta,
+    tables={key: sm.input[key] for key in sm.params.tables},
+    figures=sm.params.figures,
+    sharing=sm.params.sharing,
+    benchmarks=sm.params.benchmarks,
+    out=sm.output.html,
 )
