@@ -98,6 +98,21 @@ def test_a_figure_job_in_a_worker_draws_the_same_bytes_as_in_its_own_process(poo
     assert Path("worker.png").read_bytes() == Path("here.png").read_bytes() == Path("worker-again.png").read_bytes()
 
 
+def test_a_job_without_tensorflow_goes_only_to_a_worker_that_has_finished_its_imports(tmp_path):
+    """A rerun that redoes only the report must not wait for a worker still importing TensorFlow."""
+    from ablation_lab.dispatch import claim_worker, ready_marker
+
+    sock = tmp_path / "worker-0.sock"
+    sock.touch()
+    with claim_worker(tmp_path, warm_only=True) as claimed:
+        assert claimed is None  # still importing: the job runs in its own process
+    with claim_worker(tmp_path) as claimed:
+        assert claimed == sock  # a training waits for it
+    ready_marker(sock).touch()
+    with claim_worker(tmp_path, warm_only=True) as claimed:
+        assert claimed == sock
+
+
 def test_a_failing_job_fails_with_its_traceback_in_the_log(pool):
     with pytest.raises(RuntimeError, match=r"failed in worker worker-0\.sock"):
         run_job("train", "logs/bad.log", spec=SPEC, seed=1, threads=1, data="missing.npz", meta="meta.json", out=train_outputs("bad"))

@@ -30,6 +30,10 @@ POOL_ENV = "ABLATION_LAB_POOL"  # set by the Snakemake process that started the 
 # study on two cores (benchmarks/README.md). Data preparation runs in its own process: it
 # runs while the workers are still importing TensorFlow.
 SERVED_JOBS = frozenset({"train", "analyse_run", "aggregate", "plot_figures", "plot_analyses", "plot_examples", "report"})
+# A job that needs TensorFlow waits for a worker still importing it (it would import it
+# too, from scratch); any other job goes only to a worker that has finished, so a rerun
+# that redoes only the report does not wait for TensorFlow.
+TENSORFLOW_JOBS = frozenset({"train", "analyse_run"})
 
 
 def current_pool() -> Path | None:
@@ -42,10 +46,18 @@ class WorkerUnavailable(RuntimeError):
     """No reply from a worker: the job runs in-process instead."""
 
 
+def ready_marker(sock: Path) -> Path:
+    """The file a worker creates beside its socket once its imports are done."""
+    return sock.with_suffix(".ready")
+
+
 @contextlib.contextmanager
-def claim_worker(pool: Path) -> Iterator[Path | None]:
-    """Yield the socket of an idle worker (locked for this job), or None if there is none."""
+def claim_worker(pool: Path, warm_only: bool = False) -> Iterator[Path | None]:
+    """Yield the socket of an idle worker (locked for this job), or None if there is none;
+    with `warm_only`, only a worker that has finished its imports will do."""
     for sock in sorted(pool.glob("worker-*.sock")):
+        if warm_only and not ready_marker(sock).exists():
+            continue
         handle = open(sock.with_suffix(".lock"), "a")  # noqa: SIM115 (held until the job ends)
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -133,7 +145,7 @@ def run_job(job: str, log: str | None, **kwargs: Any) -> Any:
     request = {"job": job, "log": os.path.abspath(log) if log else None, "cwd": os.getcwd(), "kwargs": kwargs}
     pool = current_pool()
     if pool is not None and servable(job, kwargs):
-        with claim_worker(pool) as sock:
+        with claim_worker(pool, warm_only=job not in TENSORFLOW_JOBS) as sock:
             if sock is not None:
                 try:
                     return ask_worker(sock, request)

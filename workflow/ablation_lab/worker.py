@@ -27,7 +27,7 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-from ablation_lab.dispatch import POOL_ENV, SERVED_JOBS, current_pool
+from ablation_lab.dispatch import POOL_ENV, SERVED_JOBS, current_pool, ready_marker
 
 IDLE_SECONDS = 300
 
@@ -166,6 +166,7 @@ def serve(sock_path: Path, parent: int, threads: int = 1, idle: float = IDLE_SEC
     # job is 0.01 s); frozen, they are never scanned again and the collection takes 0.01 s.
     gc.collect()
     gc.freeze()
+    ready_marker(sock_path).touch()  # jobs that would not wait for the imports may come now
     server.settimeout(5.0)
     last_job = time.monotonic()
     try:
@@ -182,6 +183,7 @@ def serve(sock_path: Path, parent: int, threads: int = 1, idle: float = IDLE_SEC
             last_job = time.monotonic()
     finally:
         server.close()
+        ready_marker(sock_path).unlink(missing_ok=True)
         sock_path.unlink(missing_ok=True)
         if os.getppid() != parent:  # Snakemake died without stopping the pool: tidy up
             sock_path.with_suffix(".pid").unlink(missing_ok=True)
