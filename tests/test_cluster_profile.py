@@ -69,7 +69,10 @@ def test_only_cpu_single_thread_jobs_go_to_warm_workers(monkeypatch):
     assert servable("train", {"threads": 1, "gpu": 0})
     assert not servable("train", {"threads": 1, "gpu": 1}), "workers hide the GPU: a GPU job needs its own process"
     assert not servable("train", {"threads": 2})
-    assert not servable("aggregate", {})
+    assert servable("aggregate", {})  # the study's tail: a worker holds its imports
+    assert not servable("prepare_data", {})  # runs while the workers are still importing
+    monkeypatch.setenv("ABLATION_LAB_WORKERS", "0")
+    assert not servable("train", {"threads": 1, "gpu": 0}) and not servable("aggregate", {})
 
 
 def test_a_job_log_names_the_slurm_job_it_ran_in(monkeypatch):
