@@ -72,6 +72,36 @@ def test_training_in_a_worker_equals_training_in_process(pool):
     assert json.loads(Path("worker/run/seed5/provenance.json").read_text())["spec"] == SPEC
 
 
+def test_a_forked_worker_trains_as_a_fresh_process(tmp_path, monkeypatch):
+    """The pool imports TensorFlow once and forks its other workers: a forked worker's
+    training equals, to the bit, training in a process of its own."""
+    from ablation_lab.dispatch import ask_worker
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("ABLATION_LAB_WORKERS", raising=False)
+    save_split(prepare(DIGITS), "split.npz", "meta.json")
+    pool = start_pool(2)
+    try:
+        deadline = time.monotonic() + 120
+        while not (pool / "worker-1.ready").exists():
+            assert time.monotonic() < deadline, (pool / "worker-0.log").read_text()
+            time.sleep(0.1)
+        first, forked = (int((pool / f"worker-{index}.pid").read_text()) for index in range(2))
+        assert first != forked and forked != os.getpid()
+        kwargs = {"spec": SPEC, "seed": 5, "threads": 1, "data": "split.npz", "meta": "meta.json"}
+        request = {"job": "train", "log": os.path.abspath("logs/forked.log"), "cwd": os.getcwd()}
+        assert ask_worker(pool / "worker-1.sock", {**request, "kwargs": {**kwargs, "out": train_outputs("forked")}}) == "ok"
+        assert f"(process {forked})" in Path("logs/forked.log").read_text()
+    finally:
+        stop_pool()
+    assert gone_within(forked, 5) and gone_within(first, 5)
+    assert run_here("train", "logs/here.log", {**kwargs, "out": train_outputs("here")}) == "ok"
+    with np.load("forked/run/seed5/predictions.npz") as a, np.load("here/run/seed5/predictions.npz") as b:
+        for key in ("probabilities_val", "probabilities_test"):
+            np.testing.assert_array_equal(a[key], b[key])
+    assert Path("forked/run/seed5/history.csv").read_text() == Path("here/run/seed5/history.csv").read_text()
+
+
 def test_a_figure_job_in_a_worker_draws_the_same_bytes_as_in_its_own_process(pool, test_config):
     """The study's tail (aggregation, figures, report) is served too: a worker that has trained
     a model and drawn before draws the same PNG as a fresh process."""
@@ -168,11 +198,15 @@ def test_a_second_run_leaves_the_first_runs_workers_alone(pool):
 
 
 def gone_within(pid: int, seconds: float) -> bool:
+    """Whether process `pid` exits within `seconds` (a zombie, exited but not yet reaped by
+    the process that started it, counts as gone)."""
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[-1].split()[0]
+        except (FileNotFoundError, ProcessLookupError):
+            return True
+        if state == "Z":
             return True
         time.sleep(0.1)
     return False
@@ -185,19 +219,33 @@ def test_workers_stop_when_their_snakemake_stops_on_an_exception_or_is_killed(tm
     import subprocess
     import sys
 
-    def owner(then: str) -> tuple[subprocess.Popen, int]:
-        code = f"import time; from ablation_lab.worker import start_pool; print(start_pool(1), flush=True); {then}"
+    def owner(then: str) -> tuple[subprocess.Popen, list[int]]:
+        """A process that starts a two-worker pool, waits until the second one is forked, then `then`."""
+        code = "\n".join(
+            [
+                "import time",
+                "from ablation_lab.worker import start_pool",
+                "pool = start_pool(2)",
+                "print(pool, flush=True)",
+                "while not (pool / 'worker-1.pid').exists():",
+                "    time.sleep(0.1)",
+                "print('forked', flush=True)",
+                then,
+            ]
+        )
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
         process = subprocess.Popen([sys.executable, "-c", code], cwd=tmp_path, env=env, stdout=subprocess.PIPE, text=True)
         pool = Path(process.stdout.readline().strip())
-        return process, int((pool / "worker-0.pid").read_text())
+        assert process.stdout.readline().strip() == "forked", (pool / "worker-0.log").read_text()
+        return process, [int((pool / f"worker-{index}.pid").read_text()) for index in range(2)]
 
-    failing, worker = owner("time.sleep(1); raise RuntimeError('DAG error after onstart')")
+    failing, workers = owner("time.sleep(1); raise RuntimeError('DAG error after onstart')")
     assert failing.wait(timeout=30) == 1
-    assert gone_within(worker, 3), "a worker outlived its Snakemake's exception"
+    assert all(gone_within(worker, 3) for worker in workers), "a worker outlived its Snakemake's exception"
 
-    killed, worker = owner("time.sleep(60)")
+    killed, workers = owner("time.sleep(60)")
     time.sleep(1)
     killed.send_signal(signal.SIGKILL)
     killed.wait()
-    assert gone_within(worker, 10), "a worker outlived its SIGKILLed Snakemake"
+    for worker in workers:
+        assert gone_within(worker, 10), "a worker outlived its SIGKILLed Snakemake"

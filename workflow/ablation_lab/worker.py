@@ -6,6 +6,13 @@ exactly as the job's own process would (same function, same log file, seeds rese
 Keras session cleared per job), and exits when asked, when idle for a while, or within
 about a second when the Snakemake process that started it is gone (killed, or exited without
 `onerror`/`onsuccess`: its watchdog thread checks once a second, also during a job).
+
+The pool pays TensorFlow's import once, not once per worker: `start_pool` starts the first
+worker, which listens on every worker's socket, imports TensorFlow and the package, and then
+forks the others. The fork comes before TensorFlow's runtime starts (no op has run, no
+TensorFlow thread exists; each worker configures its own threads after the fork), the
+pattern of a prefork server; the import was about 4.5 of the 33 CPU seconds a study of the
+article took on two cores (benchmarks/README.md).
 """
 
 from __future__ import annotations
@@ -24,6 +31,7 @@ import sys
 import tempfile
 import time
 import traceback
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -48,22 +56,35 @@ def start_pool(cores: int) -> Path:
     """
     base = "/tmp" if os.path.isdir("/tmp") else None
     pool = Path(tempfile.mkdtemp(prefix=_owner_prefix(), dir=base))
-    for index in range(pool_size_from_env(cores)):
-        with open(pool / f"worker-{index}.log", "w") as log:
+    count = pool_size_from_env(cores)
+    if count:
+        with open(log_path(pool, 0), "w") as log:
             process = subprocess.Popen(
-                [sys.executable, "-m", "ablation_lab.worker", "--socket", str(pool / f"worker-{index}.sock"), "--parent", str(os.getpid())],
+                [sys.executable, "-m", "ablation_lab.worker", "--pool", str(pool), "--workers", str(count), "--parent", str(os.getpid())],
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
                 env=_worker_env(),
             )
-        (pool / f"worker-{index}.pid").write_text(str(process.pid))
+        pid_path(pool, 0).write_text(str(process.pid))
     os.environ[POOL_ENV] = str(pool)
     # Snakemake calls stop_pool from onsuccess/onerror, but not when it stops on an exception
     # raised after onstart; atexit covers any exit of this process short of SIGKILL (which the
     # workers' watchdog covers).
     atexit.register(stop_pool, pool)
     return pool
+
+
+def socket_path(pool: Path, index: int) -> Path:
+    return pool / f"worker-{index}.sock"
+
+
+def pid_path(pool: Path, index: int) -> Path:
+    return pool / f"worker-{index}.pid"
+
+
+def log_path(pool: Path, index: int) -> Path:
+    return pool / f"worker-{index}.log"
 
 
 def _worker_env() -> dict[str, str]:
@@ -95,12 +116,20 @@ def stop_pool(pool: Path | None = None) -> None:
         del os.environ[POOL_ENV]
 
 
-def _warm_up(threads: int) -> None:
-    """Pay the imports once: TensorFlow, Keras, and what training and the analyses use."""
-    from ablation_lab import analyses, evaluate, jobs, models, train  # noqa: F401 (imported to be warm)
+def _import_for_jobs() -> None:
+    """Pay the imports once, before the fork: TensorFlow, Keras, and what the jobs use.
+
+    Importing starts no TensorFlow thread and runs no op, so the forked workers share these
+    pages and each starts its own runtime (`_configure`).
+    """
+    from ablation_lab import analyses, evaluate, jobs, models, train  # noqa: F401 (imported to be warm; they import Keras)
+
+
+def _configure(threads: int) -> None:
+    """After the fork: this worker's TensorFlow threads (the runtime starts here, per process)."""
+    from ablation_lab import train
 
     train.configure_tensorflow(threads)
-    import keras  # noqa: F401
 
 
 def check_request(request: Any) -> str | None:
@@ -150,27 +179,100 @@ def _parse(line: bytes) -> Any:
         return None  # refused by check_request; the worker keeps serving
 
 
-def serve(sock_path: Path, parent: int, threads: int = 1, idle: float = IDLE_SECONDS) -> None:
-    from ablation_lab.watchdog import watch
-
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
-    # stop within a second when the parent (Snakemake) is gone, also while warming up or serving a job
-    watch("warm worker", lambda: os.getppid() == parent, f"process {parent}")
+def listen(sock_path: Path) -> socket.socket:
+    """Bind a worker's socket: clients may connect at once and wait while it warms up."""
     sock_path.unlink(missing_ok=True)
     server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     server.bind(str(sock_path))
-    server.listen(8)  # clients may connect now; they wait while this worker warms up
-    _warm_up(threads)
+    server.listen(8)
+    return server
+
+
+def serve_pool(pool: Path, count: int, parent: int, threads: int = 1, idle: float = IDLE_SECONDS) -> None:
+    """The first worker: listen for all `count` workers, import once, fork the others, serve.
+
+    Every worker stops when the Snakemake process `parent` is gone; the first one also waits
+    for the workers it forked before it stops for idleness (it reaps them).
+    """
+    from ablation_lab.watchdog import start_time, watch
+
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    # stop within a second when the parent (Snakemake) is gone, also while importing
+    watch("warm worker", lambda: os.getppid() == parent, f"process {parent}")
+    servers = [listen(socket_path(pool, index)) for index in range(count)]
+    _import_for_jobs()
     # Each job ends with clear_session(free_memory=True), a full garbage collection. Over the
     # million objects TensorFlow's import leaves, that took 0.15 s per job (a whole analysis
     # job is 0.01 s); frozen, they are never scanned again and the collection takes 0.01 s.
+    # Frozen before the fork, they also stay shared between the workers (no copy on write).
     gc.collect()
     gc.freeze()
+    snakemake_started = start_time(parent)
+    children = []
+    for index in range(1, count):
+        sys.stdout.flush()
+        sys.stderr.flush()
+        child = os.fork()
+        if child == 0:
+            _serve_forked(pool, index, servers, parent, snakemake_started, threads, idle)
+        children.append(child)
+        servers[index].close()
+    serve(servers[0], socket_path(pool, 0), lambda: os.getppid() == parent, threads, idle, busy=lambda: _reap(children))
+
+
+def _serve_forked(pool: Path, index: int, servers: list[socket.socket], parent: int, started: str, threads: int, idle: float) -> None:
+    """A forked worker: its own log, pid file and watchdog; it never returns to its parent's code."""
+    from ablation_lab.watchdog import alive, watch
+
+    code = 0
+    try:
+        for other, server in enumerate(servers):
+            if other != index:
+                server.close()
+        with open(log_path(pool, index), "w") as log:
+            os.dup2(log.fileno(), sys.stdout.fileno())
+            os.dup2(log.fileno(), sys.stderr.fileno())
+        pid_path(pool, index).write_text(str(os.getpid()))
+        # its watchdog watches Snakemake itself (the thread of the first worker is not forked)
+        still_wanted = lambda: alive(parent, started)  # noqa: E731
+        watch("warm worker", still_wanted, f"process {parent}")
+        serve(servers[index], socket_path(pool, index), still_wanted, threads, idle)
+    except SystemExit as stop:
+        code = stop.code if isinstance(stop.code, int) else 1
+    except BaseException:
+        traceback.print_exc()
+        code = 1
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)  # never run the first worker's code (its loop, its atexit handlers)
+
+
+def _reap(children: list[int]) -> bool:
+    """Whether any forked worker still runs (reaping those that have exited)."""
+    for child in list(children):
+        with contextlib.suppress(ChildProcessError):
+            if os.waitpid(child, os.WNOHANG)[0] == 0:
+                continue
+        children.remove(child)
+    return bool(children)
+
+
+def serve(
+    server: socket.socket,
+    sock_path: Path,
+    still_wanted: Callable[[], bool],
+    threads: int = 1,
+    idle: float = IDLE_SECONDS,
+    busy: Callable[[], bool] = lambda: False,
+) -> None:
+    """Answer requests on `server` until idle for `idle` seconds (and not `busy`) or unwanted."""
+    _configure(threads)
     ready_marker(sock_path).touch()  # jobs that would not wait for the imports may come now
     server.settimeout(5.0)
     last_job = time.monotonic()
     try:
-        while time.monotonic() - last_job < idle and os.getppid() == parent:
+        while (time.monotonic() - last_job < idle or busy()) and still_wanted():
             try:
                 conn, _ = server.accept()
             except TimeoutError:
@@ -185,7 +287,7 @@ def serve(sock_path: Path, parent: int, threads: int = 1, idle: float = IDLE_SEC
         server.close()
         ready_marker(sock_path).unlink(missing_ok=True)
         sock_path.unlink(missing_ok=True)
-        if os.getppid() != parent:  # Snakemake died without stopping the pool: tidy up
+        if not still_wanted():  # Snakemake died without stopping the pool: tidy up
             sock_path.with_suffix(".pid").unlink(missing_ok=True)
             if not list(sock_path.parent.glob("worker-*.pid")):
                 shutil.rmtree(sock_path.parent, ignore_errors=True)
@@ -193,11 +295,12 @@ def serve(sock_path: Path, parent: int, threads: int = 1, idle: float = IDLE_SEC
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--socket", type=Path, required=True)
+    parser.add_argument("--pool", type=Path, required=True, help="the pool's folder (sockets, pids, logs)")
+    parser.add_argument("--workers", type=int, default=1, help="how many workers, this one and those it forks")
     parser.add_argument("--parent", type=int, required=True, help="exit when this process is gone")
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
-    serve(args.socket, args.parent, args.threads)
+    serve_pool(args.pool, args.workers, args.parent, args.threads)
 
 
 if __name__ == "__main__":
