@@ -137,10 +137,12 @@ def test_a_job_without_tensorflow_goes_only_to_a_worker_that_has_finished_its_im
     with claim_worker(tmp_path, warm_only=True) as claimed:
         assert claimed is None  # still importing: the job runs in its own process
     with claim_worker(tmp_path) as claimed:
-        assert claimed == sock  # a training waits for it
+        assert claimed == str(sock)  # a training waits for it
     ready_marker(sock).touch()
     with claim_worker(tmp_path, warm_only=True) as claimed:
-        assert claimed == sock
+        assert claimed == str(sock)
+    with claim_worker(tmp_path / "gone") as claimed:
+        assert claimed is None  # the pool of a run that has ended: the job runs in its own process
 
 
 def test_a_failing_job_fails_with_its_traceback_in_the_log(pool):
@@ -249,3 +251,41 @@ def test_workers_stop_when_their_snakemake_stops_on_an_exception_or_is_killed(tm
     killed.wait()
     for worker in workers:
         assert gone_within(worker, 10), "a worker outlived its SIGKILLed Snakemake"
+
+
+def run_job_adapter(monkeypatch):
+    """workflow/scripts/run_job.py as a module (its command line is parsed by `parse`)."""
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "workflow" / "scripts" / "run_job.py"
+    monkeypatch.syspath_prepend(str(path.parent))  # its `import _package`, as when Snakemake runs it
+    spec = importlib.util.spec_from_file_location("run_job_adapter", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        (
+            ["train", "logs/t.log", '{"seed": 1}', "--threads", "2", "--gpu", "0"],
+            ("train", "logs/t.log", {"seed": 1, "threads": 2, "gpu": 0}),
+        ),
+        (["train", "logs/t.log", "{}", "--gpu", "1", "--threads", "3"], ("train", "logs/t.log", {"threads": 3, "gpu": 1})),
+        (["analyse_run", "logs/a.log", "{}"], ("analyse_run", "logs/a.log", {"threads": 1})),
+        (["train", "logs/t.log", "{}", "--threads=4"], ("train", "logs/t.log", {"threads": 4})),  # argparse's spelling
+    ],
+)
+def test_the_job_adapter_reads_its_command_line_as_argparse_would(argv, expected, monkeypatch):
+    assert run_job_adapter(monkeypatch).parse(argv) == expected
+
+
+@pytest.mark.parametrize(
+    "argv", [["--help"], ["train", "logs/t.log"], ["train", "logs/t.log", "{}", "--threads", "two"], ["train", "l", "{}", "--cores", "2"]]
+)
+def test_the_job_adapter_leaves_anything_unusual_to_argparse(argv, capsys, monkeypatch):
+    with pytest.raises(SystemExit):
+        run_job_adapter(monkeypatch).parse(argv)
+    printed = capsys.readouterr()
+    assert "usage:" in printed.out + printed.err

@@ -7,7 +7,9 @@ logs and benchmarks are per variant, as before) but hands the work to an idle wo
 Unix socket. With no worker reachable (cluster execution, a worker that died, the pool
 turned off with ABLATION_LAB_WORKERS=0) the job runs here, with the same result.
 
-This module imports only the standard library: it is what every job script loads first.
+This module imports only the standard library, and only its quick modules (no pathlib,
+typing or logging at import): it is what every job script loads first, and a served job's
+client process starts while its worker waits.
 """
 
 from __future__ import annotations
@@ -18,9 +20,12 @@ import json
 import os
 import socket
 import sys
-from collections.abc import Iterator
-from pathlib import Path
-from typing import Any
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+    from pathlib import Path
+    from typing import Any
 
 POOL_ENV = "ABLATION_LAB_POOL"  # set by the Snakemake process that started the pool
 # The jobs a warm worker serves: those whose imports it already holds. Training and the
@@ -38,6 +43,8 @@ TENSORFLOW_JOBS = frozenset({"train", "analyse_run"})
 
 def current_pool() -> Path | None:
     """The pool of the Snakemake run this job belongs to (jobs inherit its environment)."""
+    from pathlib import Path
+
     value = os.environ.get(POOL_ENV)
     return Path(value) if value else None
 
@@ -51,14 +58,25 @@ def ready_marker(sock: Path) -> Path:
     return sock.with_suffix(".ready")
 
 
+def _beside(sock: str, suffix: str) -> str:
+    """`sock`'s sibling file with another suffix (the string form of `Path.with_suffix`)."""
+    return os.path.splitext(sock)[0] + suffix
+
+
 @contextlib.contextmanager
-def claim_worker(pool: Path, warm_only: bool = False) -> Iterator[Path | None]:
-    """Yield the socket of an idle worker (locked for this job), or None if there is none;
-    with `warm_only`, only a worker that has finished its imports will do."""
-    for sock in sorted(pool.glob("worker-*.sock")):
-        if warm_only and not ready_marker(sock).exists():
+def claim_worker(pool: str | os.PathLike[str], warm_only: bool = False) -> Iterator[str | None]:
+    """Yield the socket path of an idle worker (locked for this job), or None if there is
+    none; with `warm_only`, only a worker that has finished its imports will do."""
+    pool = os.fspath(pool)
+    try:
+        names = os.listdir(pool)
+    except FileNotFoundError:  # the pool of a run that has ended
+        names = []
+    socks = sorted(os.path.join(pool, name) for name in names if name.startswith("worker-") and name.endswith(".sock"))
+    for sock in socks:
+        if warm_only and not os.path.exists(_beside(sock, ".ready")):
             continue
-        handle = open(sock.with_suffix(".lock"), "a")  # noqa: SIM115 (held until the job ends)
+        handle = open(_beside(sock, ".lock"), "a")  # noqa: SIM115 (held until the job ends)
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -73,11 +91,12 @@ def claim_worker(pool: Path, warm_only: bool = False) -> Iterator[Path | None]:
     yield None
 
 
-def ask_worker(sock: Path, request: dict[str, Any]) -> Any:
+def ask_worker(sock: str | os.PathLike[str], request: dict[str, Any]) -> Any:
     """Send one request; block until the worker replies with the job's result or error."""
+    sock = os.fspath(sock)
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
         try:
-            conn.connect(str(sock))
+            conn.connect(sock)
         except OSError as error:  # stale socket of a worker that is gone
             raise WorkerUnavailable(f"{sock}: {error}") from error
         conn.sendall(json.dumps(request).encode() + b"\n")
@@ -86,7 +105,7 @@ def ask_worker(sock: Path, request: dict[str, Any]) -> Any:
         raise WorkerUnavailable(f"{sock}: the worker closed the connection without a reply")
     answer = json.loads(reply)
     if not answer["ok"]:
-        raise RuntimeError(f"job {request['job']!r} failed in worker {sock.name} (see the job's log):\n{answer['error']}")
+        raise RuntimeError(f"job {request['job']!r} failed in worker {os.path.basename(sock)} (see the job's log):\n{answer['error']}")
     return answer["result"]
 
 
@@ -143,8 +162,8 @@ def run_job(job: str, log: str | None, **kwargs: Any) -> Any:
 
     watch("job")  # stop when Snakemake is gone, also while waiting for a worker's reply
     request = {"job": job, "log": os.path.abspath(log) if log else None, "cwd": os.getcwd(), "kwargs": kwargs}
-    pool = current_pool()
-    if pool is not None and servable(job, kwargs):
+    pool = os.environ.get(POOL_ENV)
+    if pool and servable(job, kwargs):
         with claim_worker(pool, warm_only=job not in TENSORFLOW_JOBS) as sock:
             if sock is not None:
                 try:

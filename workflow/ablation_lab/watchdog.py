@@ -13,18 +13,21 @@ Only local runs record it: under a cluster executor the variable is removed befo
 is submitted, and a job that finds a record of another host ignores it, so nothing here ever
 stops a job on a cluster node.
 
-Standard library only: the job scripts import it before anything else.
+Standard library only, and only its quick modules: the job scripts import it before
+anything else (logging is imported when a watchdog fires, type hints only when checked).
 """
 
 from __future__ import annotations
 
-import logging
 import os
 import signal
 import socket
 import threading
 import time
-from collections.abc import Callable
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 SNAKEMAKE_ENV = "ABLATION_LAB_SNAKEMAKE"  # "<pid> <start time> <host>", set by the Snakefile's onstart
 POLL_SECONDS = 1.0
@@ -115,6 +118,8 @@ def watch(what: str, check: Callable[[], bool] | None = None, watched: str = "")
 def _watch(check: Callable[[], bool], message: str) -> None:
     while check():
         time.sleep(POLL_SECONDS)
+    import logging
+
     logging.getLogger("ablation_lab").error(message)
     os.kill(os.getpid(), signal.SIGTERM)  # unwinds where a handler turns it into SystemExit
     time.sleep(GRACE_SECONDS)
