@@ -12,7 +12,11 @@ worker, which listens on every worker's socket, imports TensorFlow and the packa
 forks the others. The fork comes before TensorFlow's runtime starts (no op has run, no
 TensorFlow thread exists; each worker configures its own threads after the fork), the
 pattern of a prefork server; the import was about 4.5 of the 33 CPU seconds a study of the
-article took on two cores (benchmarks/README.md).
+article took on two cores (benchmarks/README.md). The threads alive at the fork hold no
+lock a worker needs: the first worker's watchdog (it only sleeps and reads its parent's
+PID; each forked worker starts its own), and those of numpy's OpenBLAS and pyarrow's
+jemalloc, which both prepare for a fork themselves. Python 3.12 and later print a
+DeprecationWarning about such a fork into the worker's log.
 """
 
 from __future__ import annotations
@@ -199,6 +203,7 @@ def serve_pool(pool: Path, count: int, parent: int, threads: int = 1, idle: floa
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     # stop within a second when the parent (Snakemake) is gone, also while importing
     watch("warm worker", lambda: os.getppid() == parent, f"process {parent}")
+    snakemake_started = start_time(parent)  # the forked workers tell it from a later process given its PID
     servers = [listen(socket_path(pool, index)) for index in range(count)]
     _import_for_jobs()
     # Each job ends with clear_session(free_memory=True), a full garbage collection. Over the
@@ -207,7 +212,6 @@ def serve_pool(pool: Path, count: int, parent: int, threads: int = 1, idle: floa
     # Frozen before the fork, they also stay shared between the workers (no copy on write).
     gc.collect()
     gc.freeze()
-    snakemake_started = start_time(parent)
     children = []
     for index in range(1, count):
         sys.stdout.flush()
