@@ -39,6 +39,7 @@ SERVED_JOBS = frozenset({"train", "analyse_run", "aggregate", "plot_figures", "p
 # too, from scratch); any other job goes only to a worker that has finished, so a rerun
 # that redoes only the report does not wait for TensorFlow.
 TENSORFLOW_JOBS = frozenset({"train", "analyse_run"})
+READY_SUFFIX = ".ready"  # beside a worker's socket once its imports are done (`ready_marker`)
 
 
 def current_pool() -> Path | None:
@@ -55,11 +56,13 @@ class WorkerUnavailable(RuntimeError):
 
 def ready_marker(sock: Path) -> Path:
     """The file a worker creates beside its socket once its imports are done."""
-    return sock.with_suffix(".ready")
+    from pathlib import Path
+
+    return Path(_beside(os.fspath(sock), READY_SUFFIX))
 
 
 def _beside(sock: str, suffix: str) -> str:
-    """`sock`'s sibling file with another suffix (the string form of `Path.with_suffix`)."""
+    """`sock`'s sibling file with another suffix (`Path.with_suffix` without importing pathlib)."""
     return os.path.splitext(sock)[0] + suffix
 
 
@@ -74,7 +77,7 @@ def claim_worker(pool: str | os.PathLike[str], warm_only: bool = False) -> Itera
         names = []
     socks = sorted(os.path.join(pool, name) for name in names if name.startswith("worker-") and name.endswith(".sock"))
     for sock in socks:
-        if warm_only and not os.path.exists(_beside(sock, ".ready")):
+        if warm_only and not os.path.exists(_beside(sock, READY_SUFFIX)):
             continue
         handle = open(_beside(sock, ".lock"), "a")  # noqa: SIM115 (held until the job ends)
         try:
