@@ -353,6 +353,10 @@ class Study:
                 found[analysis, probe.name] = probe.spec
         return found
 
+    def probe_names(self, analysis: str) -> list[str]:
+        """The probes (cached analysis jobs per trained model) an analysis has in this study."""
+        return sorted({name for (probed, name) in self._probe_specs if probed == analysis})
+
     def probe_spec(self, analysis: str, name: str) -> dict[str, Any]:
         """The spec behind a probe's file name (the `params` of its job)."""
         return self._probe_specs[analysis, name]
