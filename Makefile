@@ -24,7 +24,8 @@ run: install
 	@echo "HTML report: $$($(BIN)/python -m ablation_lab report-path $(CONFIG))"
 
 ## test: lint, then the whole test suite (it runs the workflow on config/test.yaml and opens its report in Chromium)
-test: install browser lint unit
+test: install browser lint
+	$(BIN)/python -m pytest -q --durations=15
 
 ## browser: headless Chromium and its driver for tests/test_browser.py; installed only when missing (Debian, as root on CI)
 browser:
@@ -43,8 +44,9 @@ lint: install
 	$(BIN)/snakefmt --check Snakefile workflow/rules
 	$(BIN)/snakemake --lint --configfile config/test.yaml
 
+## unit: the quick loop: every test but the workflow, browser and cluster ones (no Snakemake run, no Chromium)
 unit: install
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -m "not workflow and not cluster" --durations=15
 
 ## bench: speed benchmarks, printing ratios (see benchmarks/README.md)
 bench: install

@@ -37,7 +37,7 @@ def digits() -> dict:
 def child(loop: str, epochs: int) -> None:
     sys.path.insert(0, str(REPO / "workflow"))
     from ablation_lab.identity import canonical_model
-    from ablation_lab.train import configure_tensorflow, predict_proba, train_model
+    from ablation_lab.training.train import configure_tensorflow, predict_proba, train_model
 
     configure_tensorflow(threads=1)
     arrays = digits()

@@ -1,7 +1,7 @@
 """Benchmark 4: compute efficiency of the fast path: its FLOP rate over the machine's GEMM rate.
 
 Synthetic data of full-MNIST size (60,000 x 784 float32, 10 random classes), the
-784-128-10 MLP at batch 128, trained by `ablation_lab.train.fit_fast`. A training step
+784-128-10 MLP at batch 128, trained by `ablation_lab.training.train.fit_fast`. A training step
 costs about 3 x 2 x (784*128 + 128*10) FLOPs per sample (forward 2 FLOPs per
 multiply-add, backward twice the forward; the issue's count, used for the target). As
 no gradient is taken for the input data, TensorFlow runs about 2/3 of that: the
@@ -98,8 +98,8 @@ def synthetic_arrays(rows: int) -> dict[str, np.ndarray]:
 
 def timed_fit(arrays: dict[str, np.ndarray], epochs: int) -> float:
     """Seconds of one `fit_fast` call on a freshly built model and optimiser."""
-    from ablation_lab.models import build_model, build_optimizer
-    from ablation_lab.train import TRACED, fit_fast
+    from ablation_lab.models.build import build_model, build_optimizer
+    from ablation_lab.training.train import TRACED, fit_fast
 
     TRACED.clear()  # every fit traces anew, so (1 + K epochs) - (1 epoch) cancels the tracing
     model_cfg = {"hidden_units": [HIDDEN], "activation": "relu", "dropout": 0.0}
@@ -113,7 +113,7 @@ def timed_fit(arrays: dict[str, np.ndarray], epochs: int) -> float:
 
 def child_tf(threads: int, rows: int, repeats: int, extra_epochs: int) -> dict[str, Any]:
     """Steady-state and end-to-end epoch seconds of the fast path, configured as a workflow job."""
-    from ablation_lab.train import configure_tensorflow
+    from ablation_lab.training.train import configure_tensorflow
 
     configure_tensorflow(threads=threads)
     arrays = synthetic_arrays(rows)

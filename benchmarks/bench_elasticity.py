@@ -48,8 +48,8 @@ def child(path: str, n: int, out: str, activation: str) -> None:
     import numpy as np
 
     sys.path.insert(0, str(REPO / "workflow"))
-    from ablation_lab import elasticity
-    from ablation_lab.train import configure_tensorflow, train_model
+    from ablation_lab.analyses import elasticity
+    from ablation_lab.training.train import configure_tensorflow, train_model
 
     configure_tensorflow(threads=1)
     arrays = load_mnist5k()

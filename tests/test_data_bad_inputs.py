@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from ablation_lab.data import DataError, DatasetInfo, describe, prepare
+from ablation_lab.data.datasets import DataError, DatasetInfo, describe, prepare
 
 BASE = {"label_column": "label", "test_fraction": 0.2, "validation_fraction": 0.2, "split_seed": 42, "max_samples": None}
 

@@ -8,15 +8,15 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
-from ablation_lab import elasticity
-from ablation_lab.analyses import ANALYSES, RunContext
+from ablation_lab.analyses import elasticity
+from ablation_lab.analyses.registry import ANALYSES, RunContext
 
 PARAMS = {"samples": 30, "learning_rate": 1e-3, "seed": 0, "method": "first_order", "check_rows": 3}
 
 
 @pytest.fixture(scope="module")
 def tf():
-    from ablation_lab.train import configure_tensorflow
+    from ablation_lab.training.train import configure_tensorflow
 
     configure_tensorflow(threads=1)
     import tensorflow
@@ -31,7 +31,7 @@ def softmax(z: np.ndarray) -> np.ndarray:
 
 def linear_model(kernel: np.ndarray, bias: np.ndarray):
     """Softmax regression (no hidden layer) with the given weights."""
-    from ablation_lab.models import build_mlp
+    from ablation_lab.models.build import build_mlp
 
     model = build_mlp((kernel.shape[0],), kernel.shape[1], [], "relu", 0.0)
     model.get_layer("probabilities").set_weights([kernel.astype(np.float32), bias.astype(np.float32)])
@@ -40,7 +40,7 @@ def linear_model(kernel: np.ndarray, bias: np.ndarray):
 
 def small_mlp(activation: str, inputs: int = 5, classes: int = 3, seed: int = 0, kind: str = "mlp"):
     import keras
-    from ablation_lab.models import build_mlp
+    from ablation_lab.models.build import build_mlp
 
     keras.utils.set_random_seed(seed)
     return build_mlp((inputs,), classes, [7, 6], activation, 0.0, kind=kind)
@@ -52,7 +52,7 @@ def trained_away_from_init(model):
     At initialisation a GP activation is relu-like and a standard-basis one is exactly relu:
     a test must not pass only because the learned function happens to be a fixed one.
     """
-    from ablation_lab.layers import LEARNABLE_LAYERS
+    from ablation_lab.models.layers import LEARNABLE_LAYERS
 
     rng = np.random.default_rng(8)
     for layer in model.layers:
@@ -186,7 +186,7 @@ def test_float64_keeps_the_self_change_of_a_confident_example(tf):
 
 @pytest.mark.parametrize(("activation", "kind"), [("sigmoid", "mlp"), ("gp-per-unit", "mlp"), ("slaf-poly3", "mlp"), ("gp", "kst")])
 def test_the_float64_network_computes_what_the_keras_model_predicts(tf, activation, kind):
-    from ablation_lab.models import build_mlp
+    from ablation_lab.models.build import build_mlp
 
     model = build_mlp((4, 3), 5, [6, 7], activation, 0.5, kind=kind)  # image-shaped input: Flatten; dropout off at inference
     trained_away_from_init(model)
@@ -319,8 +319,8 @@ def test_the_analysis_steps_a_model_with_learnable_activations_too(tf, model_id)
 
 
 def test_a_diverged_model_gives_an_empty_table_and_the_figure_says_so(tf, tmp_path):
-    from ablation_lab.plots import plot_elasticity
-    from ablation_lab.report import ReportInputs, elasticity_section
+    from ablation_lab.analyses.elasticity import elasticity_section, plot_elasticity
+    from ablation_lab.report.sections import ReportInputs
 
     model = small_mlp("relu")
     kernel, bias = model.get_layer("hidden_1").get_weights()
@@ -391,8 +391,8 @@ def test_the_summary_gives_each_variant_an_interval_from_the_statistics_module()
 
 
 def test_the_section_renders_with_its_figure_and_verdict(tmp_path):
-    from ablation_lab.plots import plot_elasticity
-    from ablation_lab.report import ReportInputs, elasticity_section
+    from ablation_lab.analyses.elasticity import elasticity_section, plot_elasticity
+    from ablation_lab.report.sections import ReportInputs
 
     table = study_table(0.8, 0.55)
     variants = [{"family": "activation", "variant": v, "label": v.upper()} for v in ("relu", "tanh", "linear")]
@@ -450,7 +450,7 @@ def test_the_full_jacobian_form_equals_the_factored_form_on_an_mlp(tf, activatio
 
 def small_cnn():
     import keras
-    from ablation_lab.models import build_cnn
+    from ablation_lab.models.build import build_cnn
 
     keras.utils.set_random_seed(3)
     cfg = {"filters": [3, 4], "kernel_size": 3, "pooling": "max", "batch_norm": True, "dropout": 0.1, "hidden_units": [6], "activation": "tanh"}  # fmt: skip

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from ablation_lab.evaluate import classification_metrics, confusion_table, metrics_table
+from ablation_lab.analyses.evaluation import classification_metrics, confusion_table, metrics_table
 
 
 def test_metrics_on_a_hand_checked_example():

@@ -7,7 +7,7 @@ import subprocess
 import time
 
 import pytest
-from ablation_lab.io import STALE_SECONDS, _host_tag, atomic_path, write_json
+from ablation_lab.artifacts import STALE_SECONDS, _host_tag, atomic_path, write_json
 
 
 def dead_pid() -> int:
@@ -73,8 +73,8 @@ def test_aggregation_refuses_a_history_that_differs_from_its_recorded_digest(tmp
     """The study's history table joins every run's history.csv: each is checked against the
     digest its training job recorded, and a corrupted one is named with what to do."""
     import pandas as pd
-    from ablation_lab.io import ArtifactError, file_digest
-    from ablation_lab.jobs import collect_histories
+    from ablation_lab.artifacts import ArtifactError, file_digest
+    from ablation_lab.runtime.jobs import collect_histories
 
     rows = []
     for seed in (1, 2):

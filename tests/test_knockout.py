@@ -5,9 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
-from ablation_lab import knockout
-from ablation_lab.compensation import compensation_table
-from ablation_lab.train import configure_tensorflow, predict_proba
+from ablation_lab.analyses import knockout
+from ablation_lab.analyses.compensation import compensation_layer, compensation_table
+from ablation_lab.models import surgery
+from ablation_lab.training.train import configure_tensorflow, predict_proba
 from conftest import quick_training
 
 PARAMS = {"layers": [], "fractions": [0.0, 0.5, 1.0], "orderings": ["random"], "fills": ["zero"], "draws": 2}
@@ -16,7 +17,7 @@ PARAMS = {"layers": [], "fractions": [0.0, 0.5, 1.0], "orderings": ["random"], "
 @pytest.fixture(scope="module")
 def model_and_data():
     import keras
-    from ablation_lab.models import build_mlp
+    from ablation_lab.models.build import build_mlp
 
     configure_tensorflow(threads=1)
     keras.utils.set_random_seed(0)
@@ -29,10 +30,10 @@ def model_and_data():
 
 def test_knocking_out_nothing_reproduces_the_models_own_predictions(model_and_data):
     model, data, labels = model_and_data
-    split = knockout.split_model(model, "hidden_1")
+    split = surgery.split_model(model, "hidden_1")
     activations = split.head(data["test"])
     own = predict_proba(model, data["test"]).argmax(axis=1)
-    kept = knockout.masked_predictions(split, activations, np.ones((1, 16), bool), np.zeros(16, np.float32))[0]
+    kept = surgery.masked_predictions(split, activations, np.ones((1, 16), bool), np.zeros(16, np.float32))[0]
     np.testing.assert_array_equal(kept, own)
     table = knockout.knockout_table(model, data, labels, ["a", "b", "c"], PARAMS, seed=1)
     at_zero = table.query("metric == 'accuracy' and fraction == 0.0")["value"]
@@ -41,8 +42,8 @@ def test_knocking_out_nothing_reproduces_the_models_own_predictions(model_and_da
 
 def test_knocking_out_the_whole_only_layer_gives_a_constant_prediction(model_and_data):
     model, data, labels = model_and_data
-    split = knockout.split_model(model, "hidden_1")
-    none_kept = knockout.masked_predictions(split, split.head(data["test"]), np.zeros((1, 16), bool), np.zeros(16, np.float32))[0]
+    split = surgery.split_model(model, "hidden_1")
+    none_kept = surgery.masked_predictions(split, split.head(data["test"]), np.zeros((1, 16), bool), np.zeros(16, np.float32))[0]
     assert len(set(none_kept)) == 1
     table = knockout.knockout_table(model, data, labels, ["a", "b", "c"], PARAMS, seed=1)
     at_one = table.query("metric == 'accuracy' and fraction == 1.0")["value"]
@@ -51,14 +52,14 @@ def test_knocking_out_the_whole_only_layer_gives_a_constant_prediction(model_and
 
 def test_removing_dead_units_changes_no_prediction(model_and_data):
     import keras
-    from ablation_lab.models import build_mlp
+    from ablation_lab.models.build import build_mlp
 
     _, data, _ = model_and_data
     model = build_mlp((12,), 3, [16], "relu", 0.0)
     kernel, bias = model.get_layer("hidden_1").get_weights()
     kernel[:, :5], bias[:5] = 0.0, -1.0  # five units that can never fire
     model.get_layer("hidden_1").set_weights([kernel, bias])
-    split = knockout.split_model(model, "hidden_1")
+    split = surgery.split_model(model, "hidden_1")
     activations = {name: split.head(x) for name, x in data.items()}
     own = predict_proba(model, data["test"]).argmax(axis=1)
     rows = pd.DataFrame(knockout.stable_units(split, "hidden_1", activations, own)).set_index("metric")["value"]
@@ -69,19 +70,19 @@ def test_removing_dead_units_changes_no_prediction(model_and_data):
 def test_batched_masks_equal_one_cloned_model_per_mask(model_and_data):
     model, data, _ = model_and_data
     masks = np.random.default_rng(3).random((6, 16)) > 0.4
-    split = knockout.split_model(model, "hidden_1")
-    batched = knockout.masked_predictions(split, split.head(data["test"]), masks, np.zeros(16, np.float32))
-    np.testing.assert_array_equal(batched, knockout.naive_predictions(model, "hidden_1", data["test"], masks))
+    split = surgery.split_model(model, "hidden_1")
+    batched = surgery.masked_predictions(split, split.head(data["test"]), masks, np.zeros(16, np.float32))
+    np.testing.assert_array_equal(batched, surgery.naive_predictions(model, "hidden_1", data["test"], masks))
 
 
 def test_chunked_evaluation_equals_one_call(model_and_data, monkeypatch):
     model, data, _ = model_and_data
     masks = np.random.default_rng(4).random((9, 16)) > 0.5
-    split = knockout.split_model(model, "hidden_1")
+    split = surgery.split_model(model, "hidden_1")
     activations = split.head(data["test"])
-    whole = knockout.masked_predictions(split, activations, masks, np.zeros(16, np.float32))
-    monkeypatch.setattr(knockout, "MEMORY_BUDGET", activations.nbytes * 2)  # two masks per call
-    np.testing.assert_array_equal(knockout.masked_predictions(split, activations, masks, np.zeros(16, np.float32)), whole)
+    whole = surgery.masked_predictions(split, activations, masks, np.zeros(16, np.float32))
+    monkeypatch.setattr(surgery, "MEMORY_BUDGET", activations.nbytes * 2)  # two masks per call
+    np.testing.assert_array_equal(surgery.masked_predictions(split, activations, masks, np.zeros(16, np.float32)), whole)
 
 
 def test_single_unit_importance_reads_only_the_validation_split(model_and_data, monkeypatch):
@@ -147,7 +148,7 @@ CNN_CLASSES = ["a", "b", "c"]
 def cnn_and_images():
     """A tiny CNN trained briefly on 8 x 8 images whose class is a bright row (its predictions vary)."""
     from ablation_lab.identity import canonical_model
-    from ablation_lab.train import train_model
+    from ablation_lab.training.train import train_model
 
     configure_tensorflow(threads=1)
     rng = np.random.default_rng(1)
@@ -179,9 +180,9 @@ def _zeroed_reference(model, next_layer: str, channel_rows, x: np.ndarray) -> np
 
 def test_the_knock_out_able_layers_of_a_cnn_are_its_conv_blocks_then_its_dense_layers(cnn_and_images):
     model, _, _ = cnn_and_images
-    assert knockout.knockout_layers(model) == ["conv_act_1", "conv_act_2", "hidden_1"]
-    assert knockout.hidden_layers(model) == ["hidden_1"]
-    assert knockout.built_in_layers({"kind": "cnn", "filters": [3, 4], "hidden_units": [5]}) == knockout.knockout_layers(model)
+    assert surgery.knockout_layers(model) == ["conv_act_1", "conv_act_2", "hidden_1"]
+    assert surgery.hidden_layers(model) == ["hidden_1"]
+    assert surgery.built_in_layers({"kind": "cnn", "filters": [3, 4], "hidden_units": [5]}) == surgery.knockout_layers(model)
 
 
 def test_a_channel_mask_with_zero_fill_equals_zeroing_the_channels_slice_of_the_next_kernel(cnn_and_images):
@@ -189,10 +190,10 @@ def test_a_channel_mask_with_zero_fill_equals_zeroing_the_channels_slice_of_the_
     x = data["test"]
     removed = [0, 2]
     # conv -> conv: the next conv kernel's input-channel slice kernel[..., c, :]
-    split = knockout.split_model(model, "conv_act_1")
+    split = surgery.split_model(model, "conv_act_1")
     keep = np.ones((1, 3), bool)
     keep[0, removed] = False
-    masked = knockout.masked_predictions(split, split.head(x), keep, np.zeros(3, np.float32))[0]
+    masked = surgery.masked_predictions(split, split.head(x), keep, np.zeros(3, np.float32))[0]
 
     def conv_slice(kernel):
         kernel[..., removed, :] = 0.0
@@ -201,10 +202,10 @@ def test_a_channel_mask_with_zero_fill_equals_zeroing_the_channels_slice_of_the_
     assert len(set(own)) > 1 and (masked != own).any()  # a test that can fail
     np.testing.assert_array_equal(masked, _zeroed_reference(model, "conv_2", conv_slice, x))
     # conv -> pool -> flatten -> dense: the dense rows of the channel, index % channels == c
-    split = knockout.split_model(model, "conv_act_2")
+    split = surgery.split_model(model, "conv_act_2")
     keep = np.ones((1, 4), bool)
     keep[0, removed] = False
-    masked = knockout.masked_predictions(split, split.head(x), keep, np.zeros(4, np.float32))[0]
+    masked = surgery.masked_predictions(split, split.head(x), keep, np.zeros(4, np.float32))[0]
 
     def dense_rows(kernel):
         kernel[np.isin(np.arange(len(kernel)) % 4, removed)] = 0.0
@@ -212,34 +213,32 @@ def test_a_channel_mask_with_zero_fill_equals_zeroing_the_channels_slice_of_the_
     assert (masked != own).any()
     np.testing.assert_array_equal(masked, _zeroed_reference(model, "hidden_1", dense_rows, x))
     masks = np.random.default_rng(5).random((4, 4)) > 0.5
-    batched = knockout.masked_predictions(split, split.head(x), masks, np.zeros(4, np.float32))
-    np.testing.assert_array_equal(batched, knockout.naive_predictions(model, "conv_act_2", x, masks))
+    batched = surgery.masked_predictions(split, split.head(x), masks, np.zeros(4, np.float32))
+    np.testing.assert_array_equal(batched, surgery.naive_predictions(model, "conv_act_2", x, masks))
 
 
 def test_keeping_every_channel_reproduces_the_models_own_predictions(cnn_and_images, monkeypatch):
     model, data, _ = cnn_and_images
     own = predict_proba(model, data["test"]).argmax(axis=1)
-    for layer in knockout.knockout_layers(model):
-        split = knockout.split_model(model, layer)
+    for layer in surgery.knockout_layers(model):
+        split = surgery.split_model(model, layer)
         activations = split.head(data["test"])
         keep = np.ones((2, activations.shape[-1]), bool)
-        np.testing.assert_array_equal(
-            knockout.masked_predictions(split, activations, keep, np.zeros(keep.shape[1], np.float32)), [own, own]
-        )
+        np.testing.assert_array_equal(surgery.masked_predictions(split, activations, keep, np.zeros(keep.shape[1], np.float32)), [own, own])
     # one mask over all examples above the budget: the examples are chunked too
-    split = knockout.split_model(model, "conv_act_1")
+    split = surgery.split_model(model, "conv_act_1")
     activations = split.head(data["test"])
     masks = np.random.default_rng(6).random((3, 3)) > 0.5
-    whole = knockout.masked_predictions(split, activations, masks, np.zeros(3, np.float32))
-    monkeypatch.setattr(knockout, "MEMORY_BUDGET", activations[:7].nbytes)
-    np.testing.assert_array_equal(knockout.masked_predictions(split, activations, masks, np.zeros(3, np.float32)), whole)
+    whole = surgery.masked_predictions(split, activations, masks, np.zeros(3, np.float32))
+    monkeypatch.setattr(surgery, "MEMORY_BUDGET", activations[:7].nbytes)
+    np.testing.assert_array_equal(surgery.masked_predictions(split, activations, masks, np.zeros(3, np.float32)), whole)
 
 
 def test_channel_fills_magnitudes_and_dead_channels(cnn_and_images):
     model, data, _ = cnn_and_images
-    split = knockout.split_model(model, "conv_act_1")
+    split = surgery.split_model(model, "conv_act_1")
     full = split.head(data["train"])  # (120, 8, 8, 3)
-    train = knockout.TrainActivations(split.head, data["train"], chunk=32)
+    train = surgery.TrainActivations(split.head, data["train"], chunk=32)
     np.testing.assert_allclose(knockout.fill_values("mean", train, 5, np.random.default_rng(0)), full.mean(axis=(0, 1, 2)), rtol=1e-5)
     np.testing.assert_allclose(train.high, full.max(axis=(0, 1, 2)), rtol=1e-6)
     resampled = knockout.fill_values("resample", train, 5, np.random.default_rng(0))
@@ -247,7 +246,7 @@ def test_channel_fills_magnitudes_and_dead_channels(cnn_and_images):
     np.testing.assert_allclose(resampled, full[drawn], rtol=1e-6)  # whole training examples' channel maps
     kernel = model.get_layer("conv_2").get_weights()[0]  # (3, 3, 3 channels in, 4 out)
     np.testing.assert_allclose(split.magnitude, [np.linalg.norm(kernel[:, :, c, :]) for c in range(3)], rtol=1e-6)
-    dense = knockout.split_model(model, "conv_act_2")
+    dense = surgery.split_model(model, "conv_act_2")
     rows = model.get_layer("hidden_1").get_weights()[0]  # (2 x 2 x 4, 5) after Flatten
     expected = [np.linalg.norm(rows[np.arange(len(rows)) % 4 == c]) for c in range(4)]
     np.testing.assert_allclose(dense.magnitude, expected, rtol=1e-6)
@@ -298,23 +297,24 @@ def test_a_users_chain_model_knocks_out_its_non_linear_layers_and_refuses_branch
             keras.layers.Dense(3, activation="softmax", name="out"),
         ]
     )
-    assert knockout.knockout_layers(chain) == ["c1", "act", "d1"]
+    assert surgery.knockout_layers(chain) == ["c1", "act", "d1"]
     inputs = keras.Input((4,))
     branch = keras.layers.Dense(4, activation="relu", name="a")(inputs)
     outputs = keras.layers.Dense(2, activation="softmax", name="b")(keras.layers.Add()([inputs, branch]))
     with pytest.raises(ValueError, match="needs a chain model"):
-        knockout.knockout_layers(keras.Model(inputs, outputs))
+        surgery.knockout_layers(keras.Model(inputs, outputs))
 
 
 def test_the_compensation_layer_is_the_first_hidden_layer_named():
-    assert knockout.compensation_layer([]) == 1
-    assert knockout.compensation_layer(["conv_act_1", 2]) == 2
-    assert knockout.compensation_layer(["conv_act_1", "hidden_3", 1]) == 3
-    assert knockout.compensation_layer(["conv_act_1"]) is None
+    assert compensation_layer([]) == 1
+    assert compensation_layer(["conv_act_1", 2]) == 2
+    assert compensation_layer(["conv_act_1", "hidden_3", 1]) == 3
+    assert compensation_layer(["conv_act_1"]) is None
 
 
 def test_the_report_says_channels_for_conv_layers(cnn_and_images):
-    from ablation_lab.report import ReportInputs, knockout_section
+    from ablation_lab.analyses.knockout import knockout_section
+    from ablation_lab.report.sections import ReportInputs
 
     model, data, labels = cnn_and_images
     table = knockout.knockout_table(model, data, labels, CNN_CLASSES, {**PARAMS, "layers": ["conv_act_1", 1]}, seed=1)

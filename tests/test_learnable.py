@@ -8,8 +8,8 @@ import pandas as pd
 import pytest
 from ablation_lab.config import ConfigError, validate_config
 from ablation_lab.identity import LEARNABLE_ACTIVATIONS, canonical_model
-from ablation_lab.layers import BasisActivation, GPActivation
-from ablation_lab.train import configure_tensorflow, predict_proba, train_model
+from ablation_lab.models.layers import BasisActivation, GPActivation
+from ablation_lab.training.train import configure_tensorflow, predict_proba, train_model
 from conftest import deep_set, quick_training
 
 configure_tensorflow(threads=1)
@@ -132,7 +132,7 @@ def _trained(activation: str):
 
 @pytest.mark.parametrize("activation", (*LEARNABLE_ACTIVATIONS[:2], "slaf-poly3", "slaf-standard"))
 def test_training_changes_the_function_and_a_reload_predicts_identically(activation, tmp_path):
-    from ablation_lab.models import load_model
+    from ablation_lab.models.build import load_model
 
     model = _trained(activation)
     layer = model.get_layer("hidden_1")
@@ -147,18 +147,18 @@ def test_training_changes_the_function_and_a_reload_predicts_identically(activat
 
 
 def test_hidden_layers_output_the_activations_so_knockout_removes_units():
-    from ablation_lab import knockout
+    from ablation_lab.models import surgery
 
     model = _trained("gp")
-    assert knockout.hidden_layers(model) == ["hidden_1"] and isinstance(model.get_layer("hidden_1"), GPActivation)
-    split = knockout.split_model(model, "hidden_1")
+    assert surgery.hidden_layers(model) == ["hidden_1"] and isinstance(model.get_layer("hidden_1"), GPActivation)
+    split = surgery.split_model(model, "hidden_1")
     x = _arrays()["x_test"]
-    kept = knockout.masked_predictions(split, split.head(x), np.ones((1, 12), dtype=bool), np.zeros(12, np.float32))
+    kept = surgery.masked_predictions(split, split.head(x), np.ones((1, 12), dtype=bool), np.zeros(12, np.float32))
     np.testing.assert_array_equal(kept[0], predict_proba(model, x).argmax(axis=1))
 
 
 def test_learned_shapes_table_and_how_far_training_moved_them():
-    from ablation_lab.learnable import change_table, learned_shapes
+    from ablation_lab.analyses.activation_shapes import change_table, learned_shapes
 
     shapes = learned_shapes(_trained("gp-per-unit"), points=41, units_shown=3)
     assert set(shapes["unit"]) == {0, 1, 2} and len(shapes) == 3 * 41
@@ -169,7 +169,8 @@ def test_learned_shapes_table_and_how_far_training_moved_them():
 
 
 def test_the_report_section_draws_the_change_table():
-    from ablation_lab.report import ReportInputs, activation_shapes_section
+    from ablation_lab.analyses.activation_shapes import activation_shapes_section
+    from ablation_lab.report.sections import ReportInputs
 
     shapes = pd.DataFrame(
         {
@@ -189,8 +190,8 @@ def test_the_report_section_draws_the_change_table():
 
 
 def test_the_kst_model_learns_one_named_function_per_feature():
-    from ablation_lab.learnable import learned_shapes
-    from ablation_lab.models import build_model
+    from ablation_lab.analyses.activation_shapes import learned_shapes
+    from ablation_lab.models.build import build_model
 
     model = build_model(canonical_model({"kind": "kst", "hidden_units": [4], "activation": "gp", "dropout": 0.0}), (10,), 3)
     assert isinstance(model.get_layer("feature_functions"), GPActivation) and model.get_layer("feature_functions").per_unit
@@ -203,7 +204,7 @@ def test_the_kst_model_learns_one_named_function_per_feature():
 
 
 def test_a_kst_study_reloads_and_predicts_identically(tmp_path):
-    from ablation_lab.models import load_model
+    from ablation_lab.models.build import load_model
 
     spec = {
         "model": canonical_model({"kind": "kst", "hidden_units": [6], "activation": "gp-per-unit", "dropout": 0.0}),

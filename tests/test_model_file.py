@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from ablation_lab.config import ConfigError
-from ablation_lab.train import configure_tensorflow
+from ablation_lab.training.train import configure_tensorflow
 
 configure_tensorflow(1)
 
@@ -65,7 +65,7 @@ def study(config: dict):
 
 
 def test_the_file_is_read_without_tensorflow_and_its_layers_named(tmp_path):
-    from ablation_lab.model_file import inspect_model_file
+    from ablation_lab.models.model_file import inspect_model_file
 
     found = inspect_model_file(mlp_file(tmp_path / "net.keras"))
     assert found.input_shape == DIGITS
@@ -206,7 +206,7 @@ def test_compensation_needs_retrained_widths_and_is_refused_for_a_file(tmp_path)
 
 def built(path: Path, **model):
     from ablation_lab.identity import canonical_model
-    from ablation_lab.models import build_model
+    from ablation_lab.models.build import build_model
 
     spec = canonical_model({"kind": "file", "path": str(path), **model})
     return build_model(spec, DIGITS, 10), spec
@@ -214,7 +214,7 @@ def built(path: Path, **model):
 
 def test_retrain_clones_the_architecture_with_fresh_seeded_weights(tmp_path):
     import keras
-    from ablation_lab.train import seed_everything
+    from ablation_lab.training.train import seed_everything
 
     path = mlp_file(tmp_path / "net.keras")
     saved = keras.saving.load_model(path, safe_mode=True)
@@ -238,7 +238,7 @@ def test_as_saved_keeps_the_files_trained_weights(tmp_path):
 
 
 def test_variants_swap_activations_change_rates_and_insert_dropout(tmp_path):
-    from ablation_lab.layers import GPActivation
+    from ablation_lab.models.layers import GPActivation
 
     path = mlp_file(tmp_path / "net.keras")
     tanh, _ = built(path, activation="tanh", dropout=0.4)
@@ -256,7 +256,7 @@ def test_variants_swap_activations_change_rates_and_insert_dropout(tmp_path):
 
 def test_a_file_model_trains_and_as_saved_trains_nothing(tmp_path):
     from ablation_lab.identity import canonical_model
-    from ablation_lab.train import predict_proba, train_model
+    from ablation_lab.training.train import predict_proba, train_model
 
     rng = np.random.default_rng(0)
     arrays = {f"x_{s}": rng.random((40, *DIGITS), dtype=np.float32) for s in ("train", "val", "test")}
@@ -275,7 +275,7 @@ def test_a_file_model_trains_and_as_saved_trains_nothing(tmp_path):
 
 
 def test_safe_mode_refusal_at_load_names_the_file(tmp_path):
-    from ablation_lab.model_file import ModelFileError, load_model_file
+    from ablation_lab.models.model_file import ModelFileError, load_model_file
 
     path = bad_file("lambda", tmp_path)
     with pytest.raises(ModelFileError, match=r"bad\.keras'.*safe_mode=True"):
@@ -284,7 +284,7 @@ def test_safe_mode_refusal_at_load_names_the_file(tmp_path):
 
 def test_a_builder_file_builds_the_model_and_its_code_is_part_of_the_run(tmp_path):
     from ablation_lab.identity import canonical_model
-    from ablation_lab.models import build_model
+    from ablation_lab.models.build import build_model
 
     config = {
         "study": "own",
@@ -315,8 +315,8 @@ def residual_file(path: Path) -> Path:
 
 
 def test_knockout_of_a_branching_model_is_refused_before_any_job_and_in_the_job(tmp_path):
-    from ablation_lab import knockout
-    from ablation_lab.models import load_model
+    from ablation_lab.models import surgery
+    from ablation_lab.models.build import load_model
 
     path = residual_file(tmp_path / "res.keras")
     config = study_config(path, families={})
@@ -325,12 +325,12 @@ def test_knockout_of_a_branching_model_is_refused_before_any_job_and_in_the_job(
     with pytest.raises(ConfigError, match=r"posthoc: post-hoc knockout needs a chain model .* layer 'skip' takes 'hidden_1', 'hidden_2'"):
         study(config)
     with pytest.raises(ValueError, match="needs a chain model"):  # a builder's model, known only in the job
-        knockout.knockout_layers(load_model(str(path)))
+        surgery.knockout_layers(load_model(str(path)))
 
 
 def test_elasticity_of_a_branching_model_takes_the_full_jacobian_path(tmp_path):
-    from ablation_lab import elasticity
-    from ablation_lab.models import load_model
+    from ablation_lab.analyses import elasticity
+    from ablation_lab.models.build import load_model
 
     model = load_model(str(residual_file(tmp_path / "res.keras")))
     with pytest.raises(elasticity.UnsupportedLayer, match="'skip' does not take the previous layer's output"):
@@ -345,7 +345,7 @@ def test_elasticity_of_a_branching_model_takes_the_full_jacobian_path(tmp_path):
 
 def test_a_builders_model_with_code_layers_or_without_probabilities_is_refused():
     import keras
-    from ablation_lab.models import check_builder_model
+    from ablation_lab.models.build import check_builder_model
     from keras import layers
 
     inputs = keras.Input(DIGITS)

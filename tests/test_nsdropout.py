@@ -5,14 +5,14 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
-from ablation_lab import nsdropout
-from ablation_lab.train import configure_tensorflow, predict_proba, train_model
+from ablation_lab.analyses import nsdropout
+from ablation_lab.training.train import configure_tensorflow, predict_proba, train_model
 
 configure_tensorflow(threads=1)
 
 
 def _layer(units: int = 5, n_classes: int = 2, rate: float = 0.4, interval: int = 1):
-    from ablation_lab.layers import NSDropout
+    from ablation_lab.models.layers import NSDropout
 
     layer = NSDropout(rate, n_classes, mask_interval=interval, seed=3)
     layer.build((None, units))
@@ -140,7 +140,7 @@ def test_no_mask_is_the_saved_models_own_prediction(trained):
 
 
 def test_a_reloaded_model_predicts_identically_in_every_mode(trained, tmp_path):
-    from ablation_lab.models import load_model
+    from ablation_lab.models.build import load_model
 
     path = tmp_path / "nsdropout.keras"
     trained.save(path)
@@ -162,7 +162,7 @@ def test_mask_dependence_counts_predictions_that_follow_a_wrong_mask():
 
 
 def test_the_table_has_every_mode_and_a_plain_model_gets_its_standard_row(trained):
-    from ablation_lab.models import build_mlp
+    from ablation_lab.models.build import build_mlp
 
     arrays = _arrays()
     table, hits = nsdropout.nsdropout_table(trained, arrays["x_test"], arrays["y_test"], nsdropout.MODES)
@@ -213,7 +213,8 @@ def test_dropout_layers_beyond_the_model_are_refused():
 
 
 def test_the_report_section_puts_honest_rows_beside_the_oracle():
-    from ablation_lab.report import ReportInputs, nsdropout_section
+    from ablation_lab.analyses.nsdropout import nsdropout_section
+    from ablation_lab.report.sections import ReportInputs
 
     summary = pd.DataFrame(
         [

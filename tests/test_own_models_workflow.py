@@ -33,7 +33,7 @@ def digits_study(name: str, model: dict, families: dict, **extra) -> dict:
 def saved_cnn(path: Path) -> Path:
     """A small CNN on 8 x 8 digits, trained for a few epochs and saved, as a researcher would."""
     import keras
-    from ablation_lab.train import configure_tensorflow
+    from ablation_lab.training.train import configure_tensorflow
     from keras import layers
     from sklearn.datasets import load_digits
 

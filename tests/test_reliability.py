@@ -258,7 +258,7 @@ def test_no_job_or_worker_outlives_a_sigkilled_snakemake_by_more_than_10_s(tmp_p
 
         def training() -> bool:
             members = group_members(run.pid).values()
-            workers = [c for c in members if "ablation_lab.worker" in c]
+            workers = [c for c in members if "ablation_lab.runtime.worker" in c]
             return len(workers) == 2 and any("run_job.py train" in c for c in members) and any((tmp_path / "logs").rglob("train.log"))
 
         wait_for(training, timeout=90, poll=0.2)

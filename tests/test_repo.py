@@ -49,7 +49,7 @@ def test_environment_yml_lists_the_same_dependencies_as_pyproject():
 def test_light_modules_do_not_import_tensorflow():
     """The Snakefile, aggregation, plots and report must not pay TensorFlow's start-up."""
     code = (
-        "import sys, ablation_lab.study, ablation_lab.statistics, ablation_lab.analyses, ablation_lab.report, ablation_lab.plots, ablation_lab.jobs, ablation_lab.evaluate;"
+        "import sys, ablation_lab.study, ablation_lab.statistics, ablation_lab.analyses.registry, ablation_lab.report.page, ablation_lab.report.figures, ablation_lab.runtime.jobs, ablation_lab.analyses.evaluation;"
         "print('tensorflow' in sys.modules)"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
@@ -70,24 +70,28 @@ def test_cheap_rules_rerun_when_their_code_changes(tmp_path, monkeypatch):
     package = tmp_path / "ablation_lab"
     shutil.copytree(ROOT / "workflow" / "ablation_lab", package)
     monkeypatch.setattr(ablation_lab, "__file__", str(package / "__init__.py"))
-    before = ablation_lab.source_digest("statistics", "jobs")
-    assert before == ablation_lab.source_digest("statistics", "jobs")
+    before = ablation_lab.source_digest("statistics", "runtime.jobs", "report")
+    assert before == ablation_lab.source_digest("statistics", "runtime.jobs", "report")
     (package / "statistics.py").write_text((package / "statistics.py").read_text() + "\n# edited\n")
-    assert ablation_lab.source_digest("statistics", "jobs") != before
+    assert ablation_lab.source_digest("statistics", "runtime.jobs", "report") != before
+    edited = ablation_lab.source_digest("statistics", "runtime.jobs", "report")
+    template = next((package / "report").rglob("*.j2"), package / "report" / "sections.py")
+    template.write_text(template.read_text() + "\n")
+    assert ablation_lab.source_digest("statistics", "runtime.jobs", "report") != edited, "a sub-package digests every file in it"
     rules = (ROOT / "workflow" / "rules" / "report.smk").read_text() + (ROOT / "workflow" / "rules" / "analyses.smk").read_text()
-    digested = {name for call in re.findall(r"source_digest\(([^)]*)\)", rules) for name in re.findall(r'"(\w+)"', call)}
-    assert {"statistics", "plots", "report", "analyses"} <= digested
-    from ablation_lab.analyses import ANALYSES
+    digested = {name for call in re.findall(r"source_digest\(([^)]*)\)", rules) for name in re.findall(r'"([\w.]+)"', call)}
+    assert {"statistics", "report.figures", "report", "analyses"} <= digested
+    from ablation_lab.analyses.registry import ANALYSES
 
-    assert "code=analysis_code" in rules  # each analysis's own modules (evaluate, knockout, calibration)
-    assert {"evaluate", "knockout", "calibration"} <= {m for a in ANALYSES.values() for m in a.modules}
+    assert "code=analysis_code" in rules  # each analysis's own module and what it names in `code`
+    assert all(f"analyses.{name}" in analysis.modules for name, analysis in ANALYSES.items())
     assert "source_digest" not in (ROOT / "workflow" / "rules" / "train.smk").read_text()
 
 
 def test_the_warm_pool_serves_every_job_but_data_preparation():
     """Training and analyses (through run_job.py) and the study's tail (through their scripts)
     may go to a warm worker; data preparation runs while the workers import, in its own process."""
-    from ablation_lab.dispatch import SERVED_JOBS
+    from ablation_lab.runtime.dispatch import SERVED_JOBS
 
     rules = "".join(path.read_text() for path in RULE_FILES)
     shell_jobs = set(re.findall(r'f"\{RUN_JOB\} (\w+) ', rules))

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pandas as pd
-from ablation_lab.report import ReportInputs, last_epoch_share, render
+from ablation_lab.report.page import ReportInputs, last_epoch_share, render
 
 
 def history(rows: list[tuple[str, int, list[float]]]) -> pd.DataFrame:

@@ -13,9 +13,9 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import pytest
-from ablation_lab.jobs import read_benchmarks
-from ablation_lab.plots import draw_forest, forest_rows
-from ablation_lab.report import ReportInputs, dataset_label, family_table, main_findings, render, runtime_table
+from ablation_lab.report.figures import draw_forest, forest_rows
+from ablation_lab.report.page import ReportInputs, dataset_label, family_table, main_findings, render, runtime_table
+from ablation_lab.runtime.jobs import read_benchmarks
 from ablation_lab.study import Study
 from conftest import ROOT
 

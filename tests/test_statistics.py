@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
-from ablation_lab.data import DatasetInfo
+from ablation_lab.data.datasets import DatasetInfo
 from ablation_lab.statistics import block_contrast, check_findings, compare_to_baseline, holm, runs_table, summarise, t_interval, verdict
 from ablation_lab.study import Study
 from scipy import stats

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pandas as pd
 import pytest
-from ablation_lab.data import DatasetInfo
+from ablation_lab.data.datasets import DatasetInfo
 from ablation_lab.statistics import (
     DROPOUT_CLAIM,
     adjusted_intervals,

@@ -10,10 +10,10 @@ import yaml
 from ablation_lab import TRAINING_CODE_VERSION, identity
 from ablation_lab import study as paths
 from ablation_lab.ablations import FAMILIES
-from ablation_lab.analyses import ANALYSES
-from ablation_lab.data import LOADERS
-from ablation_lab.models import ACTIVATIONS
-from ablation_lab.nsdropout import MODES
+from ablation_lab.analyses.nsdropout import MODES
+from ablation_lab.analyses.registry import ANALYSES
+from ablation_lab.data.datasets import LOADERS
+from ablation_lab.models.build import ACTIVATIONS
 from ablation_lab.study import Study
 from conftest import ROOT
 
@@ -165,7 +165,7 @@ def test_every_activation_is_known_to_keras():
     from ablation_lab.identity import LEARNABLE_ACTIVATIONS
 
     for name in ACTIVATIONS:
-        if name not in LEARNABLE_ACTIVATIONS:  # those are layers (ablation_lab/layers.py), tested in test_learnable.py
+        if name not in LEARNABLE_ACTIVATIONS:  # those are layers (ablation_lab/models/layers.py), tested in test_learnable.py
             assert callable(keras.activations.get(name))
 
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from ablation_lab.data import prepare
-from ablation_lab.evaluate import classification_metrics
-from ablation_lab.train import configure_tensorflow, predict_proba, train_model
+from ablation_lab.analyses.evaluation import classification_metrics
+from ablation_lab.data.datasets import prepare
+from ablation_lab.training.train import configure_tensorflow, predict_proba, train_model
 
 SPLIT_CFG = {
     "name": "digits",
@@ -66,7 +66,7 @@ def test_huge_learning_rate_is_recorded_as_diverged(digits):
 
 
 def test_model_round_trips_through_a_keras_file_in_safe_mode(digits, tmp_path):
-    from ablation_lab.models import load_model
+    from ablation_lab.models.build import load_model
 
     result = train_model(spec(epochs=1), digits, 10, seed=1)
     result.model.save(tmp_path / "model.keras")
@@ -76,7 +76,7 @@ def test_model_round_trips_through_a_keras_file_in_safe_mode(digits, tmp_path):
 
 def test_a_model_with_python_code_in_it_is_refused(tmp_path):
     import keras
-    from ablation_lab.models import load_model
+    from ablation_lab.models.build import load_model
 
     inputs = keras.Input((3,))
     model = keras.Model(inputs, keras.layers.Lambda(lambda x: x * 2)(inputs))
@@ -95,7 +95,7 @@ def test_threads_follow_the_rule(digits):
 def test_both_loops_reshuffle_every_epoch_in_the_same_orders(digits, monkeypatch):
     """Keras 3.15's `model.fit(shuffle=True)` after set_random_seed fed one batch order every
     epoch; both loops now draw a fresh seeded order per epoch, the same ones."""
-    from ablation_lab import train
+    from ablation_lab.training import train
 
     orders = train.epoch_orders(seed=3, n_rows=50)
     first, second = next(orders), next(orders)
@@ -160,7 +160,7 @@ def test_a_reused_trace_gives_the_numbers_of_a_fresh_one(digits, model):
     dropout seed states must be those of a fresh trace, to the bit, and the first variant's
     returned model must not change when the second trains."""
     import keras
-    from ablation_lab.train import TRACED
+    from ablation_lab.training.train import TRACED
 
     noisy = {**digits, "x_train": digits["x_train"] + np.float32(0.25)}  # other data, same shapes
     settings = {"model": model, "training": spec()["training"]}
@@ -188,7 +188,7 @@ def test_a_reused_trace_gives_the_numbers_of_a_fresh_one(digits, model):
 
 def test_traces_are_kept_per_architecture_and_bounded(digits):
     import keras
-    from ablation_lab.train import TRACED
+    from ablation_lab.training.train import TRACED
 
     TRACED.clear()
     for rate in (0.1, 0.2, 0.3):

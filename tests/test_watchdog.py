@@ -1,4 +1,4 @@
-"""Jobs and workers stop within seconds when their Snakemake is gone (ablation_lab/watchdog.py)."""
+"""Jobs and workers stop within seconds when their Snakemake is gone (ablation_lab/runtime/watchdog.py)."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ import sys
 import threading
 import time
 
-from ablation_lab import watchdog
+from ablation_lab.runtime import watchdog
 
-JOB = "from ablation_lab.watchdog import watch; import time; watch('job'); time.sleep(60)"
+JOB = "from ablation_lab.runtime.watchdog import watch; import time; watch('job'); time.sleep(60)"
 
 
 def start_job(recorded: str) -> subprocess.Popen:
@@ -74,7 +74,7 @@ def test_release_cancels_only_the_timers_of_snakemakes_scheduler():
 def test_a_real_snakemake_run_leaves_a_scheduler_timer_for_onsuccess_to_release(tmp_path):
     # If a Snakemake release stops leaving the timer (or moves it), this says the workaround is stale.
     (tmp_path / "Snakefile").write_text(
-        "from ablation_lab.watchdog import release_scheduler_timers\n"
+        "from ablation_lab.runtime.watchdog import release_scheduler_timers\n"
         "rule done:\n    output: 'done.txt'\n    shell: 'touch {output}'\n"
         "onsuccess:\n    print('released', release_scheduler_timers())\n"
     )

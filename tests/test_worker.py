@@ -9,9 +9,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from ablation_lab.data import prepare, save_split
-from ablation_lab.dispatch import run_here, run_job
-from ablation_lab.worker import start_pool, stop_pool
+from ablation_lab.data.datasets import prepare, save_split
+from ablation_lab.runtime.dispatch import run_here, run_job
+from ablation_lab.runtime.worker import start_pool, stop_pool
 
 SPEC = {
     "model": {"hidden_units": [16], "activation": "relu", "dropout": 0.2},
@@ -75,7 +75,7 @@ def test_training_in_a_worker_equals_training_in_process(pool):
 def test_a_forked_worker_trains_as_a_fresh_process(tmp_path, monkeypatch):
     """The pool imports TensorFlow once and forks its other workers: a forked worker's
     training equals, to the bit, training in a process of its own."""
-    from ablation_lab.dispatch import ask_worker
+    from ablation_lab.runtime.dispatch import ask_worker
 
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("ABLATION_LAB_WORKERS", raising=False)
@@ -121,16 +121,14 @@ def test_a_figure_job_in_a_worker_draws_the_same_bytes_as_in_its_own_process(poo
         log = Path(f"logs/{name}.log").read_text()
         assert "job plot_examples" in log and f"(process {os.getpid()})" not in log  # the worker drew it
     here = {**os.environ, "ABLATION_LAB_WORKERS": "0", "PYTHONPATH": os.pathsep.join(sys.path)}
-    code = (
-        "import json, sys; from ablation_lab.dispatch import run_job; run_job('plot_examples', 'logs/here.log', **json.loads(sys.argv[1]))"
-    )
+    code = "import json, sys; from ablation_lab.runtime.dispatch import run_job; run_job('plot_examples', 'logs/here.log', **json.loads(sys.argv[1]))"
     subprocess.run([sys.executable, "-c", code, json.dumps({**kwargs, "out": {"noise": "here.png"}})], env=here, check=True)
     assert Path("worker.png").read_bytes() == Path("here.png").read_bytes() == Path("worker-again.png").read_bytes()
 
 
 def test_a_job_without_tensorflow_goes_only_to_a_worker_that_has_finished_its_imports(tmp_path):
     """A rerun that redoes only the report must not wait for a worker still importing TensorFlow."""
-    from ablation_lab.dispatch import claim_worker, ready_marker
+    from ablation_lab.runtime.dispatch import claim_worker, ready_marker
 
     sock = tmp_path / "worker-0.sock"
     sock.touch()
@@ -154,7 +152,7 @@ def test_a_failing_job_fails_with_its_traceback_in_the_log(pool):
 
 def test_workers_serve_only_the_workflows_jobs_and_survive_bad_requests(pool):
     """Any process of the user can reach the socket: it must not call other functions or write elsewhere."""
-    from ablation_lab.dispatch import ask_worker
+    from ablation_lab.runtime.dispatch import ask_worker
 
     sock = pool / "worker-0.sock"
     refused = [
@@ -193,7 +191,7 @@ def test_a_second_run_leaves_the_first_runs_workers_alone(pool):
     import sys
 
     worker = int((pool / "worker-0.pid").read_text())
-    code = "from ablation_lab.worker import start_pool, stop_pool; stop_pool(start_pool(1))"
+    code = "from ablation_lab.runtime.worker import start_pool, stop_pool; stop_pool(start_pool(1))"
     subprocess.run([sys.executable, "-c", code], check=True, cwd=os.getcwd())
     os.kill(worker, 0)  # raises if the first pool's worker was stopped
     assert (pool / "worker-0.sock").exists()
@@ -226,7 +224,7 @@ def test_workers_stop_when_their_snakemake_stops_on_an_exception_or_is_killed(tm
         code = "\n".join(
             [
                 "import time",
-                "from ablation_lab.worker import start_pool",
+                "from ablation_lab.runtime.worker import start_pool",
                 "pool = start_pool(2)",
                 "print(pool, flush=True)",
                 "while not (pool / 'worker-1.pid').exists():",

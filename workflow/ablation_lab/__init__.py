@@ -13,16 +13,25 @@ TRAINING_CODE_VERSION = 3
 
 
 def source_digest(*modules: str) -> str:
-    """A short hash of some of this package's modules, for the `params` of cheap rules.
+    """A short hash of some of this package's code, for the `params` of cheap rules.
 
-    Evaluation, analysis, plots and the report rerun by themselves when their code changes
-    (Snakemake does not look inside imported modules); training does not, on purpose: it
-    reruns only when TRAINING_CODE_VERSION is bumped.
+    Each name is a dotted module ("analyses.knockout") or a sub-package ("report": every
+    file in it, templates included). Evaluation, analysis, plots and the report rerun by
+    themselves when their code changes (Snakemake does not look inside imported modules);
+    training does not, on purpose: it reruns only when TRAINING_CODE_VERSION is bumped.
     """
     import hashlib
     from pathlib import Path
 
+    root = Path(__file__).parent
     digest = hashlib.sha256()
     for name in modules:
-        digest.update((Path(__file__).parent / f"{name}.py").read_bytes())
+        path = root.joinpath(*name.split("."))
+        files = (
+            sorted(f for f in path.rglob("*") if f.is_file() and "__pycache__" not in f.parts)
+            if path.is_dir()
+            else [path.with_suffix(".py")]
+        )
+        for file in files:
+            digest.update(file.read_bytes())
     return digest.hexdigest()[:12]

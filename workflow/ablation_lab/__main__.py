@@ -58,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except ValueError as error:
         # Imported here, not at the top: `report-path` must stay quick, and data imports scikit-learn.
-        from ablation_lab.data import DataError
+        from ablation_lab.data.datasets import DataError
 
         if not isinstance(error, DataError):
             raise
@@ -71,7 +71,7 @@ def findings(config: dict[str, Any]) -> list[str]:
     """The study's main findings, read from the tables its `aggregate` job wrote (the report's own)."""
     import pandas as pd
 
-    from ablation_lab.report import main_findings
+    from ablation_lab.report.page import main_findings
     from ablation_lab.study import Study
 
     tables = Path(Study.from_config(config).tables_dir())
@@ -85,7 +85,7 @@ def findings(config: dict[str, Any]) -> list[str]:
 def verify(study: Any) -> tuple[list[str], int]:
     """One line per corrupted or truncated artifact of the study's trained runs (missing ones
     are simply rebuilt by the next run), and how many runs were checked."""
-    from ablation_lab.io import ArtifactError, check_digest, read_json
+    from ablation_lab.artifacts import ArtifactError, check_digest, read_json
     from ablation_lab.study import RUN_FILES, run_file
 
     problems, checked = [], 0

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from ablation_lab.data import DatasetInfo
+from ablation_lab.data.datasets import DatasetInfo
 
 BASELINE = "baseline"
 
@@ -165,7 +165,7 @@ def expand_nsdropout(params: dict[str, Any], info: DatasetInfo, model: Mapping[s
     """No dropout, ordinary dropout and NSDropout at each rate, on the same layers (the write-up's comparison).
 
     Inference modes are not variants: each NSDropout model is evaluated in every mode by the
-    `nsdropout` analysis (ablation_lab/nsdropout.py).
+    `nsdropout` analysis (ablation_lab/analyses/nsdropout.py).
     """
     where = {"dropout_layers": list(params["layers"])}
     variants = [Variant("nsdropout", "none", "no dropout", {"dropout": 0.0}, coords={"layer": "none", "rate": 0.0})]

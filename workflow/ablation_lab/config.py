@@ -247,7 +247,7 @@ def _check_model_kind(given: Mapping[str, Any], model: dict[str, Any]) -> None:
         if key in given and kind != owner:
             raise ConfigError(f"invalid study config: model.{key}: applies to kind {owner} only (this model is kind {kind})")
     if kind == "builder" and "builder" not in given:
-        raise ConfigError("invalid study config: model.builder: kind builder needs the name of a builder file (workflow/ablation_lab/builders/<name>.py)")  # fmt: skip
+        raise ConfigError("invalid study config: model.builder: kind builder needs the name of a builder file (workflow/ablation_lab/models/builders/<name>.py)")  # fmt: skip
     if kind != "file":
         return
     if "path" not in given:

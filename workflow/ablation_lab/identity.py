@@ -16,6 +16,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from ablation_lab.models.settings import CNN_DEFAULTS, LEARNABLE_ACTIVATIONS, learnable_settings
+
 DATA_DIGEST = 8
 RUN_DIGEST = 10
 PROBE_DIGEST = 8
@@ -102,22 +104,6 @@ def describe_transform(transform: Mapping[str, Any]) -> str:
     return op
 
 
-# Learnable activations (ablation_lab/layers.py) and the settings they are built with: a run's
-# spec holds the settings in full when its activation is learnable, and not at all otherwise.
-LEARNABLE_ACTIVATIONS = ("gp", "gp-per-unit", "slaf-poly2", "slaf-poly3", "slaf-poly4", "slaf-standard")
-CNN_DEFAULTS = {"filters": [16, 32], "kernel_size": 3, "pooling": "max", "batch_norm": False}  # kind cnn
-LEARNABLE_DEFAULTS = {"control_points": 21, "grid_range": [-3.0, 3.0], "length_scale": None, "init": "relu"}
-
-
-def learnable_settings(model_cfg: Mapping[str, Any]) -> dict[str, Any]:
-    """`model.learnable` over its defaults; a bad grid or length scale named by key."""
-    settings = {**LEARNABLE_DEFAULTS, **(model_cfg.get("learnable") or {})}
-    low, high = settings["grid_range"]
-    if not low < high:
-        raise ValueError(f"model.learnable.grid_range: {settings['grid_range']} must be [low, high] with low < high")
-    return settings
-
-
 def canonical_model(model_cfg: dict[str, Any]) -> dict[str, Any]:
     """The model config without keys that change nothing, so equal models get one run.
 
@@ -125,7 +111,7 @@ def canonical_model(model_cfg: dict[str, Any]) -> dict[str, Any]:
     the default; `standard` is the default kind; a zero L2 penalty is none.
     """
     if model_cfg.get("kind") == "file":
-        from ablation_lab.model_file import canonical_file_model
+        from ablation_lab.models.model_file import canonical_file_model
 
         return canonical_file_model(model_cfg)
     out = dict(model_cfg)
@@ -164,7 +150,7 @@ def canonical_model(model_cfg: dict[str, Any]) -> dict[str, Any]:
     if "l2" in out and not any([out["l2"]] if isinstance(out["l2"], int | float) else out["l2"]):
         out.pop("l2")
     if out.get("kind") == "builder":  # editing the builder's code retrains what it builds
-        from ablation_lab.builders import builder_file
+        from ablation_lab.models.builders import builder_file
 
         out["builder_sha256"] = content_digest(builder_file(out["builder"]))
     return out
@@ -172,7 +158,7 @@ def canonical_model(model_cfg: dict[str, Any]) -> dict[str, Any]:
 
 def describe_model(model: Mapping[str, Any]) -> str:
     if model.get("kind") == "file":
-        from ablation_lab.model_file import describe_file_model
+        from ablation_lab.models.model_file import describe_file_model
 
         return describe_file_model(model)
     units = "x".join(str(u) for u in model["hidden_units"])

@@ -36,9 +36,9 @@ from ablation_lab.ablations import (
     expand_units,
     test_time_counterpart,
 )
-from ablation_lab.analyses import ANALYSES, EVALUATION
+from ablation_lab.analyses.registry import ANALYSES, EVALUATION
 from ablation_lab.config import ConfigError, validate_config
-from ablation_lab.data import FORMAT_VERSION, DatasetInfo, describe
+from ablation_lab.data.datasets import FORMAT_VERSION, DatasetInfo, describe
 
 RESULTS = "results"
 REPORTS = "reports"
@@ -143,7 +143,7 @@ class Study:
         if kind == "file":
             self._check_model_file(info)
         if kind == "builder":
-            from ablation_lab.builders import builder_file
+            from ablation_lab.models.builders import builder_file
 
             try:
                 builder_file(self.config["model"]["builder"])
@@ -167,7 +167,7 @@ class Study:
 
     def _check_model_file(self, info: DatasetInfo) -> None:
         """A model file that cannot serve this study fails here, in one line, before any job runs."""
-        from ablation_lab import model_file
+        from ablation_lab.models import model_file
 
         model_cfg = self.config["model"]
         try:
@@ -194,11 +194,11 @@ class Study:
         """The layers post-hoc knockout can remove units of, when known before any model is built."""
         model = self.config["model"]
         if model.get("kind", "mlp") in ("mlp", "kst", "cnn"):
-            from ablation_lab.knockout import built_in_layers
+            from ablation_lab.models.surgery import built_in_layers
 
             return built_in_layers(model)
         if model.get("kind") == "file":
-            from ablation_lab.model_file import inspect_model_file
+            from ablation_lab.models.model_file import inspect_model_file
 
             return inspect_model_file(model["path"]).activation_layers()
         return None  # a builder's layers are known once it has built the model: the knockout job checks
@@ -216,7 +216,7 @@ class Study:
         posthoc = self.config.get("posthoc")
         if not posthoc:
             return {}
-        from ablation_lab.knockout import compensation_layer
+        from ablation_lab.analyses.compensation import compensation_layer
 
         model = self.config["model"]
         units = model.get("hidden_units", [])
@@ -406,12 +406,15 @@ class Study:
         return f"{BENCHMARKS}/{self.name}/{kind}.tsv"
 
     def extra_tables(self) -> dict[str, str]:
-        """The study tables beyond evaluation: one joined table per other analysis it runs, and
-        the compensation gap when `posthoc` asks for it (aggregation writes them, the report reads them)."""
+        """The study tables beyond evaluation: each other analysis's joined table and its
+        study-level summaries (aggregation writes them, the figures and the report read them)."""
         names = [name for name in self.analyses() if name != EVALUATION]
-        names += [f"{name}_summary" for name in names if ANALYSES[name].summarise]
-        names += ["compensation"] if self.config.get("posthoc") else []
+        names += [summary for name in names for summary in ANALYSES[name].summaries]
         return {name: f"{self.tables_dir()}/{name}.csv" for name in names}
+
+    def analysis_params(self) -> dict[str, dict[str, Any]]:
+        """Each analysis of the study -> its parameters (what its study-level summary reads)."""
+        return {name: ANALYSES[name].params(self.config) for name in self.analyses()}
 
     def compensation_comparisons(self) -> list[str]:
         families = self.families
@@ -419,22 +422,9 @@ class Study:
         return found + [family for family in ("input", "noise") if family + POSTHOC_SUFFIX in families]
 
     def extra_figures(self) -> dict[str, str]:
-        """Figure name -> path: knockout curves, one overlay per compensation comparison, reliability diagrams, elasticity."""
-        figures = {"learning_curves": f"{self.figures_dir()}/learning-curves.png"}
-        if self.config.get("posthoc"):
-            figures["knockout"] = f"{self.figures_dir()}/knockout.png"
-            figures |= {f"compensation_{c}": f"{self.figures_dir()}/compensation-{c}.png" for c in self.compensation_comparisons()}
-        if self.config.get("calibration"):
-            figures["calibration"] = f"{self.figures_dir()}/calibration.png"
-        if "activation_shapes" in self.analyses():
-            figures["activation_shapes"] = f"{self.figures_dir()}/activation-shapes.png"
-            if self.config["model"].get("kind") == "kst":
-                figures["feature_functions"] = f"{self.figures_dir()}/feature-functions.png"
-        if "nsdropout" in self.analyses():
-            figures["nsdropout_modes"] = f"{self.figures_dir()}/nsdropout-modes.png"
-        if self.config.get("elasticity"):
-            figures["elasticity"] = f"{self.figures_dir()}/elasticity.png"
-        return figures
+        """Figure name -> path: the learning curves, then the figures each analysis draws."""
+        names = ["learning_curves", *(figure for name in self.analyses() for figure in ANALYSES[name].figures(self))]
+        return {name: f"{self.figures_dir()}/{name.replace('_', '-')}.png" for name in names}
 
     def forest_figure(self) -> str:
         """The overview's forest plot: every variant's difference from the baseline, as tabled."""

@@ -1,5 +1,5 @@
 # The per-model analysis stage: one cached job per (analysis, run, seed, probe); see
-# ablation_lab/analyses.py. Evaluation is the first analysis.
+# ablation_lab/analyses/registry.py. Evaluation is the first analysis.
 rule analyse_run:
     input:
         model=paths.run_file("model"),

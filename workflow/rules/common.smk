@@ -12,10 +12,10 @@ sys.path.insert(0, os.path.join(workflow.basedir, "workflow"))
 
 from ablation_lab import source_digest, study as paths
 from ablation_lab.ablations import BASELINE
-from ablation_lab.analyses import ANALYSES
+from ablation_lab.analyses.registry import ANALYSES
 from ablation_lab.config import ConfigError, load_study_yaml
-from ablation_lab.data import DataError
-from ablation_lab.io import sealed
+from ablation_lab.data.datasets import DataError
+from ablation_lab.artifacts import sealed
 from ablation_lab.study import Study
 
 # Snakemake's YAML reader keeps the last of two duplicate keys; read the study files again
@@ -121,38 +121,20 @@ def example_figures():
 
 
 def family_titles():
-    from ablation_lab.report import family_title
+    from ablation_lab.report.page import family_title
 
     return {family: {"title": family_title(family)[0]} for family in family_figures()}
 
 
 def report_figures():
-    """Section name -> its figures: a section per family, then the post-hoc sections."""
+    """Figure name -> its files: each family's figure (and example inputs), the learning
+    curves and each analysis's figures, and the overview's forest plot."""
     examples = example_figures()
     figures = {
         family: [path, *([examples[family]] if family in examples else [])]
         for family, path in family_figures().items()
     }
-    extra = STUDY.extra_figures()
-    for section in (
-        "learning_curves",
-        "knockout",
-        "calibration",
-        "nsdropout_modes",
-        "elasticity",
-    ):
-        if section in extra:
-            figures[section] = [extra[section]]
-    shapes = [
-        extra[name]
-        for name in ("activation_shapes", "feature_functions")
-        if name in extra
-    ]
-    if shapes:
-        figures["activation_shapes"] = shapes
-    compensation = [p for n, p in extra.items() if n.startswith("compensation_")]
-    if compensation:
-        figures["compensation"] = compensation
+    figures |= {name: [path] for name, path in STUDY.extra_figures().items()}
     figures["overview"] = [STUDY.forest_figure()]
     return figures
 
@@ -232,24 +214,24 @@ RUN_JOB = " ".join(
 
 onstart:
     # Jobs and workers of a local run stop within seconds when this process is gone, even
-    # killed with SIGKILL (ablation_lab/watchdog.py); cluster jobs are left to the cluster.
-    from ablation_lab.watchdog import forget_snakemake, record_snakemake
+    # killed with SIGKILL (ablation_lab/runtime/watchdog.py); cluster jobs are left to the cluster.
+    from ablation_lab.runtime.watchdog import forget_snakemake, record_snakemake
 
     if workflow.local_exec:
         record_snakemake()
     else:
         forget_snakemake()
     # Warm workers amortise Python + TensorFlow start-up over the jobs of a local run
-    # (ablation_lab/dispatch.py); cluster jobs and conda/apptainer runs use their own processes.
+    # (ablation_lab/runtime/dispatch.py); cluster jobs and conda/apptainer runs use their own processes.
     if use_warm_workers():
-        from ablation_lab.worker import start_pool
+        from ablation_lab.runtime.worker import start_pool
 
         start_pool(workflow.cores)
 
 
 onsuccess:
-    from ablation_lab.watchdog import release_scheduler_timers
-    from ablation_lab.worker import stop_pool
+    from ablation_lab.runtime.watchdog import release_scheduler_timers
+    from ablation_lab.runtime.worker import stop_pool
 
     stop_pool()
     # The run exits now rather than a second later (see release_scheduler_timers).
@@ -257,12 +239,12 @@ onsuccess:
 
 
 onerror:
-    from ablation_lab.cluster import report_slurm_failures
-    from ablation_lab.worker import stop_pool
+    from ablation_lab.runtime.cluster import report_slurm_failures
+    from ablation_lab.runtime.worker import stop_pool
     from snakemake.logging import logger
 
     stop_pool()
-    # Snakemake drops SLURM's reason when a group job fails: ask SLURM (ablation_lab/cluster.py).
+    # Snakemake drops SLURM's reason when a group job fails: ask SLURM (ablation_lab/runtime/cluster.py).
     if workflow.non_local_exec:
         for line in report_slurm_failures(log):
             logger.error(line)

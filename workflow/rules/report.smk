@@ -40,12 +40,10 @@ rule aggregate:
         probes=STUDY.probe_table(),
         histories=STUDY.history_table(),
         variants=sealed(STUDY.variant_table()),
-        posthoc=STUDY.config["posthoc"],
+        analyses=STUDY.analysis_params(),
         extra=list(STUDY.extra_tables()),
         margin=STUDY.config["equivalence_margin"],
-        code=source_digest(
-            "statistics", "compensation", "knockout", "jobs", "analyses", "nsdropout"
-        ),
+        code=source_digest("statistics", "analyses", "runtime.jobs"),
     script:
         "../scripts/aggregate.py"
 
@@ -85,7 +83,7 @@ rule plot_figures:
     params:
         families=family_titles(),
         variants=sealed(STUDY.variant_table()),
-        code=source_digest("plots", "jobs", "statistics"),
+        code=source_digest("report.figures", "runtime.jobs", "statistics"),
     script:
         "../scripts/plot_figures.py"
 
@@ -117,7 +115,7 @@ rule plot_analyses:
         runtime=10,
     params:
         variants=sealed(STUDY.variant_table()),
-        code=source_digest("plots", "jobs", "elasticity", "statistics", "nsdropout"),
+        code=source_digest("report.figures", "runtime.jobs", "analyses"),
     script:
         "../scripts/plot_analyses.py"
 
@@ -153,7 +151,7 @@ rule plot_examples:
     params:
         variants=sealed(STUDY.variant_table()),
         seed=STUDY.seeds[0],
-        code=source_digest("plots", "ablations"),
+        code=source_digest("report.figures", "ablations"),
     script:
         "../scripts/plot_examples.py"
 
@@ -194,14 +192,6 @@ rule report_html:
         figures=report_figures(),
         sharing=STUDY.sharing(),
         benchmarks=upstream_benchmarks(),
-        code=source_digest(
-            "report",
-            "ablations",
-            "elasticity",
-            "statistics",
-            "nsdropout",
-            "learnable",
-            "identity",
-        ),
+        code=source_digest("report", "ablations", "analyses", "statistics", "identity"),
     script:
         "../scripts/report.py"

@@ -1,8 +1,8 @@
 """Snakemake adapter: join every variant's per-model tables into the study's tables."""
 
 import _package  # noqa: F401
-from ablation_lab.dispatch import run_job
-from ablation_lab.io import unsealed
+from ablation_lab.artifacts import unsealed
+from ablation_lab.runtime.dispatch import run_job
 
 sm = snakemake
 run_job(
@@ -11,7 +11,7 @@ run_job(
     probes=sm.params.probes,
     histories=sm.params.histories,
     variants=unsealed(sm.params.variants),
-    posthoc=sm.params.posthoc,
+    params=sm.params.analyses,
     margin=sm.params.margin,
     extra=sm.params.extra,
     out=dict(sm.output.items()),

@@ -1,8 +1,8 @@
 """Snakemake adapter: the learning curves and the figures of the per-model analyses."""
 
 import _package  # noqa: F401
-from ablation_lab.dispatch import run_job
-from ablation_lab.io import unsealed
+from ablation_lab.artifacts import unsealed
+from ablation_lab.runtime.dispatch import run_job
 
 sm = snakemake
 run_job(

@@ -1,8 +1,8 @@
 """Snakemake adapter: example inputs as each variant of each image-changing family sees them."""
 
 import _package  # noqa: F401
-from ablation_lab.dispatch import run_job
-from ablation_lab.io import unsealed
+from ablation_lab.artifacts import unsealed
+from ablation_lab.runtime.dispatch import run_job
 
 sm = snakemake
 run_job(

@@ -6,14 +6,14 @@ REQUEST is the job's arguments as one JSON document, built by the rule (`train_r
 and `analysis_request` in rules/common.smk). A `script:` job would first import Snakemake to unpickle its `snakemake`
 object: 0.2 CPU s per job, several times the cost of handing the job to a warm worker
 (benchmarks/README.md, bench_study). This adapter imports only the standard library and
-`ablation_lab.dispatch`; with no worker free the job runs here, as before.
+`ablation_lab.runtime.dispatch`; with no worker free the job runs here, as before.
 """
 
 import json
 import sys
 
 import _package  # noqa: F401
-from ablation_lab.dispatch import run_job
+from ablation_lab.runtime.dispatch import run_job
 
 OPTIONS = ("--threads", "--gpu")
 

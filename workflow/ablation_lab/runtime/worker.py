@@ -39,7 +39,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from ablation_lab.dispatch import POOL_ENV, SERVED_JOBS, current_pool, ready_marker
+from ablation_lab.runtime.dispatch import POOL_ENV, SERVED_JOBS, current_pool, ready_marker
 
 IDLE_SECONDS = 300
 
@@ -64,7 +64,17 @@ def start_pool(cores: int) -> Path:
     if count:
         with open(log_path(pool, 0), "w") as log:
             process = subprocess.Popen(
-                [sys.executable, "-m", "ablation_lab.worker", "--pool", str(pool), "--workers", str(count), "--parent", str(os.getpid())],
+                [
+                    sys.executable,
+                    "-m",
+                    "ablation_lab.runtime.worker",
+                    "--pool",
+                    str(pool),
+                    "--workers",
+                    str(count),
+                    "--parent",
+                    str(os.getpid()),
+                ],
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
@@ -93,7 +103,7 @@ def log_path(pool: Path, index: int) -> Path:
 
 def _worker_env() -> dict[str, str]:
     """The package workers import is the one this workflow runs (its source tree comes first)."""
-    package_root = str(Path(__file__).resolve().parents[1])
+    package_root = str(Path(__file__).resolve().parents[2])
     inherited = os.environ.get("PYTHONPATH")
     return {**os.environ, "PYTHONPATH": package_root + (os.pathsep + inherited if inherited else "")}
 
@@ -126,12 +136,12 @@ def _import_for_jobs() -> None:
     Importing starts no TensorFlow thread and runs no op, so the forked workers share these
     pages and each starts its own runtime (`_configure`).
     """
-    from ablation_lab import analyses, evaluate, jobs, models, train  # noqa: F401 (imported to be warm; they import Keras)
+    from ablation_lab.training import train  # noqa: F401 (imported to be warm; they import Keras)
 
 
 def _configure(threads: int) -> None:
     """After the fork: this worker's TensorFlow threads (the runtime starts here, per process)."""
-    from ablation_lab import train
+    from ablation_lab.training import train
 
     train.configure_tensorflow(threads)
 
@@ -157,7 +167,7 @@ def check_request(request: Any) -> str | None:
 
 
 def _run(request: Any) -> dict:
-    from ablation_lab.dispatch import run_here
+    from ablation_lab.runtime.dispatch import run_here
 
     refused = check_request(request)
     if refused:
@@ -198,7 +208,7 @@ def serve_pool(pool: Path, count: int, parent: int, threads: int = 1, idle: floa
     Every worker stops when the Snakemake process `parent` is gone; the first one also waits
     for the workers it forked before it stops for idleness (it reaps them).
     """
-    from ablation_lab.watchdog import start_time, watch
+    from ablation_lab.runtime.watchdog import start_time, watch
 
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     # stop within a second when the parent (Snakemake) is gone, also while importing
@@ -226,7 +236,7 @@ def serve_pool(pool: Path, count: int, parent: int, threads: int = 1, idle: floa
 
 def _serve_forked(pool: Path, index: int, servers: list[socket.socket], parent: int, started: str, threads: int, idle: float) -> None:
     """A forked worker: its own log, pid file and watchdog; it never returns to its parent's code."""
-    from ablation_lab.watchdog import alive, watch
+    from ablation_lab.runtime.watchdog import alive, watch
 
     code = 0
     try:

@@ -14,7 +14,7 @@
   either it is the identity, like ordinary dropout. Masks are scaled by 1 / (1 - rate) as in
   training, so a masked inference pass is exactly the training-time pass of that class. (The
   write-up multiplies by the unscaled mask at inference, which shrinks the layer's output by
-  1 - rate against training; scaling gives the oracle protocol its best case.) Which class to pass is the evaluation protocol's choice (ablation_lab/nsdropout.py):
+  1 - rate against training; scaling gives the oracle protocol its best case.) Which class to pass is the evaluation protocol's choice (ablation_lab/analyses/nsdropout.py):
   the write-up passes the true label, which puts the label into the prediction.
 
 Labels reach the layer through `call(..., labels=...)`: `chain_forward` threads them through a
@@ -103,7 +103,7 @@ class NSDropout(keras.layers.Layer):
             if labels is None:
                 raise ValueError(
                     f"NSDropout layer {self.name!r} needs the batch's labels in training: "
-                    "train with ablation_lab.train (or ablation_lab.layers.training_model)"
+                    "train with ablation_lab.training.train (or ablation_lab.models.layers.training_model)"
                 )
             return self._train(inputs, labels)
         masks = ops.cast(self.masks, inputs.dtype) / (1.0 - self.rate)

@@ -1,22 +1,11 @@
-"""Post-hoc knockout: hidden units (or conv channels) removed from a trained network, with no retraining.
+"""A trained model cut at one hidden layer: its head's activations once, its tail rerun with units masked.
 
-A retrain ablation lets the whole network compensate for what was removed; knocking the
-same units out of an already trained network shows the other side (Meyes et al., 2019,
-"Ablation Studies in Artificial Neural Networks"). Downstream layers still partly repair a
-knockout (McGrath et al., 2023, "The Hydra Effect"), so post-hoc effects are lower bounds
-on a component's importance too.
-
-Efficiency: K masks never cost K model rebuilds or K full forward passes. The knocked-out
-layer's activations are computed once per split; each mask only reruns the layers after it,
-on one (masks x examples) batch, chunked so the batch stays within MEMORY_BUDGET bytes.
-Units are removed by masking the layer's output in memory; saved models are never edited.
-
-A unit of a convolutional layer is a channel (the last axis of its (examples, h, w, c)
-output): a mask removes the channel at every position, a fill is per channel (`mean`:
-over training examples and positions; `resample`: whole channel maps of randomly drawn
-training examples), and a chunk's bytes count the spatial size. The training split's
-activations are never held whole: one chunked pass gives the per-unit statistics, and
-resampled examples are recomputed.
+What post-hoc knockout (analyses/knockout.py) and any later removal analysis build on. K
+masks never cost K model rebuilds or K full forward passes: the layer's activations are
+computed once per split; each mask only reruns the layers after it, on one (masks x
+examples) batch, chunked so the batch stays within MEMORY_BUDGET bytes. Units are removed by
+masking the layer's output in memory; saved models are never edited. A unit of a
+convolutional layer is a channel (the last axis of its output), removed at every position.
 """
 
 from __future__ import annotations
@@ -27,19 +16,18 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import pandas as pd
 
-ORDERINGS = ("random", "magnitude_smallest", "magnitude_largest", "activation_lowest", "importance_highest", "importance_lowest")
-FILLS = ("zero", "mean", "resample")
 # Bytes of masked activations evaluated in one call. Smaller chunks run faster on CPU too (cache):
 # 16 masks on a CNN's first conv block (mnist5k test, 1 thread) took 3.3 s at 256 MiB, 1.6 s at 16 MiB
 # (one unmasked tail pass: 0.1 s); 256 masks of the MLP's hidden layer 0.21 s vs 0.12 s.
 MEMORY_BUDGET = 16 * 2**20
+
+
 BUILT_IN = re.compile(r"\A(conv_act|hidden)_[0-9]+\Z")  # the knock-out-able layers models.py builds
 
 
 def _is_learnable(layer: Any) -> bool:
-    from ablation_lab.layers import BasisActivation, GPActivation
+    from ablation_lab.models.layers import BasisActivation, GPActivation
 
     return isinstance(layer, GPActivation | BasisActivation)
 
@@ -116,19 +104,6 @@ def built_in_layers(model_cfg: dict[str, Any]) -> list[str]:
     """`knockout_layers` of the model models.py builds from this config, known without building it."""
     filters = model_cfg.get("filters", [16, 32]) if model_cfg.get("kind") == "cnn" else []
     return [f"conv_act_{k}" for k in range(1, len(filters) + 1)] + [f"hidden_{k}" for k in range(1, len(model_cfg["hidden_units"]) + 1)]
-
-
-def compensation_layer(wanted: Sequence[int | str]) -> int | None:
-    """The hidden layer (1-based) the `units` family narrows: the first item of `posthoc.layers`
-    naming a hidden layer (k or `hidden_<k>`); 1 when the list is empty; None when it names none."""
-    if not wanted:
-        return 1
-    for item in wanted:
-        if not isinstance(item, str):
-            return int(item)
-        if match := re.fullmatch(r"hidden_([0-9]+)", item):
-            return int(match.group(1))
-    return None
 
 
 def incoming_norms(kernel: np.ndarray, units: int) -> np.ndarray:
@@ -247,136 +222,6 @@ def masked_predictions(split: SplitModel, activations: np.ndarray, keep: np.ndar
     return out
 
 
-def keep_masks(order: np.ndarray, fractions: Sequence[float]) -> np.ndarray:
-    """One keep-mask per fraction: the first round(f x units) units of `order` removed."""
-    masks = np.ones((len(fractions), len(order)), dtype=bool)
-    for row, fraction in enumerate(fractions):
-        masks[row, order[: round(fraction * len(order))]] = False
-    return masks
-
-
-def single_unit_importance(split: SplitModel, activations: np.ndarray, labels: np.ndarray, fill: np.ndarray) -> np.ndarray:
-    """Accuracy drop when each unit alone is removed; call it on the validation split only."""
-    n_units = activations.shape[-1]
-    full = float((split.tail(activations).argmax(axis=1) == labels).mean())
-    alone = masked_predictions(split, activations, ~np.eye(n_units, dtype=bool), fill)
-    return full - (alone == labels[None]).mean(axis=1)
-
-
-def unit_order(ordering: str, rng: np.random.Generator, scores: dict[str, np.ndarray]) -> np.ndarray:
-    """Which units go first. Magnitude: L2 norm of a unit's outgoing weights; activation: its
-    mean on the validation split; importance: its single-unit accuracy drop on validation."""
-    if ordering == "random":
-        return rng.permutation(len(scores["magnitude"]))
-    key, descending = {
-        "magnitude_smallest": ("magnitude", False),
-        "magnitude_largest": ("magnitude", True),
-        "activation_lowest": ("activation", False),
-        "importance_highest": ("importance", True),
-        "importance_lowest": ("importance", False),
-    }[ordering]
-    values = scores[key]
-    return np.argsort(-values if descending else values, kind="stable")
-
-
-def fill_values(fill: str, train: TrainActivations | np.ndarray, n_examples: int, rng: np.random.Generator) -> np.ndarray:
-    """What a removed unit outputs: 0, its mean on the training split (over examples and
-    positions: keeps the next layer on-distribution), or its value (a channel: its whole map)
-    on randomly drawn other training examples (resampling)."""
-    train = TrainActivations.of(train)
-    if fill == "zero":
-        return np.zeros_like(train.mean)
-    if fill == "mean":
-        return train.mean
-    return train.take(rng.integers(0, len(train), size=n_examples))
-
-
-def curve_area(fractions: Sequence[float], accuracy: Sequence[float]) -> float:
-    """Area under accuracy vs fraction removed, normalised by the fraction range (the intact accuracy when nothing is lost)."""
-    x, y = np.asarray(fractions, dtype=float), np.asarray(accuracy, dtype=float)
-    order = np.argsort(x)
-    span = x.max() - x.min()
-    return float(np.trapezoid(y[order], x[order]) / span) if span > 0 else float(y.mean())
-
-
-def _rows(base: dict[str, Any], fractions: Sequence[float], predictions: np.ndarray, labels: np.ndarray, classes: list[str]) -> list[dict]:
-    rows = []
-    hits = predictions == labels[None]
-    for position, fraction in enumerate(fractions):
-        rows.append({**base, "fraction": fraction, "metric": "accuracy", "value": float(hits[position].mean())})
-        for index, name in enumerate(classes):
-            chosen = labels == index
-            if chosen.any():
-                value = float(hits[position, chosen].mean())
-                rows.append({**base, "fraction": fraction, "metric": f"class_accuracy:{name}", "value": value})
-    rows.append({**base, "fraction": np.nan, "metric": "area", "value": curve_area(fractions, hits.mean(axis=1))})
-    return rows
-
-
-def stable_units(split: SplitModel, layer: str, activations: dict[str, np.ndarray], test_predictions: np.ndarray) -> list[dict]:
-    """Units never active (dead) or always active on the training split, and what removing the dead ones changes.
-
-    A channel is dead if its maximum over training examples and positions is <= 0."""
-    train = TrainActivations.of(activations["train"])
-    dead = train.high <= 0
-    always = train.low > 0
-    without_dead = masked_predictions(split, activations["test"], ~dead[None], np.zeros_like(train.mean))[0]
-    base = {"layer": layer, "ordering": "", "fill": "zero", "draw": 0, "fraction": np.nan}
-    return [
-        {**base, "metric": "units", "value": float(len(train.mean))},
-        {**base, "metric": "spatial_axes", "value": float(activations["test"].ndim - 2)},  # > 0: the units are channels
-        {**base, "metric": "dead_units", "value": float(dead.sum())},
-        {**base, "metric": "always_active_units", "value": float(always.sum())},
-        {**base, "metric": "unchanged_without_dead_units", "value": float((without_dead == test_predictions).mean())},
-    ]
-
-
-def knockout_table(
-    model: Any,
-    inputs: dict[str, np.ndarray],
-    labels: dict[str, np.ndarray],
-    classes: list[str],
-    params: dict,
-    seed: int,
-    skip_missing: bool = False,
-) -> pd.DataFrame:
-    """Every (layer, fill, ordering, draw) knockout curve of one trained model on the test split.
-
-    `inputs`/`labels` hold the train, val and test splits as the model saw them. Orderings
-    and fills are fitted on train (fill values) and validation (activation, importance):
-    the test split is only ever predicted. `skip_missing`: a layer name this model lacks is
-    skipped rather than an error (models.py's models, whose names the study checked).
-    """
-    chosen = chosen_layers(model, params["layers"], skip_missing)
-    fractions = list(params["fractions"])
-    rows: list[dict] = []
-    for layer in chosen:
-        split = split_model(model, layer)
-        activations = {name: split.head(inputs[name]) for name in ("val", "test")}
-        activations["train"] = TrainActivations(split.head, inputs["train"])
-        test_predictions = split.tail(activations["test"]).argmax(axis=1)
-        rows += stable_units(split, layer, activations, test_predictions)
-        for fill in params["fills"]:
-            rng = np.random.default_rng(np.random.SeedSequence([seed, 11, FILLS.index(fill)]))
-            test_fill = fill_values(fill, activations["train"], len(labels["test"]), rng)
-            val_fill = fill_values(fill, activations["train"], len(labels["val"]), rng)
-            scores = {
-                "magnitude": split.magnitude,
-                "activation": activations["val"].reshape(-1, split.units).mean(axis=0),
-            }
-            if any(o.startswith("importance") for o in params["orderings"]):
-                scores["importance"] = single_unit_importance(split, activations["val"], labels["val"], val_fill)
-            for ordering in params["orderings"]:
-                draws = params["draws"] if ordering == "random" else 1
-                for draw in range(draws):
-                    order_rng = np.random.default_rng(np.random.SeedSequence([seed, 13, draw]))
-                    masks = keep_masks(unit_order(ordering, order_rng, scores), fractions)
-                    predictions = masked_predictions(split, activations["test"], masks, test_fill)
-                    base = {"layer": layer, "ordering": ordering, "fill": fill, "draw": draw}
-                    rows += _rows(base, fractions, predictions, labels["test"], classes)
-    return pd.DataFrame(rows, columns=["layer", "ordering", "fill", "draw", "fraction", "metric", "value"])
-
-
 def naive_predictions(model: Any, layer: str, x: np.ndarray, keep: np.ndarray) -> np.ndarray:
     """Reference path (benchmarks, tests): one cloned model per mask, zero fill, full forward pass.
 
@@ -386,7 +231,7 @@ def naive_predictions(model: Any, layer: str, x: np.ndarray, keep: np.ndarray) -
     """
     import keras
 
-    from ablation_lab.train import predict_proba
+    from ablation_lab.training.train import predict_proba
 
     names = [each.name for each in model.layers]
     after = next(each for each in model.layers[names.index(layer) + 1 :] if hasattr(each, "kernel"))

@@ -20,14 +20,16 @@ coordinate where there is one), the same contrast with those weights. Unadjusted
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from ablation_lab.ablations import BASELINE, POSTHOC_SUFFIX, UNITS
-from ablation_lab.knockout import compensation_layer
+from ablation_lab.report.sections import ReportInputs, SectionContent, fmt, html_table, interval, png
 from ablation_lab.statistics import Hits, paired_contrast
 
 COLUMNS = ["comparison", "point", "label", "x", "seeds", "retrained", "posthoc", "gap", "gap_ci_low", "gap_ci_high", "method"]
@@ -139,3 +141,68 @@ def compensation_table(
             rows.append({**_point_row(runs, comparison, variant["variant"], label, x, pair, hits), "_pair": pair})
         out += [*rows, _area_row(runs, comparison, rows, hits)]
     return pd.DataFrame([{k: v for k, v in row.items() if k != "_pair"} for row in out], columns=COLUMNS)
+
+
+def plot_compensation(gaps: pd.DataFrame, comparison: str, path: str | Path) -> None:
+    """Retrained vs post-hoc accuracy over one comparison's points: the gap is the compensation."""
+    from ablation_lab.report.figures import plt, save_figure, sns
+
+    rows = gaps[(gaps["comparison"] == comparison) & (gaps["point"] != "area")]
+    numeric = rows["x"].notna().all()
+    x = rows["x"].to_numpy() if numeric else np.arange(len(rows))
+    figure, axes = plt.subplots(figsize=(max(5.0, 0.5 * len(rows) + 2), 3.8))
+    axes.plot(x, rows["retrained"], "o-", color="tab:blue", label="retrained without it")
+    axes.plot(x, rows["posthoc"], "s--", color="tab:red", label="removed from the trained baseline")
+    axes.fill_between(x, rows["posthoc"], rows["retrained"], color="tab:purple", alpha=0.12, label="compensation gap")
+    if not numeric:
+        axes.set_xticks(x, rows["label"], rotation=45 if len(rows) > 5 else 0, ha="right" if len(rows) > 5 else "center")
+    xlabel = {"units": "fraction of hidden units removed", "noise": "noise level"}.get(comparison, "")
+    axes.set(title=f"Compensation: {comparison}", xlabel=xlabel, ylabel="test accuracy (mean over seeds)")
+    axes.legend(fontsize=8, loc="lower left")
+    sns.despine(figure)
+    save_figure(figure, path)
+
+
+def compensation_section(inputs: ReportInputs) -> list[SectionContent]:
+    gaps = inputs.tables.get("compensation")
+    if gaps is None or gaps.empty:
+        return []
+    section = SectionContent("compensation", "Compensation: retrained vs removed after training").say(
+        "Each point pairs a model retrained without a component with the trained baseline from which the same "
+        "component was removed afterwards, on the same seeds; the gap is retrained minus post-hoc accuracy, with the "
+        "unadjusted 95% interval the comparisons with the baseline use: seed noise of the paired gaps plus, where both "
+        "sides have per-example predictions (input, noise), a paired bootstrap over test examples; the knocked-out "
+        "side of the units comparison is a mean over random draws with none, so its interval is seed noise only. Post-hoc effects are lower bounds on a component's "
+        "importance (downstream layers partly repair an ablation), while retraining lets the whole network compensate: "
+        "a positive gap is compensation the retrain ablation hides."
+    )
+    section.figures = [
+        {"alt": f"compensation {p}", "data": png(p)}
+        for p in [paths[0] for name, paths in inputs.figures.items() if name.startswith("compensation_")]
+    ]
+    shown = pd.DataFrame(
+        {
+            "comparison": gaps["comparison"],
+            "point": gaps["label"],
+            "retrained": gaps["retrained"].map(lambda v: fmt(v, "{:.4f}")),
+            "post-hoc": gaps["posthoc"].map(lambda v: fmt(v, "{:.4f}")),
+            "gap": gaps["gap"].map(fmt),
+            "gap 95% CI": [interval(a, b) for a, b in zip(gaps["gap_ci_low"], gaps["gap_ci_high"], strict=True)],
+            "seeds": gaps["seeds"],
+        }
+    )
+    section.add_table(html_table(shown))
+    return [section]
+
+
+def compensation_layer(wanted: Sequence[int | str]) -> int | None:
+    """The hidden layer (1-based) the `units` family narrows: the first item of `posthoc.layers`
+    naming a hidden layer (k or `hidden_<k>`); 1 when the list is empty; None when it names none."""
+    if not wanted:
+        return 1
+    for item in wanted:
+        if not isinstance(item, str):
+            return int(item)
+        if match := re.fullmatch(r"hidden_([0-9]+)", item):
+            return int(match.group(1))
+    return None

@@ -2,7 +2,7 @@
 
 A training job spends about 5 of its 6.5 seconds starting Python and importing TensorFlow.
 When Snakemake runs locally, the workflow starts one warm worker per core
-(`ablation_lab.worker`); each rule's script stays a separate Snakemake job (so caching,
+(`ablation_lab.runtime.worker`); each rule's script stays a separate Snakemake job (so caching,
 logs and benchmarks are per variant, as before) but hands the work to an idle worker over a
 Unix socket. With no worker reachable (cluster execution, a worker that died, the pool
 turned off with ABLATION_LAB_WORKERS=0) the job runs here, with the same result.
@@ -122,16 +122,16 @@ def _exit_on_sigterm() -> None:
 
 
 def run_here(job: str, log: str | None, kwargs: dict[str, Any]) -> Any:
-    """Run `ablation_lab.jobs.<job>` in this process; its log ends with the job's own CPU time.
+    """Run `ablation_lab.runtime.jobs.<job>` in this process; its log ends with the job's own CPU time.
 
     In a worker, Snakemake's benchmark file measures only the thin client that waited; the
     CPU and wall seconds logged here are the work itself (benchmarks read them).
     """
     import time
 
-    from ablation_lab import jobs
-    from ablation_lab.io import job_log
-    from ablation_lab.watchdog import watch
+    from ablation_lab.artifacts import job_log
+    from ablation_lab.runtime import jobs
+    from ablation_lab.runtime.watchdog import watch
 
     _exit_on_sigterm()
     watch("job")  # stop when Snakemake is gone (in a worker, the worker's own watchdog does)
@@ -160,8 +160,8 @@ def where() -> str:
 
 
 def run_job(job: str, log: str | None, **kwargs: Any) -> Any:
-    """`ablation_lab.jobs.<job>(**kwargs)`, logged to `log`, in a worker if one is idle."""
-    from ablation_lab.watchdog import watch
+    """`ablation_lab.runtime.jobs.<job>(**kwargs)`, logged to `log`, in a worker if one is idle."""
+    from ablation_lab.runtime.watchdog import watch
 
     watch("job")  # stop when Snakemake is gone, also while waiting for a worker's reply
     request = {"job": job, "log": os.path.abspath(log) if log else None, "cwd": os.getcwd(), "kwargs": kwargs}

@@ -61,14 +61,18 @@ and the figures import the summaries of this module without either.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import logging
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, NamedTuple
 
 import numpy as np
 import pandas as pd
 
-from ablation_lab.identity import LEARNABLE_ACTIVATIONS
+from ablation_lab.analyses.base import Analysis, RunContext
+from ablation_lab.models.settings import LEARNABLE_ACTIVATIONS
+from ablation_lab.report.sections import ReportInputs, SectionContent, fmt, html_table, interval, png
 
 CLUSTERINGS = ("kmeans", "spectral")
 METHODS = ("first_order", "exact")  # `elasticity.method` (the schema's enum is tested against it)
@@ -150,7 +154,7 @@ def float64_network(model: Any) -> Network:
     import keras
     import tensorflow as tf
 
-    from ablation_lab.layers import LEARNABLE_LAYERS
+    from ablation_lab.models.layers import LEARNABLE_LAYERS
 
     def as_float64(weight: Any) -> Any:
         return tf.constant(np.asarray(weight), tf.float64)
@@ -653,3 +657,151 @@ def claim_sentence(claim: dict[str, Any]) -> str:
         f"rows can dominate, is {claim['ratio_nonlinear']:.2f} (non-linear) vs {claim['ratio_linear']:.2f} (linear)."
         f"{left_out}"
     )
+
+
+def elasticity_run(context: RunContext, params: dict[str, Any]) -> tuple[pd.DataFrame, dict[str, np.ndarray]]:
+    """Local elasticity of one trained model on a stratified sample of the test split (see ablation_lab/analyses/elasticity.py).
+
+    The model's own inputs (its training transforms applied to the test split), no test view.
+    """
+
+    try:
+        return elasticity_table(context.model, context.inputs("test"), context.labels("test"), params)
+    except UnsupportedLayer as error:  # a model too large for full Jacobians: the log says how large, the report says so
+        log.warning("%s", error)
+        return pd.DataFrame(columns=COLUMNS), {}
+
+
+log = logging.getLogger("ablation_lab")
+
+ELASTICITY_KEYS = ("samples", "learning_rate", "seed", "method", "check_rows")
+
+
+def elasticity_params(config: Mapping[str, Any]) -> dict[str, Any] | None:
+    block = config.get("elasticity")
+    return {key: block[key] for key in ELASTICITY_KEYS} if block else None
+
+
+ELASTICITY_FAMILIES = ("baseline", "activation")  # analysed when `elasticity.families` is null
+
+
+def elasticity_families(config: Mapping[str, Any], family: str) -> bool:
+    return family in (config["elasticity"]["families"] or ELASTICITY_FAMILIES)
+
+
+def plot_elasticity(elasticity: pd.DataFrame, variants: Sequence[dict[str, Any]], path: str | Path) -> None:
+    """Local elasticity per analysed variant: the AUC (one point per seed, mean with its 95% interval) and clustering ARIs.
+
+    Left: 0.5 is a model whose step moves same-class and other-class examples alike. Right:
+    the agreement with the classes of clusterings of the similarity matrices, and of K-means on
+    the raw inputs (dashed) as the reference. Intervals from `elasticity.variant_summary`.
+    """
+    from ablation_lab.report.figures import empty_figure, plt, save_figure, sns, variant_labels
+
+    if elasticity.empty:
+        empty_figure(path, "No local elasticity to draw (every analysed run diverged).")
+        return
+    summary = variant_summary(elasticity)
+    summary["label"] = variant_labels(summary, variants)
+    points = elasticity[elasticity["metric"] == "auc"]
+    points = points.assign(label=variant_labels(points, variants))
+    figure, (left, right) = plt.subplots(1, 2, figsize=(max(8.0, 1.1 * len(summary) + 5), 3.8))
+    sns.stripplot(data=points, x="label", y="value", order=summary["label"], ax=left, color="tab:blue", alpha=0.6, jitter=0.15)
+    x = np.arange(len(summary))
+    means = summary["auc_mean"].to_numpy()
+    error = np.vstack([means - summary["auc_low"].to_numpy(), summary["auc_high"].to_numpy() - means])
+    left.errorbar(x, means, yerr=np.where(np.isfinite(error), error, 0), fmt="o", color="black", capsize=4)
+    left.axhline(0.5, color="grey", linestyle="--", linewidth=1)
+    left.set(title="Same class vs other classes: row AUC", xlabel="", ylabel="mean row AUC (0.5: not elastic)")
+    scores = {"spectral, S_ker": "ari_spectral_kernel", "K-means, S_ker": "ari_kmeans_kernel", "spectral, S_rel": "ari_spectral_relative"}
+    bars = summary.melt(id_vars="label", value_vars=[c for c in scores.values() if c in summary], var_name="clustering", value_name="ARI")
+    bars["clustering"] = bars["clustering"].map({column: name for name, column in scores.items()})
+    sns.barplot(data=bars, x="label", y="ARI", hue="clustering", order=summary["label"], ax=right)
+    right.axhline(summary["ari_kmeans_inputs"].mean(), color="black", linestyle="--", linewidth=1, label="K-means, raw inputs")
+    right.set(title="Clustering the sample (mean over seeds)", xlabel="", ylabel="adjusted Rand index vs classes")
+    right.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    for axes in (left, right):
+        axes.tick_params(axis="x", rotation=45 if len(summary) > 4 else 0)
+    sns.despine(figure)
+    save_figure(figure, path)
+
+
+def elasticity_section(inputs: ReportInputs) -> list[SectionContent]:
+    """Local elasticity per analysed variant, the clustering scores, and the paper's claim tested."""
+    elasticity = inputs.tables.get("elasticity")
+    if elasticity is None:
+        return []
+    if elasticity.empty:
+        note = (
+            "Not analysed: no model gave elasticity rows (a diverged model, or per-example Jacobians of this model's "
+            "parameters above the memory budget for elasticity.samples: the elasticity jobs' logs say which)."
+        )
+        return [SectionContent("elasticity", "Local elasticity").say(note, "muted")]
+
+    section = SectionContent("elasticity", "Local elasticity").say(
+        "He & Su (2020): a classifier is locally elastic when an SGD step on one example barely moves its prediction at "
+        "dissimilar examples. For each analysed model, one SGD step on the cross-entropy of each of a stratified sample "
+        "of test examples (the same examples for every model), in float64, and the change of the class probabilities "
+        "at every sampled example (first-order form, checked against actually taking the step on a few examples; a "
+        "learnable activation's own parameters move in the step too). "
+        "AUC: per stepped example, how well the size of the change separates examples of its class from the others "
+        "(0.5: not at all), averaged; it ignores each row's scale, so a well-fitted example's tiny self-change cannot "
+        "dominate it, and the verdict below rests on it. Ratio: mean similarity of same-class pairs over different-class "
+        "pairs, for the kernelized (change per unit output gradient) and relative (change over self-change) similarity. "
+        "Intervals: 95%, over seeds, the AUC's with a bootstrap over the sampled examples."
+    )
+    section.figures = [{"alt": "local elasticity", "data": png(p)} for p in inputs.figures.get("elasticity", [])]
+    summary = variant_summary(elasticity)
+    shown = pd.DataFrame(
+        {
+            "variant": summary["family"] + "/" + summary["variant"],
+            "seeds": summary["seeds"],
+            "AUC": summary["auc_mean"].map(lambda v: fmt(v, "{:.3f}")),
+            "AUC 95% CI": [interval(a, b, "{:.3f}") for a, b in zip(summary["auc_low"], summary["auc_high"], strict=True)],
+            "ratio S_ker": summary["ratio_kernel_mean"].map(lambda v: fmt(v, "{:.2f}")),
+            "S_ker 95% CI": [
+                interval(a, b, "{:.2f}") for a, b in zip(summary["ratio_kernel_low"], summary["ratio_kernel_high"], strict=True)
+            ],
+            "ratio S_rel": summary["ratio_relative_mean"].map(lambda v: fmt(v, "{:.2f}")),
+            "S_rel 95% CI": [
+                interval(a, b, "{:.2f}") for a, b in zip(summary["ratio_relative_low"], summary["ratio_relative_high"], strict=True)
+            ],
+            "zero self-changes": summary.get("degenerate_rows", pd.Series(dtype=float)).map(lambda v: fmt(v, "{:.0f}")),
+            "first-order error": summary.get("first_order_error", pd.Series(dtype=float)).map(lambda v: fmt(v, "{:.1e}")),
+        }
+    )
+    section.add_table(html_table(shown))
+    section.say(
+        "Clustering the sample into as many clusters as classes (mean over seeds): adjusted Rand index and NMI with the "
+        "classes, of K-means on the rows of each symmetrised similarity matrix and of spectral clustering with it as "
+        "affinity; K-means on the raw inputs of the same sample is the reference. K-means on the rows also sees each "
+        "row's scale (a well-fitted example's row is near 0); spectral clustering reads the matrix as a graph."
+    )
+    columns = [f"{s}_{m}_{k}" for k in ("kernel", "relative") for m in ("kmeans", "spectral") for s in ("ari", "nmi")]
+    columns += ["ari_kmeans_inputs", "nmi_kmeans_inputs"]
+    clustering = summary[["family", "variant", *[c for c in columns if c in summary]]].round(3)
+    section.add_table(html_table(clustering))
+    claim = nonlinear_claim(elasticity)
+    if claim is None:
+        return [section.say("No linear and non-linear activation variants were analysed: the paper's claim is not tested here.")]
+    css = {"held": "held", "contradicted": "contradicted"}.get(claim["verdict"], "noise")
+    return [section.say(claim_sentence(claim), css)]
+
+
+def plot(tables: Mapping[str, str], variants: Sequence[dict[str, Any]], out: Mapping[str, str]) -> None:
+    plot_elasticity(pd.read_csv(tables["elasticity"]), variants, out["elasticity"])
+
+
+ANALYSIS = Analysis(
+    "elasticity",
+    "Local elasticity",
+    "How one SGD step on a test example moves the model's output at other test examples of its class and of others (He & Su, 2020).",
+    elasticity_run,
+    elasticity_params,
+    config_key="elasticity",
+    code=("models.layers", "ablations", "statistics"),  # layers: the learnable activations' functions
+    wants=elasticity_families,
+    figures=lambda study: ["elasticity"],
+    plot=plot,
+    sections=(elasticity_section,),
+)

@@ -105,7 +105,7 @@ def _epoch_function(model: Any, optimizer: Any, batch_size: int) -> Any:
     import keras
     import tensorflow as tf
 
-    from ablation_lab.layers import chain_forward, nsdropout_layers, refresh_held_out
+    from ablation_lab.models.layers import chain_forward, nsdropout_layers, refresh_held_out
 
     loss_fn = keras.losses.SparseCategoricalCrossentropy()
     class_conditional = bool(nsdropout_layers(model))
@@ -195,7 +195,7 @@ class TracedEpochs:
     @staticmethod
     def key(model: Any, optimizer: Any, arrays: dict[str, Any], batch_size: int) -> str | None:
         """What a traced epoch depends on; None for models whose state lives outside variables."""
-        from ablation_lab.layers import nsdropout_layers
+        from ablation_lab.models.layers import nsdropout_layers
 
         if nsdropout_layers(model):  # NSDropout keeps its held-out masks in Python state
             return None
@@ -343,7 +343,7 @@ def fit_keras(model: Any, optimizer: Any, arrays: dict[str, np.ndarray], trainin
     """
     import keras
 
-    from ablation_lab.layers import nsdropout_layers, refresh_held_out, training_model
+    from ablation_lab.models.layers import nsdropout_layers, refresh_held_out, training_model
 
     class_conditional = bool(nsdropout_layers(model))
     fitted = training_model(model) if class_conditional else model
@@ -397,7 +397,7 @@ LOOPS = {"fast": fit_fast, "keras": fit_keras}
 
 def train_model(spec: dict[str, Any], arrays: dict[str, np.ndarray], n_classes: int, seed: int) -> TrainResult:
     """Seed everything, build the variant's model on its transformed data and train it."""
-    from ablation_lab.models import build_model, build_optimizer
+    from ablation_lab.models.build import build_model, build_optimizer
 
     seed_everything(seed)
     model = build_model(spec["model"], arrays["x_train"].shape[1:], n_classes)

@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from ablation_lab.watchdog import alive
+from ablation_lab.runtime.watchdog import alive
 
 
 @contextlib.contextmanager
@@ -122,7 +122,7 @@ def sealed(value: Any) -> str:
 
 def unsealed(text: str) -> Any:
     if not isinstance(text, str) or not text.startswith(SEALED):
-        raise ValueError("expected a value sealed by ablation_lab.io.sealed")
+        raise ValueError("expected a value sealed by ablation_lab.artifacts.sealed")
     return json.loads(base64.urlsafe_b64decode(text[len(SEALED) :].encode("ascii")))
 
 

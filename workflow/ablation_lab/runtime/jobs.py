@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from ablation_lab import TRAINING_CODE_VERSION, __version__
-from ablation_lab.io import atomic_path, check_digest, file_digest, read_json, write_json, write_npz, write_table
+from ablation_lab.artifacts import atomic_path, check_digest, file_digest, read_json, write_json, write_npz, write_table
 
 log = logging.getLogger("ablation_lab")
 # Test-only fault injection: comma-separated globs of run names whose training raises
@@ -39,7 +39,7 @@ def versions() -> dict[str, str]:
 
 
 def prepare_data(dataset_cfg: dict[str, Any], data_out: str, meta_out: str) -> dict[str, Any]:
-    from ablation_lab.data import prepare, save_split
+    from ablation_lab.data.datasets import prepare, save_split
 
     split = prepare(dataset_cfg)
     save_split(split, data_out, meta_out)
@@ -52,7 +52,7 @@ def workflow_commit() -> dict[str, Any]:
     import subprocess
     from pathlib import Path
 
-    repo = Path(__file__).resolve().parents[2]
+    repo = Path(__file__).resolve().parents[3]
 
     def git(*args: str) -> str:
         return subprocess.run(["git", "-C", str(repo), *args], capture_output=True, text=True, timeout=10, check=True).stdout.strip()
@@ -87,8 +87,8 @@ def train(spec: dict[str, Any], seed: int, threads: int, data: str, meta: str, o
     `gpu` is the job's `gpu` resource: with 1 it trains on the GPU the scheduler gave it.
     """
     from ablation_lab.ablations import apply_transforms
-    from ablation_lab.data import load_split
-    from ablation_lab.train import configure_tensorflow, predict_proba, train_model
+    from ablation_lab.data.datasets import load_split
+    from ablation_lab.training.train import configure_tensorflow, predict_proba, train_model
 
     fail_if_injected(Path(out["model"]).parent.parent.name)
     device = configure_tensorflow(threads, gpu=gpu > 0)
@@ -147,8 +147,8 @@ def analyse_run(
     analysis run in its own process (a cluster job) gives the same numbers as one run in a
     worker, to the last bit.
     """
-    from ablation_lab.analyses import RunContext, run_analysis
-    from ablation_lab.train import configure_tensorflow
+    from ablation_lab.analyses.registry import RunContext, run_analysis
+    from ablation_lab.training.train import configure_tensorflow
 
     configure_tensorflow(threads)
 
@@ -164,7 +164,7 @@ def aggregate(
     probes: list[dict[str, Any]],
     histories: list[dict[str, Any]],
     variants: list[dict[str, Any]],
-    posthoc: dict[str, Any] | None,
+    params: dict[str, dict[str, Any]],
     margin: float,
     extra: list[str],
     out: dict[str, str],
@@ -183,18 +183,16 @@ def aggregate(
     write_table(out["summary"], summarise(runs, hits=hits))
     write_table(out["comparisons"], compare_to_baseline(runs, hits=hits, margin=margin))
     write_table(out["findings"], check_findings(runs, variants, hits=hits, margin=margin))
-    from ablation_lab.analyses import ANALYSES
+    from ablation_lab.analyses.base import StudyTables
+    from ablation_lab.analyses.registry import ANALYSES
 
-    for name in extra:  # every other analysis's joined table (summaries and compensation are derived below)
+    for name in extra:  # every other analysis's joined table, then its study-level summaries
         if name in ANALYSES:
             write_table(out[name], tables.get(name, pd.DataFrame()))
             if ANALYSES[name].summarise:
-                write_table(out[f"{name}_summary"], ANALYSES[name].summarise(tables[name], collect_arrays(probes, name)))
-    if posthoc:
-        from ablation_lab.compensation import compensation_table
-
-        knockout = tables.get("knockout")
-        write_table(out["compensation"], compensation_table(runs, knockout, variants, posthoc, hits=hits))
+                study = StudyTables(tables.get(name), collect_arrays(probes, name), runs, hits, variants, params[name])
+                for summary, table in ANALYSES[name].summarise(study).items():
+                    write_table(out[summary], table)
 
 
 def with_variant_columns(table: pd.DataFrame, row: dict[str, Any]) -> pd.DataFrame:
@@ -260,7 +258,7 @@ def plot_figures(
     forest plot. `out` maps family names and `forest` to paths. The figures of the analyses
     are drawn beside these, by `plot_analyses` in its own job, on the other core.
     """
-    from ablation_lab.plots import plot_family, plot_forest, plot_heatmap
+    from ablation_lab.report.figures import plot_family, plot_forest, plot_heatmap
 
     runs_table, summary_table = pd.read_csv(runs), pd.read_csv(summary)
     for family, info in families.items():
@@ -272,42 +270,24 @@ def plot_figures(
 
 
 def plot_analyses(variants: list[dict[str, Any]], tables: dict[str, str], out: dict[str, str]) -> None:
-    """The learning curves and the figure of each per-model analysis the study ran.
+    """The learning curves and the figures of each analysis the study ran (its `plot`).
 
-    `tables` holds `history` and the analyses' tables the study has (knockout, compensation,
-    calibration, ...); `out` maps figure names (`Study.extra_figures`) to paths.
+    `tables` holds `history` and the analyses' tables (paths); `out` maps figure names
+    (`Study.extra_figures`) to paths.
     """
-    from ablation_lab.plots import (
-        plot_activation_shapes,
-        plot_compensation,
-        plot_elasticity,
-        plot_knockout,
-        plot_learning_curves,
-        plot_nsdropout,
-        plot_reliability,
-    )
+    from ablation_lab.analyses.registry import ANALYSES
+    from ablation_lab.report.figures import plot_learning_curves
 
     plot_learning_curves(pd.read_csv(tables["history"]), variants, out["learning_curves"])
-    if "activation_shapes" in tables:
-        shapes = pd.read_csv(tables["activation_shapes"], keep_default_na=False, na_values=[""])
-        plot_activation_shapes(shapes, variants, out["activation_shapes"], out.get("feature_functions"))
-    if "nsdropout_summary" in tables:
-        plot_nsdropout(pd.read_csv(tables["nsdropout_summary"]), pd.read_csv(tables["nsdropout"]), variants, out["nsdropout_modes"])
-    if "calibration" in tables:
-        plot_reliability(pd.read_csv(tables["calibration"]), variants, out["calibration"])
-    if "elasticity" in tables:
-        plot_elasticity(pd.read_csv(tables["elasticity"]), variants, out["elasticity"])
-    if "knockout" in tables:
-        plot_knockout(pd.read_csv(tables["knockout"]), variants, out["knockout"])
-        gaps = pd.read_csv(tables["compensation"])
-        for comparison in gaps["comparison"].drop_duplicates():
-            plot_compensation(gaps, comparison, out[f"compensation_{comparison}"])
+    for name, analysis in ANALYSES.items():
+        if analysis.plot and name in tables:
+            analysis.plot(tables, variants, out)
 
 
 def plot_examples(families: list[str], variants: list[dict[str, Any]], data: str, meta: str, seed: int, out: dict[str, str]) -> None:
     """What the model sees: test images as each variant of each image-changing family transforms them."""
-    from ablation_lab.data import load_split
-    from ablation_lab.plots import plot_examples as draw
+    from ablation_lab.data.datasets import load_split
+    from ablation_lab.report.figures import plot_examples as draw
 
     split = load_split(data, meta)
     for family in families:
@@ -333,9 +313,9 @@ def report(
     out: str,
     benchmarks: list[dict[str, str]] | None = None,
 ) -> str:
-    from ablation_lab.io import write_atomic
-    from ablation_lab.model_file import model_source
-    from ablation_lab.report import ReportInputs, render
+    from ablation_lab.artifacts import write_atomic
+    from ablation_lab.models.model_file import model_source
+    from ablation_lab.report.page import ReportInputs, render
 
     inputs = ReportInputs(
         study=study_cfg,

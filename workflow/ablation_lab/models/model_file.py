@@ -20,8 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ablation_lab.identity import LEARNABLE_ACTIVATIONS, learnable_settings
-from ablation_lab.io import file_digest
+from ablation_lab.artifacts import file_digest
+from ablation_lab.models.settings import LEARNABLE_ACTIVATIONS, learnable_settings
 
 CODE_LAYERS = ("Lambda", "TFSMLayer", "TorchModuleWrapper", "JaxLayer", "FlaxLayer")
 NESTED_MODELS = ("Sequential", "Functional", "Model")
@@ -333,9 +333,9 @@ def model_source(model_cfg: Mapping[str, Any]) -> dict[str, str] | None:
         path = str(model_cfg["path"])
         return {"kind": "file", "path": path, "sha256": file_digest(path), "weights": model_cfg.get("weights", "retrain")}
     if model_cfg.get("kind") == "builder":
-        from ablation_lab.builders import builder_file
+        from ablation_lab.models.builders import builder_file
 
-        path = str(builder_file(model_cfg["builder"]).relative_to(Path(__file__).parents[2]))
+        path = str(builder_file(model_cfg["builder"]).relative_to(Path(__file__).parents[3]))
         return {"kind": "builder", "path": path, "sha256": file_digest(builder_file(model_cfg["builder"]))}
     return None
 
@@ -369,7 +369,7 @@ def build_file_model(model_cfg: Mapping[str, Any], input_shape: Sequence[int], n
     """The file's model (`as_saved`), or its architecture with fresh weights and the variant's changes."""
     import keras
 
-    from ablation_lab.layers import learnable_activation
+    from ablation_lab.models.layers import learnable_activation
 
     path = str(model_cfg["path"])
     saved = load_model_file(path)

@@ -821,14 +821,14 @@ def prepare(cfg: dict) -> Split:
 
 
 def save_split(split: Split, data_path: str | Path, meta_path: str | Path) -> None:
-    from ablation_lab.io import write_json, write_npz
+    from ablation_lab.artifacts import write_json, write_npz
 
     write_npz(data_path, **split.arrays)
     write_json(meta_path, split.meta)
 
 
 def load_split(data_path: str | Path, meta_path: str | Path) -> Split:
-    from ablation_lab.io import read_json
+    from ablation_lab.artifacts import read_json
 
     meta = read_json(meta_path)
     if meta.get("format_version") != FORMAT_VERSION:

@@ -1,6 +1,6 @@
 """An honest evaluation of NSDropout: every inference mode on the test split, and mask dependence.
 
-NSDropout (ablation_lab/layers.py) keeps one mask per class. Its write-up evaluates a test
+NSDropout (ablation_lab/models/layers.py) keeps one mask per class. Its write-up evaluates a test
 example with the mask of that example's *true label*, which hands the label to the network:
 a model that learned to read the mask can score 100% without looking at the input. The
 modes, all evaluated on the same test examples:
@@ -18,11 +18,15 @@ accuracy comes from the label, not from the image.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
+
+from ablation_lab.analyses.base import Analysis, RunContext
+from ablation_lab.report.sections import ReportInputs, SectionContent, html_table, interval, png
 
 ORACLE, NONE, AVERAGE, MAX_OVER_CLASSES = "oracle", "none", "average", "max-over-classes"
 MODES = (ORACLE, NONE, AVERAGE, MAX_OVER_CLASSES)
@@ -39,7 +43,7 @@ MODE_TITLES = {
 
 def _predict(model: Any, x: np.ndarray, chunk: int = 4096, **masks: Any) -> np.ndarray:
     """Class probabilities with the given NSDropout inference arguments, in chunks."""
-    from ablation_lab.layers import chain_forward
+    from ablation_lab.models.layers import chain_forward
 
     parts = []
     for start in range(0, len(x), chunk):
@@ -102,7 +106,7 @@ def nsdropout_table(model: Any, x: np.ndarray, labels: np.ndarray, modes: Sequen
     A model without an NSDropout layer gets one row set, mode `standard` (its plain prediction):
     the no-dropout and ordinary-dropout rows of the same comparison.
     """
-    from ablation_lab.layers import nsdropout_layers
+    from ablation_lab.models.layers import nsdropout_layers
 
     labels = np.asarray(labels)
     rows: list[dict[str, Any]] = []
@@ -185,3 +189,159 @@ def in_reading_order(summary: pd.DataFrame) -> pd.DataFrame:
         return summary
     keys = summary.assign(_layer=summary["layer"].map(LAYER_ORDER), _mode=summary["mode"].map(MODE_ORDER))
     return keys.sort_values(["rate", "_layer", "_mode"], kind="stable").drop(columns=["_layer", "_mode"]).reset_index(drop=True)
+
+
+def nsdropout_run(context: RunContext, params: dict[str, Any]) -> tuple[pd.DataFrame, dict[str, np.ndarray]]:
+    """NSDropout's inference modes and mask dependence on the test split (see ablation_lab/analyses/nsdropout.py)."""
+
+    table, arrays = nsdropout_table(context.model, context.inputs("test"), context.labels("test"), params["modes"])
+    model = context.spec["model"]
+    table.insert(0, "layer", model.get("dropout_kind", "standard") if float(model.get("dropout", 0)) else "none")
+    table.insert(1, "rate", float(model.get("dropout", 0)))
+    return table, arrays
+
+
+def nsdropout_params(config: Mapping[str, Any]) -> dict[str, Any] | None:
+    block = config["families"].get("nsdropout")
+    return {"modes": list(block["modes"])} if block else None
+
+
+def nsdropout_summary(table: pd.DataFrame, arrays: dict[tuple[str, str, int], dict[str, np.ndarray]]) -> pd.DataFrame:
+
+    return summarise_modes(table, arrays)
+
+
+def plot_nsdropout(summary: pd.DataFrame, table: pd.DataFrame, variants: Sequence[dict[str, Any]], path: str | Path) -> None:
+    """Left: test error of every (variant, inference mode) with its interval (the table's numbers).
+    Right: mask dependence of each NSDropout model: with a wrong class's mask, how often the
+    prediction is still right, and how often it is the mask's class (one point per seed)."""
+    from ablation_lab.report.figures import empty_figure, plt, save_figure, sns, variant_labels
+
+    if summary.empty:
+        empty_figure(path, "No NSDropout results to draw.")
+        return
+    rows = summary.assign(label=variant_labels(summary, variants), mode_title=summary["mode"].map(MODE_TITLES))
+    rows["row"] = rows["label"] + " | " + rows["mode_title"]
+    figure, (left, right) = plt.subplots(1, 2, figsize=(12, max(3.0, 0.38 * len(rows) + 1)), gridspec_kw={"width_ratios": [3, 2]})
+    y = np.arange(len(rows))
+    error = np.vstack([rows["error_rate"] - rows["error_low"], rows["error_high"] - rows["error_rate"]])
+    colours = ["tab:red" if mode == "oracle" else "tab:blue" for mode in rows["mode"]]
+    left.errorbar(100 * rows["error_rate"], y, xerr=100 * np.where(np.isfinite(error), error, 0), fmt="none", ecolor="black", capsize=3)
+    left.scatter(100 * rows["error_rate"], y, c=colours, zorder=3)
+    left.set_yticks(y, rows["row"])
+    left.invert_yaxis()
+    left.set(xlabel="test error (%), 95% interval", title="Error by inference mode (red: reads the true label)")
+    dependence = table[(table["mode"] == "wrong-mask") & table["metric"].isin(["wrong_mask_accuracy", "follows_mask_rate"])]
+    if dependence.empty:
+        right.axis("off")
+    else:
+        shown = dependence.assign(label=variant_labels(dependence, variants))
+        names = {"wrong_mask_accuracy": "still correct", "follows_mask_rate": "predicts the mask's class"}
+        shown = shown.assign(measure=shown["metric"].map(names))
+        sns.stripplot(data=shown, x="value", y="label", hue="measure", ax=right, dodge=True, size=6)
+        right.set(
+            xlim=(-0.02, 1.02), xlabel="share of (test example, wrong mask) pairs", ylabel="", title="Mask dependence (chance: 1 / classes)"
+        )
+        right.legend(loc="lower right", fontsize=8)
+    save_figure(figure, path)
+
+
+def _error_cell(row: Any) -> str:
+    """Error rate in percent with its interval, as the write-up's table prints it."""
+    return f"{100 * row.error_rate:.2f} " + interval(100 * row.error_low, 100 * row.error_high, "{:.2f}")
+
+
+def modes_report_table(summary: pd.DataFrame, labels: pd.DataFrame, dataset: str) -> pd.DataFrame:
+    """The write-up's format: one row per layer and inference mode, error (%) per dataset (this study's)."""
+
+    table = summary.merge(labels, on=["family", "variant"], how="left")
+    return pd.DataFrame(
+        {
+            "layer": table["label"].fillna(table["variant"]),
+            "inference": table["mode"].map(MODE_TITLES),
+            "seeds": table["seeds"],
+            f"{dataset}: test error % [95% CI]": [_error_cell(row) for row in table.itertuples()],
+            "accuracy minus oracle [95% CI]": [
+                ""
+                if pd.isna(getattr(row, "minus_oracle", float("nan")))
+                else f"{row.minus_oracle:+.4f} " + interval(row.minus_oracle_low, row.minus_oracle_high)
+                for row in table.itertuples()
+            ],
+        }
+    )
+
+
+def nsdropout_verdicts(summary: pd.DataFrame, dependence: pd.DataFrame, n_classes: int) -> list[str]:
+    """One sentence per NSDropout model: the oracle's error, the best label-free one, and mask dependence."""
+
+    sentences = []
+    for variant, part in summary.groupby("variant", sort=False):
+        modes = part.set_index("mode")
+        honest = modes[modes.index.isin(LABEL_FREE)]
+        if ORACLE not in modes.index or honest.empty:
+            continue
+        best = honest["error_rate"].idxmin()
+        oracle, chosen = modes.loc[ORACLE], honest.loc[best]
+        follows = dependence[(dependence["variant"] == variant) & (dependence["metric"] == "follows_mask_rate")]["value"].mean()
+        if chosen.get("minus_oracle_high", float("nan")) < 0:
+            gap = (
+                f"the gap of {100 * -chosen.minus_oracle:.2f} points excludes 0, so that much of the oracle's result needs the test label. "
+            )
+        elif chosen.get("minus_oracle_low", float("nan")) > 0:
+            gap = "here the oracle is worse than a label-free mode (its interval excludes 0): the masks carry no label signal the network learned to use. "
+        else:
+            gap = "the difference is not resolved by these seeds and examples. "
+        sentences.append(
+            f"{variant}: oracle error {100 * oracle.error_rate:.2f}% against {100 * chosen.error_rate:.2f}% for the best label-free "
+            f"mode ({best}); {gap}Under a wrong class's mask the prediction is that class {100 * follows:.0f}% of the time "
+            f"(chance {100 / n_classes:.0f}%)."
+        )
+    return sentences
+
+
+def nsdropout_section(inputs: ReportInputs) -> list[SectionContent]:
+    summary, table = inputs.tables.get("nsdropout_summary"), inputs.tables.get("nsdropout")
+    if summary is None or summary.empty:
+        return []
+    dataset = inputs.study["dataset"]["name"]
+    labels = inputs.tables["summary"][["family", "variant", "label"]]
+    section = SectionContent("nsdropout", "NSDropout").say(
+        "NSDropout keeps one dropout mask per class, built from the difference between training-batch and validation "
+        "activations; its write-up evaluates each test image with the mask of the image's true label. That hands the "
+        "label to the network, which can learn to read the mask instead of the image, so the published 'oracle' rows "
+        "measure leakage, not accuracy; the label-free modes (no mask, the average mask, or the best class over every "
+        "mask) are what a deployed model could do."
+    )
+    section.figures = [
+        {"alt": "NSDropout error by inference mode and mask dependence", "data": png(p)} for p in inputs.figures.get("nsdropout_modes", [])
+    ]
+    section.add_table(html_table(modes_report_table(summary, labels, dataset)))
+    n_classes = len(inputs.meta.get("class_names", [])) or 10
+    for sentence in nsdropout_verdicts(
+        summary, table if table is not None else pd.DataFrame(columns=["variant", "metric", "value"]), n_classes
+    ):
+        section.say(sentence)
+    methods = summary["method"].iloc[0] if "method" in summary and len(summary) else ""
+    section.say(f"Intervals: {methods}; same test examples and models in every mode.", "muted")
+    return [section]
+
+
+def plot(tables: Mapping[str, str], variants: Sequence[dict[str, Any]], out: Mapping[str, str]) -> None:
+    plot_nsdropout(pd.read_csv(tables["nsdropout_summary"]), pd.read_csv(tables["nsdropout"]), variants, out["nsdropout_modes"])
+
+
+ANALYSIS = Analysis(
+    "nsdropout",
+    "NSDropout inference modes",
+    "Every trained model of the nsdropout family on the test split under each inference mode, and how far its prediction follows a wrong class's mask.",
+    nsdropout_run,
+    nsdropout_params,
+    config_key="families.nsdropout",
+    code=("models.layers", "ablations", "statistics"),
+    wants=lambda config, family: family == "nsdropout",
+    summaries=("nsdropout_summary",),
+    summarise=lambda study: {"nsdropout_summary": summarise_modes(study.table, study.arrays)},
+    figures=lambda study: ["nsdropout_modes"],
+    plot=plot,
+    sections=(nsdropout_section,),
+)

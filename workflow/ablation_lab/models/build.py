@@ -1,7 +1,7 @@
 """The article's MLP, built from config: Flatten -> [Dense -> Dropout] x depth -> Dense softmax.
 
 Optional model keys (absent from a spec unless a study or family sets them, so existing runs
-keep their identity): `dropout_kind` (`standard` or `nsdropout`, ablation_lab/layers.py),
+keep their identity): `dropout_kind` (`standard` or `nsdropout`, ablation_lab/models/layers.py),
 `dropout_layers` (which hidden layers, 1-based, are followed by dropout; default all),
 `nsdropout_interval` (updates between NSDropout mask recomputations) and `l2` (L2 weight
 penalty per hidden layer, or one value for all).
@@ -16,8 +16,8 @@ import keras
 import numpy as np
 from keras import layers
 
-from ablation_lab.identity import LEARNABLE_ACTIVATIONS, learnable_settings
-from ablation_lab.layers import NSDropout, learnable_activation
+from ablation_lab.models.layers import NSDropout, learnable_activation
+from ablation_lab.models.settings import LEARNABLE_ACTIVATIONS, learnable_settings
 
 # The hidden activations a study may name (the schema's enum is tested against this list).
 ACTIVATIONS = ("relu", "sigmoid", "tanh", "linear", "elu", "gelu", "swish", *LEARNABLE_ACTIVATIONS)
@@ -142,7 +142,7 @@ def build_model(model_cfg: dict[str, Any], input_shape: Sequence[int], n_classes
     if model_cfg.get("kind") == "cnn":
         return build_cnn(input_shape, n_classes, model_cfg)
     if model_cfg.get("kind") == "file":
-        from ablation_lab.model_file import build_file_model
+        from ablation_lab.models.model_file import build_file_model
 
         return build_file_model(model_cfg, input_shape, n_classes)
     if model_cfg.get("kind") == "builder":
@@ -164,8 +164,8 @@ def build_model(model_cfg: dict[str, Any], input_shape: Sequence[int], n_classes
 
 def build_with_builder(model_cfg: dict[str, Any], input_shape: Sequence[int], n_classes: int) -> keras.Model:
     """A model from a builder file of this repository (ablation_lab/builders), checked like a model file."""
-    from ablation_lab.builders import load_builder
-    from ablation_lab.model_file import check_loaded
+    from ablation_lab.models.builders import load_builder
+    from ablation_lab.models.model_file import check_loaded
 
     name = model_cfg["builder"]
     model = load_builder(name)(tuple(input_shape), n_classes, dict(model_cfg))
@@ -178,7 +178,7 @@ def build_with_builder(model_cfg: dict[str, Any], input_shape: Sequence[int], n_
 
 def check_builder_model(model: keras.Model, name: str, input_shape: Sequence[int]) -> None:
     """What a model file's description shows before any job runs, checked on a builder's model before training."""
-    from ablation_lab.model_file import CODE_LAYERS, SAFE_MODE_ADVICE
+    from ablation_lab.models.model_file import CODE_LAYERS, SAFE_MODE_ADVICE
 
     for layer in model.layers:
         if type(layer).__name__ in CODE_LAYERS:

@@ -1,0 +1,107 @@
+"""Adding an analysis is one new module: the worked example of docs/extending.md, end to end.
+
+A copy of the package gets one new file, `analyses/max_probability.py` (the toy below); with
+nothing else edited, the registry finds it, a study plans one job per trained model for it,
+the aggregation writes its table and the report shows its section.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+
+from conftest import ROOT
+
+TOY = '''
+"""Toy analysis: how confident each model is on the test split (docs/extending.md)."""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from ablation_lab.analyses.base import Analysis
+from ablation_lab.report.sections import SectionContent, html_table
+
+
+def run(context, params):
+    top = context.probabilities("test").max(axis=1)
+    return pd.DataFrame({"metric": ["mean_max_probability"], "value": [float(top.mean())]})
+
+
+def section(inputs):
+    table = inputs.tables.get("max_probability")
+    if table is None or table.empty:
+        return []
+    mean = table.groupby(["family", "variant"], sort=False)["value"].mean().reset_index()
+    return [SectionContent("max_probability", "Confidence").say("Mean top-class probability on test.").add_table(html_table(mean))]
+
+
+ANALYSIS = Analysis("max_probability", "Confidence", "Mean top-class probability on the test split.", run, sections=(section,))
+'''
+
+CHECK = """
+import json, sys
+import numpy as np, pandas as pd
+from ablation_lab.analyses.registry import ANALYSES, run_analysis
+from ablation_lab.config import load_config_file
+from ablation_lab.report.page import render
+from ablation_lab.report.sections import ReportInputs
+from ablation_lab.study import Study
+
+study = Study.from_config(load_config_file(sys.argv[1]))
+
+class Context:  # what a trained model's job would hand the analysis
+    def probabilities(self, split):
+        return np.array([[0.9, 0.1], [0.4, 0.6]])
+
+table, arrays = run_analysis("max_probability", Context(), {})
+joined = table.assign(family="baseline", variant="baseline", seed=1)
+summary = pd.DataFrame([{"family": "baseline", "variant": "baseline", "label": "baseline", "order": 0, "seeds": 1, "diverged": 0,
+                         "accuracy_mean": 0.9, "accuracy_ci_low": 0.8, "accuracy_ci_high": 1.0}])
+comparisons = pd.DataFrame(columns=["family", "variant", "difference", "diff_ci_low", "diff_ci_high", "p_holm"])
+runs = pd.DataFrame([{"family": "baseline", "variant": "baseline", "seed": 1, "run": "r", "status": "ok"}])
+findings = pd.DataFrame(columns=["claim", "estimate", "ci_low", "ci_high", "seeds", "verdict", "detail"])
+tables = {"summary": summary, "comparisons": comparisons, "runs": runs, "findings": findings, "max_probability": joined}
+page = render(ReportInputs(study={"study": "s", "seeds": [1], "dataset": {"name": "csv"}}, meta={"sizes": {"test": 2}}, tables=tables))
+print(json.dumps({
+    "registered": list(ANALYSES),
+    "planned": [row["path"] for row in study.probe_table() if row["analysis"] == "max_probability"],
+    "tables": list(study.extra_tables()),
+    "value": float(table["value"].iloc[0]),
+    "section": '<section id="max_probability">' in page and "Mean top-class probability on test." in page,
+}))
+"""
+
+
+def test_a_new_analysis_is_one_module(tmp_path):
+    package = tmp_path / "ablation_lab"
+    shutil.copytree(ROOT / "workflow" / "ablation_lab", package, ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(ROOT / "workflow" / "schemas", tmp_path / "schemas")
+    (package / "analyses" / "max_probability.py").write_text(textwrap.dedent(TOY))
+    env = {**os.environ, "PYTHONPATH": str(tmp_path)}
+    result = subprocess.run(
+        [sys.executable, "-c", CHECK, str(ROOT / "config" / "test.yaml")], env=env, cwd=tmp_path, capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stderr
+    seen = json.loads(result.stdout.splitlines()[-1])
+    assert seen["registered"][-1] == "max_probability" and seen["registered"][0] == "evaluation"
+    assert seen["planned"] and all("/max_probability/" in path for path in seen["planned"])
+    assert "max_probability" in seen["tables"]
+    assert seen["value"] == (0.9 + 0.6) / 2
+    assert seen["section"]
+
+
+def test_an_analysis_named_unlike_its_module_is_refused(tmp_path):
+    package = tmp_path / "ablation_lab"
+    shutil.copytree(ROOT / "workflow" / "ablation_lab", package, ignore=shutil.ignore_patterns("__pycache__"))
+    (package / "analyses" / "toy.py").write_text(textwrap.dedent(TOY))
+    env = {**os.environ, "PYTHONPATH": str(tmp_path)}
+    result = subprocess.run(
+        [sys.executable, "-c", "import ablation_lab.analyses.registry"], env=env, cwd=tmp_path, capture_output=True, text=True
+    )
+    assert result.returncode != 0
+    assert "analyses/toy.py: its ANALYSIS is named 'max_probability'" in result.stderr.strip().splitlines()[-1]

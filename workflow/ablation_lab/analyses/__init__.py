@@ -1,0 +1,1 @@
+"""Per-model analyses, one module each; `registry.ANALYSES` lists them (see docs/extending.md)."""

@@ -1,0 +1,162 @@
+"""What an analysis is: the `Analysis` record each analysis module declares, and what it is handed.
+
+An analysis looks at one trained model at a time (`run`, one cached job per model and
+probe), then, optionally, at the study as a whole (`summarise`, in the aggregation job), and
+draws its figures (`plot`) and report sections (`sections`). The Snakemake rules, `Study`,
+the aggregation, the figure job and the report loop over `registry.ANALYSES` and call these
+hooks: nothing outside an analysis's module names it.
+
+Importing this module never imports TensorFlow; `RunContext.model` does, on first use.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from ablation_lab.artifacts import read_json
+
+Arrays = dict[tuple[str, str, int], dict[str, np.ndarray]]  # (family, variant, seed) -> per-example arrays
+
+
+@dataclass
+class RunContext:
+    """One trained model of a run, the split it was trained on, and the test view to analyse.
+
+    Everything is loaded lazily: an analysis that needs only the saved probabilities never
+    pays for TensorFlow or the model file.
+    """
+
+    run_dir: Path
+    split_file: str
+    meta_file: str
+    spec: dict[str, Any]
+    seed: int
+    view: list[dict[str, Any]] = field(default_factory=list)
+
+    @cached_property
+    def provenance(self) -> dict[str, Any]:
+        return read_json(self.run_dir / "provenance.json")
+
+    def checked(self, kind: str, name: str) -> Path:
+        """A file of the run, after checking it against the digest its training job recorded."""
+        from ablation_lab.artifacts import check_digest
+
+        path = self.run_dir / name
+        check_digest(path, self.provenance.get("digests", {}).get(kind), "train")
+        return path
+
+    @cached_property
+    def saved(self) -> dict[str, np.ndarray]:
+        """The probabilities the training job saved (validation and test, training view)."""
+        with np.load(self.checked("predictions", "predictions.npz")) as archive:
+            return {key: archive[key] for key in archive.files}
+
+    @cached_property
+    def split(self) -> Any:
+        from ablation_lab.data.datasets import load_split
+
+        return load_split(self.split_file, self.meta_file)
+
+    @cached_property
+    def model(self) -> Any:
+        from ablation_lab.models.build import load_model
+
+        return load_model(str(self.checked("model", "model.keras")))
+
+    @cached_property
+    def fill_statistics(self) -> dict[str, Any]:
+        """Training-split statistics the transforms fill and clip with (computed once, not per split)."""
+        from ablation_lab.ablations import fill_statistics
+
+        return fill_statistics(self.split.x("train"))
+
+    @property
+    def class_names(self) -> list[str]:
+        return list(self.split.meta["class_names"])
+
+    def labels(self, split: str = "test") -> np.ndarray:
+        return self.saved[f"y_{split}"]
+
+    def inputs(self, split: str = "test") -> np.ndarray:
+        """A split as the model sees it: its training transforms, then (test only) the view's."""
+        from ablation_lab.ablations import transform_split
+
+        transforms = self.spec["transforms"] + (self.view if split == "test" else [])
+        return transform_split(self.split.x(split), split, transforms, self.seed, self.fill_statistics)
+
+    def probabilities(self, split: str = "test") -> np.ndarray:
+        """Class probabilities on a split: saved ones when the view adds nothing, else predicted."""
+        if split != "test" or not self.view:
+            return self.saved[f"probabilities_{split}"]
+        from ablation_lab.training.train import predict_proba
+
+        return predict_proba(self.model, self.inputs(split))
+
+
+@dataclass
+class StudyTables:
+    """What an analysis's study-level `summarise` sees, in the aggregation job."""
+
+    table: pd.DataFrame | None  # its own per-model tables, joined (None when no model gave one)
+    arrays: Arrays  # the per-example arrays its runs saved beside their tables
+    runs: pd.DataFrame  # evaluation: one row per (variant, seed)
+    hits: dict[tuple[str, str, int], np.ndarray]  # which test examples each model got right
+    variants: list[dict[str, Any]]
+    params: dict[str, Any]  # its parameters, as `Analysis.params` read them
+
+
+def always(config: Mapping[str, Any]) -> dict[str, Any]:
+    """The parameters of an analysis every study runs and that takes none."""
+    return {}
+
+
+def every_family(config: Mapping[str, Any], family: str) -> bool:
+    return True
+
+
+def no_figures(study: Any) -> list[str]:
+    return []
+
+
+@dataclass(frozen=True)
+class Analysis:
+    """A registered analysis: one module's declaration of what it computes and shows.
+
+    `params(config)` reads the study config (its `config_key` block, if it has one): the
+    analysis's parameters (part of each probe's identity), or None when the study does not
+    ask for it. `uses_test_view`: the analysis runs once per variant test view (evaluation
+    does); otherwise once per trained model. `code`: the package modules whose edits rerun
+    its jobs (its own module and `analyses.base` always count).
+
+    Study level, all optional: `summaries` names the tables `summarise` returns (written
+    beside its joined table); `figures(study)` names the figures `plot(tables, variants,
+    out)` draws (file `<name>.png`, with `_` as `-`; `tables` maps table names to CSV
+    paths); `sections` build its report sections from the report's inputs.
+    """
+
+    name: str
+    title: str
+    description: str
+    run: Callable[[RunContext, dict[str, Any]], pd.DataFrame | tuple[pd.DataFrame, dict[str, np.ndarray]]]
+    params: Callable[[Mapping[str, Any]], dict[str, Any] | None] = always
+    uses_test_view: bool = False
+    config_key: str | None = None  # the config block holding its parameters, if any (dotted: "families.nsdropout")
+    code: tuple[str, ...] = ("ablations",)
+    wants: Callable[[Mapping[str, Any], str], bool] = every_family  # which families' models it looks at
+    summaries: tuple[str, ...] = ()
+    summarise: Callable[[StudyTables], dict[str, pd.DataFrame]] | None = None
+    figures: Callable[[Any], list[str]] = no_figures
+    plot: Callable[[Mapping[str, str], Sequence[dict[str, Any]], Mapping[str, str]], None] | None = None
+    sections: tuple[Callable[[Any], list[Any]], ...] = field(default=())
+
+    @property
+    def modules(self) -> tuple[str, ...]:
+        """Its code, for the job's `code` param: an edit to any of these reruns its jobs."""
+        return (f"analyses.{self.name}", "analyses.base", *self.code)

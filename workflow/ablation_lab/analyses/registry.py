@@ -1,0 +1,50 @@
+"""The registry: every analysis the workflow knows, found in this package.
+
+An analysis is one module of `ablation_lab.analyses` that declares `ANALYSIS = Analysis(...)`
+(see `analyses/base.py` and docs/extending.md), named as its module: adding the module is what
+registers it. The built-in analyses come first, in the order the report shows them
+(evaluation first: the statistics and every other analysis build on it); any other module
+follows, by name. Modules without an `ANALYSIS` (helpers such as `compensation`) are skipped.
+
+Importing the registry imports every analysis module, never TensorFlow (each defers it).
+"""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from ablation_lab.analyses.base import Analysis, RunContext
+
+EVALUATION = "evaluation"
+BUILT_IN = (EVALUATION, "knockout", "calibration", "nsdropout", "activation_shapes", "elasticity")
+NOT_ANALYSES = {"base", "registry"}
+
+
+def discover() -> dict[str, Analysis]:
+    """Name -> analysis, for every module of this package that declares one."""
+    found = sorted(module.name for module in pkgutil.iter_modules([str(Path(__file__).parent)]))
+    ordered = [*BUILT_IN, *(name for name in found if name not in BUILT_IN and name not in NOT_ANALYSES)]
+    analyses = {}
+    for name in ordered:
+        analysis = getattr(importlib.import_module(f"ablation_lab.analyses.{name}"), "ANALYSIS", None)
+        if analysis is None:
+            continue
+        if analysis.name != name:
+            raise ValueError(f"analyses/{name}.py: its ANALYSIS is named {analysis.name!r}; an analysis is named as its module")
+        analyses[name] = analysis
+    return analyses
+
+
+ANALYSES: dict[str, Analysis] = discover()
+
+
+def run_analysis(name: str, context: RunContext, params: dict[str, Any]) -> tuple[pd.DataFrame, dict[str, np.ndarray]]:
+    """The analysis's tidy table, and its per-example arrays (empty for most analyses)."""
+    result = ANALYSES[name].run(context, params)
+    return result if isinstance(result, tuple) else (result, {})

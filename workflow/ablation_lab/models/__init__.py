@@ -1,0 +1,1 @@
+"""Models: the built-in MLP, KST and CNN, their custom layers, model files and builder functions."""

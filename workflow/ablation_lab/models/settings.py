@@ -1,0 +1,25 @@
+"""What a model spec means before any model is built: the learnable activations and the
+settings they are built with, and the CNN's defaults. Pure Python (no TensorFlow): run
+identity, model files and the built-in models all read it, so none of them imports another
+to learn it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+# Learnable activations (ablation_lab/models/layers.py) and the settings they are built with: a run's
+# spec holds the settings in full when its activation is learnable, and not at all otherwise.
+LEARNABLE_ACTIVATIONS = ("gp", "gp-per-unit", "slaf-poly2", "slaf-poly3", "slaf-poly4", "slaf-standard")
+CNN_DEFAULTS = {"filters": [16, 32], "kernel_size": 3, "pooling": "max", "batch_norm": False}  # kind cnn
+LEARNABLE_DEFAULTS = {"control_points": 21, "grid_range": [-3.0, 3.0], "length_scale": None, "init": "relu"}
+
+
+def learnable_settings(model_cfg: Mapping[str, Any]) -> dict[str, Any]:
+    """`model.learnable` over its defaults; a bad grid or length scale named by key."""
+    settings = {**LEARNABLE_DEFAULTS, **(model_cfg.get("learnable") or {})}
+    low, high = settings["grid_range"]
+    if not low < high:
+        raise ValueError(f"model.learnable.grid_range: {settings['grid_range']} must be [low, high] with low < high")
+    return settings

@@ -1,0 +1,1 @@
+"""Training: one model per (run, seed), deterministic on CPU."""
