@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from ablation_lab.analyses.compensation import _trapezoid_weights, compensation_table
-from ablation_lab.statistics import paired_difference
+from ablation_lab.statistics.inference import paired_difference
 
 LEVELS = {"gauss-0.2": 0.2, "gauss-0.5": 0.5, "gauss-0.9": 0.9}
 SEEDS = [1, 2]

@@ -377,7 +377,7 @@ def test_the_learnable_activations_are_shown_but_not_in_the_claims_contrast():
 
 
 def test_the_summary_gives_each_variant_an_interval_from_the_statistics_module():
-    from ablation_lab.statistics import mean_interval
+    from ablation_lab.statistics.inference import mean_interval
 
     table = study_table(0.8, 0.55)
     summary = elasticity.variant_summary(table).set_index("variant")

@@ -49,7 +49,7 @@ def test_environment_yml_lists_the_same_dependencies_as_pyproject():
 def test_light_modules_do_not_import_tensorflow():
     """The Snakefile, aggregation, plots and report must not pay TensorFlow's start-up."""
     code = (
-        "import sys, ablation_lab.study, ablation_lab.statistics, ablation_lab.analyses.registry, ablation_lab.report.page, ablation_lab.report.figures, ablation_lab.runtime.jobs, ablation_lab.analyses.evaluation;"
+        "import sys, ablation_lab.study, ablation_lab.statistics.tables, ablation_lab.statistics.claims, ablation_lab.analyses.registry, ablation_lab.report.page, ablation_lab.report.figures, ablation_lab.runtime.jobs, ablation_lab.analyses.evaluation;"
         "print('tensorflow' in sys.modules)"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
@@ -72,7 +72,7 @@ def test_cheap_rules_rerun_when_their_code_changes(tmp_path, monkeypatch):
     monkeypatch.setattr(ablation_lab, "__file__", str(package / "__init__.py"))
     before = ablation_lab.source_digest("statistics", "runtime.jobs", "report")
     assert before == ablation_lab.source_digest("statistics", "runtime.jobs", "report")
-    (package / "statistics.py").write_text((package / "statistics.py").read_text() + "\n# edited\n")
+    (package / "statistics" / "inference.py").write_text((package / "statistics" / "inference.py").read_text() + "\n# edited\n")
     assert ablation_lab.source_digest("statistics", "runtime.jobs", "report") != before
     edited = ablation_lab.source_digest("statistics", "runtime.jobs", "report")
     template = next((package / "report").rglob("*.j2"), package / "report" / "sections.py")

@@ -6,7 +6,9 @@ import numpy as np
 import pandas as pd
 import pytest
 from ablation_lab.data.datasets import DatasetInfo
-from ablation_lab.statistics import block_contrast, check_findings, compare_to_baseline, holm, runs_table, summarise, t_interval, verdict
+from ablation_lab.statistics.claims import block_contrast, check_findings, verdict
+from ablation_lab.statistics.inference import holm, t_interval
+from ablation_lab.statistics.tables import compare_to_baseline, runs_table, summarise
 from ablation_lab.study import Study
 from scipy import stats
 

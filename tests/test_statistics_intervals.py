@@ -8,22 +8,18 @@ import numpy as np
 import pandas as pd
 import pytest
 from ablation_lab.data.datasets import DatasetInfo
-from ablation_lab.statistics import (
-    DROPOUT_CLAIM,
+from ablation_lab.statistics.claims import DROPOUT_CLAIM, block_contrast, check_findings
+from ablation_lab.statistics.inference import (
     adjusted_intervals,
-    block_contrast,
     bootstrap_variance,
-    check_findings,
-    compare_to_baseline,
     equivalence_test,
     holm,
     holm_levels,
     mean_interval,
     paired_difference,
-    runs_table,
     seeds_needed,
-    summarise,
 )
+from ablation_lab.statistics.tables import compare_to_baseline, runs_table, summarise
 from ablation_lab.study import Study
 from scipy import stats
 from test_statistics import make_runs

@@ -3,7 +3,6 @@
 # from ablation_lab.study, the single owner of artifact names.
 import json
 import os
-import shlex
 import sys
 
 # Parse time finds the package beside the rules even before `pip install -e .`; the scripts
@@ -16,6 +15,7 @@ from ablation_lab.analyses.registry import ANALYSES
 from ablation_lab.config import ConfigError, load_study_yaml
 from ablation_lab.data.datasets import DataError
 from ablation_lab.artifacts import sealed
+from ablation_lab.runtime import hooks as runtime
 from ablation_lab.study import Study
 
 # Snakemake's YAML reader keeps the last of two duplicate keys; read the study files again
@@ -182,69 +182,17 @@ def training_gpus(wildcards) -> int:
     return STUDY.config["resources"]["gpu"]
 
 
-def isolated_deployment():
-    """Whether jobs run in a rule environment (conda or apptainer) rather than Snakemake's own."""
-    from snakemake_interface_executor_plugins.settings import DeploymentMethod
-
-    settings = workflow.deployment_settings
-    methods = set(settings.deployment_method) if settings else set()
-    return bool(methods & {DeploymentMethod.CONDA, DeploymentMethod.APPTAINER})
-
-
-def use_warm_workers():
-    """Only local runs without conda or apptainer (a warm worker runs outside any such env).
-
-    Under a cluster executor (profiles/slurm) `local_exec` is false, so the submitting process
-    starts no pool; the job processes on the nodes run with --no-hooks, so `onstart` (the only
-    caller) never runs there: every cluster job does its work in its own process.
-    """
-    return workflow.local_exec and not isolated_deployment()
-
-
-# The command of the jobs a warm worker may serve: Snakemake's own interpreter, or the rule
-# environment's `python` under conda or apptainer, running the standard-library adapter.
-RUN_JOB = " ".join(
-    shlex.quote(part)
-    for part in (
-        "python" if isolated_deployment() else sys.executable,
-        os.path.join(workflow.basedir, "workflow", "scripts", "run_job.py"),
-    )
-)
+# The command of the jobs a warm worker may serve (ablation_lab/runtime/hooks.py).
+RUN_JOB = runtime.job_command(workflow)
 
 
 onstart:
-    # Jobs and workers of a local run stop within seconds when this process is gone, even
-    # killed with SIGKILL (ablation_lab/runtime/watchdog.py); cluster jobs are left to the cluster.
-    from ablation_lab.runtime.watchdog import forget_snakemake, record_snakemake
-
-    if workflow.local_exec:
-        record_snakemake()
-    else:
-        forget_snakemake()
-    # Warm workers amortise Python + TensorFlow start-up over the jobs of a local run
-    # (ablation_lab/runtime/dispatch.py); cluster jobs and conda/apptainer runs use their own processes.
-    if use_warm_workers():
-        from ablation_lab.runtime.worker import start_pool
-
-        start_pool(workflow.cores)
+    runtime.on_start(workflow)
 
 
 onsuccess:
-    from ablation_lab.runtime.watchdog import release_scheduler_timers
-    from ablation_lab.runtime.worker import stop_pool
-
-    stop_pool()
-    # The run exits now rather than a second later (see release_scheduler_timers).
-    release_scheduler_timers()
+    runtime.on_success()
 
 
 onerror:
-    from ablation_lab.runtime.cluster import report_slurm_failures
-    from ablation_lab.runtime.worker import stop_pool
-    from snakemake.logging import logger
-
-    stop_pool()
-    # Snakemake drops SLURM's reason when a group job fails: ask SLURM (ablation_lab/runtime/cluster.py).
-    if workflow.non_local_exec:
-        for line in report_slurm_failures(log):
-            logger.error(line)
+    runtime.on_error(workflow, log)

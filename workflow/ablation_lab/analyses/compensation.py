@@ -30,7 +30,7 @@ import pandas as pd
 
 from ablation_lab.ablations import BASELINE, POSTHOC_SUFFIX, UNITS
 from ablation_lab.report.sections import ReportInputs, SectionContent, fmt, html_table, interval, png
-from ablation_lab.statistics import Hits, paired_contrast
+from ablation_lab.statistics.inference import Hits, paired_contrast
 
 COLUMNS = ["comparison", "point", "label", "x", "seeds", "retrained", "posthoc", "gap", "gap_ci_low", "gap_ci_high", "method"]
 X_KEY = {UNITS: "fraction removed", "noise": "noise level"}

@@ -588,7 +588,7 @@ def variant_summary(table: pd.DataFrame) -> pd.DataFrame:
     and every model is scored on the same sampled examples, so they are bootstrapped like
     the test examples behind an accuracy. The ratios cover seed noise only.
     """
-    from ablation_lab.statistics import mean_interval
+    from ablation_lab.statistics.inference import mean_interval
 
     out = []
     for (family, variant), part in table.groupby(["family", "variant"], sort=False):
@@ -614,7 +614,8 @@ def nonlinear_claim(table: pd.DataFrame) -> dict[str, Any] | None:
     the contrast: the claim is about fixed non-linearities, and a learned one may have
     learned to be near-linear; the report shows them beside the others.
     """
-    from ablation_lab.statistics import paired_difference, verdict
+    from ablation_lab.statistics.claims import verdict
+    from ablation_lab.statistics.inference import paired_difference
 
     activation = table[table["family"] == "activation"]
     variants = list(activation["variant"].drop_duplicates())

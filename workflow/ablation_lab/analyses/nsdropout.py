@@ -146,7 +146,7 @@ def summarise_modes(table: pd.DataFrame, arrays: dict[tuple[str, str, int], dict
     accuracy in the report uses: `mean_interval` for a mode's error, `paired_difference` for a
     label-free mode minus the oracle on the same models and examples.
     """
-    from ablation_lab.statistics import mean_interval, paired_difference
+    from ablation_lab.statistics.inference import mean_interval, paired_difference
 
     accuracy = table[table["metric"] == "accuracy"].sort_values("seed")
     rows = []

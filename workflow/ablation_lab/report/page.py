@@ -68,7 +68,7 @@ def family_table(summary: pd.DataFrame, comparisons: pd.DataFrame, family: str, 
 
 
 def methods_text(comparisons: pd.DataFrame, seeds: int, margin: float) -> str:
-    """How every interval and test of the report was made (statistics.py decides them all)."""
+    """How every interval and test of the report was made (statistics/inference.py decides them all)."""
     text = (
         "Each variant is compared with the baseline by its own paired differences (same seeds, same test examples): "
         "the variance is the seed-to-seed variance of those differences plus the test sample's own, from a paired "

@@ -170,7 +170,8 @@ def aggregate(
     out: dict[str, str],
 ) -> None:
     """Every variant's per-model tables into the study's tables (CSV and Parquet), plus statistics and claims."""
-    from ablation_lab.statistics import check_findings, compare_to_baseline, runs_table, summarise
+    from ablation_lab.statistics.claims import check_findings
+    from ablation_lab.statistics.tables import compare_to_baseline, runs_table, summarise
 
     tables = collect_probes(probes)
     tidy = tables["evaluation"]

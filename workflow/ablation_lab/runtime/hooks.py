@@ -1,0 +1,80 @@
+"""The runtime's face to the Snakefile: the job command, and what a run does at start, success and error.
+
+`rules/common.smk` calls these four and nothing else of the runtime. A local run without
+conda or apptainer gets warm workers (runtime/worker.py) and a watchdog that stops its jobs
+and workers within seconds when Snakemake is gone, even killed with SIGKILL
+(runtime/watchdog.py); a cluster run leaves its jobs to the cluster and, on failure, asks
+SLURM why (runtime/cluster.py).
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import sys
+from typing import Any
+
+
+def isolated_deployment(workflow: Any) -> bool:
+    """Whether jobs run in a rule environment (conda or apptainer) rather than Snakemake's own."""
+    from snakemake_interface_executor_plugins.settings import DeploymentMethod
+
+    settings = workflow.deployment_settings
+    methods = set(settings.deployment_method) if settings else set()
+    return bool(methods & {DeploymentMethod.CONDA, DeploymentMethod.APPTAINER})
+
+
+def use_warm_workers(workflow: Any) -> bool:
+    """Only local runs without conda or apptainer (a warm worker runs outside any such env).
+
+    Under a cluster executor (profiles/slurm) `local_exec` is false, so the submitting process
+    starts no pool; the job processes on the nodes run with --no-hooks, so `on_start` (the only
+    caller) never runs there: every cluster job does its work in its own process.
+    """
+    return workflow.local_exec and not isolated_deployment(workflow)
+
+
+def job_command(workflow: Any) -> str:
+    """The command of the jobs a warm worker may serve: Snakemake's own interpreter, or the rule
+    environment's `python` under conda or apptainer, running the standard-library adapter."""
+    python = "python" if isolated_deployment(workflow) else sys.executable
+    adapter = os.path.join(workflow.basedir, "workflow", "scripts", "run_job.py")
+    return " ".join(shlex.quote(part) for part in (python, adapter))
+
+
+def on_start(workflow: Any) -> None:
+    """Record this Snakemake for the watchdog (local runs), then start the warm workers."""
+    from ablation_lab.runtime.watchdog import forget_snakemake, record_snakemake
+
+    if workflow.local_exec:
+        record_snakemake()
+    else:
+        forget_snakemake()
+    if use_warm_workers(workflow):
+        from ablation_lab.runtime.worker import start_pool
+
+        start_pool(workflow.cores)
+
+
+def on_success() -> None:
+    """Stop the workers; the run exits now rather than a second later (see release_scheduler_timers)."""
+    from ablation_lab.runtime.watchdog import release_scheduler_timers
+    from ablation_lab.runtime.worker import stop_pool
+
+    stop_pool()
+    release_scheduler_timers()
+
+
+def on_error(workflow: Any, log: str) -> None:
+    """Stop the workers; on a cluster, log SLURM's reason for each failed job (Snakemake drops it
+    when a group job fails)."""
+    from ablation_lab.runtime.worker import stop_pool
+
+    stop_pool()
+    if workflow.non_local_exec:
+        from snakemake.logging import logger
+
+        from ablation_lab.runtime.cluster import report_slurm_failures
+
+        for line in report_slurm_failures(log):
+            logger.error(line)

@@ -1,0 +1,188 @@
+"""The study's statistics tables: each variant's intervals and its paired comparison with the baseline."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from ablation_lab.ablations import BASELINE
+from ablation_lab.statistics.inference import (
+    BOUNDED_METRICS,
+    HIT_METRICS,
+    REFERENCE,
+    RUN_KEYS,
+    Hits,
+    adjusted_intervals,
+    equivalence_test,
+    mean_interval,
+    paired_contrast,
+    seeds_needed,
+)
+
+
+def runs_table(tidy: pd.DataFrame, variants: Sequence[dict[str, Any]]) -> pd.DataFrame:
+    """One row per (variant, seed): metrics as columns, with the variant's label and order."""
+    keys = [*RUN_KEYS, *(column for column in ("run", "status") if column in tidy)]
+    wide = tidy.pivot(index=keys, columns="metric", values="value").reset_index()
+    wide.columns.name = None
+    info = pd.DataFrame([{k: v[k] for k in ("family", "variant", "label", "order")} for v in variants])
+    return wide.merge(info, on=["family", "variant"], how="left").sort_values(["order", "seed"], ignore_index=True)
+
+
+def _run_hits(hits: Hits | None, keys: Sequence[tuple[str, str, Any]]) -> np.ndarray | None:
+    """Stacked hit vectors of `keys`, or None unless every one is there."""
+    if hits is None or not keys or not all(k in hits for k in keys):
+        return None
+    return np.vstack([np.asarray(hits[k], dtype=float) for k in keys])
+
+
+def summarise(
+    runs: pd.DataFrame,
+    metric: str = "accuracy",
+    hits: Hits | None = None,
+    *,
+    confidence: float = 0.95,
+    n_boot: int = 2000,
+    seed: int = 0,
+) -> pd.DataFrame:
+    """Per variant: seeds, diverged runs, mean and 95% interval of `metric`, and how the interval was made.
+
+    `mean_interval`: clipped to [0, 1] for accuracy-like metrics; with `hits` (an accuracy and
+    every finite run has its hit vector) the test-sample noise is included, which is what keeps
+    a 2-seed interval honest (otherwise it is t with 1 df, clipped; `interval_method` says so).
+    """
+    rows = []
+    bounds = (0.0, 1.0) if metric in BOUNDED_METRICS else None
+    for (family, variant), group in runs.groupby(["family", "variant"], sort=False):
+        finite = group[np.isfinite(group[metric].to_numpy(dtype=float))]
+        matrix = _run_hits(hits, [(family, variant, s) for s in finite["seed"]]) if metric in HIT_METRICS else None
+        if matrix is not None and metric == "error_rate":
+            matrix = 1.0 - matrix
+        result = mean_interval(
+            finite[metric].to_numpy(dtype=float), hits=matrix, confidence=confidence, bounds=bounds, n_boot=n_boot, seed=seed
+        )
+        rows.append(
+            {
+                "family": family,
+                "variant": variant,
+                "label": group["label"].iat[0],
+                "order": group["order"].iat[0],
+                "seeds": len(group),
+                "diverged": int((group["status"] == "diverged").sum()) if "status" in group else 0,
+                f"{metric}_mean": result["estimate"],
+                f"{metric}_ci_low": result["low"],
+                f"{metric}_ci_high": result["high"],
+                "interval_method": result["method"],
+            }
+        )
+    return pd.DataFrame(rows).sort_values("order", ignore_index=True)
+
+
+COMPARISON_COLUMNS = [
+    "family",
+    "variant",
+    "difference",
+    "diff_ci_low",
+    "diff_ci_high",
+    "p_value",
+    "pairs",
+    "p_holm",
+    "diff_ci_low_unadjusted",
+    "diff_ci_high_unadjusted",
+    "adjustment",
+    "adjusted_confidence",
+    "method",
+    "se",
+    "df",
+    "sd_paired",
+    "var_test",
+    "equivalence",
+    "p_tost",
+    "margin",
+    "seeds_needed",
+]
+
+
+ADJUSTED_COLUMNS = ["diff_ci_low", "diff_ci_high", "p_holm", "adjusted_confidence", "adjustment", "equivalence", "p_tost"]
+
+
+def compare_to_baseline(
+    runs: pd.DataFrame,
+    metric: str = "accuracy",
+    hits: Hits | None = None,
+    margin: float = 0.01,
+    *,
+    alpha: float = 0.05,
+    n_boot: int = 2000,
+    seed: int = 0,
+) -> pd.DataFrame:
+    """Each variant minus the baseline, paired by seed, from that variant's own runs; Holm within each family.
+
+    Columns: `difference`; `diff_ci_low`/`diff_ci_high`, the Holm step-down interval, which
+    excludes 0 iff `p_holm` < alpha (`adjustment`, `adjusted_confidence` say how it was made);
+    the unadjusted 95% interval and `p_value`; `pairs`; `method` (seed noise only, or plus the
+    test-set bootstrap when `hits` maps (family, variant, seed) to hit vectors); `equivalence`,
+    the TOST verdict against +-`margin` (unadjusted TOST, each variant its own claim; its
+    "different" uses the Holm interval, so it never contradicts `p_holm`) with `p_tost`; and
+    `seeds_needed` to resolve a difference of `margin` at the observed paired sd.
+    """
+    reference = (BASELINE, REFERENCE)
+    rows = []
+    for family in runs.loc[runs["family"] != BASELINE, "family"].drop_duplicates():
+        for variant in runs.loc[runs["family"] == family, "variant"].drop_duplicates():
+            result = paired_contrast(
+                runs, {(family, variant): 1.0, reference: -1.0}, metric, hits=hits, confidence=1 - alpha, n_boot=n_boot, seed=seed
+            )
+            rows.append(
+                {
+                    "family": family,
+                    "variant": variant,
+                    "difference": result["estimate"],
+                    "diff_ci_low_unadjusted": result["low"],
+                    "diff_ci_high_unadjusted": result["high"],
+                    "p_value": result["p_value"],
+                    "pairs": result["seeds"],
+                    "method": result["method"],
+                    "se": result["se"],
+                    "df": result["df"],
+                    "sd_paired": result["sd"],
+                    "var_test": result["var_test"],
+                    "margin": margin,
+                    "seeds_needed": seeds_needed(result["sd"], margin, alpha),
+                }
+            )
+    table = pd.DataFrame(rows, columns=COMPARISON_COLUMNS)
+    bounds = (-1.0, 1.0) if metric in BOUNDED_METRICS else None
+    parts = [_adjust_family(part, alpha, margin, bounds) for _, part in table.groupby("family", sort=False)]
+    adjusted = pd.concat(parts) if parts else pd.DataFrame(columns=ADJUSTED_COLUMNS, dtype=float)
+    return table.drop(columns=ADJUSTED_COLUMNS).join(adjusted)[COMPARISON_COLUMNS]
+
+
+def _adjust_family(part: pd.DataFrame, alpha: float, margin: float, bounds: tuple[float, float] | None) -> pd.DataFrame:
+    """One family's Holm columns and equivalence verdicts (its "different" at the Holm level)."""
+    adjusted = adjusted_intervals(part["difference"], part["se"], part["df"], part["p_value"], alpha, bounds).set_index(part.index)
+    m = int(np.isfinite(part["p_value"].to_numpy(dtype=float)).sum())
+    tests = [
+        equivalence_test(
+            {"estimate": row.difference, "se": row.se, "df": row.df},
+            margin,
+            alpha,
+            difference_confidence=level if np.isfinite(level) else None,
+        )
+        for row, level in zip(part.itertuples(), adjusted["level"], strict=True)
+    ]
+    return pd.DataFrame(
+        {
+            "diff_ci_low": adjusted["low"],
+            "diff_ci_high": adjusted["high"],
+            "p_holm": adjusted["p_holm"],
+            "adjusted_confidence": adjusted["level"],
+            "adjustment": f"Holm step-down within family (m={m})",
+            "equivalence": [t["verdict"] for t in tests],
+            "p_tost": [t["p_tost"] for t in tests],
+        },
+        index=part.index,
+    )
