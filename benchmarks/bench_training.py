@@ -86,7 +86,7 @@ def child_plain(seed: int, epochs: int) -> dict[str, Any]:
 
 def same_split_as_workflow() -> bool:
     """The benchmark's own loader must give the workflow's split, or accuracies are not comparable."""
-    from ablation_lab.data.datasets import prepare
+    from ablation_lab.data.split import prepare
 
     ours = load_mnist5k()
     theirs = prepare({"name": "mnist5k", "test_fraction": 0.2, "validation_fraction": 0.2, "split_seed": 42}).arrays

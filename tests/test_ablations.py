@@ -17,7 +17,7 @@ from ablation_lab.ablations import (
     mask_region,
     region_mask,
 )
-from ablation_lab.data.datasets import DatasetInfo
+from ablation_lab.data.base import DatasetInfo
 
 MNIST = DatasetInfo("image", (28, 28))
 TABLE = DatasetInfo("tabular", (3,), ("mean radius", "mean texture", "worst area"))

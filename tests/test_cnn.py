@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from ablation_lab.ablations import expand_capacity
 from ablation_lab.config import ConfigError, validate_config
-from ablation_lab.data.datasets import DatasetInfo
+from ablation_lab.data.base import DatasetInfo
 from ablation_lab.identity import canonical_model
 from ablation_lab.training.train import configure_tensorflow, predict_proba, train_model
 from conftest import deep_set

@@ -12,7 +12,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from ablation_lab.data.datasets import DataError, DatasetInfo, RawData, describe, load_split, make_split, prepare, save_split
+from ablation_lab.data.base import DataError, DatasetInfo, RawData
+from ablation_lab.data.datasets import describe
+from ablation_lab.data.split import load_split, make_split, prepare, save_split
 
 BASE = {"path": None, "label_column": "label", "test_fraction": 0.2, "validation_fraction": 0.2, "split_seed": 42, "max_samples": None}
 

@@ -17,7 +17,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from ablation_lab.data.datasets import DataError, DatasetInfo, describe, prepare
+from ablation_lab.data.base import DataError, DatasetInfo
+from ablation_lab.data.datasets import describe
+from ablation_lab.data.split import prepare
 
 BASE = {"label_column": "label", "test_fraction": 0.2, "validation_fraction": 0.2, "split_seed": 42, "max_samples": None}
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
-from ablation_lab.data.datasets import DatasetInfo
+from ablation_lab.data.base import DatasetInfo
 from ablation_lab.statistics.claims import block_contrast, check_findings, verdict
 from ablation_lab.statistics.inference import holm, t_interval
 from ablation_lab.statistics.tables import compare_to_baseline, runs_table, summarise

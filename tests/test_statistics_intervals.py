@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pandas as pd
 import pytest
-from ablation_lab.data.datasets import DatasetInfo
+from ablation_lab.data.base import DatasetInfo
 from ablation_lab.statistics.claims import DROPOUT_CLAIM, block_contrast, check_findings
 from ablation_lab.statistics.inference import (
     adjusted_intervals,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from ablation_lab.analyses.evaluation import classification_metrics
-from ablation_lab.data.datasets import prepare
+from ablation_lab.data.split import prepare
 from ablation_lab.training.train import configure_tensorflow, predict_proba, train_model
 
 SPLIT_CFG = {

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from ablation_lab.data.datasets import prepare, save_split
+from ablation_lab.data.split import prepare, save_split
 from ablation_lab.runtime.dispatch import run_here, run_job
 from ablation_lab.runtime.worker import start_pool, stop_pool
 

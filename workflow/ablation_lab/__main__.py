@@ -58,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except ValueError as error:
         # Imported here, not at the top: `report-path` must stay quick, and data imports scikit-learn.
-        from ablation_lab.data.datasets import DataError
+        from ablation_lab.data.base import DataError
 
         if not isinstance(error, DataError):
             raise

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from ablation_lab.data.datasets import DatasetInfo
+from ablation_lab.data.base import DatasetInfo
 
 BASELINE = "baseline"
 

@@ -38,7 +38,8 @@ from ablation_lab.ablations import (
 )
 from ablation_lab.analyses.registry import ANALYSES, EVALUATION
 from ablation_lab.config import ConfigError, validate_config
-from ablation_lab.data.datasets import FORMAT_VERSION, DatasetInfo, describe
+from ablation_lab.data.base import FORMAT_VERSION, DatasetInfo
+from ablation_lab.data.datasets import describe
 
 RESULTS = "results"
 REPORTS = "reports"

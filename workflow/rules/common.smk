@@ -13,7 +13,7 @@ from ablation_lab import source_digest, study as paths
 from ablation_lab.ablations import BASELINE
 from ablation_lab.analyses.registry import ANALYSES
 from ablation_lab.config import ConfigError, load_study_yaml
-from ablation_lab.data.datasets import DataError
+from ablation_lab.data.base import DataError
 from ablation_lab.artifacts import sealed
 from ablation_lab.runtime import hooks as runtime
 from ablation_lab.study import Study

@@ -60,7 +60,7 @@ class RunContext:
 
     @cached_property
     def split(self) -> Any:
-        from ablation_lab.data.datasets import load_split
+        from ablation_lab.data.split import load_split
 
         return load_split(self.split_file, self.meta_file)
 

@@ -39,7 +39,7 @@ def versions() -> dict[str, str]:
 
 
 def prepare_data(dataset_cfg: dict[str, Any], data_out: str, meta_out: str) -> dict[str, Any]:
-    from ablation_lab.data.datasets import prepare, save_split
+    from ablation_lab.data.split import prepare, save_split
 
     split = prepare(dataset_cfg)
     save_split(split, data_out, meta_out)
@@ -87,7 +87,7 @@ def train(spec: dict[str, Any], seed: int, threads: int, data: str, meta: str, o
     `gpu` is the job's `gpu` resource: with 1 it trains on the GPU the scheduler gave it.
     """
     from ablation_lab.ablations import apply_transforms
-    from ablation_lab.data.datasets import load_split
+    from ablation_lab.data.split import load_split
     from ablation_lab.training.train import configure_tensorflow, predict_proba, train_model
 
     fail_if_injected(Path(out["model"]).parent.parent.name)
@@ -287,7 +287,7 @@ def plot_analyses(variants: list[dict[str, Any]], tables: dict[str, str], out: d
 
 def plot_examples(families: list[str], variants: list[dict[str, Any]], data: str, meta: str, seed: int, out: dict[str, str]) -> None:
     """What the model sees: test images as each variant of each image-changing family transforms them."""
-    from ablation_lab.data.datasets import load_split
+    from ablation_lab.data.split import load_split
     from ablation_lab.report.figures import plot_examples as draw
 
     split = load_split(data, meta)
