@@ -6,10 +6,10 @@ change of the model's output at all n examples after one SGD step (learning rate
 each of them: n x n x 10 numbers. Each path runs in its own fresh child process, which
 reports its time, its peak resident memory (ru_maxrss) and how much the path added to it.
 
-- naive: `elasticity.exact_changes`, the reference: for each example, its gradient, the
+- naive: `one_step.exact_changes`, the reference: for each example, its gradient, the
   step, and one forward pass over all n examples (n gradients and n batched forward
   passes, traced once; never n x n single-example calls);
-- batched: `elasticity.first_order_changes`: one forward pass, one backward pass per output
+- batched: `one_step.first_order_changes`: one forward pass, one backward pass per output
   class over the whole sample, and the per-layer factored neural tangent kernel products.
 
 The two must agree to first order: the relative difference of the changes, and the
@@ -49,6 +49,7 @@ def child(path: str, n: int, out: str, activation: str) -> None:
 
     sys.path.insert(0, str(REPO / "workflow"))
     from ablation_lab.analyses import elasticity
+    from ablation_lab.models import one_step
     from ablation_lab.training.train import configure_tensorflow, train_model
 
     configure_tensorflow(threads=1)
@@ -67,13 +68,13 @@ def child(path: str, n: int, out: str, activation: str) -> None:
     model = train_model(spec, arrays, 10, seed=1).model
     sample = elasticity.stratified_sample(arrays["y_test"], n, seed=0)
     x, y = arrays["x_test"][sample], arrays["y_test"][sample]
-    network = elasticity.float64_network(model)
+    network = one_step.float64_network(model)
     before = peak_mb()
     started = time.perf_counter()
     if path == "naive":
-        changes = elasticity.exact_changes(network, x, y, LEARNING_RATE, range(n))
+        changes = one_step.exact_changes(network, x, y, LEARNING_RATE, range(n))
     else:
-        changes = elasticity.first_order_changes(network, x, y, LEARNING_RATE)[0]
+        changes = one_step.first_order_changes(network, x, y, LEARNING_RATE)[0]
     seconds = time.perf_counter() - started
     np.save(out, changes)
     auc = float(elasticity.row_aucs(np.linalg.norm(changes, axis=2), y).mean())

@@ -10,6 +10,7 @@ import pytest
 import yaml
 from ablation_lab.analyses import elasticity
 from ablation_lab.analyses.registry import ANALYSES, RunContext
+from ablation_lab.models import one_step
 
 PARAMS = {"samples": 30, "learning_rate": 1e-3, "seed": 0, "method": "first_order", "check_rows": 3}
 
@@ -83,10 +84,10 @@ def test_a_linear_model_matches_the_closed_form(tf):
     jacobian = np.stack([np.diag(q) - np.outer(q, q) for q in p])  # dp/dz at each x_j
     linearised = np.einsum("jcd,ijd->ijc", jacobian, shift)
 
-    network = elasticity.float64_network(linear_model(W, B))
-    network = elasticity.Network(network.steps, tuple(tf.constant(w, tf.float64) for w in (W, B)))
-    first, gradient_norms = elasticity.first_order_changes(network, X, Y, lr)
-    assert elasticity.exact_changes(network, X, Y, lr, range(len(X))) == pytest.approx(exact, abs=1e-13)
+    network = one_step.float64_network(linear_model(W, B))
+    network = one_step.Network(network.steps, tuple(tf.constant(w, tf.float64) for w in (W, B)))
+    first, gradient_norms = one_step.first_order_changes(network, X, Y, lr)
+    assert one_step.exact_changes(network, X, Y, lr, range(len(X))) == pytest.approx(exact, abs=1e-13)
     assert first == pytest.approx(linearised, abs=1e-13)
     assert gradient_norms == pytest.approx(1 / p[np.arange(len(Y)), Y])  # ||dL/df|| = 1 / p_y
     norms = np.linalg.norm(exact, axis=2)
@@ -101,11 +102,11 @@ def test_a_linear_model_matches_the_closed_form(tf):
 def test_the_batched_first_order_form_equals_taking_each_step(tf, activation):
     rng = np.random.default_rng(1)
     x, y = rng.normal(size=(9, 5)), rng.integers(0, 3, 9)
-    network = elasticity.float64_network(small_mlp(activation))
+    network = one_step.float64_network(small_mlp(activation))
     errors = {}
     for lr in (1e-6, 1.0):
-        first, _ = elasticity.first_order_changes(network, x, y, lr)
-        exact = elasticity.exact_changes(network, x, y, lr, range(len(x)))
+        first, _ = one_step.first_order_changes(network, x, y, lr)
+        exact = one_step.exact_changes(network, x, y, lr, range(len(x)))
         errors[lr] = np.linalg.norm(first - exact) / np.linalg.norm(exact)
     assert errors[1e-6] < 1e-4, "the first-order form is the exact step's derivative"
     assert errors[1.0] > 100 * errors[1e-6], "a large step leaves the first-order regime: the comparison can fail"
@@ -126,8 +127,8 @@ def learnable_mlp(model_id: str):
 
 
 def first_order_error(network, x: np.ndarray, y: np.ndarray, lr: float) -> float:
-    first, _ = elasticity.first_order_changes(network, x, y, lr)
-    exact = elasticity.exact_changes(network, x, y, lr, range(len(x)))
+    first, _ = one_step.first_order_changes(network, x, y, lr)
+    exact = one_step.exact_changes(network, x, y, lr, range(len(x)))
     return float(np.linalg.norm(first - exact) / np.linalg.norm(exact))
 
 
@@ -135,30 +136,30 @@ def first_order_error(network, x: np.ndarray, y: np.ndarray, lr: float) -> float
 def test_with_learnable_activations_the_batched_form_equals_taking_each_step(tf, model_id, monkeypatch):
     rng = np.random.default_rng(1)
     x, y = rng.normal(size=(9, 5)), rng.integers(0, 3, 9)
-    network = elasticity.float64_network(learnable_mlp(model_id))
-    assert any(isinstance(step, elasticity.LearnableStep) for step in network.steps)
+    network = one_step.float64_network(learnable_mlp(model_id))
+    assert any(isinstance(step, one_step.LearnableStep) for step in network.steps)
     # The error is second order: 10x smaller per 10x smaller step (a learned function curves
     # more than a fixed one, so the step must be smaller than the fixed activations' 1e-6).
     errors = {lr: first_order_error(network, x, y, lr) for lr in (1e-6, 1e-7, 1.0)}
     assert errors[1e-7] < 1e-4, "the first-order form is the exact step's derivative"
     assert errors[1e-6] / errors[1e-7] == pytest.approx(10, rel=0.1)
     assert errors[1.0] > 100 * errors[1e-7], "a large step leaves the first-order regime: the comparison can fail"
-    jacobians = elasticity.output_jacobians  # without the learnable layers' own parameters, the form is wrong
-    monkeypatch.setattr(elasticity, "output_jacobians", lambda *args: jacobians(*args)._replace(learnable=[]))
+    jacobians = one_step.output_jacobians  # without the learnable layers' own parameters, the form is wrong
+    monkeypatch.setattr(one_step, "output_jacobians", lambda *args: jacobians(*args)._replace(learnable=[]))
     assert first_order_error(network, x, y, 1e-7) > 1e-2
 
 
 @pytest.mark.parametrize("model_id", ["gp", "gp-per-unit", "slaf-poly3"])
 def test_per_example_parameter_jacobians_equal_one_example_at_a_time(tf, model_id):
     x = tf.constant(np.random.default_rng(2).normal(size=(4, 5)), tf.float64)
-    network = elasticity.float64_network(learnable_mlp(model_id))
-    learnable = [step.index for step in network.steps if isinstance(step, elasticity.LearnableStep)]
-    jacobians = elasticity.output_jacobians(network, x).learnable
+    network = one_step.float64_network(learnable_mlp(model_id))
+    learnable = [step.index for step in network.steps if isinstance(step, one_step.LearnableStep)]
+    jacobians = one_step.output_jacobians(network, x).learnable
     assert len(jacobians) == len(learnable) == 2
     for example in range(len(x)):
         with tf.GradientTape(persistent=True) as tape:
             tape.watch(network.params)
-            output = elasticity.forward(network, network.params, x[example : example + 1]).output[0]
+            output = one_step.forward(network, network.params, x[example : example + 1]).output[0]
         for jacobian, index in zip(jacobians, learnable, strict=True):
             expected = tape.jacobian(output, network.params[index]).numpy().reshape(len(output), -1)
             assert jacobian[example].numpy() == pytest.approx(expected, abs=1e-14)
@@ -166,10 +167,10 @@ def test_per_example_parameter_jacobians_equal_one_example_at_a_time(tf, model_i
 
 def test_the_class_by_class_jacobian_equals_tape_batch_jacobian(tf):
     x = tf.constant(np.random.default_rng(2).normal(size=(6, 5)), tf.float64)
-    network = elasticity.float64_network(small_mlp("tanh"))
-    jacobians = elasticity.output_jacobians(network, x)
+    network = one_step.float64_network(small_mlp("tanh"))
+    jacobians = one_step.output_jacobians(network, x)
     with tf.GradientTape(persistent=True) as tape:
-        trace = elasticity.forward(network, network.params, x, tape)
+        trace = one_step.forward(network, network.params, x, tape)
     for jacobian, z in zip(jacobians.dense, trace.pre_activations, strict=True):
         assert jacobian.numpy() == pytest.approx(tape.batch_jacobian(trace.output, z).numpy(), abs=1e-15)
 
@@ -179,8 +180,8 @@ def test_float64_keeps_the_self_change_of_a_confident_example(tf):
     kernel, bias = np.array([[25.0, 0.0], [0.0, 0.0]]), np.zeros(2)
     x, y = np.array([[1.0, 0.0], [0.0, 1.0]]), np.array([0, 1])
     assert np.float32(softmax(x[:1] @ kernel)[0, 0]) == 1.0
-    network = elasticity.float64_network(linear_model(kernel, bias))
-    first, _ = elasticity.first_order_changes(network, x, y, 1e-3)
+    network = one_step.float64_network(linear_model(kernel, bias))
+    first, _ = one_step.first_order_changes(network, x, y, 1e-3)
     assert np.linalg.norm(first[0, 0]) > 0
 
 
@@ -191,8 +192,8 @@ def test_the_float64_network_computes_what_the_keras_model_predicts(tf, activati
     model = build_mlp((4, 3), 5, [6, 7], activation, 0.5, kind=kind)  # image-shaped input: Flatten; dropout off at inference
     trained_away_from_init(model)
     x = np.random.default_rng(7).random((8, 4, 3))
-    network = elasticity.float64_network(model)
-    probabilities = elasticity.forward(network, network.params, tf.constant(x, tf.float64)).output
+    network = one_step.float64_network(model)
+    probabilities = one_step.forward(network, network.params, tf.constant(x, tf.float64)).output
     assert probabilities.dtype == tf.float64
     assert probabilities.numpy() == pytest.approx(model(x.astype(np.float32), training=False).numpy(), abs=1e-5)
 
@@ -203,7 +204,7 @@ def test_only_dense_layers_with_weights_are_accepted(tf):
     inputs = keras.Input((4,))
     model = keras.Model(inputs, keras.layers.Dense(2, activation="softmax")(keras.layers.BatchNormalization()(inputs)))
     with pytest.raises(ValueError, match="BatchNormalization"):
-        elasticity.float64_network(model)
+        one_step.float64_network(model)
 
 
 # --- similarities, ratios, AUC, clustering ----------------------------------------------------
@@ -442,8 +443,8 @@ def test_the_full_jacobian_form_equals_the_factored_form_on_an_mlp(tf, activatio
     rng = np.random.default_rng(2)
     x, y = rng.normal(size=(9, 5)), rng.integers(0, 3, 9)
     model = small_mlp(activation)
-    factored, factored_norms = elasticity.first_order_changes(elasticity.float64_network(model), x, y, 1e-3)
-    generic, generic_norms = elasticity.keras_first_order_changes(elasticity.float64_keras(model), x, y, 1e-3)
+    factored, factored_norms = one_step.first_order_changes(one_step.float64_network(model), x, y, 1e-3)
+    generic, generic_norms = one_step.keras_first_order_changes(one_step.float64_keras(model), x, y, 1e-3)
     np.testing.assert_allclose(generic, factored, rtol=1e-9, atol=1e-15)
     np.testing.assert_allclose(generic_norms, factored_norms)
 
@@ -464,12 +465,12 @@ def test_a_cnn_is_stepped_through_full_jacobians_and_they_equal_taking_each_step
     rng = np.random.default_rng(5)
     x, y = rng.random((8, 6, 6)), rng.integers(0, 3, 8)
     model = small_cnn()
-    network = elasticity.float64_keras(model)
+    network = one_step.float64_keras(model)
     np.testing.assert_allclose(network(network.params, tf.constant(x)).numpy(), model.predict(x.astype(np.float32), verbose=0), atol=1e-5)
     errors = {}
     for lr in (1e-6, 1.0):
-        first, _ = elasticity.keras_first_order_changes(network, x, y, lr)
-        exact = elasticity.keras_exact_changes(network, x, y, lr, range(len(x)))
+        first, _ = one_step.keras_first_order_changes(network, x, y, lr)
+        exact = one_step.keras_exact_changes(network, x, y, lr, range(len(x)))
         errors[lr] = np.linalg.norm(first - exact) / np.linalg.norm(exact)
     assert errors[1e-6] < 1e-4
     assert errors[1.0] > 100 * errors[1e-6]
@@ -483,8 +484,8 @@ def test_the_analysis_runs_on_a_cnn_and_refuses_jacobians_over_the_budget(tf, mo
     scores = table[table["example"].isna()].set_index("metric")["value"]
     assert 0 <= scores["auc"] <= 1 and scores["first_order_error"] < 0.05
     assert arrays["change_norms"].shape == (30, 30)
-    monkeypatch.setattr(elasticity, "JACOBIAN_BUDGET", 1000)
-    with pytest.raises(elasticity.UnsupportedLayer, match=r"elasticity\.samples: 30 examples x 3 classes"):
+    monkeypatch.setattr(one_step, "JACOBIAN_BUDGET", 1000)
+    with pytest.raises(one_step.UnsupportedLayer, match=r"elasticity\.samples: 30 examples x 3 classes"):
         elasticity.elasticity_table(small_cnn(), x, y, PARAMS)
     empty, _ = ANALYSES["elasticity"].run(SplitGuard(small_cnn(), x, y), PARAMS)
     assert empty.empty

@@ -330,11 +330,12 @@ def test_knockout_of_a_branching_model_is_refused_before_any_job_and_in_the_job(
 
 def test_elasticity_of_a_branching_model_takes_the_full_jacobian_path(tmp_path):
     from ablation_lab.analyses import elasticity
+    from ablation_lab.models import one_step
     from ablation_lab.models.build import load_model
 
     model = load_model(str(residual_file(tmp_path / "res.keras")))
-    with pytest.raises(elasticity.UnsupportedLayer, match="'skip' does not take the previous layer's output"):
-        elasticity.float64_network(model)
+    with pytest.raises(one_step.UnsupportedLayer, match="'skip' does not take the previous layer's output"):
+        one_step.float64_network(model)
     rng = np.random.default_rng(0)
     y = np.repeat(np.arange(10), 4)
     params = {"samples": 30, "learning_rate": 1e-3, "seed": 0, "method": "first_order", "check_rows": 2}
