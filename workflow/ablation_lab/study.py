@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
 
-from ablation_lab import TRAINING_CODE_VERSION, identity
+from ablation_lab import TRAINING_CODE_VERSION, checks, identity
 from ablation_lab.ablations import (
     BASELINE,
     FAMILIES,
@@ -141,15 +141,7 @@ class Study:
         declared = self.config["families"]
         kind = self.config["model"].get("kind", "mlp")
         info = self.info if "input" in declared or kind in ("cnn", "file") else DatasetInfo("unknown", ())
-        if kind == "file":
-            self._check_model_file(info)
-        if kind == "builder":
-            from ablation_lab.models.builders import builder_file
-
-            try:
-                builder_file(self.config["model"]["builder"])
-            except ValueError as error:
-                raise ConfigError(f"invalid study config: {error}") from None
+        checks.check_model_source(self.config, info)
         out: dict[str, list[Variant]] = {BASELINE: [baseline_variant()]}
         for name, params in declared.items():
             try:
@@ -163,54 +155,8 @@ class Study:
         for first, second in self.config["combinations"]:
             out[combination_name(first, second)] = combine(out[first], out[second])
         out |= self._compensation_families(out)
-        self._check_elasticity_families(out)
+        checks.check_named_families(self.config, list(out))
         return out
-
-    def _check_model_file(self, info: DatasetInfo) -> None:
-        """A model file that cannot serve this study fails here, in one line, before any job runs."""
-        from ablation_lab.models import model_file
-
-        model_cfg = self.config["model"]
-        try:
-            found = model_file.inspect_model_file(model_cfg["path"])
-            model_file.check_fits_data(found, info.input_shape, info.n_classes)
-            model_file.check_dropout_after(found, model_cfg.get("dropout_after") or [])
-            for family in self.config["families"]:
-                model_file.check_family(found, family, model_cfg)
-        except model_file.ModelFileError as error:
-            raise ConfigError(f"invalid study config: {error}") from None
-        branch = found.chain_break()
-        if self.config.get("posthoc") and branch:
-            raise ConfigError(
-                f"invalid study config: posthoc: post-hoc knockout needs a chain model (each layer takes the previous "
-                f"layer's output); in {model_cfg['path']!r} {branch}; remove the posthoc block for this model"
-            )
-        if (self.config.get("posthoc") or {}).get("compensation"):
-            raise ConfigError(
-                "invalid study config: posthoc.compensation: needs width-reduced retrains, which model.kind: file cannot build; "
-                "set posthoc.compensation: false (knockout itself runs)"
-            )
-
-    def _knockout_layers(self) -> list[str] | None:
-        """The layers post-hoc knockout can remove units of, when known before any model is built."""
-        model = self.config["model"]
-        if model.get("kind", "mlp") in ("mlp", "kst", "cnn"):
-            from ablation_lab.models.surgery import built_in_layers
-
-            return built_in_layers(model)
-        if model.get("kind") == "file":
-            from ablation_lab.models.model_file import inspect_model_file
-
-            return inspect_model_file(model["path"]).activation_layers()
-        return None  # a builder's layers are known once it has built the model: the knockout job checks
-
-    def _check_elasticity_families(self, known: dict[str, list[Variant]]) -> None:
-        """A list in `elasticity.families` must name families of this study (a typo would silently analyse nothing)."""
-        for index, family in enumerate((self.config.get("elasticity") or {}).get("families") or []):
-            if family not in known:
-                raise ConfigError(
-                    f"invalid study config: elasticity.families[{index}]: {family!r} is not a family of this study (known: {', '.join(known)})"
-                )
 
     def _compensation_families(self, declared: dict[str, list[Variant]]) -> dict[str, list[Variant]]:
         """With `posthoc.compensation`: width-reduced retrains, and test-time input/noise counterparts."""
@@ -219,26 +165,8 @@ class Study:
             return {}
         from ablation_lab.analyses.compensation import compensation_layer
 
-        model = self.config["model"]
-        units = model.get("hidden_units", [])
-        available = self._knockout_layers()
-        if model.get("kind") == "file":
-            numbered = [index for index, layer in enumerate(posthoc["layers"]) if not isinstance(layer, str)]
-            if numbered:
-                raise ConfigError(
-                    f"invalid study config: posthoc.layers[{numbered[0]}]: a model file's layers are named, not numbered "
-                    f"(its knock-out-able layers: {', '.join(available or [])})"
-                )
-        for index, layer in enumerate(posthoc["layers"]):
-            if not isinstance(layer, str) and layer > len(units):
-                raise ConfigError(
-                    f"invalid study config: posthoc.layers[{index}]: layer {layer}, but the model has {len(units)} hidden layers"
-                )
-            if isinstance(layer, str) and available is not None and layer not in available:
-                raise ConfigError(
-                    f"invalid study config: posthoc.layers[{index}]: {layer!r} is not a knock-out-able layer of this model "
-                    f"(available: {', '.join(available)})"
-                )
+        units = self.config["model"].get("hidden_units", [])
+        checks.check_posthoc_layers(posthoc, self.config["model"])
         out: dict[str, list[Variant]] = {}
         if posthoc["compensation"]:
             narrowed = compensation_layer(posthoc["layers"])
@@ -257,12 +185,6 @@ class Study:
                 "invalid study config: posthoc.families: the compensation gap knocks units out of the baseline; "
                 "add 'baseline' (or set posthoc.compensation: false)"
             )
-        known = [*declared, *out]
-        for index, family in enumerate(posthoc["families"]):
-            if family not in known:
-                raise ConfigError(
-                    f"invalid study config: posthoc.families[{index}]: {family!r} is not a family of this study (known: {', '.join(known)})"
-                )
         return out
 
     @cached_property

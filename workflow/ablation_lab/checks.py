@@ -1,0 +1,99 @@
+"""The cross-field checks a study needs beyond its schema, each a one-line error naming the key.
+
+The schema (config.py) checks each key alone; these read several together, or a file the
+study names: a model file that cannot serve the study's data or families, a builder that does
+not exist, post-hoc layers the model does not have, a family list naming no family of the
+study. `Study` calls them while it expands its variants, before any job runs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from ablation_lab.config import ConfigError
+from ablation_lab.data.base import DatasetInfo
+
+
+def check_model_source(config: Mapping[str, Any], info: DatasetInfo) -> None:
+    """A model file that cannot serve this study, or a builder that does not exist, fails here."""
+    model = config["model"]
+    if model.get("kind") == "file":
+        check_model_file(config, info)
+    if model.get("kind") == "builder":
+        from ablation_lab.models.builders import builder_file
+
+        try:
+            builder_file(model["builder"])
+        except ValueError as error:
+            raise ConfigError(f"invalid study config: {error}") from None
+
+
+def check_model_file(config: Mapping[str, Any], info: DatasetInfo) -> None:
+    """The model file fits the data, has the layers the families change, and suits the post-hoc block."""
+    from ablation_lab.models import model_file
+
+    model_cfg = config["model"]
+    try:
+        found = model_file.inspect_model_file(model_cfg["path"])
+        model_file.check_fits_data(found, info.input_shape, info.n_classes)
+        model_file.check_dropout_after(found, model_cfg.get("dropout_after") or [])
+        for family in config["families"]:
+            model_file.check_family(found, family, model_cfg)
+    except model_file.ModelFileError as error:
+        raise ConfigError(f"invalid study config: {error}") from None
+    branch = found.chain_break()
+    if config.get("posthoc") and branch:
+        raise ConfigError(
+            f"invalid study config: posthoc: post-hoc knockout needs a chain model (each layer takes the previous "
+            f"layer's output); in {model_cfg['path']!r} {branch}; remove the posthoc block for this model"
+        )
+    if (config.get("posthoc") or {}).get("compensation"):
+        raise ConfigError(
+            "invalid study config: posthoc.compensation: needs width-reduced retrains, which model.kind: file cannot build; "
+            "set posthoc.compensation: false (knockout itself runs)"
+        )
+
+
+def knockout_layers(model: Mapping[str, Any]) -> list[str] | None:
+    """The layers post-hoc knockout can remove units of, when known before any model is built."""
+    if model.get("kind", "mlp") in ("mlp", "kst", "cnn"):
+        from ablation_lab.models.surgery import built_in_layers
+
+        return built_in_layers(dict(model))
+    if model.get("kind") == "file":
+        from ablation_lab.models.model_file import inspect_model_file
+
+        return inspect_model_file(model["path"]).activation_layers()
+    return None  # a builder's layers are known once it has built the model: the knockout job checks
+
+
+def check_posthoc_layers(posthoc: Mapping[str, Any], model: Mapping[str, Any]) -> None:
+    """`posthoc.layers` names layers this model has (a model file's by name)."""
+    units = model.get("hidden_units", [])
+    available = knockout_layers(model)
+    if model.get("kind") == "file":
+        numbered = [index for index, layer in enumerate(posthoc["layers"]) if not isinstance(layer, str)]
+        if numbered:
+            raise ConfigError(
+                f"invalid study config: posthoc.layers[{numbered[0]}]: a model file's layers are named, not numbered "
+                f"(its knock-out-able layers: {', '.join(available or [])})"
+            )
+    for index, layer in enumerate(posthoc["layers"]):
+        if not isinstance(layer, str) and layer > len(units):
+            raise ConfigError(f"invalid study config: posthoc.layers[{index}]: layer {layer}, but the model has {len(units)} hidden layers")
+        if isinstance(layer, str) and available is not None and layer not in available:
+            raise ConfigError(
+                f"invalid study config: posthoc.layers[{index}]: {layer!r} is not a knock-out-able layer of this model "
+                f"(available: {', '.join(available)})"
+            )
+
+
+def check_named_families(config: Mapping[str, Any], known: Sequence[str]) -> None:
+    """`posthoc.families` and `elasticity.families` name families of this study (a typo would analyse nothing)."""
+    for block in ("posthoc", "elasticity"):
+        for index, family in enumerate((config.get(block) or {}).get("families") or []):
+            if family not in known:
+                raise ConfigError(
+                    f"invalid study config: {block}.families[{index}]: {family!r} is not a family of this study (known: {', '.join(known)})"
+                )
