@@ -15,6 +15,7 @@ from ablation_lab.statistics.inference import (
     equivalence_test,
     holm,
     holm_levels,
+    interval_verdict,
     mean_interval,
     paired_difference,
     seeds_needed,
@@ -80,13 +81,13 @@ def test_two_agreeing_seeds_get_the_test_sample_noise_not_a_zero_width_interval(
     result = paired_difference([0.8, 0.8], [0.7, 0.7], variant_hits=variant_hits, baseline_hits=baseline_hits)
     assert result["var_seed"] == 0 and result["var_test"] > 0
     assert result["se"] == pytest.approx(math.sqrt(result["var_test"]))
-    assert result["df"] == pytest.approx(9), "all variance from the test sample: n_test - 1 df"
+    assert result["df"] == 1, "the seeds' df, even when all the variance comes from the test sample"
     half = stats.t.ppf(0.975, result["df"]) * result["se"]
-    assert (result["low"], result["high"]) == pytest.approx((0.1 - half, 0.1 + half))
-    assert "bootstrap" in result["method"]
+    assert (result["low"], result["high"]) == pytest.approx((max(-1.0, 0.1 - half), min(1.0, 0.1 + half)))
+    assert result["low"] < result["high"] and "bootstrap" in result["method"]
 
 
-def test_welch_satterthwaite_combines_seed_and_test_noise():
+def test_seed_and_test_noise_add_at_the_seeds_df():
     rng = np.random.default_rng(0)
     variant_hits, baseline_hits = rng.random((2, 400)) < 0.8, rng.random((2, 400)) < 0.7
     variant, baseline = variant_hits.mean(axis=1), baseline_hits.mean(axis=1)
@@ -94,10 +95,29 @@ def test_welch_satterthwaite_combines_seed_and_test_noise():
     differences = variant - baseline
     var_seed = differences.var(ddof=1) / 2
     var_test = bootstrap_variance(variant_hits.mean(0) - baseline_hits.mean(0), seed=1)
-    df = (var_seed + var_test) ** 2 / (var_seed**2 / 1 + var_test**2 / 399)
     assert result["var_seed"] == pytest.approx(var_seed) and result["var_test"] == pytest.approx(var_test)
-    assert result["df"] == pytest.approx(df) and 1 <= result["df"] <= 400
-    assert result["p_value"] == pytest.approx(2 * stats.t.sf(abs(differences.mean()) / math.sqrt(var_seed + var_test), df))
+    assert result["df"] == 1
+    assert result["p_value"] == pytest.approx(2 * stats.t.sf(abs(differences.mean()) / math.sqrt(var_seed + var_test), 1))
+
+
+@pytest.mark.parametrize("case", range(200))
+def test_adding_test_noise_never_narrows_the_seed_interval(case):
+    """Property: with hit vectors, every interval is at least as wide as the t-interval over seeds alone."""
+    rng = np.random.default_rng(case)
+    seeds, n_test = int(rng.integers(2, 8)), int(rng.integers(5, 400))
+    accuracy = rng.uniform(0.05, 0.95, size=2)
+    variant_hits = rng.random((seeds, n_test)) < rng.uniform(accuracy[0] - 0.05, accuracy[0] + 0.05, size=(seeds, 1))
+    baseline_hits = rng.random((seeds, n_test)) < rng.uniform(accuracy[1] - 0.05, accuracy[1] + 0.05, size=(seeds, 1))
+    variant, baseline = variant_hits.mean(axis=1), baseline_hits.mean(axis=1)
+    confidence = float(rng.choice([0.9, 0.95, 0.99]))
+    both = paired_difference(
+        variant, baseline, variant_hits=variant_hits, baseline_hits=baseline_hits, confidence=confidence, bounds=None, n_boot=200, seed=case
+    )
+    quantile = stats.t.ppf(0.5 + confidence / 2, seeds - 1)
+    seed_only = 2 * quantile * stats.sem(variant - baseline)  # the t-interval over seeds alone (ttest_rel's)
+    assert both["high"] - both["low"] >= seed_only - 1e-12
+    mean = mean_interval(variant, hits=variant_hits, confidence=confidence, bounds=None, n_boot=200, seed=case)
+    assert mean["high"] - mean["low"] >= 2 * quantile * stats.sem(variant) - 1e-12
 
 
 def test_a_noisy_variant_gets_a_wider_interval_than_a_quiet_one():
@@ -231,10 +251,8 @@ def test_tost_by_hand():
     assert result["p_lower"] == pytest.approx(stats.t.sf(t_lower, df))
     assert result["p_upper"] == pytest.approx(stats.t.cdf(t_upper, df))
     assert result["p_tost"] == pytest.approx(max(stats.t.sf(t_lower, df), stats.t.cdf(t_upper, df)))
-    assert (result["tost_low"], result["tost_high"]) == pytest.approx(
-        (mean - stats.t.ppf(0.95, df) * se, mean + stats.t.ppf(0.95, df) * se)
-    )
-    assert result["verdict"] == "equivalent" and result["p_tost"] < 0.05
+    assert (result["low"], result["high"]) == pytest.approx((mean - stats.t.ppf(0.975, df) * se, mean + stats.t.ppf(0.975, df) * se))
+    assert result["verdict"] == "equivalent" and result["p_tost"] < 0.025, "the 95% interval inside the margin: TOST at 2.5% a side"
     summary = {"estimate": mean, "se": se, "df": df}
     assert equivalence_test(summary, margin=0.01)["p_tost"] == pytest.approx(result["p_tost"])
 
@@ -244,12 +262,28 @@ def test_tost_verdicts():
     assert equivalence_test([0.02, -0.02, 0.01])["verdict"] == "inconclusive"
     assert equivalence_test([0.02, -0.02, 0.01], margin=0.5)["verdict"] == "equivalent"
     small_but_real = equivalence_test([0.002, 0.0021, 0.0019, 0.002])
-    assert small_but_real["excludes_zero"] and small_but_real["verdict"] == "equivalent", "real, but inside the margin"
+    assert small_but_real["excludes_zero"] and small_but_real["verdict"] == "different, within margin", "real, but inside the margin"
     assert equivalence_test([0.01])["verdict"].startswith("not testable")
-    # the verdict agrees with the p-value: equivalent iff p_tost < alpha
+    # the verdict agrees with the p-value: inside the margin iff p_tost < (1 - confidence) / 2
     for data in ([0.004, 0.009, 0.006], [0.004, 0.001, 0.006], [0.0, 0.0, 0.0]):
         result = equivalence_test(data)
-        assert (result["verdict"] == "equivalent") == (result["p_tost"] < 0.05)
+        assert (result["verdict"] in ("equivalent", "different, within margin")) == (result["p_tost"] < 0.025)
+
+
+@pytest.mark.parametrize("case", range(100))
+def test_every_verdict_is_the_one_its_printed_interval_shows(case):
+    """No row says "equivalent" (or anything else) that the interval printed beside it does not show."""
+    rng = np.random.default_rng(case)
+    seeds, margin = int(rng.integers(2, 6)), float(rng.choice([0.005, 0.01, 0.05]))
+    accuracy = {"baseline/reference": list(rng.normal(0.9, 0.01, seeds))}
+    for index in range(int(rng.integers(1, 6))):
+        shift, spread = rng.normal(0, 0.02), rng.uniform(0.0005, 0.02)
+        accuracy[f"noise/gauss-{index}"] = list(np.asarray(accuracy["baseline/reference"]) + shift + rng.normal(0, spread, seeds))
+    table = compare_to_baseline(runs_table(make_runs(accuracy), _variants(accuracy)), margin=margin)
+    for row in table.itertuples():
+        assert row.equivalence == interval_verdict(row.diff_ci_low, row.diff_ci_high, margin)
+        if row.equivalence == "equivalent":
+            assert -margin < row.diff_ci_low <= 0 <= row.diff_ci_high < margin
 
 
 def test_seeds_needed_grows_with_noise_and_shrinks_with_margin():
@@ -298,9 +332,10 @@ def test_dropout_claim_is_an_equivalence_test(high, expected):
     finding = check_findings(runs, variants).set_index("claim").loc[DROPOUT_CLAIM]
     assert finding["verdict"] == expected
     assert finding["estimate"] == pytest.approx(np.mean(high) - 0.91)
-    assert "0.01 (margin)" in finding["detail"] and "dropout 0.8" in finding["detail"] and "dropout 0)" in finding["detail"]
+    assert "margin +-0.01 " in finding["detail"] and "dropout 0.8" in finding["detail"] and "dropout 0)" in finding["detail"]
+    assert finding["verdict"] == interval_verdict(finding["ci_low"], finding["ci_high"], 0.01), "read off the printed interval"
     wide = check_findings(runs, variants, margin=0.1).set_index("claim").loc[DROPOUT_CLAIM]
-    assert "0.1 (margin)" in wide["detail"]
+    assert "margin +-0.1 " in wide["detail"]
 
 
 def test_dropout_claim_names_the_rate_it_tests():

@@ -16,6 +16,7 @@ import seaborn as sns
 
 from ablation_lab.ablations import BASELINE, fill_statistics, transform_split
 from ablation_lab.artifacts import atomic_path
+from ablation_lab.statistics.inference import DIFFERENT, EQUIVALENT, INCONCLUSIVE, NEGLIGIBLE
 
 
 def save_figure(figure: plt.Figure, path: str | Path) -> None:
@@ -138,7 +139,7 @@ def plot_learning_curves(history: pd.DataFrame, variants: Sequence[dict[str, Any
     save_figure(grid.figure, path)
 
 
-VERDICT_COLOURS = {"different": "tab:red", "equivalent": "tab:green", "inconclusive": "tab:grey"}
+VERDICT_COLOURS = {DIFFERENT: "tab:red", NEGLIGIBLE: "tab:orange", EQUIVALENT: "tab:green", INCONCLUSIVE: "tab:grey"}
 
 
 def forest_rows(comparisons: pd.DataFrame, variants: Sequence[dict[str, Any]]) -> pd.DataFrame:

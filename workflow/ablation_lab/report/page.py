@@ -58,7 +58,7 @@ def family_table(summary: pd.DataFrame, comparisons: pd.DataFrame, family: str, 
             "vs baseline": table["difference"].map(lambda v: "" if pd.isna(v) else f"{v:+.4f}"),
             "diff CI (Holm)": [interval(a, b) for a, b in zip(table["diff_ci_low"], table["diff_ci_high"], strict=True)],
             "p (Holm)": table["p_holm"].map(lambda v: "" if pd.isna(v) else f"{v:.3g}"),
-            "within margin?": table.get("equivalence", pd.Series([""] * len(table))).fillna(""),
+            "verdict (this interval)": table.get("equivalence", pd.Series([""] * len(table))).fillna(""),
         }
     )
     for column, name in (("macro_f1", "macro F1 (mean)"), ("loss", "loss (mean)")):
@@ -74,7 +74,12 @@ def methods_text(comparisons: pd.DataFrame, seeds: int, margin: float) -> str:
         "the variance is the seed-to-seed variance of those differences plus the test sample's own, from a paired "
         "bootstrap over test examples; intervals and p-values are Holm-adjusted within each family, so an interval "
         "excludes 0 exactly when its adjusted p is below 0.05. Accuracy intervals stay inside [0, 1]. "
-        f"'No effect' is an equivalence test (TOST, margin +-{margin:g} accuracy): equivalent, different, or inconclusive."
+        f"Each verdict is read off the Holm interval printed beside it, against 0 and against the equivalence margin "
+        f"+-{margin:g} accuracy (Lakens' four outcomes): equivalent (inside the margin, containing 0), different within "
+        "margin (excluding 0 but inside the margin: real but negligible), different (excluding 0, reaching beyond the "
+        "margin), inconclusive (containing 0, reaching beyond the margin). 'No effect' is only ever 'equivalent'. "
+        "Degrees of freedom are the seeds' (seeds - 1) even when test-sample noise is added, so adding that noise "
+        "never narrows an interval."
     )
     if seeds < 3:
         needed = comparisons.get("seeds_needed", pd.Series(dtype=float)).dropna()

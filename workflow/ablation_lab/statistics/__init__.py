@@ -15,7 +15,10 @@ article's claims.
 * p-values are Holm-adjusted within each family, and so are the difference intervals drawn next
   to them (`adjusted_intervals`): an adjusted interval excludes 0 exactly when the adjusted p < alpha.
 * Accuracy-like metrics live in [0, 1]; their intervals are clipped there (differences to [-1, 1]).
-* "No effect" is a claim too: it gets an equivalence test (TOST) against a margin, not a
-  non-significant p-value (`equivalence_test`), and `seeds_needed` says how many seeds the
-  observed noise would need to resolve that margin.
+* Intervals keep the seeds' degrees of freedom when test noise is added, so adding a source of
+  noise never narrows an interval.
+* "No effect" is a claim too: every verdict is read off the interval printed beside it, against 0
+  and against an equivalence margin (`interval_verdict`: equivalent, different within the margin,
+  different, inconclusive), never off a non-significant p-value; `seeds_needed` says how many
+  seeds the observed noise would need to resolve that margin.
 """

@@ -10,7 +10,7 @@ import pandas as pd
 from scipy import stats
 
 from ablation_lab.ablations import BASELINE
-from ablation_lab.statistics.inference import REFERENCE, Hits, equivalence_test, paired_contrast
+from ablation_lab.statistics.inference import REFERENCE, Hits, equivalence_test, interval_verdict, paired_contrast
 
 
 def verdict(low: float, high: float, seeds: int) -> str:
@@ -196,7 +196,7 @@ def _dropout_claim(
     zero = [n for n, r in rate_of.items() if r == 0]
     reference, reference_name = (("dropout", zero[0]), "dropout 0") if zero else ((BASELINE, REFERENCE), "the baseline")
     result = paired_contrast(runs, {("dropout", tested): 1.0, reference: -1.0}, hits=hits)
-    test = equivalence_test(result, margin)
+    test = equivalence_test(result, margin)  # its p_tost; the verdict is read off the printed 95% interval
     note = "" if high_rate == 0.8 else f"; the study has no rate 0.8, tested at its largest rate {high_rate:g}"
     return [
         {
@@ -205,10 +205,11 @@ def _dropout_claim(
             "ci_low": result["low"],
             "ci_high": result["high"],
             "seeds": result["seeds"],
-            "verdict": test["verdict"],
+            "verdict": interval_verdict(result["low"], result["high"], margin),
             "detail": (
-                f"accuracy(dropout {high_rate:g}) - accuracy({reference_name}){note}; equivalence (TOST) within +-{margin:g} (margin): "
-                f"90% interval [{test['tost_low']:+.4f}, {test['tost_high']:+.4f}], p_tost={test['p_tost']:.2g}; 95% interval: {result['method']}"
+                f"accuracy(dropout {high_rate:g}) - accuracy({reference_name}){note}; the 95% interval against 0 and "
+                f"against the margin +-{margin:g} (equivalent, different within the margin, different or inconclusive; "
+                f"TOST p={test['p_tost']:.2g}); {result['method']}"
             ),
         }
     ]

@@ -102,13 +102,16 @@ def _seeds_and_test(
     Variance of the mean = var_seed + var_test, with var_seed = sd(per_seed)^2 / S: seed noise
     is how much the estimate moves with the training seed on this test split, test noise how
     much it would move on another split drawn like it; the two are added as independent. The
-    seed-by-example interaction (seeds disagreeing on the same example) shows up in both, so
-    the sum errs on the wide side, by at most that term, rather than understating. Degrees of freedom by
-    Welch-Satterthwaite (var_seed has S-1 df, var_test n_test-1): with no test noise this is
-    exactly the t-interval over seeds (scipy's ttest_rel for paired differences); with 2 seeds
-    it stays near 1 df while seed noise dominates (2 values say little about a variance, and a
-    normal quantile would pretend otherwise) and moves to the normal as test noise dominates,
-    so two seeds that happen to agree no longer give a zero-width interval.
+    seed-by-example interaction (seeds disagreeing on the same example) shows up in both.
+
+    Degrees of freedom: S - 1, the seeds', whatever the test noise. The interval is then
+    t(S-1) x sqrt(var_seed + var_test), never narrower than the t-interval over seeds alone
+    (t(S-1) x sqrt(var_seed), scipy's ttest_rel for paired differences): adding a source of
+    noise never narrows an interval. Welch-Satterthwaite df, used before, treated the bootstrap
+    variance as known to within n_test - 1 df, so a second variance term raised the df (2 -> ~8
+    with 3 seeds), dropped the t quantile (4.30 -> ~2.3) and gave a narrower interval than the
+    seeds alone in most comparisons (docs/statistics.md). With seeds that happen to agree
+    (var_seed = 0) the test noise still gives a non-zero width, at the seeds' df.
     """
     values = np.asarray(per_seed, dtype=float)
     n_seeds = len(values)
@@ -122,16 +125,14 @@ def _seeds_and_test(
         return {**out, "method": "1 seed: no interval (seed noise unknown)"}
     sd = float(values.std(ddof=1))
     var_seed = sd**2 / n_seeds
-    method = f"{name} over {n_seeds} seeds"
+    df = float(n_seeds - 1)  # the seeds', whatever the test noise (see above)
+    method = f"{name} over {n_seeds} seeds ({n_seeds - 1} df)"
     if per_example is None:
-        var_test, df = 0.0, float(n_seeds - 1)
-        method += f" ({n_seeds - 1} df); seed noise only (no hit vectors)"
+        var_test = 0.0
+        method += "; seed noise only (no hit vectors)"
     else:
         var_test = bootstrap_variance(per_example, n_boot, seed)
-        total = var_seed + var_test
-        denominator = var_seed**2 / (n_seeds - 1) + var_test**2 / max(len(per_example) - 1, 1)
-        df = total**2 / denominator if denominator > 0 else float(n_seeds - 1)
-        method += f" + test-set bootstrap ({n_boot} resamples of {len(per_example)} examples), Welch-Satterthwaite df {df:.3g}"
+        method += f" + test-set bootstrap ({n_boot} resamples of {len(per_example)} examples)"
     if bounds is not None:
         method += f", clipped to [{bounds[0]:g}, {bounds[1]:g}]"
     if var_seed == 0:
@@ -324,26 +325,45 @@ def adjusted_intervals(
 # --- "no effect" and "how many seeds" ----------------------------------------------------
 
 
+# The four outcomes of testing a difference against zero and against an equivalence margin
+# together (Lakens 2017, 2018), each read off one interval: the one printed beside it.
+EQUIVALENT = "equivalent"  # the interval lies within (-margin, +margin) and contains 0
+NEGLIGIBLE = "different, within margin"  # it excludes 0 and lies within the margin: real but negligible
+DIFFERENT = "different"  # it excludes 0 and reaches beyond the margin
+INCONCLUSIVE = "inconclusive"  # it contains 0 and reaches beyond the margin: more seeds or examples
+NOT_TESTABLE = "not testable (needs 2+ seeds)"
+VERDICTS = (EQUIVALENT, NEGLIGIBLE, DIFFERENT, INCONCLUSIVE)
+
+
+def interval_verdict(low: float, high: float, margin: float) -> str:
+    """Which of the four outcomes an interval shows, against 0 and against +-`margin`."""
+    if not (np.isfinite(low) and np.isfinite(high)):
+        return NOT_TESTABLE
+    excludes_zero = low > 0 or high < 0
+    within_margin = -margin < low and high < margin
+    if within_margin:
+        return NEGLIGIBLE if excludes_zero else EQUIVALENT
+    return DIFFERENT if excludes_zero else INCONCLUSIVE
+
+
 def equivalence_test(
     data: Sequence[float] | Mapping[str, Any],
     margin: float = 0.01,
     alpha: float = 0.05,
     *,
-    difference_confidence: float | None = None,
+    confidence: float | None = None,
 ) -> dict[str, Any]:
-    """TOST: is the difference within (-margin, +margin)? `data`: paired differences, or a `paired_difference` dict.
+    """Is the difference zero, within +-margin, both or neither? `data`: paired differences, or a `paired_difference` dict.
 
-    Two one-sided t-tests, H0: difference <= -margin (p_lower) and H0: difference >= +margin
-    (p_upper); `p_tost` = max of the two. Verdict:
-      "equivalent"   the (1 - 2 alpha) interval (90%) lies inside (-margin, +margin), i.e. p_tost < alpha;
-                     a difference can be real (95% interval excludes 0) and still this small;
-      "different"    not equivalent, and the (1 - alpha) interval (or the one at
-                     `difference_confidence`, e.g. a Holm-adjusted level) excludes 0;
-      "inconclusive" neither: the data fit both a zero and a margin-sized difference (more seeds);
-      "not testable (needs 2+ seeds)" without a standard error.
-    Returns the verdict, p_tost, p_lower, p_upper, the (1 - 2 alpha) interval as
-    tost_low/tost_high, the difference interval as ci_low/ci_high, within_margin,
-    excludes_zero, margin and estimate.
+    Decided on one two-sided interval, at `confidence` (default 1 - alpha; a family of
+    comparisons passes its Holm level, so equivalence is adjusted as the differences are):
+    `interval_verdict` reads the four outcomes off it, and that interval is what the tables
+    print beside the verdict. An interval at level c inside (-margin, +margin) is the two
+    one-sided tests (TOST) each at (1 - c) / 2: stricter than the usual TOST at alpha with a
+    (1 - 2 alpha) interval, and in exchange the difference and the equivalence verdicts can
+    never disagree with the printed interval. `p_tost` (max of the one-sided p-values
+    p_lower, H0: difference <= -margin, and p_upper, H0: difference >= +margin) is reported
+    unadjusted; equivalence holds iff p_tost < (1 - c) / 2.
     """
     if isinstance(data, Mapping):
         estimate, se, df = float(data["estimate"]), float(data["se"]), float(data["df"])
@@ -352,32 +372,27 @@ def equivalence_test(
         estimate = float(values.mean()) if len(values) else float("nan")
         se = float(values.std(ddof=1) / math.sqrt(len(values))) if len(values) > 1 else float("nan")
         df = float(len(values) - 1)
+    level = confidence if confidence is not None else 1 - alpha
     nan = float("nan")
-    out: dict[str, Any] = {"estimate": estimate, "margin": margin, "p_tost": nan, "p_lower": nan, "p_upper": nan}
-    out |= {"tost_low": nan, "tost_high": nan, "ci_low": nan, "ci_high": nan, "within_margin": False, "excludes_zero": False}
+    out: dict[str, Any] = {"estimate": estimate, "margin": margin, "confidence": level, "p_tost": nan, "p_lower": nan, "p_upper": nan}
+    out |= {"low": nan, "high": nan, "within_margin": False, "excludes_zero": False}
     if not (np.isfinite(se) and np.isfinite(estimate)):
-        return {**out, "verdict": "not testable (needs 2+ seeds)"}
+        return {**out, "verdict": NOT_TESTABLE}
     if se == 0:  # the limit of the t-tests: certain on the right side of a bound, else no evidence
         p_lower, p_upper = (0.0 if estimate > -margin else 1.0), (0.0 if estimate < margin else 1.0)
     else:
         p_lower = float(stats.t.sf((estimate + margin) / se, df))
         p_upper = float(stats.t.cdf((estimate - margin) / se, df))
-    tost_low, tost_high = _interval(estimate, se, df, 1 - 2 * alpha)
-    ci_low, ci_high = _interval(estimate, se, df, difference_confidence if difference_confidence is not None else 1 - alpha)
-    within = bool(-margin < tost_low and tost_high < margin)
-    excludes = bool(ci_low > 0 or ci_high < 0)
-    verdict = "equivalent" if within else "different" if excludes else "inconclusive"
+    low, high = _interval(estimate, se, df, level)
     return out | {
         "p_tost": max(p_lower, p_upper),
         "p_lower": p_lower,
         "p_upper": p_upper,
-        "tost_low": tost_low,
-        "tost_high": tost_high,
-        "ci_low": ci_low,
-        "ci_high": ci_high,
-        "within_margin": within,
-        "excludes_zero": excludes,
-        "verdict": verdict,
+        "low": low,
+        "high": high,
+        "within_margin": bool(-margin < low and high < margin),
+        "excludes_zero": bool(low > 0 or high < 0),
+        "verdict": interval_verdict(low, high, margin),
     }
 
 
@@ -416,9 +431,3 @@ def seeds_needed(
         middle = (low + high) // 2
         low, high = (low, middle) if _power(middle, effect, alpha) >= power else (middle, high)
     return max(2, high)
-
-
-# --- tables the report draws --------------------------------------------------------------
-
-
-# --- the article's qualitative claims -----------------------------------------------------

@@ -17,6 +17,7 @@ from ablation_lab.statistics.inference import (
     Hits,
     adjusted_intervals,
     equivalence_test,
+    interval_verdict,
     mean_interval,
     paired_contrast,
     seeds_needed,
@@ -125,8 +126,8 @@ def compare_to_baseline(
     excludes 0 iff `p_holm` < alpha (`adjustment`, `adjusted_confidence` say how it was made);
     the unadjusted 95% interval and `p_value`; `pairs`; `method` (seed noise only, or plus the
     test-set bootstrap when `hits` maps (family, variant, seed) to hit vectors); `equivalence`,
-    the TOST verdict against +-`margin` (unadjusted TOST, each variant its own claim; its
-    "different" uses the Holm interval, so it never contradicts `p_holm`) with `p_tost`; and
+    the verdict the Holm interval shows against 0 and +-`margin` (`interval_verdict`: equivalent,
+    different within the margin, different, inconclusive), with the unadjusted `p_tost`; and
     `seeds_needed` to resolve a difference of `margin` at the observed paired sd.
     """
     reference = (BASELINE, REFERENCE)
@@ -162,17 +163,17 @@ def compare_to_baseline(
 
 
 def _adjust_family(part: pd.DataFrame, alpha: float, margin: float, bounds: tuple[float, float] | None) -> pd.DataFrame:
-    """One family's Holm columns and equivalence verdicts (its "different" at the Holm level)."""
+    """One family's Holm columns, and the verdict its printed (Holm) interval shows against 0 and the margin.
+
+    The same interval decides the difference (it excludes 0 iff p_holm < alpha) and the
+    equivalence (it lies within +-margin), so equivalence is adjusted as the differences are
+    and no verdict can disagree with the interval beside it. `p_tost` is the unadjusted TOST
+    p-value, for reference.
+    """
     adjusted = adjusted_intervals(part["difference"], part["se"], part["df"], part["p_value"], alpha, bounds).set_index(part.index)
     m = int(np.isfinite(part["p_value"].to_numpy(dtype=float)).sum())
-    tests = [
-        equivalence_test(
-            {"estimate": row.difference, "se": row.se, "df": row.df},
-            margin,
-            alpha,
-            difference_confidence=level if np.isfinite(level) else None,
-        )
-        for row, level in zip(part.itertuples(), adjusted["level"], strict=True)
+    p_tost = [
+        equivalence_test({"estimate": row.difference, "se": row.se, "df": row.df}, margin, alpha)["p_tost"] for row in part.itertuples()
     ]
     return pd.DataFrame(
         {
@@ -181,8 +182,8 @@ def _adjust_family(part: pd.DataFrame, alpha: float, margin: float, bounds: tupl
             "p_holm": adjusted["p_holm"],
             "adjusted_confidence": adjusted["level"],
             "adjustment": f"Holm step-down within family (m={m})",
-            "equivalence": [t["verdict"] for t in tests],
-            "p_tost": [t["p_tost"] for t in tests],
+            "equivalence": [interval_verdict(low, high, margin) for low, high in zip(adjusted["low"], adjusted["high"], strict=True)],
+            "p_tost": p_tost,
         },
         index=part.index,
     )
