@@ -48,7 +48,7 @@ def child(path: str, n: int, out: str, activation: str) -> None:
     import numpy as np
 
     sys.path.insert(0, str(REPO / "workflow"))
-    from ablation_lab.analyses import elasticity
+    from ablation_lab.analyses import elasticity, similarity
     from ablation_lab.models import one_step
     from ablation_lab.training.train import configure_tensorflow, train_model
 
@@ -77,7 +77,7 @@ def child(path: str, n: int, out: str, activation: str) -> None:
         changes = one_step.first_order_changes(network, x, y, LEARNING_RATE)[0]
     seconds = time.perf_counter() - started
     np.save(out, changes)
-    auc = float(elasticity.row_aucs(np.linalg.norm(changes, axis=2), y).mean())
+    auc = float(similarity.row_aucs(np.linalg.norm(changes, axis=2), y).mean())
     emit({"seconds": seconds, "peak_mb": peak_mb(), "added_mb": peak_mb() - before, "auc": auc})
 
 

@@ -85,3 +85,17 @@ def test_the_knocked_out_side_has_no_hit_vectors_and_says_its_interval_is_seed_n
     expected = paired_difference([0.90, 0.91, 0.89], [0.81, 0.72, 0.79])
     assert (row["gap_ci_low"], row["gap_ci_high"]) == pytest.approx((expected["low"], expected["high"]))
     assert "seed noise only" in row["method"]
+
+
+def test_the_gap_is_described_by_what_was_measured_on_this_model():
+    """No "post-hoc effects are lower bounds" as a fact: a one-hidden-layer MLP has nothing downstream to repair."""
+    from ablation_lab.analyses.compensation import what_the_gap_measures
+
+    shallow = {"model": {"hidden_units": [128]}, "posthoc": {"layers": [], "fills": ["zero"]}}
+    said = " ".join(what_the_gap_measures(shallow, {"units", "noise"}))
+    assert "feeds the output layer directly" in said and "zero fill" in said and "overstate" in said
+    assert "train/test mismatch" in said and "lower bound" not in said
+    deep = {"model": {"hidden_units": [64, 64, 64]}, "posthoc": {"layers": [1], "fills": ["mean"]}}
+    said = " ".join(what_the_gap_measures(deep, {"units"}))
+    assert "2 hidden layer(s) follow hidden_1" in said and "not measured here" in said and "train/test" not in said
+    assert what_the_gap_measures(deep, {"input"}) == []

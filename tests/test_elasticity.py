@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
-from ablation_lab.analyses import elasticity
+from ablation_lab.analyses import elasticity, similarity
 from ablation_lab.analyses.registry import ANALYSES, RunContext
 from ablation_lab.models import one_step
 
@@ -92,10 +92,10 @@ def test_a_linear_model_matches_the_closed_form(tf):
     assert gradient_norms == pytest.approx(1 / p[np.arange(len(Y)), Y])  # ||dL/df|| = 1 / p_y
     norms = np.linalg.norm(exact, axis=2)
     s_rel = norms / np.diag(norms)[:, None]
-    assert elasticity.relative_similarity(norms) == pytest.approx(s_rel)
-    assert np.diag(elasticity.relative_similarity(norms)) == pytest.approx(1.0)
+    assert similarity.relative_similarity(norms) == pytest.approx(s_rel)
+    assert np.diag(similarity.relative_similarity(norms)) == pytest.approx(1.0)
     s_ker = np.linalg.norm(linearised, axis=2) * p[np.arange(len(Y)), Y][:, None] / lr
-    assert elasticity.kernel_similarity(np.linalg.norm(first, axis=2), gradient_norms, lr) == pytest.approx(s_ker)
+    assert similarity.kernel_similarity(np.linalg.norm(first, axis=2), gradient_norms, lr) == pytest.approx(s_ker)
 
 
 @pytest.mark.parametrize("activation", ["relu", "tanh", "sigmoid", "linear"])
@@ -214,11 +214,11 @@ def test_row_auc_and_the_ratio_see_class_structure_and_ignore_row_scale():
     labels = np.array([0, 0, 0, 1, 1, 1])
     same = (labels[:, None] == labels[None, :]).astype(float)
     elastic = np.where(same == 1, 2.0, 0.5) * np.array([1, 10, 1e-6, 1, 3, 1])[:, None]  # wildly different row scales
-    assert elasticity.row_aucs(elastic, labels) == pytest.approx(1.0)
-    assert elasticity.row_aucs(1 / elastic, labels) == pytest.approx(0.0)
-    assert elasticity.row_aucs(np.ones((6, 6)), labels) == pytest.approx(0.5)
-    similarity = elasticity.symmetrised(np.where(same == 1, 3.0, 1.0))
-    assert elasticity.elasticity_ratio(similarity, labels) == pytest.approx(3.0)
+    assert similarity.row_aucs(elastic, labels) == pytest.approx(1.0)
+    assert similarity.row_aucs(1 / elastic, labels) == pytest.approx(0.0)
+    assert similarity.row_aucs(np.ones((6, 6)), labels) == pytest.approx(0.5)
+    matrix = similarity.symmetrised(np.where(same == 1, 3.0, 1.0))
+    assert similarity.elasticity_ratio(matrix, labels) == pytest.approx(3.0)
 
 
 def test_row_aucs_equal_scikit_learns_roc_auc_score_row_by_row():
@@ -228,29 +228,29 @@ def test_row_aucs_equal_scikit_learns_roc_auc_score_row_by_row():
     labels = rng.integers(0, 4, 25)
     norms = rng.integers(0, 5, size=(25, 25)).astype(float)  # many ties
     expected = [roc_auc_score(np.delete(labels == labels[i], i), np.delete(norms[i], i)) for i in range(25)]
-    assert elasticity.row_aucs(norms, labels) == pytest.approx(expected)
+    assert similarity.row_aucs(norms, labels) == pytest.approx(expected)
 
 
 def test_a_zero_self_change_makes_its_relative_row_nan_and_is_not_clustered():
     norms = np.array([[1.0, 0.5, 0.1], [0.3, 0.0, 0.2], [0.1, 0.2, 2.0]])  # x_1 moves others, not itself
-    relative = elasticity.relative_similarity(norms)
+    relative = similarity.relative_similarity(norms)
     assert np.isnan(relative[1]).all() and relative[0, 1] == 0.5 and relative[2, 2] == 1.0
-    scores = elasticity.clustering_scores(elasticity.symmetrised(relative), np.array([0, 0, 1]), 2, 0)
+    scores = similarity.clustering_scores(similarity.symmetrised(relative), np.array([0, 0, 1]), 2, 0)
     assert all(np.isnan(v) for v in scores.values())
 
 
 def block_similarity(labels: np.ndarray, noise: float, seed: int = 0) -> np.ndarray:
     rng = np.random.default_rng(seed)
     same = labels[:, None] == labels[None, :]
-    return elasticity.symmetrised(np.where(same, 1.0, 0.05) + noise * rng.random(same.shape))
+    return similarity.symmetrised(np.where(same, 1.0, 0.05) + noise * rng.random(same.shape))
 
 
 def test_clustering_an_obviously_separated_similarity_recovers_the_classes():
     labels = np.repeat(np.arange(4), 10)
-    scores = elasticity.clustering_scores(block_similarity(labels, 0.1), labels, 4, 0)
+    scores = similarity.clustering_scores(block_similarity(labels, 0.1), labels, 4, 0)
     assert scores["ari_kmeans"] == pytest.approx(1.0) and scores["ari_spectral"] == pytest.approx(1.0)
     assert scores["nmi_kmeans"] == pytest.approx(1.0) and scores["nmi_spectral"] == pytest.approx(1.0)
-    shuffled = elasticity.clustering_scores(block_similarity(labels, 0.1), np.random.default_rng(0).permutation(labels), 4, 0)
+    shuffled = similarity.clustering_scores(block_similarity(labels, 0.1), np.random.default_rng(0).permutation(labels), 4, 0)
     assert shuffled["ari_kmeans"] < 0.3 and shuffled["ari_spectral"] < 0.3
 
 
@@ -346,34 +346,47 @@ def elasticity_rows(family: str, variant: str, seed: int, row_auc: np.ndarray, r
     return rows + [base | {"metric": "row_auc", "example": i, "value": v} for i, v in enumerate(row_auc)]
 
 
-def study_table(nonlinear: float, linear: float, seeds: tuple[int, ...] = (1, 2, 3)) -> pd.DataFrame:
+def study_table(nonlinear: float, linear: float, seeds: tuple[int, ...] = (1, 2, 3), **levels: float) -> pd.DataFrame:
+    """relu and tanh at `nonlinear`, linear at `linear`, and any other activation at its own level."""
     rng = np.random.default_rng(5)
     rows = []
     for seed in seeds:
-        for variant, level in (("relu", nonlinear), ("tanh", nonlinear), ("linear", linear)):
+        for variant, level in {"relu": nonlinear, "tanh": nonlinear, **levels, "linear": linear}.items():
             rows += elasticity_rows("activation", variant, seed, np.clip(level + 0.05 * rng.normal(size=40), 0, 1), 2 * level)
     return pd.DataFrame(rows)
 
 
-def test_the_claim_is_a_tested_statement():
-    held = elasticity.nonlinear_claim(study_table(0.8, 0.55))
-    assert held["verdict"] == "held" and held["estimate"] == pytest.approx(0.25, abs=0.03) and held["low"] > 0
-    assert "held here" in elasticity.claim_sentence(held)
-    assert elasticity.nonlinear_claim(study_table(0.55, 0.8))["verdict"] == "contradicted"
-    assert elasticity.nonlinear_claim(study_table(0.6, 0.6))["verdict"] == "within seed noise"
-    alone = elasticity.nonlinear_claim(study_table(0.8, 0.55, seeds=(1,)))
-    assert alone["verdict"].startswith("not testable") and "could not be tested" in elasticity.claim_sentence(alone)
-    assert elasticity.nonlinear_claim(study_table(0.8, 0.55).query("variant != 'linear'")) is None
+def test_the_claim_is_tested_per_activation():
+    held = elasticity.activation_claims(study_table(0.8, 0.55)).set_index("activation")
+    assert list(held.index) == ["relu", "tanh"] and set(held["verdict"]) == {"held"} and (held["low"] > 0).all()
+    assert held.loc["relu", "estimate"] == pytest.approx(0.25, abs=0.03)
+    assert "held for relu, tanh" in elasticity.claims_sentence(held.reset_index())
+    assert set(elasticity.activation_claims(study_table(0.55, 0.8))["verdict"]) == {"contradicted"}
+    assert set(elasticity.activation_claims(study_table(0.6, 0.6))["verdict"]) == {"within seed noise"}
+    alone = elasticity.activation_claims(study_table(0.8, 0.55, seeds=(1,)))
+    assert alone["verdict"].str.startswith("not testable").all() and "could not be tested for relu, tanh" in elasticity.claims_sentence(
+        alone
+    )
+    assert elasticity.activation_claims(study_table(0.8, 0.55).query("variant != 'linear'")) is None
 
 
-def test_the_learnable_activations_are_shown_but_not_in_the_claims_contrast():
+def test_one_verdict_per_activation_names_which_hold_and_which_do_not():
+    """Pooling relu, tanh and sigmoid would hide that only one of them differs from linear."""
+    claims = elasticity.activation_claims(study_table(0.56, 0.55, sigmoid=0.8)).set_index("activation")
+    assert claims.loc["sigmoid", "verdict"] == "held" and claims.loc["relu", "verdict"] == "within seed noise"
+    sentence = elasticity.claims_sentence(claims.reset_index())
+    assert "held for sigmoid" in sentence and "was not resolved for relu, tanh" in sentence
+    assert (claims["level"] >= 0.95).all() and claims["p_holm"].notna().all(), "Holm-adjusted over the activations"
+
+
+def test_the_learnable_activations_get_their_own_verdict():
     rng = np.random.default_rng(9)
     learned = [elasticity_rows("activation", "gp", seed, np.clip(0.3 + 0.05 * rng.normal(size=40), 0, 1), 0.6) for seed in (1, 2)]
     table = pd.concat([study_table(0.8, 0.55), pd.DataFrame([row for rows in learned for row in rows])])  # gp: seed 3 missing
-    claim = elasticity.nonlinear_claim(table)
-    assert claim["nonlinear"] == ["relu", "tanh"] and claim["learnable"] == ["gp"]
-    assert claim["seeds"] == 3 and claim["estimate"] == pytest.approx(elasticity.nonlinear_claim(study_table(0.8, 0.55))["estimate"])
-    assert "The learnable activations (gp) are not in this contrast" in elasticity.claim_sentence(claim)
+    claims = elasticity.activation_claims(table).set_index("activation")
+    assert list(claims.index) == ["relu", "tanh", "gp"] and claims["learnable"].tolist() == [False, False, True]
+    assert claims.loc["gp", "seeds"] == 2 and claims.loc["relu", "seeds"] == 3, "each paired on the seeds both sides have"
+    assert claims.loc["gp", "estimate"] < 0
     assert "gp" in set(elasticity.variant_summary(table)["variant"])
 
 
@@ -405,7 +418,8 @@ def test_the_section_renders_with_its_figure_and_verdict(tmp_path):
     (section,) = elasticity_section(inputs)
     assert section.id == "elasticity" and len(section.figures) == 1
     texts = " ".join(b.get("text", b.get("html", "")) for b in section.blocks)
-    assert "held here" in texts and "activation/linear" in texts and "ari_spectral_kernel" in texts
+    assert "held for relu, tanh" in texts and "activation/linear" in texts and "ari_spectral_kernel" in texts
+    assert "verdict (this interval)" in texts
     assert elasticity_section(ReportInputs(study={}, meta={}, tables={})) == []
     empty = pd.DataFrame(columns=["family", "variant", "seed", "run", "metric", "example", "value"])
     (note,) = elasticity_section(ReportInputs(study={}, meta={}, tables={"elasticity": empty}))

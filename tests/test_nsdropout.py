@@ -181,6 +181,7 @@ def test_summary_intervals_and_the_gap_to_the_oracle():
         oracle, honest = rng.random(200) < 0.98, rng.random(200) < 0.8
         arrays[("nsdropout", "ns", seed)] = {"hits_oracle": oracle, "hits_none": honest}
         run = {"family": "nsdropout", "variant": "ns", "seed": seed, "layer": "nsdropout", "rate": 0.2, "metric": "accuracy"}
+        run |= {"best_epoch": 5 + seed, "epochs_trained": 300}
         rows += [run | {"mode": "none", "value": honest.mean()}, run | {"mode": "oracle", "value": oracle.mean()}]
     ordered = nsdropout.summarise_modes(pd.DataFrame(rows), arrays)
     assert list(ordered["mode"]) == ["oracle", "none"], "the oracle row leads its model's rows"
@@ -188,6 +189,7 @@ def test_summary_intervals_and_the_gap_to_the_oracle():
     assert summary.loc["oracle", "error_low"] <= summary.loc["oracle", "error_rate"] <= summary.loc["oracle", "error_high"]
     assert summary.loc["none", "minus_oracle_high"] < 0, "18 points lost without the label, resolved by 600 examples"
     assert pd.isna(summary.loc["oracle", "minus_oracle"]), "the oracle is not compared with itself"
+    assert summary.loc["none", "chosen_epochs"] == "6, 7, 8 of 300" and summary.loc["none", "df"] == 2
 
 
 def test_the_family_shares_runs_with_identical_models(test_config):
@@ -222,13 +224,13 @@ def test_the_report_section_puts_honest_rows_beside_the_oracle():
             {"family": "nsdropout", "variant": "ns", "mode": "none", "seeds": 3, "error_rate": 0.2, "error_low": 0.15, "error_high": 0.25}
             | {"minus_oracle": -0.2, "minus_oracle_low": -0.25, "minus_oracle_high": -0.15},
         ]
-    ).assign(method="t over 3 seeds")
+    ).assign(method="t over 3 seeds", df=[2, 7], chosen_epochs=["6, 7, 8 of 300", "6, 7, 8 of 300"])
     table = pd.DataFrame(
         [{"family": "nsdropout", "variant": "ns", "seed": 1, "mode": "wrong-mask", "metric": "follows_mask_rate", "value": 0.9}]
     )
     labels = pd.DataFrame([{"family": "nsdropout", "variant": "ns", "label": "NSDropout 0.2"}])
     inputs = ReportInputs(
-        study={"study": "s", "dataset": {"name": "mnist5k"}},
+        study={"study": "s", "dataset": {"name": "mnist5k"}, "training": {"epochs": 300, "early_stopping_patience": 0}},
         meta={"class_names": list("0123456789")},
         tables={"nsdropout_summary": summary, "nsdropout": table, "summary": labels},
     )
@@ -237,3 +239,5 @@ def test_the_report_section_puts_honest_rows_beside_the_oracle():
     assert "label leakage" in text and "mnist5k: test error %" in text
     assert "0.00 [0.00, 1.00]" in text and "20.00 [15.00, 25.00]" in text
     assert "gap of 20.00 points excludes 0" in text and "that class 90% of the time (chance 10%)" in text
+    assert "up to 300 epochs, with no early stopping" in text and "lowest validation loss" in text, "the protocol is stated"
+    assert "<td>6, 7, 8 of 300</td>" in text and "<td>7</td>" in text, "each row's own df and kept epochs"

@@ -21,7 +21,7 @@ coordinate where there is one), the same contrast with those weights. Unadjusted
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -163,6 +163,33 @@ def plot_compensation(gaps: pd.DataFrame, comparison: str, path: str | Path) -> 
     save_figure(figure, path)
 
 
+def what_the_gap_measures(study: Mapping[str, Any], comparisons: set[str]) -> list[str]:
+    """What this study's gap can and cannot be read as: measured facts about its model, not a paper's expectation."""
+    posthoc, model = study.get("posthoc") or {}, study.get("model") or {}
+    layer = compensation_layer(posthoc.get("layers", [])) or 1
+    downstream = len(model.get("hidden_units", [])) - layer
+    fill = (posthoc.get("fills") or ["zero"])[0]
+    said = []
+    if UNITS in comparisons:
+        if downstream <= 0:
+            said.append(
+                f"In this model the knocked-out layer, hidden_{layer}, feeds the output layer directly: no hidden layer "
+                "downstream of it can repair the removal, so the post-hoc side measures the removal itself."
+            )
+        else:
+            said.append(f"{downstream} hidden layer(s) follow hidden_{layer}; whether they partly repair a knockout is not measured here.")
+        said.append(
+            f"Removed units output the {fill} fill, which the next layer may never have seen in training: a post-hoc effect "
+            "can overstate a component's importance as well as understate it, so the gap is not a pure measure of compensation."
+        )
+    if "noise" in comparisons:
+        said.append(
+            "For noise, the retrained model saw the noise in training and the post-hoc one meets it first at test time: "
+            "that gap is a train/test mismatch as much as compensation."
+        )
+    return said
+
+
 def compensation_section(inputs: ReportInputs) -> list[SectionContent]:
     gaps = inputs.tables.get("compensation")
     if gaps is None or gaps.empty:
@@ -172,10 +199,11 @@ def compensation_section(inputs: ReportInputs) -> list[SectionContent]:
         "component was removed afterwards, on the same seeds; the gap is retrained minus post-hoc accuracy, with the "
         "unadjusted 95% interval the comparisons with the baseline use: seed noise of the paired gaps plus, where both "
         "sides have per-example predictions (input, noise), a paired bootstrap over test examples; the knocked-out "
-        "side of the units comparison is a mean over random draws with none, so its interval is seed noise only. Post-hoc effects are lower bounds on a component's "
-        "importance (downstream layers partly repair an ablation), while retraining lets the whole network compensate: "
-        "a positive gap is compensation the retrain ablation hides."
+        "side of the units comparison is a mean over random draws with none, so its interval is seed noise only. "
+        "A positive gap: the network retrained without the component did better than the trained one with it removed."
     )
+    for caveat in what_the_gap_measures(inputs.study, set(gaps["comparison"])):
+        section.say(caveat)
     section.figures = [
         {"alt": f"compensation {p}", "data": png(p)}
         for p in [paths[0] for name, paths in inputs.figures.items() if name.startswith("compensation_")]

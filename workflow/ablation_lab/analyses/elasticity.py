@@ -70,6 +70,7 @@ import numpy as np
 import pandas as pd
 
 from ablation_lab.analyses.base import Analysis, RunContext
+from ablation_lab.analyses.similarity import input_clustering_scores, row_aucs, similarity_metrics
 from ablation_lab.models.one_step import (
     KerasNetwork,
     Network,
@@ -84,96 +85,11 @@ from ablation_lab.models.one_step import (
 from ablation_lab.models.settings import LEARNABLE_ACTIVATIONS
 from ablation_lab.report.sections import ReportInputs, SectionContent, fmt, html_table, interval, png
 
-CLUSTERINGS = ("kmeans", "spectral")
 METHODS = ("first_order", "exact")  # `elasticity.method` (the schema's enum is tested against it)
 COLUMNS = ["metric", "example", "value"]
-KMEANS_INITS = 4  # K-means restarts (k-means++ seeds), fixed in advance; the best of them is kept
 
 
 # --- similarities and their summaries -------------------------------------------------------
-
-
-def relative_similarity(norms: np.ndarray) -> np.ndarray:
-    """S_rel[i, j] = change[i, j] / change[i, i]; a row whose self-change is exactly 0 is NaN."""
-    diagonal = np.diag(norms)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        similarity = norms / diagonal[:, None]
-    similarity[diagonal == 0] = np.nan
-    return similarity
-
-
-def kernel_similarity(norms: np.ndarray, gradient_norms: np.ndarray, learning_rate: float) -> np.ndarray:
-    """S_ker[i, j] = change[i, j] / (lr ||dL/df(x_i)||): never divides by a self-change."""
-    return norms / (learning_rate * gradient_norms[:, None])
-
-
-def symmetrised(similarity: np.ndarray) -> np.ndarray:
-    return (similarity + similarity.T) / 2
-
-
-def elasticity_ratio(similarity: np.ndarray, labels: np.ndarray) -> float:
-    """Mean similarity over same-class pairs (i != j) / mean over different-class pairs; finite entries only."""
-    same = labels[:, None] == labels[None, :]
-    finite = np.isfinite(similarity)
-    within = similarity[same & ~np.eye(len(labels), dtype=bool) & finite]
-    between = similarity[~same & finite]
-    if not len(within) or not len(between) or between.mean() == 0:
-        return float("nan")
-    return float(within.mean() / between.mean())
-
-
-def row_aucs(norms: np.ndarray, labels: np.ndarray) -> np.ndarray:
-    """Per row i: ROC AUC of change[i, j] (j != i) separating x_j of x_i's class from the others.
-
-    Invariant to the row's scale, so one AUC per row serves change, S_rel and S_ker alike.
-    All rows at once by the rank (Mann-Whitney) form, ties at half: the same numbers as
-    scikit-learn's `roc_auc_score` row by row (tested), without n calls of it. A row whose
-    changes are all equal (e.g. all 0) scores 0.5.
-    """
-    from scipy.stats import rankdata
-
-    n = len(labels)
-    others = ~np.eye(n, dtype=bool)
-    scores = norms[others].reshape(n, n - 1)
-    same = (labels[:, None] == labels[None, :])[others].reshape(n, n - 1)
-    positives = same.sum(axis=1)
-    rank_sum = (rankdata(scores, axis=1) * same).sum(axis=1)
-    return (rank_sum - positives * (positives + 1) / 2) / (positives * (n - 1 - positives))
-
-
-def clustering_scores(similarity: np.ndarray, labels: np.ndarray, k: int, seed: int) -> dict[str, float]:
-    """ARI and NMI against the classes of K-means on the matrix's rows and of spectral clustering with it as affinity.
-
-    k is the number of classes and the seeds are fixed: nothing here is tuned, on test or elsewhere.
-    A matrix with a non-finite entry (a zero self-change in S_rel) is not clustered (NaN).
-    """
-    from sklearn.cluster import KMeans, SpectralClustering
-
-    names = [f"{score}_{method}" for method in CLUSTERINGS for score in ("ari", "nmi")]
-    if not np.all(np.isfinite(similarity)):
-        return dict.fromkeys(names, float("nan"))
-    found = {
-        "kmeans": KMeans(k, n_init=KMEANS_INITS, random_state=seed).fit_predict(similarity),
-        "spectral": SpectralClustering(k, affinity="precomputed", random_state=seed).fit_predict(np.clip(similarity, 0, None)),
-    }
-    return {name: value for method, clusters in found.items() for name, value in agreement(labels, clusters, method).items()}
-
-
-def agreement(labels: np.ndarray, clusters: np.ndarray, method: str) -> dict[str, float]:
-    from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
-
-    return {
-        f"ari_{method}": float(adjusted_rand_score(labels, clusters)),
-        f"nmi_{method}": float(normalized_mutual_info_score(labels, clusters)),
-    }
-
-
-def input_clustering_scores(x: np.ndarray, labels: np.ndarray, k: int, seed: int) -> dict[str, float]:
-    """The reference: K-means on the raw (flattened) inputs of the same sample."""
-    from sklearn.cluster import KMeans
-
-    clusters = KMeans(k, n_init=KMEANS_INITS, random_state=seed).fit_predict(x.reshape(len(x), -1))
-    return {f"{name}_inputs": value for name, value in agreement(labels, clusters, "kmeans").items()}
 
 
 # --- one model --------------------------------------------------------------------------------
@@ -204,18 +120,6 @@ def stratified_sample(labels: np.ndarray, n: int, seed: int) -> np.ndarray:
 def check_rows(n: int, count: int) -> np.ndarray:
     """`count` rows spread evenly over the sample (it is sorted by class, so they span the classes)."""
     return np.unique(np.linspace(0, n - 1, count).round().astype(int)) if count else np.array([], dtype=int)
-
-
-def similarity_metrics(norms: np.ndarray, gradient_norms: np.ndarray, labels: np.ndarray, params: dict[str, Any]) -> dict[str, float]:
-    """Ratios and clustering scores of both similarities; the degenerate rows of S_rel are counted."""
-    k, seed = len(np.unique(labels)), int(params["seed"])
-    matrices = {"relative": relative_similarity(norms), "kernel": kernel_similarity(norms, gradient_norms, float(params["learning_rate"]))}
-    metrics = {"degenerate_rows": float(np.sum(np.diag(norms) == 0))}
-    for name, similarity in matrices.items():
-        both = symmetrised(similarity)
-        metrics[f"ratio_{name}"] = elasticity_ratio(both, labels)
-        metrics |= {f"{score}_{name}": value for score, value in clustering_scores(both, labels, k, seed).items()}
-    return metrics
 
 
 def elasticity_table(model: Any, x: np.ndarray, labels: np.ndarray, params: dict[str, Any]) -> tuple[pd.DataFrame, dict[str, np.ndarray]]:
@@ -294,59 +198,66 @@ def variant_summary(table: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(out)
 
 
-def nonlinear_claim(table: pd.DataFrame) -> dict[str, Any] | None:
-    """The paper's claim as a tested statement: mean AUC of the non-linear activations minus the linear one's.
+CLAIM_COLUMNS = ["activation", "learnable", "seeds", "estimate", "low", "high", "p_holm", "level", "verdict", "method"]
 
-    Paired by seed (`statistics.paired_difference`), with the per-example row AUCs of both
-    sides so the sampling noise of the examples is in the interval; 'held' when its 95%
-    interval is above 0 (`statistics.verdict`). None when the study has no linear and no
-    non-linear variant of the activation family. The learnable activations are left out of
-    the contrast: the claim is about fixed non-linearities, and a learned one may have
-    learned to be near-linear; the report shows them beside the others.
+
+def activation_claims(table: pd.DataFrame) -> pd.DataFrame | None:
+    """The paper's claim tested per activation: its mean AUC minus the linear model's, one row each.
+
+    One contrast per non-linear activation of the activation family, fixed and learnable
+    alike (a learned function may have learned to be near-linear: the table says so rather
+    than pooling it away), each paired by seed with the linear variant on the seeds both
+    have (`statistics.paired_difference`, with the per-example row AUCs of both sides so the
+    sampling noise of the examples is in the interval). The intervals are Holm-adjusted over
+    the activations, as a family's comparisons are; 'held' when an adjusted interval is above
+    0, 'contradicted' below, else 'within seed noise' (`statistics.verdict`). None when the
+    study has no linear and no non-linear variant of the activation family.
     """
     from ablation_lab.statistics.claims import verdict
-    from ablation_lab.statistics.inference import paired_difference
+    from ablation_lab.statistics.inference import adjusted_intervals, paired_difference
 
     activation = table[table["family"] == "activation"]
-    variants = list(activation["variant"].drop_duplicates())
-    nonlinear = [v for v in variants if v != LINEAR and v not in LEARNABLE_ACTIVATIONS]
-    if LINEAR not in set(activation["variant"]) or not nonlinear:
+    variants = [v for v in activation["variant"].drop_duplicates() if v != LINEAR]
+    if LINEAR not in set(activation["variant"]) or not variants:
         return None
-    auc = per_seed(activation, "auc")[[f"activation/{v}" for v in [*nonlinear, LINEAR]]].dropna()
-    seeds = list(auc.index)
-    contrast = auc[[f"activation/{v}" for v in nonlinear]].mean(axis=1).to_numpy()
-    matrices = [row_auc_matrix(activation, "activation", v, seeds) for v in nonlinear]
-    linear_rows = row_auc_matrix(activation, "activation", LINEAR, seeds)
-    if any(m is None for m in matrices) or linear_rows is None:
-        matrices, linear_rows = [None], None
-    hits = None if matrices[0] is None else np.mean(matrices, axis=0)
-    result = paired_difference(contrast, auc[f"activation/{LINEAR}"].to_numpy(), variant_hits=hits, baseline_hits=linear_rows)
-    ratios = per_seed(activation, "ratio_kernel").mean()
-    return result | {
-        "verdict": verdict(result["low"], result["high"], result["seeds"]),
-        "nonlinear": nonlinear,
-        "learnable": [v for v in variants if v in LEARNABLE_ACTIVATIONS],
-        "ratio_nonlinear": float(ratios[[f"activation/{v}" for v in nonlinear]].mean()),
-        "ratio_linear": float(ratios[f"activation/{LINEAR}"]),
+    auc = per_seed(activation, "auc")
+    rows = []
+    for name in variants:
+        both = auc[[f"activation/{name}", f"activation/{LINEAR}"]].dropna()
+        seeds = list(both.index)
+        mine, linear = row_auc_matrix(activation, "activation", name, seeds), row_auc_matrix(activation, "activation", LINEAR, seeds)
+        if mine is None or linear is None:
+            mine, linear = None, None
+        result = paired_difference(both.iloc[:, 0].to_numpy(), both.iloc[:, 1].to_numpy(), variant_hits=mine, baseline_hits=linear)
+        rows.append({"activation": name, "learnable": name in LEARNABLE_ACTIVATIONS} | result)
+    found = pd.DataFrame(rows)
+    adjusted = adjusted_intervals(found["estimate"], found["se"], found["df"], found["p_value"])
+    found = found.assign(low=adjusted["low"], high=adjusted["high"], p_holm=adjusted["p_holm"], level=adjusted["level"])
+    found["verdict"] = [verdict(low, high, seeds) for low, high, seeds in zip(found["low"], found["high"], found["seeds"], strict=True)]
+    return found[CLAIM_COLUMNS]
+
+
+def claims_sentence(claims: pd.DataFrame) -> str:
+    """One sentence naming the activations for which the claim held, failed or was not resolved here."""
+    groups = {
+        "held": ("held for", ""),
+        "contradicted": ("was contradicted for", " (the linear model came out more elastic)"),
+        "within seed noise": ("was not resolved for", " (the interval includes 0)"),
     }
-
-
-def claim_sentence(claim: dict[str, Any]) -> str:
-    """One sentence: did the non-linear activations come out more locally elastic than the linear one here?"""
-    outcome = {
-        "held": "held here",
-        "contradicted": "was contradicted here (the linear model came out more elastic)",
-        "within seed noise": "was not resolved here (the interval includes 0)",
-    }.get(claim["verdict"], "could not be tested here (it needs 2+ seeds)")
-    interval = "" if not np.isfinite(claim["low"]) else f", 95% interval [{claim['low']:+.3f}, {claim['high']:+.3f}]"
-    learnable = claim.get("learnable") or []
-    left_out = f" The learnable activations ({', '.join(learnable)}) are not in this contrast." if learnable else ""
+    parts = [
+        f"{before} {', '.join(claims.loc[claims['verdict'] == key, 'activation'])}{after}"
+        for key, (before, after) in groups.items()
+        if (claims["verdict"] == key).any()
+    ]
+    untested = claims.loc[~claims["verdict"].isin(list(groups)), "activation"]
+    if len(untested):
+        parts.append(f"could not be tested for {', '.join(untested)} (it needs 2+ seeds)")
     return (
-        f"The paper's claim that non-linear activations are more locally elastic than a linear one {outcome}: "
-        f"mean AUC of {', '.join(claim['nonlinear'])} minus that of linear = {claim['estimate']:+.3f}{interval} "
-        f"({claim['method']}). The verdict rests on the AUC; the mean kernelized-similarity ratio, which a few "
-        f"rows can dominate, is {claim['ratio_nonlinear']:.2f} (non-linear) vs {claim['ratio_linear']:.2f} (linear)."
-        f"{left_out}"
+        "The paper's claim that non-linear activations are more locally elastic than a linear one "
+        + "; ".join(parts)
+        + ": each activation's mean AUC minus the linear model's, paired by seed, with Holm-adjusted intervals over the "
+        "activations (table above). The verdicts rest on the AUC; the kernelized-similarity ratios, which a few rows can "
+        "dominate, are in the table of variants."
     )
 
 
@@ -472,11 +383,24 @@ def elasticity_section(inputs: ReportInputs) -> list[SectionContent]:
     columns += ["ari_kmeans_inputs", "nmi_kmeans_inputs"]
     clustering = summary[["family", "variant", *[c for c in columns if c in summary]]].round(3)
     section.add_table(html_table(clustering))
-    claim = nonlinear_claim(elasticity)
-    if claim is None:
+    claims = activation_claims(elasticity)
+    if claims is None:
         return [section.say("No linear and non-linear activation variants were analysed: the paper's claim is not tested here.")]
-    css = {"held": "held", "contradicted": "contradicted"}.get(claim["verdict"], "noise")
-    return [section.say(claim_sentence(claim), css)]
+    shown = pd.DataFrame(
+        {
+            "activation": claims["activation"] + np.where(claims["learnable"], " (learnable)", ""),
+            "seeds": claims["seeds"],
+            "AUC minus linear": claims["estimate"].map(lambda v: fmt(v, "{:+.3f}")),
+            "interval (Holm)": [interval(a, b, "{:+.3f}") for a, b in zip(claims["low"], claims["high"], strict=True)],
+            "p (Holm)": claims["p_holm"].map(lambda v: fmt(v, "{:.3g}")),
+            "verdict (this interval)": claims["verdict"],
+        }
+    )
+    section.say("The paper's claim, per activation: its AUC minus the linear model's (the interval decides the verdict).")
+    section.add_table(html_table(shown))
+    verdicts = set(claims["verdict"])
+    css = "held" if verdicts == {"held"} else "contradicted" if verdicts == {"contradicted"} else "noise"
+    return [section.say(claims_sentence(claims), css)]
 
 
 def plot(tables: Mapping[str, str], variants: Sequence[dict[str, Any]], out: Mapping[str, str]) -> None:

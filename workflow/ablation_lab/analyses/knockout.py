@@ -2,9 +2,11 @@
 
 A retrain ablation lets the whole network compensate for what was removed; knocking the
 same units out of an already trained network shows the other side (Meyes et al., 2019,
-"Ablation Studies in Artificial Neural Networks"). Downstream layers still partly repair a
-knockout (McGrath et al., 2023, "The Hydra Effect"), so post-hoc effects are lower bounds
-on a component's importance too.
+"Ablation Studies in Artificial Neural Networks"). Where hidden layers follow the knocked-out
+one they can partly repair a knockout (McGrath et al., 2023, "The Hydra Effect"); a fill
+value the next layer never saw in training can also exaggerate it. A post-hoc effect is
+therefore neither a lower nor an upper bound on a component's importance by construction;
+the report says which applies to the study's model (compensation.what_the_gap_measures).
 
 Efficiency: K masks never cost K model rebuilds or K full forward passes. The knocked-out
 layer's activations are computed once per split; each mask only reruns the layers after it,

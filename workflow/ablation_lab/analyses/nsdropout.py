@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 
 from ablation_lab.analyses.base import Analysis, RunContext
-from ablation_lab.report.sections import ReportInputs, SectionContent, html_table, interval, png
+from ablation_lab.report.sections import ReportInputs, SectionContent, fmt, html_table, interval, png
 
 ORACLE, NONE, AVERAGE, MAX_OVER_CLASSES = "oracle", "none", "average", "max-over-classes"
 MODES = (ORACLE, NONE, AVERAGE, MAX_OVER_CLASSES)
@@ -165,7 +165,10 @@ def summarise_modes(table: pd.DataFrame, arrays: dict[tuple[str, str, int], dict
                 "error_low": 1 - found["high"],
                 "error_high": 1 - found["low"],
                 "method": found["method"],
+                "df": found["df"],
             }
+            if "best_epoch" in part:
+                row["chosen_epochs"] = chosen_epochs(part)
             oracle = by_mode.get(ORACLE)
             if mode in LABEL_FREE and oracle is not None and list(oracle["seed"]) == list(part["seed"]):
                 gap = paired_difference(
@@ -177,6 +180,13 @@ def summarise_modes(table: pd.DataFrame, arrays: dict[tuple[str, str, int], dict
                 row |= {"minus_oracle": gap["estimate"], "minus_oracle_low": gap["low"], "minus_oracle_high": gap["high"]}
             rows.append(row)
     return in_reading_order(pd.DataFrame(rows))
+
+
+def chosen_epochs(runs: pd.DataFrame) -> str:
+    """Each seed's kept epoch, of the epochs it ran: "7, 9, 6 of 300" (the protocol's choice, on validation data)."""
+    epochs = ", ".join("?" if pd.isna(e) else str(int(e)) for e in runs["best_epoch"])
+    trained = runs["epochs_trained"].dropna()
+    return epochs + (f" of {int(trained.max())}" if len(trained) else "")
 
 
 LAYER_ORDER = {"none": 0, "standard": 1, "nsdropout": 2}
@@ -198,6 +208,9 @@ def nsdropout_run(context: RunContext, params: dict[str, Any]) -> tuple[pd.DataF
     model = context.spec["model"]
     table.insert(0, "layer", model.get("dropout_kind", "standard") if float(model.get("dropout", 0)) else "none")
     table.insert(1, "rate", float(model.get("dropout", 0)))
+    record = context.provenance  # the epoch whose weights were kept (lowest validation loss), and how many ran
+    table.insert(2, "best_epoch", record.get("best_epoch"))
+    table.insert(3, "epochs_trained", record.get("epochs_trained"))
     return table, arrays
 
 
@@ -260,6 +273,8 @@ def modes_report_table(summary: pd.DataFrame, labels: pd.DataFrame, dataset: str
             "layer": table["label"].fillna(table["variant"]),
             "inference": table["mode"].map(MODE_TITLES),
             "seeds": table["seeds"],
+            "kept epoch per seed": table.get("chosen_epochs", pd.Series([""] * len(table))).fillna(""),
+            "df": table.get("df", pd.Series([float("nan")] * len(table))).map(lambda v: fmt(v, "{:.0f}")),
             f"{dataset}: test error % [95% CI]": [_error_cell(row) for row in table.itertuples()],
             "accuracy minus oracle [95% CI]": [
                 ""
@@ -299,6 +314,17 @@ def nsdropout_verdicts(summary: pd.DataFrame, dependence: pd.DataFrame, n_classe
     return sentences
 
 
+def training_protocol(training: Mapping[str, Any]) -> str:
+    """Which protocol produced the table: how long the models trained and how their epoch was chosen."""
+    patience = training.get("early_stopping_patience")
+    stopping = f"stopping after {patience} epochs without a lower validation loss" if patience else "with no early stopping"
+    return (
+        f"Protocol: each model trained for up to {training.get('epochs', '?')} epochs, {stopping}; the weights kept are "
+        "those of its epoch with the lowest validation loss (validation split, unmasked forward pass), the epoch shown "
+        "per seed. The test split chose nothing."
+    )
+
+
 def nsdropout_section(inputs: ReportInputs) -> list[SectionContent]:
     summary, table = inputs.tables.get("nsdropout_summary"), inputs.tables.get("nsdropout")
     if summary is None or summary.empty:
@@ -321,8 +347,9 @@ def nsdropout_section(inputs: ReportInputs) -> list[SectionContent]:
         summary, table if table is not None else pd.DataFrame(columns=["variant", "metric", "value"]), n_classes
     ):
         section.say(sentence)
-    methods = summary["method"].iloc[0] if "method" in summary and len(summary) else ""
-    section.say(f"Intervals: {methods}; same test examples and models in every mode.", "muted")
+    section.say(training_protocol(inputs.study.get("training") or {}), "muted")
+    methods = " | ".join(summary["method"].drop_duplicates()) if "method" in summary and len(summary) else ""
+    section.say(f"Intervals (each row's own df in the table): {methods}; same test examples and models in every mode.", "muted")
     return [section]
 
 
