@@ -58,6 +58,29 @@ def test_best_validation_epoch_is_restored_and_patience_stops_early(digits):
     assert len(result.history) - result.best_epoch == 2
 
 
+@pytest.mark.parametrize("loop", ["fast", "keras"])
+def test_keep_best_val_accuracy_keeps_the_most_accurate_validation_epoch(digits, loop):
+    result = train_model(spec(epochs=8, learning_rate=0.05, keep_best="val_accuracy", loop=loop), digits, 10, seed=1)
+    accuracies = [row["val_accuracy"] for row in result.history]
+    assert len(result.history) == 8 and result.best_epoch == int(np.argmax(accuracies)) + 1
+    x_val, y_val = digits["x_val"], digits["y_val"]
+    kept = float((predict_proba(result.model, x_val).argmax(axis=1) == y_val).mean())
+    assert kept == pytest.approx(max(accuracies), abs=1e-6), "the kept weights are that epoch's"
+    by_loss = train_model(spec(epochs=8, learning_rate=0.05, loop=loop), digits, 10, seed=1)
+    assert by_loss.history == result.history and by_loss.best_epoch == int(np.argmin([r["val_loss"] for r in by_loss.history])) + 1
+
+
+def test_keep_best_at_its_default_leaves_run_names_alone():
+    from ablation_lab.identity import canonical_training, run_name
+
+    training = spec()["training"]
+    assert canonical_training({**training, "keep_best": "val_loss"}) == training
+    named = {"model": spec()["model"], "transforms": [], "code_version": 3}
+    by_loss = run_name(named | {"training": canonical_training({**training, "keep_best": "val_loss"})})
+    assert by_loss == run_name(named | {"training": training})
+    assert run_name(named | {"training": canonical_training({**training, "keep_best": "val_accuracy"})}) != by_loss
+
+
 def test_huge_learning_rate_is_recorded_as_diverged(digits):
     result = train_model(spec(learning_rate=1e12, optimizer="sgd"), digits, 10, seed=1)
     assert result.status == "diverged"

@@ -156,6 +156,19 @@ def canonical_model(model_cfg: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+# Training keys added after runs were first named: left out of a run's spec at their schema
+# default, so adding one renames (and retrains) no existing run.
+LATER_TRAINING_KEYS = ("keep_best",)
+
+
+def canonical_training(training: Mapping[str, Any]) -> dict[str, Any]:
+    """The training settings that determine a model: a later key at its schema default is left out."""
+    from ablation_lab.config import load_schema
+
+    defaults = load_schema()["properties"]["training"]["properties"]
+    return {key: value for key, value in training.items() if not (key in LATER_TRAINING_KEYS and value == defaults[key]["default"])}
+
+
 def describe_model(model: Mapping[str, Any]) -> str:
     if model.get("kind") == "file":
         from ablation_lab.models.model_file import describe_file_model

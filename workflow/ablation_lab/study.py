@@ -229,7 +229,7 @@ class Study:
         return identity.canonical(
             {
                 "model": model,
-                "training": {} if saved else dict(self.config["training"]),
+                "training": {} if saved else identity.canonical_training(self.config["training"]),
                 "transforms": training_transforms,
                 "code_version": TRAINING_CODE_VERSION,
             }

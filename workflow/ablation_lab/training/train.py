@@ -251,7 +251,7 @@ def epoch_orders(seed: int, n_rows: int) -> Iterator[np.ndarray]:
 
 
 def fit_fast(model: Any, optimizer: Any, arrays: dict[str, np.ndarray], training: dict[str, Any], seed: int) -> TrainResult:
-    """Train with whole-epoch graph execution; early stopping on validation loss, best weights kept."""
+    """Train with whole-epoch graph execution; early stopping on the validation score, best weights kept."""
     import tensorflow as tf
 
     fitted = {key: arrays[key] for key in ("x_train", "y_train", "x_val", "y_val")}  # the traced epoch's arguments
@@ -270,13 +270,14 @@ def fit_fast(model: Any, optimizer: Any, arrays: dict[str, np.ndarray], training
 
 
 def _fit_epochs(model: Any, run_epoch: Any, training: dict[str, Any], seed: int, n_rows: int) -> TrainResult:
-    """The epochs of `fit_fast`: early stopping on validation loss, best weights restored."""
+    """The epochs of `fit_fast`: early stopping on the validation score (`keep_best`), best weights restored."""
     import tensorflow as tf
 
     orders = epoch_orders(seed, n_rows)
     result = TrainResult(model)
-    best_loss, best_weights, waited = math.inf, None, 0
+    best_score, best_weights, waited = -math.inf, None, 0
     patience = training["early_stopping_patience"]
+    score = kept_epoch_score(training)
     for epoch in range(1, training["epochs"] + 1):
         order = tf.constant(next(orders))
         loss, accuracy, val_loss, val_accuracy = (float(v) for v in run_epoch(order))
@@ -286,8 +287,8 @@ def _fit_epochs(model: Any, run_epoch: Any, training: dict[str, Any], seed: int,
             result.diverged_epoch = epoch
             log.warning("loss became %s at epoch %d: variant diverged", loss, epoch)
             return result
-        if val_loss < best_loss:
-            best_loss, best_weights, waited, result.best_epoch = val_loss, model.get_weights(), 0, epoch
+        if score(result.history[-1]) > best_score:
+            best_score, best_weights, waited, result.best_epoch = score(result.history[-1]), model.get_weights(), 0, epoch
         else:
             waited += 1
             if patience and waited >= patience:
@@ -348,8 +349,12 @@ def fit_keras(model: Any, optimizer: Any, arrays: dict[str, np.ndarray], trainin
     class_conditional = bool(nsdropout_layers(model))
     fitted = training_model(model) if class_conditional else model
     fitted.compile(optimizer=optimizer, loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    monitor = training.get("keep_best", "val_loss")
     stopper = keras.callbacks.EarlyStopping(
-        monitor="val_loss", patience=training["early_stopping_patience"] or training["epochs"], restore_best_weights=True
+        monitor=monitor,
+        mode="max" if monitor == "val_accuracy" else "min",
+        patience=training["early_stopping_patience"] or training["epochs"],
+        restore_best_weights=True,
     )
     progress = keras.callbacks.LambdaCallback(
         on_epoch_end=lambda epoch, logs: log_epoch(
@@ -379,8 +384,15 @@ def fit_keras(model: Any, optimizer: Any, arrays: dict[str, np.ndarray], trainin
     if bad:
         result.diverged_epoch = bad[0]
     elif result.history:
-        result.best_epoch = int(np.argmin([row["val_loss"] for row in result.history])) + 1
+        result.best_epoch = int(np.argmax([kept_epoch_score(training)(row) for row in result.history])) + 1
     return result
+
+
+def kept_epoch_score(training: dict[str, Any]) -> Any:
+    """Higher is better: the score `keep_best` judges each epoch by (validation split only)."""
+    if training.get("keep_best", "val_loss") == "val_accuracy":
+        return lambda row: row["val_accuracy"]
+    return lambda row: -row["val_loss"]
 
 
 def log_epoch(row: dict[str, float], epochs: int) -> None:
