@@ -230,7 +230,11 @@ def test_the_report_section_puts_honest_rows_beside_the_oracle():
     )
     labels = pd.DataFrame([{"family": "nsdropout", "variant": "ns", "label": "NSDropout 0.2"}])
     inputs = ReportInputs(
-        study={"study": "s", "dataset": {"name": "mnist5k"}, "training": {"epochs": 300, "early_stopping_patience": 0}},
+        study={
+            "study": "s",
+            "dataset": {"name": "mnist5k"},
+            "training": {"epochs": 300, "early_stopping_patience": 0, "keep_best": "val_accuracy"},
+        },
         meta={"class_names": list("0123456789")},
         tables={"nsdropout_summary": summary, "nsdropout": table, "summary": labels},
     )
@@ -239,5 +243,5 @@ def test_the_report_section_puts_honest_rows_beside_the_oracle():
     assert "label leakage" in text and "mnist5k: test error %" in text
     assert "0.00 [0.00, 1.00]" in text and "20.00 [15.00, 25.00]" in text
     assert "gap of 20.00 points excludes 0" in text and "that class 90% of the time (chance 10%)" in text
-    assert "up to 300 epochs, with no early stopping" in text and "lowest validation loss" in text, "the protocol is stated"
+    assert "up to 300 epochs, with no early stopping" in text and "highest validation accuracy" in text, "the protocol is stated"
     assert "<td>6, 7, 8 of 300</td>" in text and "<td>7</td>" in text, "each row's own df and kept epochs"

@@ -317,11 +317,12 @@ def nsdropout_verdicts(summary: pd.DataFrame, dependence: pd.DataFrame, n_classe
 def training_protocol(training: Mapping[str, Any]) -> str:
     """Which protocol produced the table: how long the models trained and how their epoch was chosen."""
     patience = training.get("early_stopping_patience")
-    stopping = f"stopping after {patience} epochs without a lower validation loss" if patience else "with no early stopping"
+    stopping = f"stopping after {patience} epochs without a better validation score" if patience else "with no early stopping"
+    kept = "highest validation accuracy" if training.get("keep_best") == "val_accuracy" else "lowest validation loss"
     return (
         f"Protocol: each model trained for up to {training.get('epochs', '?')} epochs, {stopping}; the weights kept are "
-        "those of its epoch with the lowest validation loss (validation split, unmasked forward pass), the epoch shown "
-        "per seed. The test split chose nothing."
+        f"those of its epoch with the {kept} (validation split, unmasked forward pass: a label-free rule), the epoch "
+        "shown per seed. The test split chose nothing."
     )
 
 
