@@ -44,9 +44,9 @@ lint: install
 	$(BIN)/snakefmt --check Snakefile workflow/rules
 	$(BIN)/snakemake --lint --configfile config/test.yaml
 
-## unit: the quick loop: every test but the workflow, browser and cluster ones (no Snakemake run, no Chromium)
+## unit: the quick loop: every test but the workflow (and browser), runtime and cluster ones (no Snakemake run, no Chromium)
 unit: install
-	$(BIN)/python -m pytest -q -m "not workflow and not cluster" --durations=15
+	$(BIN)/python -m pytest -q -m "not workflow and not runtime and not cluster" --durations=15
 
 ## bench: speed benchmarks, printing ratios (see benchmarks/README.md)
 bench: install

@@ -49,6 +49,7 @@ def test_profile_groups_each_training_with_its_analyses(profile):
     assert profile["group-components"] == {groups["train"]: 1}
 
 
+@pytest.mark.runtime
 def test_training_jobs_request_the_configured_gpu_and_the_site_values(tmp_path, test_config, monkeypatch):
     monkeypatch.setenv("ABLATION_LAB_SLURM_ACCOUNT", "acct-x")
     monkeypatch.setenv("ABLATION_LAB_SLURM_PARTITION", "part-y")

@@ -10,6 +10,7 @@ import sys
 import threading
 import time
 
+import pytest
 from ablation_lab.runtime import watchdog
 
 JOB = "from ablation_lab.runtime.watchdog import watch; import time; watch('job'); time.sleep(60)"
@@ -71,6 +72,7 @@ def test_release_cancels_only_the_timers_of_snakemakes_scheduler():
         other_timer.cancel()
 
 
+@pytest.mark.runtime
 def test_a_real_snakemake_run_leaves_a_scheduler_timer_for_onsuccess_to_release(tmp_path):
     # If a Snakemake release stops leaving the timer (or moves it), this says the workaround is stale.
     (tmp_path / "Snakefile").write_text(

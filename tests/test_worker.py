@@ -13,6 +13,8 @@ from ablation_lab.data.split import prepare, save_split
 from ablation_lab.runtime.dispatch import run_here, run_job
 from ablation_lab.runtime.worker import start_pool, stop_pool
 
+pytestmark = pytest.mark.runtime  # warm workers, forks and kills: make test, not make unit
+
 SPEC = {
     "model": {"hidden_units": [16], "activation": "relu", "dropout": 0.2},
     "training": {"optimizer": "adam", "learning_rate": 0.01, "epochs": 2, "batch_size": 64, "early_stopping_patience": 0, "loop": "fast"},
