@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -289,3 +291,15 @@ def test_the_job_adapter_leaves_anything_unusual_to_argparse(argv, capsys, monke
         run_job_adapter(monkeypatch).parse(argv)
     printed = capsys.readouterr()
     assert "usage:" in printed.out + printed.err
+
+
+def test_the_pool_imports_what_the_jobs_use_before_it_forks():
+    """A refactor that drops a warm import makes every served job pay it again (sklearn alone is about 1 s)."""
+    code = (
+        "import sys; from ablation_lab.runtime.worker import _import_for_jobs; _import_for_jobs(); "
+        "print(' '.join(m for m in ('sklearn.metrics', 'ablation_lab.analyses.registry', 'ablation_lab.analyses.evaluation', "
+        "'ablation_lab.models.build', 'ablation_lab.runtime.jobs', 'ablation_lab.training.train', 'tensorflow') if m not in sys.modules))"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "", f"not imported before the fork: {result.stdout.strip()}"

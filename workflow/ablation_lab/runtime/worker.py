@@ -136,7 +136,12 @@ def _import_for_jobs() -> None:
     Importing starts no TensorFlow thread and runs no op, so the forked workers share these
     pages and each starts its own runtime (`_configure`).
     """
-    from ablation_lab.training import train  # noqa: F401 (imported to be warm; they import Keras)
+    import sklearn.metrics  # noqa: F401 (evaluation imports it in the job, so parsing the workflow does not)
+
+    from ablation_lab.analyses import evaluation, registry  # noqa: F401 (every analysis module)
+    from ablation_lab.models import build  # noqa: F401 (Keras)
+    from ablation_lab.runtime import jobs  # noqa: F401
+    from ablation_lab.training import train  # noqa: F401 (TensorFlow)
 
 
 def _configure(threads: int) -> None:
