@@ -20,8 +20,8 @@ import numpy as np
 import pandas as pd
 
 from ablation_lab.analyses.base import Analysis, RunContext
+from ablation_lab.analyses.evaluation import EVALUATION
 
-EVALUATION = "evaluation"
 BUILT_IN = (EVALUATION, "knockout", "calibration", "nsdropout", "activation_shapes", "elasticity")
 NOT_ANALYSES = {"base", "registry"}
 

@@ -335,12 +335,16 @@ NOT_TESTABLE = "not testable (needs 2+ seeds)"
 VERDICTS = (EQUIVALENT, NEGLIGIBLE, DIFFERENT, INCONCLUSIVE)
 
 
+def against_zero_and_margin(low: float, high: float, margin: float) -> tuple[bool, bool]:
+    """(the interval excludes 0, the interval lies inside (-margin, +margin))."""
+    return bool(low > 0 or high < 0), bool(-margin < low and high < margin)
+
+
 def interval_verdict(low: float, high: float, margin: float) -> str:
     """Which of the four outcomes an interval shows, against 0 and against +-`margin`."""
     if not (np.isfinite(low) and np.isfinite(high)):
         return NOT_TESTABLE
-    excludes_zero = low > 0 or high < 0
-    within_margin = -margin < low and high < margin
+    excludes_zero, within_margin = against_zero_and_margin(low, high, margin)
     if within_margin:
         return NEGLIGIBLE if excludes_zero else EQUIVALENT
     return DIFFERENT if excludes_zero else INCONCLUSIVE
@@ -384,14 +388,15 @@ def equivalence_test(
         p_lower = float(stats.t.sf((estimate + margin) / se, df))
         p_upper = float(stats.t.cdf((estimate - margin) / se, df))
     low, high = _interval(estimate, se, df, level)
+    excludes_zero, within_margin = against_zero_and_margin(low, high, margin)
     return out | {
         "p_tost": max(p_lower, p_upper),
         "p_lower": p_lower,
         "p_upper": p_upper,
         "low": low,
         "high": high,
-        "within_margin": bool(-margin < low and high < margin),
-        "excludes_zero": bool(low > 0 or high < 0),
+        "within_margin": within_margin,
+        "excludes_zero": excludes_zero,
         "verdict": interval_verdict(low, high, margin),
     }
 
