@@ -18,6 +18,8 @@ install: $(STAMP)
 
 ## run: the default study on the embedded data; ends with its three main findings and the report's path
 run: install
+	@# The study file first, read strictly: a YAML mistake gets its line and column (Snakemake's reader gives neither)
+	@$(BIN)/python -m ablation_lab check $(CONFIG) >/dev/null
 	$(BIN)/snakemake --cores $(CORES) --configfile $(CONFIG)
 	$(BIN)/snakemake --cores 1 --configfile $(CONFIG) --report $(dir $(shell $(BIN)/python -m ablation_lab report-path $(CONFIG)))snakemake-report.html
 	@$(BIN)/python -m ablation_lab findings $(CONFIG)

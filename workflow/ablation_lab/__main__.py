@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +44,7 @@ def main(argv: list[str] | None = None) -> int:
             from ablation_lab.study import Study
 
             study = Study.from_config(config)
+            check_model_loads(config, study)
             for variant_id, variant in study.variants.items():
                 print(f"{variant_id}\t{study.run_of(variant)}")
             print(
@@ -59,12 +63,45 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as error:
         # Imported here, not at the top: `report-path` must stay quick, and data imports scikit-learn.
         from ablation_lab.data.base import DataError
+        from ablation_lab.models.model_file import ModelFileError
 
-        if not isinstance(error, DataError):
+        if not isinstance(error, (DataError, ModelFileError)):
             raise
         print(f"error: {' '.join(str(error).split())}", file=sys.stderr)
         return 2
     return 0
+
+
+@contextlib.contextmanager
+def native_stderr_silenced() -> Iterator[None]:
+    """File descriptor 2 to /dev/null while a native library starts; Python errors still raise."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+def check_model_loads(config: dict[str, Any], study: Any) -> None:
+    """A model file is loaded as the training job will load it (Keras, safe mode): what Keras
+    refuses (weights that do not fit the layers, an object it will not build) is refused here,
+    in one line naming the file, rather than in every job. Plan time reads only config.json."""
+    model = config["model"]
+    if model.get("kind") != "file":
+        return
+    from ablation_lab.models.model_file import check_loaded, load_model_file
+
+    with native_stderr_silenced():  # TensorFlow's C++ start-up chatter would bury the one line
+        from ablation_lab.training.train import configure_tensorflow
+
+        configure_tensorflow(1)
+        loaded = load_model_file(str(model["path"]))
+    if study.info.n_classes is not None:
+        check_loaded(loaded, str(model["path"]), study.info.input_shape, study.info.n_classes)
 
 
 def findings(config: dict[str, Any]) -> list[str]:

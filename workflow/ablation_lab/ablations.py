@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from ablation_lab.data.base import DatasetInfo
+from ablation_lab.messages import listing
 
 BASELINE = "baseline"
 
@@ -92,11 +93,14 @@ def expand_input(params: dict[str, Any], info: DatasetInfo, model: Mapping[str, 
             if info.kind != "tabular":
                 raise ValueError(f"{where}: kind 'features' needs tabular data; this dataset holds images (use columns, rows or patches)")
             named = group.get("named") or {name: [name] for name in info.feature_names}
+            position = {feature: column for column, feature in enumerate(info.feature_names)}  # one lookup per member
             for group_name, members in named.items():
-                unknown = [m for m in members if m not in info.feature_names]
+                unknown = [m for m in members if m not in position]
                 if unknown:
-                    raise ValueError(f"{where}.named.{group_name}: unknown features {unknown} (known: {', '.join(info.feature_names)})")
-                indices = [info.feature_names.index(m) for m in members]
+                    raise ValueError(
+                        f"{where}.named.{group_name}: unknown features {listing(unknown, quote=True)} (known: {listing(info.feature_names)})"
+                    )
+                indices = [position[m] for m in members]
                 transform = {"op": "drop_features", "indices": indices}
                 variants.append(
                     Variant(

@@ -97,3 +97,23 @@ def check_named_families(config: Mapping[str, Any], known: Sequence[str]) -> Non
                 raise ConfigError(
                     f"invalid study config: {block}.families[{index}]: {family!r} is not a family of this study (known: {', '.join(known)})"
                 )
+
+
+def check_variant_count(config: Mapping[str, Any], where: str, count: int) -> None:
+    """Stop a study that would expand past `limits.max_variants`, naming the block that did it."""
+    limit = config["limits"]["max_variants"]
+    if count > limit:
+        raise ConfigError(
+            f"invalid study config: {where}: brings the study to {count:,} variants, more than limits.max_variants ({limit:,}); "
+            "narrow the family, or raise the limit on purpose"
+        )
+
+
+def check_job_count(config: Mapping[str, Any], count: int) -> None:
+    """Stop a study that would plan more than `limits.max_jobs` jobs before Snakemake builds its DAG."""
+    limit = config["limits"]["max_jobs"]
+    if count > limit:
+        raise ConfigError(
+            f"invalid study config: seeds: the study plans {count:,} jobs (trained models x seeds plus analyses), "
+            f"more than limits.max_jobs ({limit:,}); use fewer seeds or variants, or raise the limit on purpose"
+        )

@@ -10,13 +10,20 @@ stricter in three ways: `.nan` and `.inf` load as floats and pass every `minimum
 check, so numbers must be finite; `1.0` counts as a JSON-schema integer, so integer keys
 (seeds, epochs, widths) refuse Python floats; and a duplicate mapping key, which plain YAML
 resolves silently to the last value, is an error.
+
+Nothing in a study file is unbounded: the file is at most MAX_CONFIG_BYTES, its aliases may
+expand it to at most MAX_YAML_NODES values (the "billion laughs" file is a few lines of
+anchors that expand to 10^9 strings), its nesting goes at most MAX_YAML_DEPTH deep (deeper
+than any key of the schema can mean), and an integer YAML 1.1 reads differently from how it
+looks (`010` is octal 8, `1:30` is 90) is refused with its line rather than silently changed.
 """
 
 from __future__ import annotations
 
 import copy
+import difflib
 import math
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -24,10 +31,16 @@ from typing import Any
 import jsonschema
 import yaml
 
+from ablation_lab.messages import MAX_QUOTED, brief, listing, non_ascii_characters
+
 SCHEMA_PATH = Path(__file__).resolve().parent.parent / "schemas" / "config.schema.yaml"
 
 # Kinds of input groups that cut an image into pixel regions, and so need (and allow) a size.
 IMAGE_GROUP_KINDS = ("columns", "rows", "patches")
+
+MAX_CONFIG_BYTES = 1_000_000
+MAX_YAML_NODES = 200_000  # values after alias expansion; config/full.yaml has about 300
+MAX_YAML_DEPTH = 12  # the schema's deepest key (families.input.groups[0].named.<group>[0]) is 6
 
 
 class ConfigError(ValueError):
@@ -63,6 +76,22 @@ class StrictSafeLoader(yaml.SafeLoader):
             first[key] = key_node.start_mark
         return super().construct_mapping(node, deep=deep)
 
+    def get_single_node(self) -> yaml.Node | None:
+        """The document's node graph, refused if its aliases expand it past the budget."""
+        node = super().get_single_node()
+        if node is not None:
+            _expanded_size(node, 1, {})
+        return node
+
+    def construct_yaml_int(self, node: yaml.ScalarNode) -> int:
+        text = str(node.value).replace("_", "").lstrip("+-")
+        if ":" in text or (len(text) > 1 and text.startswith("0") and text[1:].isdigit()):
+            value = super().construct_yaml_int(node)
+            raise yaml.constructor.ConstructorError(
+                None, None, f"YAML 1.1 reads {node.value} as the number {value}; write {value}, or quote it as text", node.start_mark
+            )
+        return super().construct_yaml_int(node)
+
     def construct_object(self, node: yaml.Node, deep: bool = False) -> Any:
         """Give a value YAML parses but Python cannot build (`2024-13-01`, `!!int abc`) its line."""
         try:
@@ -71,6 +100,41 @@ class StrictSafeLoader(yaml.SafeLoader):
             value = f"{node.value!r} " if isinstance(node, yaml.ScalarNode) else ""
             problem = f"cannot read {value}as {node.tag.rsplit(':', 1)[-1]}: {error}"
             raise yaml.constructor.ConstructorError(None, None, problem, node.start_mark) from None
+
+
+StrictSafeLoader.add_constructor("tag:yaml.org,2002:int", StrictSafeLoader.construct_yaml_int)
+
+
+IN_PROGRESS = -1
+
+
+def _expanded_size(node: yaml.Node, depth: int, sizes: dict[int, int]) -> int:
+    """Values `node` stands for once every alias is expanded; refuses the budget's excess.
+
+    Memoised per node, so a shared anchor is counted by multiplication, not by walking its
+    copies: the check costs the size of the file, not of its expansion.
+    """
+    if depth > MAX_YAML_DEPTH:
+        raise yaml.constructor.ConstructorError(
+            None, None, f"nested more than {MAX_YAML_DEPTH} levels deep, deeper than any key of a study config", node.start_mark
+        )
+    if sizes.get(id(node)) == IN_PROGRESS:
+        raise yaml.constructor.ConstructorError(None, None, "an alias refers to the value that contains it", node.start_mark)
+    if id(node) in sizes:
+        return sizes[id(node)]
+    sizes[id(node)] = IN_PROGRESS
+    children: list[yaml.Node] = []
+    if isinstance(node, yaml.SequenceNode):
+        children = list(node.value)
+    elif isinstance(node, yaml.MappingNode):
+        children = [part for pair in node.value for part in pair]
+    size = 1 + sum(_expanded_size(child, depth + 1, sizes) for child in children)
+    if size > MAX_YAML_NODES:
+        raise yaml.constructor.ConstructorError(
+            None, None, f"its aliases expand to more than {MAX_YAML_NODES:,} values (a YAML alias bomb?)", node.start_mark
+        )
+    sizes[id(node)] = size
+    return size
 
 
 def _yaml_error_line(error: yaml.YAMLError, source: str) -> str:
@@ -103,7 +167,9 @@ def load_study_yaml(path: str | Path) -> dict[str, Any]:
     """
     with open(path, encoding="utf-8") as handle:
         try:
-            text = handle.read()
+            text = handle.read(MAX_CONFIG_BYTES + 1)
+            if len(text) > MAX_CONFIG_BYTES:
+                raise ConfigError(f"cannot read study config {path}: larger than the limit of {MAX_CONFIG_BYTES:,} characters")
         except UnicodeDecodeError as error:
             raise ConfigError(f"cannot read study config {path}: not UTF-8 text (byte {error.start})") from None
     raw = load_yaml_text(text, str(path))
@@ -177,17 +243,41 @@ def _number_written_as_text(error: jsonschema.ValidationError) -> bool:
     return True
 
 
+def _message(error: jsonschema.ValidationError) -> str:
+    """jsonschema's message with the offending value quoted briefly (it quotes it whole)."""
+    if isinstance(error.instance, (str, list, dict)) and len(error.instance) > 8:
+        return error.message.replace(repr(error.instance), brief(error.instance))
+    return error.message
+
+
+def _unknown_key_hints(keys: list[Any], known: Iterable[str]) -> list[str]:
+    """What sets each unknown key apart from the key it resembles: look-alike characters, a typo."""
+    hints = []
+    for key in keys[:5]:
+        if not isinstance(key, str):
+            continue
+        if not (key.isascii() and key.isprintable()):
+            hints.append(f"{brief(key)} contains {non_ascii_characters(key)}")
+        close = difflib.get_close_matches(key[:64], list(known), n=1)
+        if close:
+            hints.append(f"did you mean {close[0]!r} for {brief(key)}?")
+    return hints
+
+
 def describe_error(error: jsonschema.ValidationError) -> str:
     """One line per error: where, what was wrong, and what is allowed."""
     where = key_path(error.absolute_path)
     schema = error.schema if isinstance(error.schema, dict) else {}
+    value = brief(error.instance)
     if error.validator == "additionalProperties":
-        allowed = ", ".join(sorted(schema.get("properties", {}))) or "none"
-        extra = sorted(set(error.instance) - set(schema.get("properties", {})), key=str)
-        return f"unknown key {', '.join(map(repr, extra))} in {where} (allowed keys: {allowed})"
+        known = schema.get("properties", {})
+        allowed = ", ".join(sorted(known)) or "none"
+        extra = sorted(set(error.instance) - set(known), key=str)
+        hints = "".join(f"{hint}; " for hint in _unknown_key_hints(extra, known))
+        return f"unknown key {listing(extra, limit=5, quote=True)} in {where} ({hints}allowed keys: {allowed})"
     if error.validator == "enum":
         allowed = ", ".join(map(str, error.validator_value))
-        return f"{where}: {error.instance!r} is not allowed (allowed values: {allowed})"
+        return f"{where}: {value} is not allowed (allowed values: {allowed})"
     if error.validator == "required":
         return f"{where}: {error.message}"
     if error.validator in ("minItems", "minProperties") and error.validator_value == 1:
@@ -197,16 +287,16 @@ def describe_error(error: jsonschema.ValidationError) -> str:
     if error.validator == "maxLength":
         return f"{where}: is {len(error.instance)} characters long, more than the limit of {error.validator_value}"
     if "propertyNames" in error.absolute_schema_path:
-        return f"{where}: key {error.instance!r} is not allowed ({error.message})"
+        return f"{where}: key {value} is not allowed ({_message(error)})"
     if error.validator == "pattern" and schema.get("description"):
-        return f"{where}: {error.instance!r} does not match the allowed form ({schema['description']})"
+        return f"{where}: {value} does not match the allowed form ({schema['description']})"
     if error.validator == "uniqueItems":
-        return f"{where}: has duplicate entries {error.instance!r}"
+        return f"{where}: has duplicate entries {value}"
     if _number_written_as_text(error):
-        return f"{where}: {error.message} (YAML reads {error.instance} as text; write a number such as 1.0e-3 or 0.001)"
+        return f"{where}: {_message(error)} (YAML reads {error.instance[:MAX_QUOTED]} as text; write a number such as 1.0e-3 or 0.001)"
     description = schema.get("description")
     hint = f" ({description})" if description else ""
-    return f"{where}: {error.message}{hint}"
+    return f"{where}: {_message(error)}{hint}"
 
 
 def _most_specific(errors: list[jsonschema.ValidationError]) -> list[jsonschema.ValidationError]:

@@ -114,6 +114,7 @@ class Study:
     def from_config(cls, config: Mapping[str, Any]) -> Study:
         study = cls(validate_config(config))
         _ = study.variants  # expand now, so a bad family block fails before any job runs
+        checks.check_job_count(study.config, len(study.runs) * len(study.seeds) + study.analysis_job_count())
         return study
 
     # --- what the study declares --------------------------------------------------------
@@ -148,11 +149,14 @@ class Study:
                 out[name] = FAMILIES[name].expand(params, info, self.config["model"])
             except ValueError as error:
                 raise ConfigError(f"invalid study config: {error}") from None
+            checks.check_variant_count(self.config, f"families.{name}", sum(map(len, out.values())))
         if self.config["model"].get("kind") == "cnn" and info.kind != "image":
             raise ConfigError(
                 f"invalid study config: model.kind: cnn needs image data; dataset {self.config['dataset']['name']!r} is {info.kind}"
             )
-        for first, second in self.config["combinations"]:
+        for index, (first, second) in enumerate(self.config["combinations"]):
+            crossed = len(out[first]) * len(out[second])
+            checks.check_variant_count(self.config, f"combinations[{index}]", sum(map(len, out.values())) + crossed)
             out[combination_name(first, second)] = combine(out[first], out[second])
         out |= self._compensation_families(out)
         checks.check_named_families(self.config, list(out))
@@ -283,6 +287,11 @@ class Study:
     def probe_spec(self, analysis: str, name: str) -> dict[str, Any]:
         """The spec behind a probe's file name (the `params` of its job)."""
         return self._probe_specs[analysis, name]
+
+    def analysis_job_count(self) -> int:
+        """Per-model analysis jobs: one per (analysis, probe, trained model, seed)."""
+        jobs = {(name, self.probe(v, name).name, self.run_of(v)) for name in self.analyses() for v in self.analysed(name)}
+        return len(jobs) * len(self.seeds)
 
     def analyses(self) -> list[str]:
         """The per-model analyses this study asks for, in registry order (evaluation first)."""

@@ -40,33 +40,37 @@ def train_request(wildcards, input, output):
     """A training job's arguments for workflow/scripts/run_job.py: what determines the
     model and where it goes. Its threads and GPU come on the command line, so changing
     them retrains nothing."""
-    return json.dumps(
-        {
-            "spec": run_spec(wildcards),
-            "seed": int(wildcards.seed),
-            "data": input.data,
-            "meta": input.meta,
-            "out": {kind: output[kind] for kind in paths.RUN_FILES},
-        },
-        sort_keys=True,
+    return runtime.request_argument(
+        json.dumps(
+            {
+                "spec": run_spec(wildcards),
+                "seed": int(wildcards.seed),
+                "data": input.data,
+                "meta": input.meta,
+                "out": {kind: output[kind] for kind in paths.RUN_FILES},
+            },
+            sort_keys=True,
+        )
     )
 
 
 def analysis_request(wildcards, input, output):
     """An analysis job's arguments for workflow/scripts/run_job.py."""
-    return json.dumps(
-        {
-            "analysis": wildcards.analysis,
-            "probe": probe_spec(wildcards),
-            "spec": run_spec(wildcards),
-            "seed": int(wildcards.seed),
-            "run_dir": run_dir(wildcards),
-            "data": input.data,
-            "meta": input.meta,
-            "out": output.table,
-            "arrays_out": output.arrays,
-        },
-        sort_keys=True,
+    return runtime.request_argument(
+        json.dumps(
+            {
+                "analysis": wildcards.analysis,
+                "probe": probe_spec(wildcards),
+                "spec": run_spec(wildcards),
+                "seed": int(wildcards.seed),
+                "run_dir": run_dir(wildcards),
+                "data": input.data,
+                "meta": input.meta,
+                "out": output.table,
+                "arrays_out": output.arrays,
+            },
+            sort_keys=True,
+        )
     )
 
 

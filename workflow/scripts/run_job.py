@@ -3,7 +3,8 @@
     python run_job.py JOB LOG REQUEST [--threads N] [--gpu N]
 
 REQUEST is the job's arguments as one JSON document, built by the rule (`train_request`
-and `analysis_request` in rules/common.smk). A `script:` job would first import Snakemake to unpickle its `snakemake`
+and `analysis_request` in rules/common.smk), or `@FILE` holding it when it is too long for
+a command line (runtime.hooks.request_argument). A `script:` job would first import Snakemake to unpickle its `snakemake`
 object: 0.2 CPU s per job, several times the cost of handing the job to a warm worker
 (benchmarks/README.md, bench_study). This adapter imports only the standard library and
 `ablation_lab.runtime.dispatch`; with no worker free the job runs here, as before.
@@ -47,6 +48,9 @@ def parse(argv: list[str]) -> tuple[str, str, dict]:
         args = parser.parse_args(argv)
         job, log, request = args.job, args.log, args.request
         options = {name: str(value) for name, value in (("--threads", args.threads), ("--gpu", args.gpu)) if value is not None}
+    if request.startswith("@"):
+        with open(request[1:], encoding="utf-8") as handle:
+            request = handle.read()
     kwargs = {**json.loads(request), "threads": int(options.get("--threads", 1))}
     if "--gpu" in options:
         kwargs["gpu"] = int(options["--gpu"])

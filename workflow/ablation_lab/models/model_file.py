@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import functools
 import json
+import stat
 import zipfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -21,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from ablation_lab.artifacts import file_digest
+from ablation_lab.messages import brief, listing
 from ablation_lab.models.settings import LEARNABLE_ACTIVATIONS, learnable_settings
 
 CODE_LAYERS = ("Lambda", "TFSMLayer", "TorchModuleWrapper", "JaxLayer", "FlaxLayer")
@@ -28,6 +30,7 @@ NESTED_MODELS = ("Sequential", "Functional", "Model")
 WEIGHTS = ("retrain", "as_saved")
 OWN_LAYERS_PREFIX = "ablation_lab>"  # layers this package registers (learnable activations, NSDropout)
 NO_ACTIVATION = (None, "linear")
+MAX_CONFIG_JSON_BYTES = 16 * 2**20  # a large model's config.json is a few MB; a zip bomb inflates to GBs
 SAFE_MODE_ADVICE = (
     "safe mode refuses to load Python code from a file: rebuild the model from built-in Keras layers, "
     "or write a builder (model.kind: builder, see config/README.md)"
@@ -143,6 +146,37 @@ def _inbound(entry: Mapping[str, Any]) -> tuple[str, ...]:
     return tuple(dict.fromkeys(names))
 
 
+def _foreign_object(value: Any, depth: int = 0) -> str | None:
+    """What in a layer's config Keras's safe mode or this workflow would refuse, if anything.
+
+    A serialised object from outside Keras (a custom initializer, regularizer or constraint), a
+    lambda's code, or a URL (a layer that would fetch a file while loading): each is refused
+    at plan time, not when a job loads the file.
+    """
+    if depth > 64:
+        return "a configuration nested too deeply to be a Keras layer's"
+    if isinstance(value, str):
+        return f"a URL ({brief(value)}): the workflow never downloads; save the model with the values in it" if "://" in value else None
+    if isinstance(value, list):
+        return next((found for item in value if (found := _foreign_object(item, depth + 1))), None)
+    if not isinstance(value, Mapping):
+        return None
+    if value.get("class_name") in ("__lambda__", "function") or "code" in value:
+        return f"Python code; {SAFE_MODE_ADVICE}"
+    registered = value.get("registered_name")
+    module = str(value.get("module", "keras"))
+    if "class_name" in value and ((registered and not str(registered).startswith(OWN_LAYERS_PREFIX)) or not module.startswith("keras")):
+        return f"a custom object {brief(registered or value.get('module'))}; {SAFE_MODE_ADVICE}"
+    return next((found for item in value.values() if (found := _foreign_object(item, depth + 1))), None)
+
+
+def _integer_setting(config: Mapping[str, Any], key: str, where: str, name: str) -> int | None:
+    value = config.get(key)
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+        raise ModelFileError(f"{where}: layer {name!r} has {key} {brief(value)} of type {type(value).__name__}, not an integer")
+    return value
+
+
 def _layer(entry: Mapping[str, Any], previous: str | None, where: str) -> FileLayer:
     kind, config = entry.get("class_name", "?"), entry.get("config", {})
     name = config.get("name") or entry.get("name") or "?"
@@ -154,7 +188,10 @@ def _layer(entry: Mapping[str, Any], previous: str | None, where: str) -> FileLa
     if (registered and not str(registered).startswith(OWN_LAYERS_PREFIX)) or not str(entry.get("module", "keras")).startswith("keras"):
         raise ModelFileError(f"{where}: layer {name!r} is a custom class ({registered or entry.get('module')}); {SAFE_MODE_ADVICE}")
     activation = _activation_name(config.get("activation"), where, name)
-    units = config.get("units", config.get("filters"))
+    foreign = _foreign_object(config)
+    if foreign:
+        raise ModelFileError(f"{where}: layer {name!r} holds {foreign}")
+    units = _integer_setting(config, "units" if "units" in config else "filters", where, name)
     inbound = _inbound(entry) if "inbound_nodes" in entry else ((previous,) if previous else ())
     return FileLayer(name, kind, activation, units, config.get("rate"), inbound)
 
@@ -164,12 +201,19 @@ def _read_config(path: Path, where: str) -> dict[str, Any]:
         raise ModelFileError(f"{where}: no such file (give the path of a .keras file saved with model.save)")
     if path.is_dir():
         raise ModelFileError(f"{where}: is a folder, not a .keras file")
+    if not stat.S_ISREG(path.stat().st_mode):
+        raise ModelFileError(f"{where}: is not a regular file (a pipe, device or socket), not a .keras file")
     try:
         with zipfile.ZipFile(path) as archive:
             names = archive.namelist()
             if "config.json" not in names:
                 raise ModelFileError(f"{where}: not a Keras model file (a .keras archive holds config.json; this one holds {names[:5]})")
-            config = json.loads(archive.read("config.json"))
+            if archive.getinfo("config.json").file_size > MAX_CONFIG_JSON_BYTES:
+                raise ModelFileError(f"{where}: its config.json inflates past the limit of {MAX_CONFIG_JSON_BYTES // 2**20} MiB")
+            with archive.open("config.json") as member:  # reads at most the declared size
+                config = json.loads(member.read(MAX_CONFIG_JSON_BYTES + 1))
+    except RecursionError:
+        raise ModelFileError(f"{where}: its config.json is nested too deeply to be a Keras model") from None
     except (zipfile.BadZipFile, OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
         raise ModelFileError(f"{where}: not a Keras model file (.keras archive saved with model.save): {error}") from None
     if not isinstance(config, dict) or "class_name" not in config:
@@ -268,12 +312,12 @@ def check_family(model: ModelFile, family: str, model_cfg: Mapping[str, Any]) ->
     where = _where(model.path)
     if family == "activation" and not model.activation_layers():
         raise ModelFileError(
-            f"families.activation: {where} has no hidden layer with an activation to swap (its layers: {', '.join(model.names())})"
+            f"families.activation: {where} has no hidden layer with an activation to swap (its layers: {listing(model.names())})"
         )
     if family == "dropout" and not model.dropout_layers() and not model_cfg.get("dropout_after"):
         raise ModelFileError(
             f"families.dropout: {where} has no Dropout layer; name the layers to follow with one in model.dropout_after "
-            f"(its layers: {', '.join(model.names())})"
+            f"(its layers: {listing(model.names())})"
         )
     if family in ("capacity", "nsdropout"):
         raise ModelFileError(

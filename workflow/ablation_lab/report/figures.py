@@ -18,6 +18,10 @@ from ablation_lab.ablations import BASELINE, fill_statistics, transform_split
 from ablation_lab.artifacts import atomic_path
 from ablation_lab.statistics.inference import DIFFERENT, EQUIVALENT, INCONCLUSIVE, NEGLIGIBLE
 
+# Labels come from the user (feature, group, class and layer names): `$\frac{$` is a name to
+# draw as written, not mathtext to parse (and fail on) in a figure job.
+matplotlib.rcParams["text.parse_math"] = False
+
 
 def save_figure(figure: plt.Figure, path: str | Path) -> None:
     with atomic_path(path) as tmp:

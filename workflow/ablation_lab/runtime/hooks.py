@@ -1,6 +1,6 @@
 """The runtime's face to the Snakefile: the job command, and what a run does at start, success and error.
 
-`rules/common.smk` calls these four and nothing else of the runtime. A local run without
+`rules/common.smk` calls these five and nothing else of the runtime. A local run without
 conda or apptainer gets warm workers (runtime/worker.py) and a watchdog that stops its jobs
 and workers within seconds when Snakemake is gone, even killed with SIGKILL
 (runtime/watchdog.py); a cluster run leaves its jobs to the cluster and, on failure, asks
@@ -9,10 +9,17 @@ SLURM why (runtime/cluster.py).
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shlex
 import sys
+from pathlib import Path
 from typing import Any
+
+# Linux refuses a single command-line argument over 128 KiB ("Argument list too long"): the
+# spec of a variant that drops 25,000 named features is longer. Such a request travels in a file.
+MAX_INLINE_REQUEST = 16_384
+REQUEST_DIR = Path(".snakemake", "ablation_lab", "requests")
 
 
 def isolated_deployment(workflow: Any) -> bool:
@@ -40,6 +47,24 @@ def job_command(workflow: Any) -> str:
     python = "python" if isolated_deployment(workflow) else sys.executable
     adapter = os.path.join(workflow.basedir, "workflow", "scripts", "run_job.py")
     return " ".join(shlex.quote(part) for part in (python, adapter))
+
+
+def request_argument(request: str) -> str:
+    """A job's JSON request as its command line carries it: inline, or `@file` when too long.
+
+    The file is named by the request's digest, so the same request always gives the same
+    argument (Snakemake reruns a job whose params change) and parallel planners agree.
+    """
+    data = request.encode()
+    if len(data) <= MAX_INLINE_REQUEST:
+        return request
+    path = REQUEST_DIR / f"{hashlib.sha256(data).hexdigest()[:32]}.json"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial = path.with_suffix(f".{os.getpid()}.partial")
+        partial.write_bytes(data)
+        os.replace(partial, path)
+    return f"@{path}"
 
 
 def on_start(workflow: Any) -> None:
