@@ -303,3 +303,36 @@ def test_the_pool_imports_what_the_jobs_use_before_it_forks():
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "", f"not imported before the fork: {result.stdout.strip()}"
+
+
+def test_a_worker_killed_mid_job_leaves_the_job_to_finish_in_its_own_process(pool):
+    """SIGKILL the worker while it trains: the job's client gets no reply, runs the job itself,
+    and its artifacts equal a clean run's (the killed writer's temporaries are not trusted)."""
+    import signal
+    import threading
+
+    kwargs = {
+        "spec": {**SPEC, "training": {**SPEC["training"], "epochs": 30}},
+        "seed": 5,
+        "threads": 1,
+        "data": "split.npz",
+        "meta": "meta.json",
+    }
+    result: dict[str, object] = {}
+    job = threading.Thread(target=lambda: result.update(value=run_job("train", "logs/killed.log", out=train_outputs("killed"), **kwargs)))
+    job.start()
+    deadline = time.monotonic() + 60
+    while "epoch" not in (Path("logs/killed.log").read_text() if Path("logs/killed.log").exists() else ""):
+        assert time.monotonic() < deadline and job.is_alive(), "the worker never started the job"
+        time.sleep(0.05)
+    os.kill(int((pool / "worker-0.pid").read_text()), signal.SIGKILL)
+    job.join(timeout=300)
+    assert result.get("value") == "ok"
+    os.environ["ABLATION_LAB_WORKERS"] = "0"
+    try:
+        assert run_job("train", "logs/clean.log", out=train_outputs("clean"), **kwargs) == "ok"
+    finally:
+        del os.environ["ABLATION_LAB_WORKERS"]
+    with np.load("killed/run/seed5/predictions.npz") as a, np.load("clean/run/seed5/predictions.npz") as b:
+        np.testing.assert_array_equal(a["probabilities_test"], b["probabilities_test"])
+    assert not list(Path("killed").rglob(".*")), "a temporary of the killed writer is left"
