@@ -114,7 +114,10 @@ class WeightFaults:
         return FaultMap(kernel, index, values, bits)
 
     def original_values(self, kernel: np.ndarray, index: np.ndarray) -> np.ndarray:
-        return np.array([self.originals[k].flat[i] for k, i in zip(kernel, index, strict=True)], dtype=np.float32)
+        out = np.empty(len(index), dtype=np.float32)
+        for k in np.unique(kernel):
+            out[kernel == k] = self.originals[k].reshape(-1)[index[kernel == k]]
+        return out
 
     def _write(self, fault_map: FaultMap, values: np.ndarray) -> None:
         import tensorflow as tf
