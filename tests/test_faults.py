@@ -20,6 +20,7 @@ PARAMS = {
     "bits": [0, 23, 30, 31],
     "injections": 3,
     "layers": [],
+    "activation_layers": ["hidden_1"],
     "clip": True,
     "margin": 0.01,
     "seed": 0,
@@ -155,6 +156,22 @@ def test_the_campaign_leaves_the_model_file_alone_and_is_reproducible(model_and_
     # two kernels: every grid cell over both, and over each alone
     assert set(first["target"]) == {"all", "hidden_1", "probabilities"}
     assert len(first[first["sweep"] == "bits"]) == 2 * len(PARAMS["bits"]) * PARAMS["injections"]
+    activations = first[first["sweep"] == "activations"]
+    assert set(activations["target"]) == {"hidden_1"} and set(activations["fault"]) == {"bit_flip", "stuck_at_1", "zero"}
+    assert set(activations["count"]) == {1, 10}
+
+
+def test_activation_faults_touch_exactly_count_entries_of_every_example():
+    rng = np.random.default_rng(0)
+    activations = rng.random((50, 16)).astype(np.float32) + 0.5  # no zeros: every flip shows
+    faulty = fi.faulty_activations(activations, "bit_flip", 3, np.random.default_rng(1), bit=31)
+    changed = faulty != activations
+    assert (changed.sum(axis=1) == 3).all() and (faulty[changed] == -activations[changed]).all()
+    again = fi.faulty_activations(activations, "bit_flip", 3, np.random.default_rng(1), bit=31)
+    np.testing.assert_array_equal(faulty, again)  # seeded
+    assert (fi.faulty_activations(activations, "zero", 99, rng) == 0).all()  # capped at the layer's size
+    with pytest.raises(ValueError, match="random_value"):
+        fi.faulty_activations(activations, "random_value", 1, rng)
 
 
 def test_clipping_ranges_come_from_the_training_split_only(model_and_data):
@@ -239,3 +256,4 @@ def test_the_study_summaries_and_the_report_section():
     page = render(ReportInputs(study=study, meta={"sizes": {"test": 100}}, tables=tables))
     assert '<section id="faults">' in page and "Fault tolerance" in page
     assert "SDC rate (silent data corruption)" in page and "Clopper-Pearson" in page and "Ranger-style" in page
+    assert "Maps failing" in page and "maps 1.00 [" in page  # every bit-30 map of the synthetic campaign failed

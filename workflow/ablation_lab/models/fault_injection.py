@@ -53,6 +53,25 @@ def flip_bit(array: np.ndarray, index: int | tuple[int, ...], bit: int) -> None:
     words[index] ^= np.uint32(1) << np.uint32(bit)
 
 
+def faulty_activations(activations: np.ndarray, fault: str, count: int, rng: np.random.Generator, bit: int | None = None) -> np.ndarray:
+    """A copy of (examples, ...) activations with `count` distinct entries of every example faulted.
+
+    Each example draws its own entries (and, unless `bit` is given, bits): a transient fault
+    in the layer's output while that example passes. `random_value` has no range to draw
+    from here and is refused.
+    """
+    if fault not in (*BIT_MODELS, "zero"):
+        raise ValueError(f"activation faults: {fault!r} is not one of {', '.join((*BIT_MODELS, 'zero'))}")
+    flat = np.array(activations, dtype=np.float32).reshape(len(activations), -1)
+    n, size = flat.shape
+    count = min(count, size)
+    columns = np.argpartition(rng.random((n, size)), count - 1, axis=1)[:, :count].reshape(-1)
+    rows = np.repeat(np.arange(n), count)
+    bits = np.full(rows.size, bit) if bit is not None else rng.integers(0, BITS, size=rows.size)
+    flat[rows, columns] = faulty_words(flat[rows, columns], fault, bits)
+    return flat.reshape(np.shape(activations))
+
+
 @dataclass
 class FaultMap:
     """Touched entries, per kernel: flat indices and the values written there."""
