@@ -30,6 +30,7 @@ BENCHMARKS = (
     "bench_learnable.py",
     "bench_elasticity.py",
     "bench_cnn.py",
+    "bench_faults.py",
 )
 
 

@@ -36,6 +36,46 @@ def t_interval(values: Sequence[float], confidence: float = 0.95) -> tuple[float
     return mean, float(low), float(high)
 
 
+# --- proportions: exact binomial intervals ------------------------------------------------
+
+
+def clopper_pearson(k: int, n: int, confidence: float = 0.95) -> tuple[float, float]:
+    """The exact (Clopper-Pearson) interval of a proportion k/n from n independent trials (scipy's binomtest)."""
+    if n <= 0:
+        return float("nan"), float("nan")
+    ci = stats.binomtest(int(k), int(n)).proportion_ci(confidence_level=confidence, method="exact")
+    return float(ci.low), float(ci.high)
+
+
+def clustered_clopper_pearson(k: Sequence[float], n: Sequence[float], confidence: float = 0.95) -> dict[str, float]:
+    """A proportion pooled over clusters of trials that are not independent within a cluster, with its exact interval.
+
+    A fault map is scored on every test example: examples under one map share its fault, so
+    the map is the independent unit, not the example. Korn & Graubard (1998): the
+    Clopper-Pearson interval at the effective sample size n_eff = p(1-p) / var(p), var(p)
+    the ratio estimator's variance between clusters (at most the n trials: clustering never
+    adds information; exactly `clopper_pearson` when the clusters agree as independent
+    trials would). `n_eff` is returned so a report can say what width the campaign bought.
+    """
+    k_arr, n_arr = np.asarray(k, dtype=float), np.asarray(n, dtype=float)
+    total_k, total_n, clusters = float(k_arr.sum()), float(n_arr.sum()), len(k_arr)
+    if total_n <= 0:
+        return {"estimate": float("nan"), "low": float("nan"), "high": float("nan"), "n_eff": 0.0}
+    p = total_k / total_n
+    n_eff = total_n
+    if clusters > 1 and 0 < p < 1:
+        residual = k_arr - p * n_arr  # ratio estimator: var(p) = sum(residual^2) / (nbar^2 m (m-1))
+        variance = float((residual**2).sum()) / ((total_n / clusters) ** 2 * clusters * (clusters - 1))
+        n_eff = min(total_n, p * (1 - p) / variance) if variance > 0 else total_n
+    if n_eff == total_n:
+        low, high = clopper_pearson(round(total_k), round(total_n), confidence)
+    else:  # the exact interval's beta quantiles, at non-integer effective counts
+        alpha, k_eff = 1 - confidence, p * n_eff
+        low = float(stats.beta.ppf(alpha / 2, k_eff, n_eff - k_eff + 1)) if k_eff > 0 else 0.0
+        high = float(stats.beta.ppf(1 - alpha / 2, k_eff + 1, n_eff - k_eff)) if k_eff < n_eff else 1.0
+    return {"estimate": p, "low": low, "high": high, "n_eff": n_eff}
+
+
 # --- seed noise + test-sample noise -------------------------------------------------------
 
 

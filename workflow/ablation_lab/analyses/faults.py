@@ -1,0 +1,283 @@
+"""Fault tolerance: fault-injection campaigns on the weights of trained models (issue 29).
+
+Hardware faults (a particle strike, a worn memory cell) change the bits of a deployed
+model's weights; whether the prediction then changes silently is what a fault-injection
+campaign measures. Per trained model: every fault model of `faults.models` (a flipped bit,
+a bit stuck at 0 or 1, a zeroed weight, a weight replaced by a random value from its
+kernel's range) at each count of `faults.counts` faults per fault map, spread uniformly over
+the chosen kernels (target `all`) and over each kernel alone (the per-layer vulnerability);
+then single bit flips at each bit position of `faults.bits` (the per-bit sensitivity).
+`faults.injections` fault maps per cell, each scored on the whole test split: accuracy, the
+SDC rate (silent data corruption: of the examples the clean model gets right, the share
+whose prediction changes to another class with finite outputs) and the share of examples
+with NaN/Inf outputs (a detectable failure, kept apart from SDC).
+
+Faults are written into the loaded model's variables in place and the touched entries
+restored bit for bit after each map (models/fault_injection.py); the saved model file is
+never written. With `faults.clip`, every map is also scored with each hidden layer's
+outputs clipped to their per-unit range on the training split (Ranger, Chen et al. 2021):
+the test split fits nothing. Fault-aware fine-tuning is not offered. Figures and the report
+section: analyses/fault_report.py.
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from ablation_lab.analyses.base import Analysis, RunContext, StudyTables
+from ablation_lab.analyses.fault_report import ALL, faults_section, plot_bits, plot_curves
+from ablation_lab.models.fault_injection import (
+    BIT_MODELS,
+    FaultMap,
+    WeightFaults,
+    clip_bounds,
+    faulty_activations,
+    forward,
+    outcome,
+    weight_layers,
+)
+
+KEYS = ("models", "counts", "bit", "bits", "injections", "layers", "activation_layers", "clip", "margin", "seed")
+GROUP = ["family", "variant", "arm", "sweep", "target", "fault", "bit", "count"]
+MEASURES = {"accuracy": ("correct", "examples"), "sdc_rate": ("sdc", "clean_correct"), "nonfinite_rate": ("nonfinite", "examples")}
+
+
+def chosen_weight_layers(model: Any, wanted: Sequence[str]) -> list[str]:
+    """The kernels `faults.layers` names (empty: every Dense/Conv kernel); an unknown name is a one-line error."""
+    available = weight_layers(model)
+    for name in wanted:
+        if name not in available:
+            raise ValueError(f"faults.layers: {name!r} is not a Dense/Conv layer of this model (available: {', '.join(available)})")
+    return list(wanted) or available
+
+
+def cell_seed(seed: int, model_seed: int, cell: str, injection: int) -> np.random.Generator:
+    """One fault map's generator: the same (config seed, model seed, cell, injection) always draws the same map.
+
+    Cells are keyed by name, not position, so adding a count or a bit leaves the other maps as
+    they were; variants trained with the same seed get the same maps (paired comparisons).
+    """
+    return np.random.default_rng(np.random.SeedSequence([seed, model_seed, zlib.crc32(cell.encode()), injection]))
+
+
+def faults_table(
+    model: Any, x_test: np.ndarray, y_test: np.ndarray, params: Mapping[str, Any], seed: int, x_train: np.ndarray | None = None
+) -> pd.DataFrame:
+    """Every fault map's counts on one trained model; `x_train` (the training split) is needed for `clip` only."""
+    layers = chosen_weight_layers(model, params["layers"])
+    faults = WeightFaults(model, layers)
+    targets: list[tuple[str, list[int] | None]] = [(ALL, None)]
+    targets += [(name, [k]) for k, name in enumerate(layers)] if len(layers) > 1 else []
+    cells = [
+        ("grid", fault, count, params["bit"] if fault in BIT_MODELS else None, target, chosen)
+        for fault in params["models"]
+        for count in params["counts"]
+        for target, chosen in targets
+    ]
+    cells += [("bits", "bit_flip", 1, bit, ALL, None) for bit in params["bits"]]
+    arms = {"none": None} | ({"clip": clip_bounds(model, x_train)} if params["clip"] else {})
+    rows = []
+    for arm, bounds in arms.items():
+        run = forward(model, bounds)
+        clean_outputs = run(x_test)
+        clean = clean_outputs.argmax(axis=1)
+        base = {"arm": arm, "examples": len(y_test), "clean_correct": int((clean == y_test).sum())}
+        clean_row = {"sweep": "clean", "target": ALL, "fault": "none", "bit": -1, "count": 0, "injection": 0, "weights": 0}
+        rows.append(base | clean_row | outcome(clean_outputs, y_test, clean))
+        for sweep, fault, count, bit, target, chosen in cells:
+            weights = int(faults.sizes[chosen].sum()) if chosen else int(faults.sizes.sum())
+            for injection in range(params["injections"]):
+                rng = cell_seed(params["seed"], seed, f"{sweep}|{fault}|{count}|{bit}|{target}", injection)
+                fault_map = faults.draw(fault, count, rng, bit, chosen)
+                with faults.injected(fault_map):
+                    counts = outcome(run(x_test), y_test, clean)
+                cell = {"sweep": sweep, "target": target, "fault": fault, "bit": -1 if bit is None else bit, "count": count}
+                rows.append(base | cell | {"injection": injection, "weights": weights} | counts)
+    if not faults.intact():
+        raise RuntimeError("faults: a kernel did not get its original weights back after the campaign")
+    rows += activation_rows(model, x_test, y_test, params, seed, arms)
+    columns = ["arm", "sweep", "target", "fault", "bit", "count", "injection", "weights", "examples", "clean_correct"]
+    return pd.DataFrame(rows, columns=[*columns, "correct", "sdc", "nonfinite"])
+
+
+def _tail(split: Any, activations: np.ndarray, clip: tuple[np.ndarray, np.ndarray] | None) -> np.ndarray:
+    """The layers after the cut on (faulted) activations, clipped first to the training range in the clip arm."""
+    return split.tail(activations if clip is None else np.clip(activations, *clip))
+
+
+def activation_rows(
+    model: Any, x_test: np.ndarray, y_test: np.ndarray, params: Mapping[str, Any], seed: int, arms: Mapping[str, Any]
+) -> list[dict[str, Any]]:
+    """Faults in the outputs of `faults.activation_layers`, per test example (models/surgery.py cuts the model there:
+    the layer's clean activations once, then only the layers after it per fault map). The clip arm clips the faulted layer."""
+    from ablation_lab.models.surgery import knockout_layers, split_model
+
+    available = knockout_layers(model)
+    rows = []
+    for layer in params["activation_layers"]:
+        if layer not in available:
+            raise ValueError(f"faults.activation_layers: {layer!r} is not a hidden layer of this model (available: {', '.join(available)})")
+        split = split_model(model, layer)
+        activations = split.head(x_test)
+        size = int(np.prod(activations.shape[1:]))
+        for arm, bounds in arms.items():
+            clip = bounds[layer] if bounds else None
+            clean = _tail(split, activations, clip).argmax(axis=1)
+            base = {"arm": arm, "sweep": "activations", "target": layer, "weights": size, "examples": len(y_test)}
+            base["clean_correct"] = int((clean == y_test).sum())
+            for fault in [f for f in params["models"] if f in (*BIT_MODELS, "zero")]:
+                bit = params["bit"] if fault in BIT_MODELS else None
+                for count in sorted({min(c, size) for c in params["counts"]}):
+                    for injection in range(params["injections"]):
+                        rng = cell_seed(params["seed"], seed, f"activations|{fault}|{count}|{bit}|{layer}", injection)
+                        faulty = faulty_activations(activations, fault, count, rng, bit)
+                        counts = outcome(_tail(split, faulty, clip), y_test, clean)
+                        rows.append(
+                            base | {"fault": fault, "bit": -1 if bit is None else bit, "count": count, "injection": injection} | counts
+                        )
+    return rows
+
+
+def empty_map() -> FaultMap:
+    """A fault map that touches nothing (zero faults: the clean model)."""
+    nothing = np.zeros(0, dtype=np.int64)
+    return FaultMap(nothing, nothing, np.zeros(0, np.float32), nothing)
+
+
+def faults_run(context: RunContext, params: dict[str, Any]) -> pd.DataFrame:
+    """The campaign on one trained model: the test split is scored; only `clip` reads the training split (its ranges)."""
+    x_train = context.inputs("train") if params["clip"] else None
+    return faults_table(context.model, context.inputs("test"), context.labels("test"), params, context.seed, x_train)
+
+
+def faults_params(config: Mapping[str, Any]) -> dict[str, Any] | None:
+    block = config.get("faults")
+    return {key: block[key] for key in KEYS} if block else None
+
+
+def faults_families(config: Mapping[str, Any], family: str) -> bool:
+    return family in config["faults"]["families"]
+
+
+# --- study level --------------------------------------------------------------------------
+
+
+def summary_table(table: pd.DataFrame, confidence: float = 0.95) -> pd.DataFrame:
+    """Per (variant, arm, cell): each measure pooled over seeds and fault maps, with its clustered exact interval.
+
+    The interval (statistics.clustered_clopper_pearson) treats each (seed, fault map) as one
+    cluster of test examples: it covers which maps were drawn and which examples were
+    scored, for these trained models; seed-to-seed training noise is the comparisons' job.
+    A rare map that corrupts many examples (bit 30 of a weight on an active input) may not be
+    drawn at all, which no interval over the drawn maps can see: `map_failure_rate`, the
+    share of maps with any SDC or non-finite output, is a proportion of independent maps, so
+    its exact interval bounds how often such maps occur.
+    """
+    from ablation_lab.statistics.inference import clopper_pearson, clustered_clopper_pearson
+
+    rows = []
+    for key, part in table.groupby(GROUP, sort=False):
+        row = dict(zip(GROUP, key, strict=True)) | {
+            "seeds": part["seed"].nunique(),
+            "maps": len(part),
+            "weights": int(part["weights"].iat[0]),
+        }
+        for measure, (hits, trials) in MEASURES.items():
+            ci = clustered_clopper_pearson(part[hits].to_numpy(), part[trials].to_numpy(), confidence)
+            row |= {measure: ci["estimate"], f"{measure}_low": ci["low"], f"{measure}_high": ci["high"], f"{measure}_n_eff": ci["n_eff"]}
+        failed = int(((part["sdc"] > 0) | (part["nonfinite"] > 0)).sum())  # maps are independent trials: exact as it stands
+        low, high = clopper_pearson(failed, len(part), confidence)
+        rows.append(row | {"map_failure_rate": failed / len(part), "map_failure_rate_low": low, "map_failure_rate_high": high})
+    return pd.DataFrame(rows)
+
+
+def per_seed_sdc(table: pd.DataFrame, arm: str = "none") -> pd.DataFrame:
+    """SDC rate per (variant, seed, fault, count) of the grid cells over every kernel: the unit comparisons pair."""
+    grid = table[(table["arm"] == arm) & (table["sweep"] == "grid") & (table["target"] == ALL)]
+    sums = grid.groupby(["family", "variant", "seed", "fault", "count"], sort=False)[["sdc", "clean_correct"]].sum().reset_index()
+    return sums.assign(sdc_rate=sums["sdc"] / sums["clean_correct"])
+
+
+def comparisons_table(table: pd.DataFrame, margin: float) -> pd.DataFrame:
+    """Each variant's SDC rate minus the baseline's, per grid cell: statistics.tables.compare_to_baseline on the SDC
+    rate (paired by seed, Holm within each family and cell, interval verdicts against +-margin)."""
+    from ablation_lab.ablations import BASELINE
+    from ablation_lab.statistics.tables import compare_to_baseline
+
+    rates = per_seed_sdc(table)
+    if BASELINE not in set(rates["family"]) or rates["family"].nunique() < 2:
+        return pd.DataFrame()
+    parts = []
+    for (fault, count), part in rates.groupby(["fault", "count"], sort=False):
+        compared = compare_to_baseline(part[["family", "variant", "seed", "sdc_rate"]], metric="sdc_rate", margin=margin)
+        parts.append(compared.assign(fault=fault, count=count))
+    return pd.concat(parts, ignore_index=True)
+
+
+def mitigation_table(table: pd.DataFrame) -> pd.DataFrame:
+    """Clipped minus unclipped SDC rate per variant and grid cell, paired by seed (statistics.paired_difference; unadjusted 95%)."""
+    from ablation_lab.statistics.inference import paired_difference
+
+    if "clip" not in set(table["arm"]):
+        return pd.DataFrame()
+    keys = ["family", "variant", "fault", "count", "seed"]
+    both = per_seed_sdc(table, "none").merge(per_seed_sdc(table, "clip"), on=keys, suffixes=("_none", "_clip"))
+    rows = []
+    for (family, variant, fault, count), part in both.groupby(keys[:-1], sort=False):
+        result = paired_difference(part["sdc_rate_clip"], part["sdc_rate_none"])
+        rows.append(
+            {"family": family, "variant": variant, "fault": fault, "count": count, "seeds": result["seeds"]}
+            | {"sdc_none": part["sdc_rate_none"].mean(), "sdc_clip": part["sdc_rate_clip"].mean(), "difference": result["estimate"]}
+            | {"diff_ci_low": result["low"], "diff_ci_high": result["high"], "method": result["method"]}
+        )
+    return pd.DataFrame(rows)
+
+
+def summarise(study: StudyTables) -> dict[str, pd.DataFrame]:
+    table = study.table
+    if table is None or table.empty:
+        return {name: pd.DataFrame() for name in SUMMARIES}
+    return {
+        "faults_summary": summary_table(table),
+        "faults_comparisons": comparisons_table(table, study.params["margin"]),
+        "faults_mitigation": mitigation_table(table),
+    }
+
+
+SUMMARIES = ("faults_summary", "faults_comparisons", "faults_mitigation")
+
+
+# --- figures and report (analyses/fault_report.py) ---------------------------------------
+
+
+def plot(tables: Mapping[str, str], variants: Sequence[dict[str, Any]], out: Mapping[str, str]) -> None:
+    summary = pd.read_csv(tables["faults_summary"]) if Path(tables["faults_summary"]).stat().st_size > 1 else pd.DataFrame()
+    plot_curves(summary, variants, out["faults"])
+    plot_bits(summary, variants, out["faults_bits"])
+
+
+def figures(study: Any) -> list[str]:
+    return ["faults", "faults_bits"]
+
+
+ANALYSIS = Analysis(
+    "faults",
+    "Fault tolerance",
+    "Faults injected into trained weights (bit flips, stuck-at bits, zeroed and random weights); accuracy, SDC rate and non-finite outputs on test.",
+    faults_run,
+    faults_params,
+    config_key="faults",
+    code=("ablations", "models.fault_injection", "models.surgery", "statistics"),
+    wants=faults_families,
+    summaries=SUMMARIES,
+    summarise=summarise,
+    figures=figures,
+    plot=plot,
+    sections=(faults_section,),
+)
