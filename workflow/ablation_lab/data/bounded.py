@@ -40,7 +40,7 @@ _CHUNK = 1 << 20
 
 def describe_size(n: int) -> str:
     """A byte count as people read it: 1 GiB, 3.2 MiB, 512 bytes."""
-    for unit, size in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+    for unit, size in (("TiB", 1 << 40), ("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
         if n >= size:
             return f"{n / size:.3g} {unit}"
     return f"{n} bytes"
@@ -73,15 +73,15 @@ def require_regular(path: Path, expected: str) -> int:
     kind = file_kind(info.st_mode)
     if kind is not None:
         raise DataError(
-            f"{str(path)!r} is not a regular file but {kind} (a pipe blocks and a device never ends when read); "
-            f"set dataset.path to {expected}"
+            f"{str(path)!r} is not a regular file but {kind}: reading a pipe blocks and a device never ends; set dataset.path to {expected}"
         )
     return info.st_size
 
 
-def refuse_size(path: Path, size: int, what: str) -> None:
-    if size > MAX_DATA_BYTES:
-        raise DataError(f"{str(path)!r}: {what} is {describe_size(size)}, over the limit of {describe_size(MAX_DATA_BYTES)} ({_LIMIT})")
+def refuse_size(path: Path, size: int, what: str, limit: int = MAX_DATA_BYTES) -> None:
+    if size > limit:
+        source = _LIMIT if limit == MAX_DATA_BYTES else "the largest official file of its kind, doubled"
+        raise DataError(f"{str(path)!r}: {what} is {describe_size(size)}, over the limit of {describe_size(limit)} ({source})")
 
 
 class _Capped(io.RawIOBase):
@@ -156,12 +156,6 @@ def check_text_size(path: Path) -> None:
         raise
     except _DECODE_ERRORS as error:
         raise DataError(f"cannot read {str(path)!r} ({path.suffix} compressed, truncated?): {error}") from None
-
-
-def read_capped(handle: BinaryIO, path: Path, what: str, limit: int = MAX_DATA_BYTES) -> bytes:
-    """All of a stream, refused once it passes `limit` bytes (a gzip stream, a tar member)."""
-    capped = _Capped(handle, limit, path, what)
-    return b"".join(iter(lambda: capped.read(_CHUNK), b""))
 
 
 def npz_headers(path: Path) -> dict[str, tuple[tuple[int, ...], np.dtype]]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import gzip
 import io
+import math
 import pickle
 import tarfile
 import zipfile
@@ -21,7 +22,6 @@ from ablation_lab.data.bounded import (
     MAX_HEADER_BYTES,
     check_text_size,
     npz_headers,
-    read_capped,
     read_head,
     refuse_size,
     require_regular,
@@ -85,22 +85,28 @@ def load_npz(path: Path, *, trusted: bool = False) -> dict[str, np.ndarray]:
 
 
 def _read_idx(path: Path) -> np.ndarray:
-    """The IDX format of the original MNIST / Fashion-MNIST files (optionally gzipped)."""
+    """The IDX format of the original MNIST / Fashion-MNIST files (optionally gzipped).
+
+    The shape in the header is checked against MAX_DATA_BYTES before the body is read, and
+    the body is read to that size only: a gzip stream cannot make it read more.
+    """
     opener = gzip.open if path.suffix == ".gz" else open
     require_regular(path, "an IDX file")
     try:
         with opener(path, "rb") as handle:
-            raw = read_capped(handle, path, "the IDX data")
+            head = handle.read(4)
+            if len(head) < 4 or head[0] != 0 or head[1] != 0 or head[2] != 0x08:
+                raise DataError(f"{str(path)!r} is not an unsigned-byte IDX file")
+            raw_dims = handle.read(4 * head[3])
+            dims = tuple(int.from_bytes(raw_dims[4 * i : 4 * i + 4], "big") for i in range(len(raw_dims) // 4))
+            size = math.prod(dims)
+            refuse_size(path, size, f"the IDX data of shape {dims}")
+            body = handle.read(size + 1)
     except (OSError, EOFError, zlib.error) as error:
         raise DataError(f"cannot read IDX file {str(path)!r}: {error}") from error
-    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] != 0x08:
-        raise DataError(f"{str(path)!r} is not an unsigned-byte IDX file")
-    ndim = raw[3]
-    dims = tuple(int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
-    body = np.frombuffer(raw, dtype=np.uint8, offset=min(4 + 4 * ndim, len(raw)))
-    if body.size != int(np.prod(dims)):
-        raise DataError(f"{str(path)!r} is truncated: {body.size} bytes for shape {dims}")
-    return body.reshape(dims)
+    if len(dims) != head[3] or len(body) != size:
+        raise DataError(f"{str(path)!r} is truncated or too long: {len(body)} bytes for shape {dims}")
+    return np.frombuffer(body, dtype=np.uint8).reshape(dims)
 
 
 def read_keras_image_set(dataset: str, path: str | None) -> RawData:
@@ -144,6 +150,9 @@ _CIFAR_STEMS = (*(f"data_batch_{i}" for i in range(1, 6)), "test_batch")
 
 
 _CIFAR_PIXELS = 32 * 32 * 3
+
+
+_CIFAR_BATCH_BYTES = 64 << 20  # an official batch is 30.7 MB (python) or 30.7 MB (binary); twice that is no batch
 
 
 _CIFAR_EXPECTED = (
@@ -235,7 +244,7 @@ def _cifar_batch(name: str, read: Callable[[], bytes], where: str) -> tuple[str,
 
 
 def _read_regular(path: Path) -> bytes:
-    refuse_size(path, require_regular(path, _CIFAR_EXPECTED), "the file")
+    refuse_size(path, require_regular(path, _CIFAR_EXPECTED), "the file", _CIFAR_BATCH_BYTES)
     return path.read_bytes()
 
 
@@ -258,7 +267,7 @@ def _cifar_batches(source: Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
                     if not member.isfile():
                         continue
                     total += member.size
-                    refuse_size(source, member.size, f"its member {member.name!r}")
+                    refuse_size(source, member.size, f"its member {member.name!r}", _CIFAR_BATCH_BYTES)
                     refuse_size(source, total, "the sum of its members (uncompressed)")
                     where = f"{str(source)!r} (member {member.name!r})"
                     batch = _cifar_batch(Path(member.name).name, archive.extractfile(member).read, where)

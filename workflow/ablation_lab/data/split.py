@@ -305,6 +305,7 @@ def _scale(features: dict[str, np.ndarray], info: DatasetInfo, where: str) -> tu
             scaling: dict[str, Any] = {"method": "divide_by_max", "max": top}
         else:
             mean, std = train.mean(axis=0), train.std(axis=0)
+            _refuse_overflow(~np.isfinite(mean) | ~np.isfinite(std), train, info, where)
             std[std == 0] = 1.0
             scaled = {s: ((v - mean) / std).astype(np.float32) for s, v in features.items()}
             scaling = {"method": "standardise", "mean": mean.tolist(), "std": std.tolist()}
@@ -320,6 +321,19 @@ def _scale(features: dict[str, np.ndarray], info: DatasetInfo, where: str) -> tu
                 f"|values| up to {reach:.3g}, first in {split} row {row}); rescale it (other units, a log) so it stays well below 1e150"
             )
     return scaled, scaling
+
+
+def _refuse_overflow(bad_columns: np.ndarray, train: np.ndarray, info: DatasetInfo, where: str) -> None:
+    """A column whose training mean or standard deviation overflows float64: every scaled value would be 0 or NaN."""
+    if not bad_columns.any():
+        return
+    column = int(np.flatnonzero(bad_columns.reshape(-1))[0])
+    name = info.feature_names[column] if column < len(info.feature_names) else f"feature {column}"
+    reach = float(np.max(np.abs(train.reshape(len(train), -1)[:, column])))
+    raise DataError(
+        f"{where}: column {name!r} is not finite after scaling (its training mean or standard deviation overflows float64, "
+        f"|values| up to {reach:.3g}); rescale it (other units, a log) so it stays well below 1e150"
+    )
 
 
 def load(cfg: dict) -> RawData:
