@@ -30,9 +30,11 @@ try:
     for study_file in workflow.overwrite_configfiles or ["config/config.yaml"]:
         load_study_yaml(study_file)
     STUDY = Study.from_config(config)
-    _ = STUDY.info  # the data file's header, read here: a bad one is the line below, not a traceback later
+    # the data file's header, read here: a bad one is the line below, not a traceback later
+    _ = STUDY.info
     if not (os.path.exists(STUDY.split_file()) and os.path.exists(STUDY.meta_file())):
-        inspect_data(STUDY.config["dataset"])  # what prepare_data would refuse, refused now
+        # what prepare_data would refuse, refused now
+        inspect_data(STUDY.config["dataset"])
 except (ConfigError, DataError) as error:
     sys.exit(f"error: {error}")
 NAME = STUDY.name
