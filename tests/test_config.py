@@ -310,7 +310,7 @@ def test_shipped_study_files_pass_the_strict_loader(name):
         ),
         (
             "dataset: {name: npz, path: broken.npz}\nfamilies:\n  input:\n    groups: [{kind: columns, size: 4}]\n",
-            "error: cannot read the shape of 'x' in",
+            "error: 'broken.npz' is not a NumPy .npz archive",
         ),
     ],
     ids=["missing-file", "broken-yaml", "duplicate-key", "nan", "data-error-no-path", "data-error-bad-npz"],

@@ -99,7 +99,7 @@ Builder = Callable[[Path], dict]
 CASES: list[tuple[str, Builder, str]] = [
     # the file itself
     ("csv-path-is-a-folder", lambda t: folder(t, "table.csv", "csv"), "is a folder, not a file"),
-    ("csv-path-is-dev-null", lambda t: cfg("csv", "/dev/null"), "is not a regular file (a device such as /dev/null"),
+    ("csv-path-is-dev-null", lambda t: cfg("csv", "/dev/null"), "is not a regular file but a character device"),
     ("csv-empty-file", lambda t: cfg("csv", write(t / "t.csv", b"")), "is empty (0 bytes)"),
     (
         "csv-binary-file",

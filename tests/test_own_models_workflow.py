@@ -105,3 +105,14 @@ def test_a_model_file_study_runs_retrain_and_posthoc_families_and_names_the_file
     assert by_variant["dropout/rate-0.5"] != by_variant["baseline/reference"]
     knockout = pd.read_csv(report / "tables" / "knockout.csv")
     assert {"conv", "dense"} <= set(knockout["layer"])  # channels of the conv layer, units of the dense one
+
+
+def test_a_study_that_trains_nothing_still_reports(tmp_path):
+    """A model file with its saved weights and no family: no training job, an empty history."""
+    path = saved_cnn(tmp_path / "my_net.keras")
+    config = digits_study("saved", {"kind": "file", "path": str(path), "weights": "as_saved"}, {})
+    done = snakemake(tmp_path, write_config(tmp_path, config), "--cores", "2")
+    assert "rule train:" in done.stdout  # the saved model's run folder, written without training
+    page = (tmp_path / "reports" / "saved" / "report.html").read_text()
+    assert 'id="family-baseline"' in page and 'id="training"' not in page
+    assert pd.read_csv(tmp_path / "reports" / "saved" / "tables" / "history.csv").empty

@@ -273,3 +273,26 @@ def test_no_job_or_worker_outlives_a_sigkilled_snakemake_by_more_than_10_s(tmp_p
             os.killpg(run.pid, signal.SIGKILL)  # whatever outlived it, so a failure leaves nothing running
     logs = "".join(p.read_text() for p in (tmp_path / "logs").rglob("train.log"))
     assert f"Snakemake (process {run.pid}) is gone: stopping this" in logs
+
+
+def test_a_deleted_model_is_listed_by_verify_and_rebuilt_by_a_plain_rerun(tmp_path):
+    """Every run file is a target of `rule all`: Snakemake otherwise rebuilds a missing
+    intermediate file only for a job it has to run, and a rerun said "Nothing to be done"."""
+    import sys
+
+    config = {**SMALL, "families": {}, "training": {"epochs": 1, "early_stopping_patience": 0}}
+    path = write_config(tmp_path, config)
+    snakemake(tmp_path, path, "--cores", "2")
+    (model,) = (tmp_path / "results").glob("digits-*/*/seed1/model.keras")
+    model.unlink()
+
+    def verify() -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [sys.executable, "-m", "ablation_lab", "verify", str(path)], cwd=tmp_path, capture_output=True, text=True, check=False
+        )
+
+    found = verify()
+    assert found.returncode == 1 and f"{model.relative_to(tmp_path)} is missing" in found.stdout
+    rebuilt = snakemake(tmp_path, path, "--cores", "2")
+    assert "rule train:" in rebuilt.stdout and model.exists()
+    assert verify().returncode == 0

@@ -18,7 +18,7 @@ def main(argv: list[str] | None = None) -> int:
     commands = parser.add_subparsers(dest="command", required=True)
     path_cmd = commands.add_parser("report-path", help="print where a study's HTML report lands")
     path_cmd.add_argument("config", type=Path)
-    check_cmd = commands.add_parser("check", help="validate a study config and list its variants")
+    check_cmd = commands.add_parser("check", help="validate a study config and its data file, and list its variants")
     check_cmd.add_argument("config", type=Path)
     verify_cmd = commands.add_parser("verify", help="check a study's trained artifacts against the digests recorded when they were written")
     verify_cmd.add_argument("config", type=Path)
@@ -44,6 +44,7 @@ def main(argv: list[str] | None = None) -> int:
             from ablation_lab.study import Study
 
             study = Study.from_config(config)
+            data = check_data(study)
             check_model_loads(config, study)
             for variant_id, variant in study.variants.items():
                 print(f"{variant_id}\t{study.run_of(variant)}")
@@ -53,6 +54,7 @@ def main(argv: list[str] | None = None) -> int:
             )
             for run, users in study.sharing().items():
                 print(f"shared model {run}: {', '.join(users)}", file=sys.stderr)
+            print(data, file=sys.stderr)
     except ConfigError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
@@ -104,6 +106,17 @@ def check_model_loads(config: dict[str, Any], study: Any) -> None:
         check_loaded(loaded, str(model["path"]), study.info.input_shape, study.info.n_classes)
 
 
+def check_data(study: Any) -> str:
+    """Read and check the study's data as its data-prep job would (same one-line errors), and
+    split it, but write nothing: a bad file is found before `snakemake` plans any job."""
+    from ablation_lab.data.split import inspect
+
+    _ = study.info  # the header checks, as the Snakefile makes them
+    found = inspect(study.config["dataset"])
+    sizes = "/".join(str(found["sizes"][s]) for s in ("train", "val", "test"))
+    return f"data {found['where']}: {found['classes']} classes, {sizes} train/validation/test examples"
+
+
 def findings(config: dict[str, Any]) -> list[str]:
     """The study's main findings, read from the tables its `aggregate` job wrote (the report's own)."""
     import pandas as pd
@@ -120,27 +133,37 @@ def findings(config: dict[str, Any]) -> list[str]:
 
 
 def verify(study: Any) -> tuple[list[str], int]:
-    """One line per corrupted or truncated artifact of the study's trained runs (missing ones
-    are simply rebuilt by the next run), and how many runs were checked."""
+    """One line per missing, corrupted or truncated artifact of the study's trained runs, and how
+    many runs were checked (a run with none of its files has not been trained yet: not a problem).
+
+    A missing file is listed too: nothing else would say so before the report quietly lacks it.
+    """
     from ablation_lab.artifacts import ArtifactError, check_digest, read_json
     from ablation_lab.study import RUN_FILES, run_file
 
     problems, checked = [], 0
     for run in study.runs:
         for seed in study.seeds:
-            provenance = Path(run_file("provenance", study.data_key, run, seed))
-            if not provenance.exists():
+            files = {kind: Path(run_file(kind, study.data_key, run, seed)) for kind in RUN_FILES}
+            missing = [kind for kind, path in files.items() if not path.exists()]
+            if len(missing) == len(files):
                 continue
             checked += 1
-            digests = read_json(provenance).get("digests", {})
+            for kind in missing:
+                problems.append(
+                    f"{files[kind]} is missing ({RUN_FILES[kind]} of {run} seed {seed}); rerun the study with the same "
+                    "command: every run file is a target, so Snakemake retrains that run"
+                )
+            if "provenance" in missing:
+                continue
+            digests = read_json(files["provenance"]).get("digests", {})
             for kind in ("model", "history", "predictions"):
-                path = Path(run_file(kind, study.data_key, run, seed))
-                if not path.exists():
+                if kind in missing:
                     continue
                 try:
-                    check_digest(path, digests.get(kind), "train")
+                    check_digest(files[kind], digests.get(kind), "train")
                 except ArtifactError as error:
-                    problems.append(f"{error}; here: `rm -r {provenance.parent}` ({RUN_FILES[kind]} of {run} seed {seed})")
+                    problems.append(f"{error}; here: `rm -r {files['provenance'].parent}` ({RUN_FILES[kind]} of {run} seed {seed})")
     return problems, checked
 
 

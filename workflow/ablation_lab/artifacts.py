@@ -146,8 +146,8 @@ def check_digest(path: str | Path, expected: str | None, rule: str) -> None:
     if actual != expected:
         raise ArtifactError(
             f"{path} is corrupted or truncated (its sha256 differs from the one recorded when it was written): "
-            f"delete its run folder and rerun with `--forcerun aggregate` (Snakemake rebuilds missing upstream files "
-            f"only for a job it has to run), or force its {rule} job with `--forcerun {rule}`"
+            f"delete its run folder and rerun the study (every run file is a target of `rule all`, so Snakemake "
+            f"rebuilds what is missing), or force its {rule} job with `--forcerun {rule}`"
         )
 
 

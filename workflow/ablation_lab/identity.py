@@ -51,6 +51,8 @@ def content_digest(path: str | Path | None) -> str | None:
     source = Path(path).expanduser()
     if not source.exists():
         return "missing"  # data prep fails with a message saying what to put where
+    if not source.is_dir() and not source.is_file():
+        return "not-a-regular-file"  # a FIFO would block this read, a device never end it; data prep refuses it
     files = sorted(p for p in source.rglob("*") if p.is_file()) if source.is_dir() else [source]
     sha = hashlib.sha256()
     for file in files:

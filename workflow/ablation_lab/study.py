@@ -428,6 +428,23 @@ class Study:
     def probe_files(self) -> list[str]:
         return sorted({row["path"] for row in self.probe_table()})
 
+    def artifact_files(self) -> list[str]:
+        """Every file of every trained (run, seed) and every analysis output, for `rule all`.
+
+        Snakemake rebuilds a missing intermediate file only for a job it has to run, so a
+        deleted model.keras would go unnoticed by a rerun; asked for by the target rule, a
+        deleted artifact makes its job (and what depends on it) run again.
+        """
+        runs = {run_file(kind, self.data_key, run, seed) for run in self.runs for seed in self.seeds for kind in RUN_FILES}
+        probes = {
+            self.probe_file(variant, seed, analysis, arrays=arrays)
+            for analysis in self.analyses()
+            for variant in self.analysed(analysis)
+            for seed in self.seeds
+            for arrays in (False, True)
+        }
+        return sorted(runs | probes)
+
     def variant_table(self) -> list[dict[str, Any]]:
         """One row per variant for aggregation and plots (JSON-friendly)."""
         rows = []

@@ -14,6 +14,7 @@ from ablation_lab.ablations import BASELINE
 from ablation_lab.analyses.registry import ANALYSES
 from ablation_lab.config import ConfigError, load_study_yaml
 from ablation_lab.data.base import DataError
+from ablation_lab.data.split import inspect as inspect_data
 from ablation_lab.artifacts import sealed
 from ablation_lab.runtime import hooks as runtime
 from ablation_lab.study import Study
@@ -22,11 +23,18 @@ from ablation_lab.study import Study
 # strictly, so a duplicate key or a syntax error is one line naming the file and line.
 # One validation, against workflow/schemas/config.schema.yaml, with one-line errors that
 # name the key (snakemake.utils.validate would print the schema); defaults are filled in.
-# A bad study or data file ends the run with that line alone (no Python frames), exit 1.
+# A bad study or data file ends the run with that line alone (no Python frames), exit 1:
+# Snakemake prints the message of a SystemExit raised while parsing and nothing else. The
+# data is checked as data prep would check it until the split is prepared (then never again).
 try:
     for study_file in workflow.overwrite_configfiles or ["config/config.yaml"]:
         load_study_yaml(study_file)
     STUDY = Study.from_config(config)
+    # the data file's header, read here: a bad one is the line below, not a traceback later
+    _ = STUDY.info
+    if not (os.path.exists(STUDY.split_file()) and os.path.exists(STUDY.meta_file())):
+        # what prepare_data would refuse, refused now
+        inspect_data(STUDY.config["dataset"])
 except (ConfigError, DataError) as error:
     sys.exit(f"error: {error}")
 NAME = STUDY.name
@@ -167,7 +175,8 @@ def all_probes(wildcards):
 
 
 def final_outputs():
-    return [STUDY.report_file()]
+    """The report, and every run's and analysis's files: a deleted one is rebuilt by a rerun."""
+    return [STUDY.report_file(), *STUDY.artifact_files()]
 
 
 def mem_mb_by_attempt(first_mb: int):

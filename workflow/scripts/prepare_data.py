@@ -1,8 +1,20 @@
-"""Snakemake adapter: load the configured dataset and write its stratified split."""
+"""Snakemake adapter: load the configured dataset and write its stratified split.
+
+Unusable data ends the job with its one DataError line on stderr (Snakemake shows it), not a
+traceback; the job's log holds the traceback for anyone who wants it.
+"""
+
+import sys
 
 import _package  # noqa: F401
 from ablation_lab.artifacts import unsealed
+from ablation_lab.data.base import DataError
 from ablation_lab.runtime.dispatch import run_here
 
 sm = snakemake
-run_here("prepare_data", sm.log[0], {"dataset_cfg": unsealed(sm.params.dataset), "data_out": sm.output.data, "meta_out": sm.output.meta})
+try:
+    run_here(
+        "prepare_data", sm.log[0], {"dataset_cfg": unsealed(sm.params.dataset), "data_out": sm.output.data, "meta_out": sm.output.meta}
+    )
+except DataError as error:
+    sys.exit(f"error: {error}")

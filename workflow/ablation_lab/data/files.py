@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import gzip
 import io
+import math
 import pickle
 import tarfile
 import zipfile
@@ -17,10 +18,21 @@ from typing import Any
 import numpy as np
 
 from ablation_lab.data.base import DataError, DatasetInfo, RawData, count_of, some_of
+from ablation_lab.data.bounded import (
+    MAX_HEADER_BYTES,
+    check_text_size,
+    npz_headers,
+    read_head,
+    refuse_size,
+    require_regular,
+)
 
 
 def require_file(path: str | None, dataset: str, expected: str, *, folder_ok: bool = False) -> Path:
-    """The user's path, refused early when no loader could read it (folder, device, empty file)."""
+    """The user's path, refused early when no loader could read it (folder, device, pipe, empty file).
+
+    Checked with stat, never opened: opening a FIFO for reading blocks until a writer comes.
+    """
     if not path:
         raise DataError(f"dataset {dataset!r} is read from a local file and nothing is downloaded: set dataset.path to {expected}")
     resolved = Path(path).expanduser()
@@ -32,24 +44,33 @@ def require_file(path: str | None, dataset: str, expected: str, *, folder_ok: bo
         if folder_ok:
             return resolved
         raise DataError(f"{str(resolved)!r} is a folder, not a file; set dataset.path to {expected}")
-    if not resolved.is_file():
-        raise DataError(f"{str(resolved)!r} is not a regular file (a device such as /dev/null, or a pipe); set dataset.path to {expected}")
-    if resolved.stat().st_size == 0:
+    if require_regular(resolved, expected) == 0:
         raise DataError(f"{str(resolved)!r} is empty (0 bytes); set dataset.path to {expected}")
     return resolved
 
 
-def load_npz(path: Path) -> dict[str, np.ndarray]:
+def _require_npz(path: Path) -> None:
+    """Refuse, from its first bytes, a file that is not a zip archive (np.load would take it as a pickle or one .npy)."""
     try:
         with open(path, "rb") as handle:
             magic = handle.read(6)
     except OSError as error:
         raise DataError(f"cannot read {str(path)!r}: {error}") from error
-    if not magic.startswith((b"PK\x03\x04", b"PK\x05\x06", b"\x93NUMPY")):
+    if magic.startswith(b"\x93NUMPY"):
+        raise DataError(f"{str(path)!r} is a single .npy array, not an .npz archive; save it with np.savez(path, x=..., y=...)")
+    if not magic.startswith((b"PK\x03\x04", b"PK\x05\x06")):
         # np.load would try it as a pickle and suggest allow_pickle=True: never for a file of unknown origin
         raise DataError(
             f"{str(path)!r} is not a NumPy .npz archive (it starts with {magic!r}); save the arrays with np.savez(path, x=..., y=...)"
         )
+
+
+def load_npz(path: Path, *, trusted: bool = False) -> dict[str, np.ndarray]:
+    """Every array of an .npz; a user's file (not `trusted`, i.e. not this workflow's own split)
+    has each array's claimed size checked against MAX_DATA_BYTES first."""
+    _require_npz(path)
+    if not trusted:
+        npz_headers(path)
     try:
         loaded = np.load(path, allow_pickle=False)
     except (OSError, ValueError, zipfile.BadZipFile, EOFError, zlib.error) as error:
@@ -64,21 +85,28 @@ def load_npz(path: Path) -> dict[str, np.ndarray]:
 
 
 def _read_idx(path: Path) -> np.ndarray:
-    """The IDX format of the original MNIST / Fashion-MNIST files (optionally gzipped)."""
+    """The IDX format of the original MNIST / Fashion-MNIST files (optionally gzipped).
+
+    The shape in the header is checked against MAX_DATA_BYTES before the body is read, and
+    the body is read to that size only: a gzip stream cannot make it read more.
+    """
     opener = gzip.open if path.suffix == ".gz" else open
+    require_regular(path, "an IDX file")
     try:
         with opener(path, "rb") as handle:
-            raw = handle.read()
+            head = handle.read(4)
+            if len(head) < 4 or head[0] != 0 or head[1] != 0 or head[2] != 0x08:
+                raise DataError(f"{str(path)!r} is not an unsigned-byte IDX file")
+            raw_dims = handle.read(4 * head[3])
+            dims = tuple(int.from_bytes(raw_dims[4 * i : 4 * i + 4], "big") for i in range(len(raw_dims) // 4))
+            size = math.prod(dims)
+            refuse_size(path, size, f"the IDX data of shape {dims}")
+            body = handle.read(size + 1)
     except (OSError, EOFError, zlib.error) as error:
         raise DataError(f"cannot read IDX file {str(path)!r}: {error}") from error
-    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] != 0x08:
-        raise DataError(f"{str(path)!r} is not an unsigned-byte IDX file")
-    ndim = raw[3]
-    dims = tuple(int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
-    body = np.frombuffer(raw, dtype=np.uint8, offset=min(4 + 4 * ndim, len(raw)))
-    if body.size != int(np.prod(dims)):
-        raise DataError(f"{str(path)!r} is truncated: {body.size} bytes for shape {dims}")
-    return body.reshape(dims)
+    if len(dims) != head[3] or len(body) != size:
+        raise DataError(f"{str(path)!r} is truncated or too long: {len(body)} bytes for shape {dims}")
+    return np.frombuffer(body, dtype=np.uint8).reshape(dims)
 
 
 def read_keras_image_set(dataset: str, path: str | None) -> RawData:
@@ -122,6 +150,9 @@ _CIFAR_STEMS = (*(f"data_batch_{i}" for i in range(1, 6)), "test_batch")
 
 
 _CIFAR_PIXELS = 32 * 32 * 3
+
+
+_CIFAR_BATCH_BYTES = 64 << 20  # an official batch is 30.7 MB (python) or 30.7 MB (binary); twice that is no batch
 
 
 _CIFAR_EXPECTED = (
@@ -212,20 +243,32 @@ def _cifar_batch(name: str, read: Callable[[], bytes], where: str) -> tuple[str,
     return None
 
 
+def _read_regular(path: Path) -> bytes:
+    refuse_size(path, require_regular(path, _CIFAR_EXPECTED), "the file", _CIFAR_BATCH_BYTES)
+    return path.read_bytes()
+
+
 def _cifar_batches(source: Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """Every official batch in the folder or .tar(.gz), read in memory (nothing is extracted to disk)."""
+    """Every official batch in the folder or .tar(.gz), read in memory (nothing is extracted to disk).
+
+    A tar member's size comes from its header: each one, and their sum, is checked against
+    MAX_DATA_BYTES before the member is read (a .tar.gz can claim any size)."""
     found: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     try:
         if source.is_dir():
             for member in sorted(p for p in source.rglob("*") if p.is_file()):
-                batch = _cifar_batch(member.name, member.read_bytes, repr(str(member)))
+                batch = _cifar_batch(member.name, lambda m=member: _read_regular(m), repr(str(member)))
                 if batch and batch[0] not in found:
                     found[batch[0]] = batch[1]
         else:
+            total = 0
             with tarfile.open(source) as archive:
-                for member in archive.getmembers():
+                for member in archive:  # one header at a time: getmembers() would inflate the whole archive first
                     if not member.isfile():
                         continue
+                    total += member.size
+                    refuse_size(source, member.size, f"its member {member.name!r}", _CIFAR_BATCH_BYTES)
+                    refuse_size(source, total, "the sum of its members (uncompressed)")
                     where = f"{str(source)!r} (member {member.name!r})"
                     batch = _cifar_batch(Path(member.name).name, archive.extractfile(member).read, where)
                     if batch and batch[0] not in found:
@@ -263,9 +306,6 @@ NPZ_EXPECTED = "an .npz with arrays 'x' and 'y' (optionally 'x_test', 'y_test')"
 CSV_EXPECTED = "a CSV table with one row per example and a label column"
 
 
-_COMPRESSED = (".gz", ".bz2", ".zip", ".xz", ".zst", ".tar")
-
-
 _SNIFF = 8192
 
 
@@ -299,14 +339,16 @@ def read_user_npz(cfg: dict) -> RawData:
 
 
 def _require_text(path: Path) -> None:
-    """Refuse a binary file before pandas decodes it into nonsense columns or a codec traceback."""
-    if path.suffix.lower() in _COMPRESSED:
-        return  # pandas decompresses these itself; its errors are caught where the table is read
-    try:
-        with open(path, "rb") as handle:
-            head = handle.read(_SNIFF)
-    except OSError as error:
-        raise DataError(f"cannot read {str(path)!r}: {error}") from error
+    """Refuse a binary file before pandas decodes it into nonsense columns or a codec traceback.
+
+    A compressed file is judged by its first decompressed bytes; a tar or zstd archive is
+    refused outright (pandas would inflate a tar member of any size, zstd needs a package
+    this workflow does not install).
+    """
+    name = path.name.lower()
+    if name.endswith(".zst") or ".tar" in path.suffixes or name.endswith(".tar"):
+        raise DataError(f"{str(path)!r}: a tar or zstd archive; save the table as .csv, .csv.gz, .csv.bz2, .csv.xz or a one-file .csv.zip")
+    head = read_head(path, _SNIFF)
     if b"\x00" in head:
         raise DataError(
             f"{str(path)!r} is a binary file, not a CSV text table (NUL byte at offset {head.index(0)}); export the data as UTF-8 CSV"
@@ -318,6 +360,39 @@ def _require_text(path: Path) -> None:
             raise DataError(f"{str(path)!r} is not UTF-8 text (undecodable byte at offset {error.start}); save it as a UTF-8 CSV") from None
 
 
+def _header_line(path: Path) -> bytes:
+    """The first non-blank line (quotes respected), read through a cap: pandas would read a
+    file without a line break whole to find the end of its header."""
+    head = read_head(path, MAX_HEADER_BYTES + 1).lstrip(b"\r\n")
+    quoted = False
+    for index, byte in enumerate(head):
+        if byte == ord('"'):
+            quoted = not quoted
+        elif byte == ord("\n") and not quoted:
+            return head[: index + 1]
+    if len(head) > MAX_HEADER_BYTES:
+        raise DataError(
+            f"{str(path)!r}: no line break in its first {MAX_HEADER_BYTES >> 20} MiB, so no header line to read "
+            "(MAX_HEADER_BYTES in workflow/ablation_lab/data/bounded.py); is it a CSV table?"
+        )
+    return head
+
+
+_DELIMITERS = {";": "semicolon", "\t": "tab", "|": "pipe"}
+
+
+def _delimiter_hint(line: bytes) -> str:
+    """Why a header has no label column, when it looks separated by something other than commas."""
+    text = line.decode("utf-8", errors="replace")
+    for delimiter, name in _DELIMITERS.items():
+        if text.count(delimiter) > text.count(","):
+            return (
+                f"; the header looks {name}-separated ({delimiter!r}, {text.count(delimiter)} times, "
+                f"{text.count(',')} commas): save the table comma-separated"
+            )
+    return ""
+
+
 def csv_features(source: Path, label: str) -> list[str]:
     """Feature column names from the header alone, after the checks a header allows.
 
@@ -327,9 +402,10 @@ def csv_features(source: Path, label: str) -> list[str]:
     import pandas as pd
 
     _require_text(source)
+    line = _header_line(source)
     try:
-        written = pd.read_csv(source, header=None, nrows=1, dtype=str, keep_default_na=False).iloc[0].tolist()
-        columns = [str(c) for c in pd.read_csv(source, nrows=0).columns]
+        written = pd.read_csv(io.BytesIO(line), header=None, nrows=1, dtype=str, keep_default_na=False).iloc[0].tolist()
+        columns = [str(c) for c in pd.read_csv(io.BytesIO(line), nrows=0).columns]
     except (OSError, ValueError, IndexError) as error:
         raise DataError(f"cannot read {str(source)!r} as CSV: {error}") from error
     repeated = [(name, count) for name, count in Counter(written).items() if count > 1]
@@ -340,10 +416,15 @@ def csv_features(source: Path, label: str) -> list[str]:
             "and a repeated label would leak into the features); rename or drop the duplicate"
         )
     if label not in columns:
-        raise DataError(f"{str(source)!r} has no label column {label!r} (dataset.label_column); its columns are {', '.join(columns)}")
+        raise DataError(
+            f"{str(source)!r} has no label column {label!r} (dataset.label_column); its columns are {', '.join(columns)}"
+            + _delimiter_hint(line)
+        )
     features = [c for c in columns if c != label]
     if not features:
-        raise DataError(f"{str(source)!r} has only the label column {label!r}; add feature columns (one per input) next to it")
+        raise DataError(
+            f"{str(source)!r} has only the label column {label!r}; add feature columns (one per input) next to it" + _delimiter_hint(line)
+        )
     return features
 
 
@@ -367,9 +448,10 @@ def read_user_csv(cfg: dict) -> RawData:
     source = require_file(cfg["path"], "csv", CSV_EXPECTED)
     label = cfg["label_column"]
     csv_features(source, label)
+    check_text_size(source)
     try:
         table = pd.read_csv(source)
-    except (OSError, ValueError) as error:
+    except (OSError, ValueError, EOFError, zlib.error) as error:
         raise DataError(f"cannot read {str(source)!r} as CSV: {error}") from error
     if table.empty:
         raise DataError(f"{str(source)!r} has a header but no examples (0 rows); add one row per example")
@@ -388,18 +470,11 @@ def read_user_csv(cfg: dict) -> RawData:
 
 def npz_info(path: Path) -> DatasetInfo:
     """Shape of `x` from its .npy header alone: the Snakefile asks at every start, data can be large."""
-    try:
-        with zipfile.ZipFile(path) as archive:
-            names = sorted(n.removesuffix(".npy") for n in archive.namelist())
-            if "x" in names and "y" in names:
-                with archive.open("x.npy") as member:
-                    version = np.lib.format.read_magic(member)
-                    read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
-                    shape = read_header(member)[0]
-    except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as error:
-        raise DataError(f"cannot read the shape of 'x' in {str(path)!r} (an .npz with arrays 'x' and 'y'?): {error}") from error
-    if "x" not in names or "y" not in names:
-        raise DataError(f"cannot read the shape of 'x' in {str(path)!r}: it must hold arrays named 'x' and 'y'; it holds {names}")
+    _require_npz(path)
+    arrays = npz_headers(path)
+    if "x" not in arrays or "y" not in arrays:
+        raise DataError(f"cannot read the shape of 'x' in {str(path)!r}: it must hold arrays named 'x' and 'y'; it holds {sorted(arrays)}")
+    shape = arrays["x"][0]
     if _check_x_shape(shape, path) == "tabular":
         return DatasetInfo("tabular", tuple(shape[1:]), _tabular_names(shape[1]))
     return DatasetInfo("image", tuple(shape[1:]))

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from ablation_lab.data.base import FORMAT_VERSION, SPLITS, DataError, RawData, Split, count_of, show_value, some_of
+from ablation_lab.data.base import FORMAT_VERSION, SPLITS, DataError, DatasetInfo, RawData, Split, count_of, show_value, some_of
 from ablation_lab.data.datasets import LOADERS
 from ablation_lab.data.files import load_npz
 
@@ -216,32 +216,58 @@ def _where(raw: RawData, cfg: dict) -> str:
     return repr(file) if file else f"dataset {cfg['name']!r}"
 
 
-def make_split(raw: RawData, cfg: dict) -> Split:
-    """Stratified, seeded train/validation/test split; images scaled to [0, 1], tables standardised."""
+def split_rows(raw: RawData, cfg: dict) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """Every check of the data and the seeded stratified split, as row indices: (rows, labels) per split.
+
+    Rows, not feature arrays: `check` runs exactly this (every message is the one data prep
+    would print) without copying the features. The test rows index raw.x_test when the data
+    brings an official test split, raw.x otherwise.
+    """
     seed = cfg["split_seed"]
     where = _where(raw, cfg)
     check_arrays(raw.x, raw.y, where)
-    x, y = raw.x, raw.y
+    rows, y = np.arange(len(raw.y)), raw.y
     if raw.x_test is not None and raw.y_test is not None:
         check_arrays(raw.x_test, raw.y_test, f"{where} (test split)")
         _check_test_split(raw, where)
         _check_class_sizes(y, 2, "train/validation", where)
-        x_test, y_test = raw.x_test, raw.y_test
+        test_rows, y_test = np.arange(len(raw.y_test)), raw.y_test
         if cfg.get("max_samples"):
-            x, y = _stratified_take(x, y, cfg["max_samples"], seed, where)
+            rows, y = _stratified_take(rows, y, cfg["max_samples"], seed, where)
             ratio = cfg["test_fraction"] / (1 - cfg["test_fraction"])
             n_test = max(2, len(np.unique(y_test)), round(len(y) * ratio))
-            x_test, y_test = _stratified_take(x_test, y_test, n_test, seed, f"{where} (test split)")
+            test_rows, y_test = _stratified_take(test_rows, y_test, n_test, seed, f"{where} (test split)")
     else:
         _check_class_sizes(y, 3, "train/validation/test", where)
         if cfg.get("max_samples"):
-            x, y = _stratified_take(x, y, cfg["max_samples"], seed, where)
-        x, x_test, y, y_test = _stratified_split(x, y, "test", cfg, seed, where)
-    x_train, x_val, y_train, y_val = _stratified_split(x, y, "validation", cfg, seed + 1, where)
+            rows, y = _stratified_take(rows, y, cfg["max_samples"], seed, where)
+        rows, test_rows, y, y_test = _stratified_split(rows, y, "test", cfg, seed, where)
+    train_rows, val_rows, y_train, y_val = _stratified_split(rows, y, "validation", cfg, seed + 1, where)
     _check_trained_on(y_train, {"validation": y_val, "test": y_test}, where)
-    (y_train, y_val, y_test), class_names = _encode_labels(y_train, y_val, y_test)
-    features = {"train": x_train, "val": x_val, "test": x_test}
-    features, scaling = _scale(features, raw.info.kind)
+    return {"train": train_rows, "val": val_rows, "test": test_rows}, {"train": y_train, "val": y_val, "test": y_test}
+
+
+def scaled_features(raw: RawData, rows: dict[str, np.ndarray], where: str) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """The split's float32 features, scaled (see _scale), refused if any value is not finite after scaling."""
+    sources = {"train": raw.x, "val": raw.x, "test": raw.x if raw.x_test is None else raw.x_test}
+    return _scale({s: sources[s][rows[s]] for s in SPLITS}, raw.info, where)
+
+
+def inspect(cfg: dict) -> dict[str, Any]:
+    """What `check` reports: the data read and checked as data prep does, split and scaled, nothing written."""
+    raw = load(cfg)
+    rows, labels = split_rows(raw, cfg)
+    scaled_features(raw, rows, _where(raw, cfg))
+    classes = np.unique(np.concatenate([labels[s] for s in SPLITS]))
+    return {"where": _where(raw, cfg), "classes": len(classes), "sizes": {s: len(rows[s]) for s in SPLITS}}
+
+
+def make_split(raw: RawData, cfg: dict) -> Split:
+    """Stratified, seeded train/validation/test split; images scaled to [0, 1], tables standardised."""
+    where = _where(raw, cfg)
+    rows, labels = split_rows(raw, cfg)
+    features, scaling = scaled_features(raw, rows, where)
+    (y_train, y_val, y_test), class_names = _encode_labels(labels["train"], labels["val"], labels["test"])
     arrays = {f"x_{s}": features[s] for s in SPLITS}
     arrays |= {"y_train": y_train, "y_val": y_val, "y_test": y_test}
     meta = {
@@ -256,33 +282,72 @@ def make_split(raw: RawData, cfg: dict) -> Split:
         "class_counts": {s: np.bincount(arrays[f"y_{s}"], minlength=len(class_names)).tolist() for s in SPLITS},
         "value_range": [float(arrays["x_train"].min()), float(arrays["x_train"].max())],
         "scaling": scaling,
-        "split_seed": seed,
+        "split_seed": cfg["split_seed"],
         "source": raw.source,
         "fingerprint": _fingerprint(arrays),
     }
     return Split(arrays, meta)
 
 
-def _scale(features: dict[str, np.ndarray], kind: str) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-    """Images by the training maximum (255, 16, ...) into [0, 1]; tables by training mean/std."""
-    train = features["train"].astype(np.float64)
-    if kind == "image":
-        top = float(train.max()) if train.max() > 1 else 1.0
-        scaled = {s: (v.astype(np.float64) / top).astype(np.float32) for s, v in features.items()}
-        return scaled, {"method": "divide_by_max", "max": top}
-    mean, std = train.mean(axis=0), train.std(axis=0)
-    std[std == 0] = 1.0
-    scaled = {s: ((v - mean) / std).astype(np.float32) for s, v in features.items()}
-    return scaled, {"method": "standardise", "mean": mean.tolist(), "std": std.tolist()}
+def _scale(features: dict[str, np.ndarray], info: DatasetInfo, where: str) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """Images by the training maximum (255, 16, ...) into [0, 1]; tables by training mean/std.
+
+    Finite features can still overflow here (values near 1e154 square past float64 in the
+    standard deviation; a value far outside a near-constant training column passes float32's
+    3.4e38 once scaled): refused, naming the column, instead of training on inf or NaN and
+    reporting the runs as diverged.
+    """
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        train = features["train"].astype(np.float64)
+        if info.kind == "image":
+            top = float(train.max()) if train.max() > 1 else 1.0
+            scaled = {s: (v.astype(np.float64) / top).astype(np.float32) for s, v in features.items()}
+            scaling: dict[str, Any] = {"method": "divide_by_max", "max": top}
+        else:
+            mean, std = train.mean(axis=0), train.std(axis=0)
+            _refuse_overflow(~np.isfinite(mean) | ~np.isfinite(std), train, info, where)
+            std[std == 0] = 1.0
+            scaled = {s: ((v - mean) / std).astype(np.float32) for s, v in features.items()}
+            scaling = {"method": "standardise", "mean": mean.tolist(), "std": std.tolist()}
+    for split in SPLITS:
+        bad = ~np.isfinite(scaled[split].reshape(len(scaled[split]), -1))
+        if bad.any():
+            row, column = (int(i[0]) for i in np.nonzero(bad))
+            name = info.feature_names[column] if column < len(info.feature_names) else f"feature {column}"
+            reach = float(np.max(np.abs(features[split].reshape(len(bad), -1)[:, column])))
+            how = "dividing by the training maximum" if info.kind == "image" else "standardising with the training mean and std"
+            raise DataError(
+                f"{where}: column {name!r} is not finite after scaling ({how}; {int(bad[:, column].sum())} {split} values, "
+                f"|values| up to {reach:.3g}, first in {split} row {row}); rescale it (other units, a log) so it stays well below 1e150"
+            )
+    return scaled, scaling
 
 
-def prepare(cfg: dict) -> Split:
-    """Load the configured dataset and split it; every failure is a DataError with a clear message."""
+def _refuse_overflow(bad_columns: np.ndarray, train: np.ndarray, info: DatasetInfo, where: str) -> None:
+    """A column whose training mean or standard deviation overflows float64: every scaled value would be 0 or NaN."""
+    if not bad_columns.any():
+        return
+    column = int(np.flatnonzero(bad_columns.reshape(-1))[0])
+    name = info.feature_names[column] if column < len(info.feature_names) else f"feature {column}"
+    reach = float(np.max(np.abs(train.reshape(len(train), -1)[:, column])))
+    raise DataError(
+        f"{where}: column {name!r} is not finite after scaling (its training mean or standard deviation overflows float64, "
+        f"|values| up to {reach:.3g}); rescale it (other units, a log) so it stays well below 1e150"
+    )
+
+
+def load(cfg: dict) -> RawData:
+    """The configured dataset, read (bounded) but not checked."""
     try:
         loader = LOADERS[cfg["name"]]
     except KeyError:
         raise DataError(f"unknown dataset {cfg['name']!r} (known: {', '.join(LOADERS)})") from None
-    return make_split(loader(cfg), cfg)
+    return loader(cfg)
+
+
+def prepare(cfg: dict) -> Split:
+    """Load the configured dataset and split it; every failure is a DataError with a clear message."""
+    return make_split(load(cfg), cfg)
 
 
 def save_split(split: Split, data_path: str | Path, meta_path: str | Path) -> None:
@@ -298,4 +363,4 @@ def load_split(data_path: str | Path, meta_path: str | Path) -> Split:
     meta = read_json(meta_path)
     if meta.get("format_version") != FORMAT_VERSION:
         raise DataError(f"{meta_path}: prepared data of format {meta.get('format_version')}, expected {FORMAT_VERSION}; rerun data prep")
-    return Split(load_npz(Path(data_path)), meta)
+    return Split(load_npz(Path(data_path), trusted=True), meta)

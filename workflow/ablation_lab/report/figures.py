@@ -113,6 +113,9 @@ def plot_examples(
 
 def plot_learning_curves(history: pd.DataFrame, variants: Sequence[dict[str, Any]], path: str | Path) -> None:
     """Training and validation loss per epoch, mean over seeds, one panel per family, one colour per variant."""
+    if history.empty:  # read back from an empty table, its columns are not even numeric
+        empty_figure(path, "No learning curves: nothing was trained (every model uses its saved weights).")
+        return
     history = history[~history["family"].str.endswith("_posthoc")]  # test-time twins: the baseline's curves again
     long = history.melt(
         id_vars=["family", "variant", "seed", "epoch"], value_vars=["loss", "val_loss"], var_name="split", value_name="cross-entropy"
