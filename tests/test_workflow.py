@@ -209,5 +209,8 @@ def test_typo_in_config_fails_before_any_job(tmp_path):
     config["combinations"] = []
     done = snakemake(tmp_path, write_config(tmp_path, config), "--cores", "2", check=False)
     assert done.returncode != 0
-    assert "unknown key 'dropuot' in families (allowed keys: activation, capacity, dropout, input, noise, nsdropout)" in done.stdout
+    assert (
+        "unknown key 'dropuot' in families (did you mean 'dropout' for 'dropuot'?; allowed keys: activation, capacity, dropout, input, noise, nsdropout)"
+        in done.stdout
+    )
     assert not (tmp_path / "results").exists()
