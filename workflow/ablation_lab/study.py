@@ -39,7 +39,7 @@ from ablation_lab.ablations import (
 from ablation_lab.analyses.registry import ANALYSES, EVALUATION
 from ablation_lab.config import ConfigError, validate_config
 from ablation_lab.data.base import FORMAT_VERSION, DatasetInfo
-from ablation_lab.data.datasets import describe
+from ablation_lab.data.datasets import describe, identity_of
 
 RESULTS = "results"
 REPORTS = "reports"
@@ -209,7 +209,7 @@ class Study:
     def data_spec(self) -> dict[str, Any]:
         """What determines the prepared split: the dataset block, the data file's content, the format."""
         dataset = self.config["dataset"]
-        return {"dataset": dict(dataset), "content": identity.content_digest(dataset.get("path")), "format": FORMAT_VERSION}
+        return {"dataset": identity_of(dataset), "content": identity.content_digest(dataset.get("path")), "format": FORMAT_VERSION}
 
     @cached_property
     def data_key(self) -> str:

@@ -74,6 +74,16 @@ def count_of(n: int, noun: str) -> str:
     return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
 
+def refuse_missing_labels(missing: np.ndarray, label: str, source: Any, counting: str) -> None:
+    """One line naming the rows of a user's table that have no label (a mask, one entry per row)."""
+    rows = np.flatnonzero(missing)
+    if len(rows):
+        raise DataError(
+            f"{str(source)!r}: {count_of(len(rows), 'row')} without a label in column {label!r} (data rows {some_of(rows + 1)}, "
+            f"{counting}); fill them in or drop those rows"
+        )
+
+
 def some_of(indices: np.ndarray, limit: int = 8) -> str:
     shown = ", ".join(str(int(i)) for i in indices[:limit])
     return shown + (f" and {len(indices) - limit} more" if len(indices) > limit else "")

@@ -29,6 +29,8 @@ from ablation_lab.data.files import (
     read_user_npz,
     require_file,
 )
+from ablation_lab.data.image_folder import describe_images, read_image_folder
+from ablation_lab.data.parquet import describe_parquet, read_user_parquet
 
 # embedded sets ---------------------------------------------------------------------------
 
@@ -79,7 +81,19 @@ LOADERS: dict[str, Callable[[dict], RawData]] = {
     "cifar10": lambda cfg: read_cifar10(cfg["path"]),
     "npz": read_user_npz,
     "csv": read_user_csv,
+    "parquet": read_user_parquet,
+    "images": read_image_folder,
 }
+
+# Keys of the dataset block that only some loaders read. A loader's data key leaves out the keys
+# it does not read, so adding such a key to the schema renames no other study's prepared data.
+LOADER_KEYS: dict[str, tuple[str, ...]] = {"image_size": ("images",), "color_mode": ("images",)}
+
+
+def identity_of(dataset: dict) -> dict:
+    """The dataset block as it determines the prepared split: without keys its loader never reads."""
+    return {key: value for key, value in dataset.items() if dataset.get("name") in LOADER_KEYS.get(key, (dataset.get("name"),))}
+
 
 _STATIC_INFO = {
     "mnist5k": DatasetInfo("image", (28, 28), n_classes=10),
@@ -106,6 +120,10 @@ def describe(cfg: dict) -> DatasetInfo:
         return DatasetInfo("tabular", (len(columns),), tuple(columns))
     if name == "npz":
         return npz_info(require_file(cfg["path"], "npz", NPZ_EXPECTED))
+    if name == "parquet":
+        return describe_parquet(cfg)
+    if name == "images":
+        return describe_images(cfg)
     raise DataError(f"unknown dataset {name!r} (known: {', '.join(LOADERS)})")
 
 

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from ablation_lab.data.base import DataError, DatasetInfo, RawData, count_of, some_of
+from ablation_lab.data.base import DataError, DatasetInfo, RawData, refuse_missing_labels
 from ablation_lab.data.bounded import (
     MAX_HEADER_BYTES,
     check_text_size,
@@ -457,12 +457,7 @@ def read_user_csv(cfg: dict) -> RawData:
         raise DataError(f"{str(source)!r} has a header but no examples (0 rows); add one row per example")
     features = table.drop(columns=[label])
     _check_numeric(features, source)
-    missing = np.flatnonzero(table[label].isna().to_numpy())
-    if len(missing):
-        raise DataError(
-            f"{str(source)!r}: {count_of(len(missing), 'row')} without a label in column {label!r} (data rows {some_of(missing + 1)}, "
-            "counting from 1 below the header); fill them in or drop those rows"
-        )
+    refuse_missing_labels(table[label].isna().to_numpy(), label, source, "counting from 1 below the header")
     x = features.to_numpy(dtype=np.float64, na_value=np.nan)
     info = DatasetInfo("tabular", (features.shape[1],), tuple(map(str, features.columns)))
     return RawData(x, table[label].to_numpy(), info, source={"file": str(source)})

@@ -212,7 +212,7 @@ def _fingerprint(arrays: dict[str, np.ndarray]) -> str:
 
 def _where(raw: RawData, cfg: dict) -> str:
     """How messages name the data: the user's file, or the embedded set."""
-    file = raw.source.get("file")
+    file = raw.source.get("file") or raw.source.get("folder")
     return repr(file) if file else f"dataset {cfg['name']!r}"
 
 

@@ -94,10 +94,18 @@ def methods_text(comparisons: pd.DataFrame, seeds: int, margin: float) -> str:
 
 
 def dataset_label(dataset: dict[str, Any]) -> str:
-    """What the data is called on the page: the file's name for csv/npz studies (the format says little)."""
-    if dataset.get("name") in ("csv", "npz") and dataset.get("path"):
+    """What the data is called on the page: the file's or folder's name for a user's data (the format says little)."""
+    if dataset.get("name") in ("csv", "npz", "parquet", "images") and dataset.get("path"):
         return Path(str(dataset["path"])).name
     return str(dataset["name"])
+
+
+def class_list(names: list[str], limit: int = 12) -> str:
+    """The classes by name where the data names them (an image folder's subfolders, a table's labels), not as 0..K-1."""
+    if not names or all(str(name).lstrip("-").isdigit() for name in names):
+        return ""
+    shown = ", ".join(map(str, names[:limit])) + (f" and {len(names) - limit} more" if len(names) > limit else "")
+    return f"; {len(names)} classes: {shown}"
 
 
 def runtime_table(benchmarks: pd.DataFrame | None) -> pd.DataFrame:
@@ -132,7 +140,7 @@ def study_summary(inputs: ReportInputs) -> str:
     sizes = ", ".join(f"{k} {v}" for k, v in inputs.meta["sizes"].items())
     trained = runs[["run", "seed"]].drop_duplicates() if "run" in runs else runs
     text = (
-        f"Data: {dataset_label(study['dataset'])} ({sizes}). Model: {model_label(model, inputs.model_source)}; "
+        f"Data: {dataset_label(study['dataset'])} ({sizes}{class_list(inputs.meta.get('class_names', []))}). Model: {model_label(model, inputs.model_source)}; "
         f"{training.get('optimizer', '')} for up to "
         f"{training.get('epochs', '?')} epoch(s). {inputs.tables['summary'].shape[0]} variants x {len(seeds)} seeds "
         f"({', '.join(map(str, seeds))}); {len(trained)} trained models."
