@@ -98,7 +98,7 @@ def test_the_warm_pool_serves_every_job_but_data_preparation():
     assert shell_jobs == {"train", "analyse_run"}
     scripts = {path.stem: path.read_text() for path in (ROOT / "workflow" / "scripts").glob("*.py") if path.stem != "_package"}
     script_jobs = {name for name, text in scripts.items() if "run_job(" in text} - {"run_job"}
-    assert script_jobs == {"aggregate", "plot_figures", "plot_analyses", "plot_examples", "report"}
+    assert script_jobs == {"aggregate", "plot_figures", "plot_analyses", "plot_examples", "report", "tensorboard"}
     assert shell_jobs | script_jobs == set(SERVED_JOBS)
     assert "run_here(" in scripts["prepare_data"] and "prepare_data" not in SERVED_JOBS
     assert all("import _package" in text for text in scripts.values()), "each script imports the package beside the rules"

@@ -102,6 +102,19 @@ def test_each_run_directory_holds_model_history_predictions_metrics_and_provenan
     assert (workdir / "logs" / study.data_key / study.run_of(variant) / "seed1" / "train.log").exists()
 
 
+def test_tensorboard_logs_hold_every_trained_run_and_turning_them_off_retrains_nothing(finished):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    workdir, config = finished
+    logs = workdir / "reports" / "smoke" / "tensorboard"
+    curves = EventAccumulator(str(logs / "noise" / "gauss-0.3" / "seed1" / "train"))
+    curves.Reload()
+    assert set(curves.Tags()["tensors"]) == {"epoch_loss", "epoch_accuracy"}
+    assert len(list(logs.glob("*/*/seed1"))) == len(pd.read_csv(workdir / "reports" / "smoke" / "tables" / "runs.csv"))
+    out = snakemake(workdir, write_config(workdir, {**config, "tensorboard": False}, "no-tensorboard.yaml"), "--dry-run")
+    assert set(planned_jobs(out.stdout)) <= {"report_html", "all"}  # the page prints the study file; nothing is retrained
+
+
 def test_noop_rerun_has_nothing_to_do(finished):
     workdir, config = finished
     out = snakemake(workdir, write_config(workdir, config, "same.yaml"), "--dry-run")

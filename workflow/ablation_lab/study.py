@@ -325,6 +325,9 @@ class Study:
     def report_file(self) -> str:
         return f"{self.report_dir()}/report.html"
 
+    def tensorboard_dir(self) -> str:
+        return f"{self.report_dir()}/tensorboard"
+
     def tables_dir(self) -> str:
         return f"{self.report_dir()}/tables"
 

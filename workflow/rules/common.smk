@@ -176,7 +176,8 @@ def all_probes(wildcards):
 
 def final_outputs():
     """The report, and every run's and analysis's files: a deleted one is rebuilt by a rerun."""
-    return [STUDY.report_file(), *STUDY.artifact_files()]
+    tensorboard = [STUDY.tensorboard_dir()] if STUDY.config["tensorboard"] else []
+    return [STUDY.report_file(), *STUDY.artifact_files(), *tensorboard]
 
 
 def mem_mb_by_attempt(first_mb: int):

@@ -195,3 +195,28 @@ rule report_html:
         code=source_digest("report", "ablations", "analyses", "statistics", "identity"),
     script:
         "../scripts/report.py"
+
+
+# Only with `tensorboard: true`: the aggregated tables as TensorBoard logs, so turning it on
+# adds this one job and retrains nothing.
+rule tensorboard:
+    input:
+        history=f"{STUDY.tables_dir()}/history.csv",
+        runs=f"{STUDY.tables_dir()}/runs.csv",
+    output:
+        logs=directory(STUDY.tensorboard_dir()),
+    log:
+        STUDY.study_log("tensorboard"),
+    benchmark:
+        STUDY.study_benchmark("tensorboard")
+    conda:
+        "../envs/ablation-lab.yaml"
+    threads: 1
+    resources:
+        mem_mb=mem_mb_by_attempt(2000),
+        runtime=10,
+    params:
+        variants=sealed(STUDY.variant_table()),
+        code=source_digest("report.tensorboard"),
+    script:
+        "../scripts/tensorboard.py"

@@ -34,7 +34,7 @@ POOL_ENV = "ABLATION_LAB_POOL"  # set by the Snakemake process that started the 
 # their own processes those imports were about 60% of the study's tail, 3.5 s of a 21 s
 # study on two cores (benchmarks/README.md). Data preparation runs in its own process: it
 # runs while the workers are still importing TensorFlow.
-SERVED_JOBS = frozenset({"train", "analyse_run", "aggregate", "plot_figures", "plot_analyses", "plot_examples", "report"})
+SERVED_JOBS = frozenset({"train", "analyse_run", "aggregate", "plot_figures", "plot_analyses", "plot_examples", "report", "tensorboard"})
 # A job that needs TensorFlow waits for a worker still importing it (it would import it
 # too, from scratch); any other job goes only to a worker that has finished, so a rerun
 # that redoes only the report does not wait for TensorFlow.

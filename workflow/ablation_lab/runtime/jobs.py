@@ -285,6 +285,14 @@ def plot_analyses(variants: list[dict[str, Any]], tables: dict[str, str], out: d
             analysis.plot(tables, variants, out)
 
 
+def tensorboard(history: str, runs: str, variants: list[dict[str, Any]], out: str) -> None:
+    """Every run's curves, test metrics and hparams as TensorBoard logs, from the study's tables."""
+    from ablation_lab.report.tensorboard import write_logs
+
+    written = write_logs(pd.read_csv(history), pd.read_csv(runs), variants, out)
+    print(f"TensorBoard logs of {written} runs in {out}: tensorboard --logdir {out}")
+
+
 def plot_examples(families: list[str], variants: list[dict[str, Any]], data: str, meta: str, seed: int, out: dict[str, str]) -> None:
     """What the model sees: test images as each variant of each image-changing family transforms them."""
     from ablation_lab.data.split import load_split
