@@ -6,7 +6,7 @@ CORES  ?= 2
 CONFIG ?= config/config.yaml
 STAMP  := $(VENV)/.installed
 
-.PHONY: install browser run report test test-cluster lint unit bench clean
+.PHONY: install browser run report test test-cluster lint unit bench compare clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -49,6 +49,14 @@ lint: install
 ## unit: the quick loop: every test but the workflow (and browser), runtime and cluster ones (no Snakemake run, no Chromium)
 unit: install
 	$(BIN)/python -m pytest -q -m "not workflow and not runtime and not cluster" --durations=15
+
+## compare: two studies side by side (each one run first, from its cache when it has run):
+## make compare A=config/a.yaml B=config/b.yaml writes reports/compare/<a>--<b>/compare.html and .csv
+compare: install
+	@test -n "$(A)" -a -n "$(B)" || { echo "usage: make compare A=<study-a.yaml> B=<study-b.yaml>"; exit 2; }
+	$(BIN)/snakemake --cores $(CORES) --configfile $(A)
+	$(BIN)/snakemake --cores $(CORES) --configfile $(B)
+	$(BIN)/python -m ablation_lab compare $(A) $(B)
 
 ## bench: speed benchmarks, printing ratios (see benchmarks/README.md)
 bench: install

@@ -227,3 +227,23 @@ def test_typo_in_config_fails_before_any_job(tmp_path):
         in done.stdout
     )
     assert not (tmp_path / "results").exists()
+
+
+def test_compare_puts_two_finished_studies_side_by_side(finished):
+    import subprocess
+    import sys
+
+    workdir, config = finished
+    other = {key: config[key] for key in ("seeds", "dataset", "model", "training")}
+    other |= {"study": "smoke-b", "families": {"dropout": {"rates": [0.5, 0.3]}}}
+    snakemake(workdir, write_config(workdir, other, "smoke-b.yaml"), "--cores", "2")
+    a = write_config(workdir, config, "smoke.yaml")
+    done = subprocess.run(
+        [sys.executable, "-m", "ablation_lab", "compare", str(a), str(workdir / "smoke-b.yaml")], cwd=workdir, capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr
+    table = pd.read_csv(workdir / "reports" / "compare" / "smoke--smoke-b" / "compare.csv")
+    found = dict(zip(table["family"] + "/" + table["variant"], table["in"], strict=True))
+    assert found["dropout/rate-0.5"] == "both" and found["dropout/rate-0.3"] == "only smoke-b" and found["noise/gauss-0.3"] == "only smoke"
+    page = (workdir / "reports" / "compare" / "smoke--smoke-b" / "compare.html").read_text()
+    assert "they share 1 seed(s)" in page  # one seed: no paired interval, and the page says why

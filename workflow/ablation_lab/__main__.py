@@ -24,9 +24,20 @@ def main(argv: list[str] | None = None) -> int:
     verify_cmd.add_argument("config", type=Path)
     findings_cmd = commands.add_parser("findings", help="print a finished study's three main findings (from its aggregated tables)")
     findings_cmd.add_argument("config", type=Path)
+    compare_cmd = commands.add_parser(
+        "compare", help="put the same variants of two finished studies side by side (reports/compare/<a>--<b>/compare.html)"
+    )
+    compare_cmd.add_argument("config", type=Path, help="study A")
+    compare_cmd.add_argument("other", type=Path, help="study B")
     args = parser.parse_args(argv)
     try:
         config = load_config_file(args.config)
+        if args.command == "compare":
+            from ablation_lab.report.compare import compare
+
+            page = compare(config, str(args.config), load_config_file(args.other), str(args.other))
+            print(f"comparison: {page.resolve()} (table: {page.with_suffix('.csv').resolve()})")
+            return 0
         if args.command == "report-path":
             print(Path("reports", config["study"], "report.html").resolve())
         elif args.command == "verify":

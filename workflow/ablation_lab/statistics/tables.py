@@ -20,6 +20,7 @@ from ablation_lab.statistics.inference import (
     interval_verdict,
     mean_interval,
     paired_contrast,
+    paired_difference,
     seeds_needed,
 )
 
@@ -187,3 +188,56 @@ def _adjust_family(part: pd.DataFrame, alpha: float, margin: float, bounds: tupl
         },
         index=part.index,
     )
+
+
+def difference_of_differences(
+    runs_a: pd.DataFrame,
+    runs_b: pd.DataFrame,
+    variants: Sequence[tuple[str, str]],
+    metric: str = "accuracy",
+    *,
+    hits_a: Hits | None = None,
+    hits_b: Hits | None = None,
+    margin: float = 0.01,
+    alpha: float = 0.05,
+    n_boot: int = 2000,
+    seed: int = 0,
+) -> pd.DataFrame:
+    """How much a variant's effect changes from study B to study A: (A's variant - A's baseline) - (B's variant - B's baseline).
+
+    For two studies that share the seeds and the test split (the same data key): per shared
+    seed, each study's paired difference from its own baseline, and the two paired again by
+    seed, so `paired_difference` gives the interval (seed noise, plus the test-sample noise from
+    the per-example hit vectors of all four runs when both studies have them: per example,
+    (A variant - A baseline) - (B variant - B baseline), bootstrapped). Holm within each family,
+    and the verdict read off the adjusted interval, as `compare_to_baseline` does. Columns:
+    family, variant, dd, dd_ci_low, dd_ci_high (Holm), p_value, p_holm, pairs, method, equivalence.
+    """
+    seeds = sorted(set(runs_a["seed"]) & set(runs_b["seed"]))
+    reference = (BASELINE, REFERENCE)
+    rows = []
+    for key in variants:
+        per_study = []
+        for runs, hits in ((runs_a, hits_a), (runs_b, hits_b)):
+            table = runs.pivot_table(index=["family", "variant"], columns="seed", values=metric, aggfunc="first")
+            per_seed = [table.loc[key, s] - table.loc[reference, s] if key in table.index and s in table else np.nan for s in seeds]
+            rates = None
+            if hits is not None and metric in HIT_METRICS and all((*k, s) in hits for k in (key, reference) for s in seeds):
+                rates = [np.asarray(hits[(*key, s)], dtype=float) - np.asarray(hits[(*reference, s)], dtype=float) for s in seeds]
+                rates = [-r for r in rates] if metric == "error_rate" else rates
+            per_study.append((per_seed, rates))
+        (da, ra), (db, rb) = per_study
+        usable = ra is not None and rb is not None and len(ra[0]) == len(rb[0])
+        result = paired_difference(
+            da, db, variant_hits=ra if usable else None, baseline_hits=rb if usable else None, bounds=(-2.0, 2.0), n_boot=n_boot, seed=seed
+        )
+        rows.append({"family": key[0], "variant": key[1], "dd": result["estimate"], "p_value": result["p_value"], "pairs": result["seeds"]})
+        rows[-1] |= {"se": result["se"], "df": result["df"], "method": result["method"]}
+    table = pd.DataFrame(rows, columns=["family", "variant", "dd", "p_value", "pairs", "se", "df", "method"])
+    parts = []
+    for _, part in table.groupby("family", sort=False):
+        adjusted = adjusted_intervals(part["dd"], part["se"], part["df"], part["p_value"], alpha, (-2.0, 2.0)).set_index(part.index)
+        parts.append(part.assign(dd_ci_low=adjusted["low"], dd_ci_high=adjusted["high"], p_holm=adjusted["p_holm"]))
+    table = pd.concat(parts) if parts else table.assign(dd_ci_low=[], dd_ci_high=[], p_holm=[])
+    table["equivalence"] = [interval_verdict(low, high, margin) for low, high in zip(table["dd_ci_low"], table["dd_ci_high"], strict=True)]
+    return table.drop(columns=["se", "df"])
