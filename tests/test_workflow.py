@@ -239,7 +239,10 @@ def test_compare_puts_two_finished_studies_side_by_side(finished):
     snakemake(workdir, write_config(workdir, other, "smoke-b.yaml"), "--cores", "2")
     a = write_config(workdir, config, "smoke.yaml")
     done = subprocess.run(
-        [sys.executable, "-m", "ablation_lab", "compare", str(a), str(workdir / "smoke-b.yaml")], cwd=workdir, capture_output=True, text=True
+        [sys.executable, "-m", "ablation_lab", "compare", str(a), str(workdir / "smoke-b.yaml")],
+        cwd=workdir,
+        capture_output=True,
+        text=True,
     )
     assert done.returncode == 0, done.stderr
     table = pd.read_csv(workdir / "reports" / "compare" / "smoke--smoke-b" / "compare.csv")
