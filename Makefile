@@ -43,7 +43,7 @@ test-cluster: install
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/snakefmt --check Snakefile workflow/rules
+	$(BIN)/snakefmt --check Snakefile workflow/Snakefile workflow/rules
 	$(BIN)/snakemake --lint --configfile config/test.yaml
 
 ## unit: the quick loop: every test but the workflow (and browser), runtime and cluster ones (no Snakemake run, no Chromium)

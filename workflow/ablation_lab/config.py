@@ -33,7 +33,9 @@ import yaml
 
 from ablation_lab.messages import MAX_QUOTED, brief, listing, non_ascii_characters
 
-SCHEMA_PATH = Path(__file__).resolve().parent.parent / "schemas" / "config.schema.yaml"
+# workflow/schemas/config.schema.yaml, where the Snakemake catalog reads it, seen from inside the package
+# (a symbolic link there), so an installed wheel carries it too.
+SCHEMA_PATH = Path(__file__).resolve().parent / "schemas" / "config.schema.yaml"
 
 # Kinds of input groups that cut an image into pixel regions, and so need (and allow) a size.
 IMAGE_GROUP_KINDS = ("columns", "rows", "patches")

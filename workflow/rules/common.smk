@@ -5,9 +5,12 @@ import json
 import os
 import sys
 
+# This workflow's own folder (workflow/), found from this file rather than from the main
+# Snakefile: used as a module (snakedeploy), the main Snakefile is the user's.
+WORKFLOW_DIR = os.path.dirname(os.path.abspath(str(workflow.current_basedir)))
 # Parse time finds the package beside the rules even before `pip install -e .`; the scripts
 # do the same, so a rule's conda environment needs only the dependencies.
-sys.path.insert(0, os.path.join(workflow.basedir, "workflow"))
+sys.path.insert(0, WORKFLOW_DIR)
 
 from ablation_lab import source_digest, study as paths
 from ablation_lab.ablations import BASELINE
@@ -197,7 +200,7 @@ def training_gpus(wildcards) -> int:
 
 
 # The command of the jobs a warm worker may serve (ablation_lab/runtime/hooks.py).
-RUN_JOB = runtime.job_command(workflow)
+RUN_JOB = runtime.job_command(workflow, WORKFLOW_DIR)
 
 
 onstart:
@@ -210,3 +213,7 @@ onsuccess:
 
 onerror:
     runtime.on_error(workflow, log)
+
+
+# Used as a module of a user's Snakefile (snakedeploy), the three handlers above do not run.
+runtime.run_handlers_as_a_module(workflow)

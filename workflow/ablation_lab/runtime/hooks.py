@@ -41,11 +41,12 @@ def use_warm_workers(workflow: Any) -> bool:
     return workflow.local_exec and not isolated_deployment(workflow)
 
 
-def job_command(workflow: Any) -> str:
+def job_command(workflow: Any, workflow_dir: str) -> str:
     """The command of the jobs a warm worker may serve: Snakemake's own interpreter, or the rule
-    environment's `python` under conda or apptainer, running the standard-library adapter."""
+    environment's `python` under conda or apptainer, running the standard-library adapter in
+    `workflow_dir/scripts` (this workflow's folder, also when a user's Snakefile uses it as a module)."""
     python = "python" if isolated_deployment(workflow) else sys.executable
-    adapter = os.path.join(workflow.basedir, "workflow", "scripts", "run_job.py")
+    adapter = os.path.join(workflow_dir, "scripts", "run_job.py")
     return " ".join(shlex.quote(part) for part in (python, adapter))
 
 
@@ -103,3 +104,22 @@ def on_error(workflow: Any, log: str) -> None:
 
         for line in report_slurm_failures(log):
             logger.error(line)
+
+
+def run_handlers_as_a_module(workflow: Any) -> bool:
+    """Register `on_start`, `on_success` and `on_error` when this workflow is a user's module.
+
+    Snakemake runs the main Snakefile's handlers only, so a workflow deployed with snakedeploy
+    (`module ...: snakefile: ...` in the user's Snakefile) would start no warm worker and every
+    job would pay TensorFlow's start-up in its own process: config/test.yaml took 7 min 22 s
+    that way on 2 cores, against well under a minute with the workers (docs/your-project.md).
+    The handlers are set only where the user's Snakefile left Snakemake's empty defaults, so
+    a handler of the user's own is never replaced. Returns whether they were registered.
+    """
+    names = ("_onstart", "_onsuccess", "_onerror")
+    if workflow.modifier.is_main_snakefile() or any(getattr(getattr(workflow, n, None), "__name__", "") != "<lambda>" for n in names):
+        return False
+    workflow._onstart = lambda log: on_start(workflow)
+    workflow._onsuccess = lambda log: on_success()
+    workflow._onerror = lambda log: on_error(workflow, log)
+    return True
