@@ -98,8 +98,8 @@ def reach_table(shares: pd.DataFrame) -> pd.DataFrame:
     """Per (criterion, fraction, arm): the first budget whose mean share reaches 50% / 90%, and whose interval's low end does."""
     rows = []
     keys = ["family", "variant", "layer", "ordering", "fraction", "arm"]
-    for key, part in shares.sort_values("steps").groupby(keys, sort=False):
-        row = dict(zip(keys, key, strict=True))
+    for key, part in shares.groupby(keys, sort=False):
+        row, part = dict(zip(keys, key, strict=True)), part.sort_values("steps")
         for threshold in THRESHOLDS:
             mean = part[part["share"] >= threshold]
             sure = part[part["low"] >= threshold]
@@ -203,8 +203,17 @@ def plot(tables: Mapping[str, str], variants: Sequence[dict[str, Any]], out: Map
                 if np.isfinite(ends["retrained"].iat[0]):
                     ax.axhline(ends["retrained"].iat[0], color="black", ls=":", lw=1, label="retrained narrower")
             ax.set_xscale("symlog", linthresh=1)
+            ticks = part.drop_duplicates("steps").sort_values("steps")
+            ax.set_xticks(
+                ticks["steps"],
+                [b.replace(" epochs", " ep").replace(" epoch", " ep").replace(" steps", "").replace(" step", "") for b in ticks["budget"]],
+            )
+            ax.minorticks_off()
+            ax.tick_params(axis="x", labelrotation=45)
+            ax.set_xlim(left=-0.1)
             ax.set(
-                title=f"{fraction:.0%} removed" + (f" ({first})" if hue == "arm" else ", fine-tuned"), xlabel="training steps after removal"
+                title=f"{fraction:.0%} removed" + (f" ({first})" if hue == "arm" else ", fine-tuned"),
+                xlabel="budget: steps after removal (ep: epochs)",
             )
         axes[0][0].set_ylabel("test accuracy (mean, 95% CI)")
         axes[0][-1].legend(fontsize=7, loc="lower right")
@@ -215,8 +224,22 @@ def plot(tables: Mapping[str, str], variants: Sequence[dict[str, Any]], out: Map
 # --- report section -----------------------------------------------------------------------
 
 
+def _layer(layer: int | str) -> str:
+    return layer if isinstance(layer, str) else f"hidden layer {layer}"
+
+
 def _fmt(value: float) -> str:
     return "" if pd.isna(value) else f"{value:.3f}"
+
+
+def share_grid(shares: pd.DataFrame, by: str) -> pd.DataFrame:
+    """Rows (fraction, `by`), one column per budget in step order: "share [low, high]"."""
+    cells = shares.assign(
+        cell=[f"{_fmt(v)} {interval(a, b, '{:.2f}')}" for v, a, b in zip(shares["share"], shares["low"], shares["high"], strict=True)]
+    )
+    grid = cells.pivot_table(index=["fraction", by], columns="steps", values="cell", aggfunc="first", sort=False)
+    grid.columns = [cells.drop_duplicates("steps").set_index("steps").loc[c, "budget"] for c in grid.columns]
+    return grid.reset_index().replace({by: ARM_LABELS})
 
 
 def recovery_section(inputs: ReportInputs) -> list[SectionContent]:
@@ -225,7 +248,7 @@ def recovery_section(inputs: ReportInputs) -> list[SectionContent]:
         return []
     params = inputs.study.get("recovery") or {}
     section = SectionContent("recovery", "How fast does the network compensate?").say(
-        f"A fraction of {params.get('layer', 1)!s}'s units removed from each trained model ({', '.join(params.get('families', []))}), "
+        f"A fraction of {_layer(params.get('layer', 1))}'s units removed from each trained model ({', '.join(params.get('families', []))}), "
         "then trained on with the study's optimizer on the training split, evaluated on test at each budget on the way. Removed "
         "units stay removed (masked in every forward pass; their weights stay exactly 0). Arms: fine-tune (survivors keep their "
         "trained weights), rewind (survivors reset to their initial values), re-initialise (fresh random weights). Criteria: "
@@ -243,13 +266,13 @@ def recovery_section(inputs: ReportInputs) -> list[SectionContent]:
             "paired by seed, with Fieller's 95% interval (n/a: the denominator is not clear of 0 across seeds). "
             + ("The study has no units retrain variant for this layer and fraction, so the share is absent." if absent else "")
         )
-        shown = shares[shares["arm"].isin(["finetune", "rewind", "reinit"])].copy()
-        shown["arm"] = shown["arm"].map(ARM_LABELS)
-        shown["share 95% CI"] = [interval(a, b, "{:+.3f}") for a, b in zip(shown["low"], shown["high"], strict=True)]
-        columns = ["ordering", "fraction", "arm", "budget", "posthoc", "retrained", "accuracy", "share", "share 95% CI", "seeds"]
-        section.add_table(
-            html_table(shown[columns].assign(**{c: shown[c].map(_fmt) for c in ("posthoc", "retrained", "accuracy", "share")}))
-        )
+        first = shares["ordering"].iat[0]
+        ends = shares.drop_duplicates("fraction")[["fraction", "posthoc", "retrained"]]
+        section.add_table(html_table(ends.assign(**{c: ends[c].map(_fmt) for c in ("posthoc", "retrained")})))
+        section.say(f"Recovered share with its 95% interval, per arm ({first} order) and budget:")
+        section.add_table(html_table(share_grid(shares[shares["ordering"] == first], "arm")))
+        section.say("Recovered share per removal criterion, fine-tuned:")
+        section.add_table(html_table(share_grid(shares[shares["arm"] == "finetune"], "ordering")))
     reach = inputs.tables.get("recovery_reach")
     if reach is not None and len(reach):
         section.say("The first budget at which the recovered share reaches 50% and 90%: by its mean, and by its interval's low end.")
