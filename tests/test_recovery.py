@@ -186,3 +186,60 @@ def test_fieller_interval_is_the_inverted_paired_t_test():
             assert stats.ttest_1samp(n - bound * d, 0).pvalue == pytest.approx(0.05, abs=1e-6)
         assert result["low"] < result["estimate"] < result["high"]
     assert np.isnan(ratio_interval([0.1, 0.2, 0.0], [0.01, -0.01, 0.0])["low"])  # denominator not clear of 0
+
+
+# --- config and workflow ------------------------------------------------------------------
+
+BAD_RECOVERY = [
+    ({"layer": 3}, "recovery.layer: layer 3, but the model has 1 hidden layers"),
+    ({"layer": "hidden_9"}, "recovery.layer: 'hidden_9' is not a knock-out-able layer"),
+    ({"families": ["nope"]}, "recovery.families[0]: 'nope' is not a family of this study"),
+    ({"arms": ["warm"]}, "recovery.arms[0]"),
+    ({"fractions": [1.0]}, "recovery.fractions[0]"),
+    ({"orderings": ["largest"]}, "recovery.orderings[0]"),
+    ({"budget": 3}, "recovery"),
+]
+
+
+@pytest.mark.parametrize(("block", "fragment"), BAD_RECOVERY, ids=[str(b) for b, _ in BAD_RECOVERY])
+def test_a_bad_recovery_block_is_refused_in_one_line_naming_the_key(test_config, block, fragment):
+    from ablation_lab.config import ConfigError
+    from ablation_lab.study import Study
+
+    with pytest.raises(ConfigError) as caught:
+        Study.from_config(test_config | {"recovery": block})
+    assert "\n" not in str(caught.value) and fragment in str(caught.value)
+
+
+def test_recovery_is_off_by_default_and_the_preset_plans_one_job_per_model(root):
+    from ablation_lab.config import load_config_file
+    from ablation_lab.study import Study
+
+    default = load_config_file(root / "config" / "config.yaml")
+    assert recovery.recovery_params(default) is None and not Study.from_config(default).analysis_params().get("recovery")
+    preset = load_config_file(root / "config" / "recovery.yaml")
+    params = recovery.recovery_params(preset)
+    assert params["units_layer"] == 1 and params["margin"] == preset["equivalence_margin"]
+    assert set(params) >= set(recovery.KEYS)
+
+
+@pytest.mark.workflow
+def test_a_recovery_study_runs_and_reports_the_section(tmp_path):
+    from workflow_helpers import snakemake, write_config
+
+    config = {
+        "study": "recovery-smoke",
+        "seeds": [1, 2],
+        "dataset": {"name": "digits", "validation_fraction": 0.2, "test_fraction": 0.25, "split_seed": 42},
+        "model": {"hidden_units": [16], "activation": "relu", "dropout": 0.0},
+        "training": {"epochs": 2, "batch_size": 64, "early_stopping_patience": 0},
+        "posthoc": {"fractions": [0.5, 0.75], "orderings": ["random"], "draws": 1, "families": ["baseline"]},
+        "recovery": {"fractions": [0.5], "orderings": ["random", "taylor_lowest"], "steps": [0, 2], "epochs": [1]},
+    }
+    snakemake(tmp_path, write_config(tmp_path, config), "--cores", "2")
+    page = (tmp_path / "reports" / "recovery-smoke" / "report.html").read_text()
+    assert 'id="recovery"' in page and "How fast does the network compensate?" in page
+    shares = pd.read_csv(tmp_path / "reports" / "recovery-smoke" / "tables" / "recovery_share.csv")
+    assert shares["retrained"].notna().all() and set(shares["arm"]) == {"finetune", "rewind", "reinit"}
+    table = pd.read_csv(tmp_path / "reports" / "recovery-smoke" / "tables" / "recovery.csv")
+    assert (table.loc[table["metric"] == "removed_weights_nonzero", "value"] == 0).all()
