@@ -243,3 +243,13 @@ def test_a_recovery_study_runs_and_reports_the_section(tmp_path):
     assert shares["retrained"].notna().all() and set(shares["arm"]) == {"finetune", "rewind", "reinit"}
     table = pd.read_csv(tmp_path / "reports" / "recovery-smoke" / "tables" / "recovery.csv")
     assert (table.loc[table["metric"] == "removed_weights_nonzero", "value"] == 0).all()
+
+
+def test_one_trace_serves_every_mask_arm_and_budget(trained):
+    model, data, labels, training, rebuild = trained
+    trainer = masked.MaskedTraining(model, "hidden_1", training, data["train"], labels["train"])
+    rows = masked.batch_rows(2, len(labels["train"]), trainer.batch_size, 9)
+    for start in ([v.numpy() for v in model.variables], rebuild(5)):
+        for keep in np.random.default_rng(0).random((3, 16)) > 0.5:
+            list(trainer.run(start, keep, [0, 1, 4, 9], rows, data["test"]))
+    assert trainer._train.experimental_get_tracing_count() == 1
