@@ -100,6 +100,11 @@ def test_rewind_recreates_the_initial_weights_training_started_from_to_the_bit(t
     for mine, theirs in zip(rebuilt, seen["initial"], strict=True):
         assert mine.dtype == theirs.dtype and mine.tobytes() == theirs.tobytes()
     assert any(m.tobytes() != t.tobytes() for m, t in zip(rebuild(recovery.fresh_seed(5)), rebuilt, strict=True))
+    trainer = masked.MaskedTraining(trained[0], "hidden_1", training, data["train"], labels["train"])
+    keep = np.arange(16) % 4 != 0
+    trainer.start(rebuilt, keep)  # the rewind arm at budget 0: survivors exactly at their initial values, removed ones 0
+    kernel, initial = trainer.model.get_layer("hidden_1").kernel.numpy(), seen["initial"][0]
+    assert kernel[:, keep].tobytes() == initial[:, keep].tobytes() and not kernel[:, ~keep].any()
 
 
 def test_budgets_run_on_the_way_equal_a_fresh_run_to_each_budget(trained):

@@ -104,7 +104,8 @@ def reach_table(shares: pd.DataFrame) -> pd.DataFrame:
             mean = part[part["share"] >= threshold]
             sure = part[part["low"] >= threshold]
             row[f"reaches {threshold:.0%} (mean)"] = mean["budget"].iat[0] if len(mean) else "not within the grid"
-            row[f"reaches {threshold:.0%} (95% low end)"] = sure["budget"].iat[0] if len(sure) else "not within the grid"
+            unsure = "n/a (no interval)" if part["low"].isna().all() else "not within the grid"
+            row[f"reaches {threshold:.0%} (95% low end)"] = sure["budget"].iat[0] if len(sure) else unsure
         rows.append(row)
     return pd.DataFrame(rows)
 
