@@ -258,3 +258,56 @@ def test_one_trace_serves_every_mask_arm_and_budget(trained):
         for keep in np.random.default_rng(0).random((3, 16)) > 0.5:
             list(trainer.run(start, keep, [0, 1, 4, 9], rows, data["test"]))
     assert trainer._train.experimental_get_tracing_count() == 1
+
+
+def _study(with_units: bool = True):
+    """A fake study: baseline recovery rows for 3 seeds, 2 budgets, 2 arms, 2 criteria, and the units retrain runs."""
+    from ablation_lab.analyses.base import StudyTables
+
+    rng = np.random.default_rng(1)
+    rows, arrays = [], {}
+    for seed in (1, 2, 3):
+        hits = []
+        for ordering in ("random", "taylor_lowest"):
+            for arm in ("rewind", "reinit", "finetune"):
+                for steps, budget in ((0, "0 steps"), (10, "1 epoch")):
+                    right = rng.random(50) < (0.5 if steps == 0 and arm == "finetune" else 0.2 if steps == 0 else 0.8)
+                    rows.append(
+                        {"family": "baseline", "variant": "reference", "seed": seed, "layer": "hidden_1", "ordering": ordering}
+                        | {"draw": 0, "fraction": 0.5, "arm": arm, "steps": steps, "budget": budget, "metric": "accuracy"}
+                        | {"value": right.mean(), "hit_row": len(hits)}
+                    )
+                    hits.append(right)
+        arrays["baseline", "reference", seed] = {"hits": np.array(hits)}
+    runs = pd.DataFrame({"family": "units", "variant": "frac-0.5", "seed": [1, 2, 3], "accuracy": [0.9, 0.92, 0.88]})
+    variants = [{"family": "units", "variant": "frac-0.5", "coords": {"fraction removed": 0.5}}] if with_units else []
+    params = {"orderings": ["random", "taylor_lowest"], "margin": 0.01, "units_layer": 1}
+    return StudyTables(pd.DataFrame(rows), arrays, runs, {}, variants, params)
+
+
+def test_the_recovered_share_is_the_paired_ratio_and_comparisons_are_holm_adjusted_together():
+    from ablation_lab.analyses.recovery_report import summarise
+    from ablation_lab.statistics.inference import holm
+
+    study = _study()
+    out = summarise(study)
+    table = study.table.set_index(["ordering", "arm", "steps", "seed"])["value"].sort_index()
+    share = out["recovery_share"].set_index(["ordering", "arm", "steps"]).loc[("random", "finetune", 10)]
+    posthoc = table.loc[("random", "finetune", 0)]
+    numerator, denominator = table.loc[("random", "finetune", 10)] - posthoc, pd.Series([0.9, 0.92, 0.88], index=[1, 2, 3]) - posthoc
+    assert share["share"] == pytest.approx(numerator.mean() / denominator.mean())
+    expected = ratio_interval(numerator, denominator)
+    assert (share["low"], share["high"]) == pytest.approx((expected["low"], expected["high"]))
+    compared = out["recovery_comparisons"]
+    assert set(compared["comparison"]) == {"rewind - re-initialise", "taylor_lowest - random"} and len(compared) == 4
+    np.testing.assert_allclose(compared["p_holm"], holm(compared["p_value"]))
+    assert ((compared["holm_low"] > 0) | (compared["holm_high"] < 0) == (compared["p_holm"] < 0.05)).all()
+    reach = out["recovery_reach"]
+    assert set(reach.columns) >= {"reaches 50% (mean)", "reaches 90% (95% low end)"}
+
+
+def test_without_a_units_retrain_variant_the_share_is_absent_and_says_so():
+    from ablation_lab.analyses.recovery_report import summarise
+
+    shares = summarise(_study(with_units=False))["recovery_share"]
+    assert shares["share"].isna().all() and shares["method"].str.startswith("absent").all()
