@@ -180,6 +180,8 @@ ANALYSIS = Analysis(
         "models.surgery",
         "models.saliency",
         "training.masked",
+        "training.train",  # with models.build: what rewind rebuilds the initial weights with
+        "models.build",
         "statistics",
     ),
     wants=recovery_families,
