@@ -31,6 +31,7 @@ BENCHMARKS = (
     "bench_elasticity.py",
     "bench_cnn.py",
     "bench_faults.py",
+    "bench_recovery.py",
 )
 
 

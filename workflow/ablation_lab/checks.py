@@ -68,30 +68,35 @@ def knockout_layers(model: Mapping[str, Any]) -> list[str] | None:
     return None  # a builder's layers are known once it has built the model: the knockout job checks
 
 
-def check_posthoc_layers(posthoc: Mapping[str, Any], model: Mapping[str, Any]) -> None:
-    """`posthoc.layers` names layers this model has (a model file's by name)."""
+def check_posthoc_layers(posthoc: Mapping[str, Any], model: Mapping[str, Any], where: str = "posthoc.layers") -> None:
+    """`posthoc.layers` (or `recovery.layer`, as a one-item list) names layers this model has (a model file's by name)."""
     units = model.get("hidden_units", [])
     available = knockout_layers(model)
     if model.get("kind") == "file":
         numbered = [index for index, layer in enumerate(posthoc["layers"]) if not isinstance(layer, str)]
         if numbered:
             raise ConfigError(
-                f"invalid study config: posthoc.layers[{numbered[0]}]: a model file's layers are named, not numbered "
+                f"invalid study config: {_at(where, numbered[0])}: a model file's layers are named, not numbered "
                 f"(its knock-out-able layers: {', '.join(available or [])})"
             )
     for index, layer in enumerate(posthoc["layers"]):
         if not isinstance(layer, str) and layer > len(units):
-            raise ConfigError(f"invalid study config: posthoc.layers[{index}]: layer {layer}, but the model has {len(units)} hidden layers")
+            raise ConfigError(f"invalid study config: {_at(where, index)}: layer {layer}, but the model has {len(units)} hidden layers")
         if isinstance(layer, str) and available is not None and layer not in available:
             raise ConfigError(
-                f"invalid study config: posthoc.layers[{index}]: {layer!r} is not a knock-out-able layer of this model "
+                f"invalid study config: {_at(where, index)}: {layer!r} is not a knock-out-able layer of this model "
                 f"(available: {', '.join(available)})"
             )
 
 
+def _at(where: str, index: int) -> str:
+    """`posthoc.layers[1]`, or just `recovery.layer` (one layer, not a list)."""
+    return f"{where}[{index}]" if where.endswith("s") else where
+
+
 def check_named_families(config: Mapping[str, Any], known: Sequence[str]) -> None:
-    """`posthoc.families` and `elasticity.families` name families of this study (a typo would analyse nothing)."""
-    for block in ("posthoc", "elasticity"):
+    """`posthoc.families`, `elasticity.families` and `recovery.families` name families of this study (a typo would analyse nothing)."""
+    for block in ("posthoc", "elasticity", "recovery"):
         for index, family in enumerate((config.get(block) or {}).get("families") or []):
             if family not in known:
                 raise ConfigError(

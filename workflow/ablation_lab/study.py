@@ -160,6 +160,8 @@ class Study:
             out[combination_name(first, second)] = combine(out[first], out[second])
         out |= self._compensation_families(out)
         checks.check_named_families(self.config, list(out))
+        if self.config.get("recovery"):
+            checks.check_posthoc_layers({"layers": [self.config["recovery"]["layer"]]}, self.config["model"], "recovery.layer")
         return out
 
     def _compensation_families(self, declared: dict[str, list[Variant]]) -> dict[str, list[Variant]]:
