@@ -90,8 +90,8 @@ def check_posthoc_layers(posthoc: Mapping[str, Any], model: Mapping[str, Any]) -
 
 
 def check_named_families(config: Mapping[str, Any], known: Sequence[str]) -> None:
-    """`posthoc.families` and `elasticity.families` name families of this study (a typo would analyse nothing)."""
-    for block in ("posthoc", "elasticity"):
+    """`posthoc.families`, `elasticity.families` and `reliance.families` name families of this study (a typo would analyse nothing)."""
+    for block in ("posthoc", "elasticity", "reliance"):
         for index, family in enumerate((config.get(block) or {}).get("families") or []):
             if family not in known:
                 raise ConfigError(

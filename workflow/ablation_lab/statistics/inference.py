@@ -301,6 +301,28 @@ def paired_contrast(
     return {**result, "method": result["method"] + note}
 
 
+def spearman_interval(x: Sequence[float], y: Sequence[float], clusters: Sequence[Any], within: Sequence[Any] | None = None, *,
+                      confidence: float = 0.95, n_boot: int = 2000, seed: int = 0) -> dict[str, Any]:  # fmt: skip
+    """Spearman's rank correlation of x and y with a percentile bootstrap interval over `clusters` (models), then
+    over `within` (seeds) inside each drawn cluster: points of one model and seed are resampled together, never alone."""
+    x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+    inner = list(zip(clusters, within if within is not None else [0] * len(x), strict=True))
+    groups: dict[Any, dict[Any, list[int]]] = {}
+    for index, (outer, sub) in enumerate(inner):
+        groups.setdefault(outer, {}).setdefault(sub, []).append(index)
+    out = {"estimate": float(stats.spearmanr(x, y).statistic) if len(x) > 2 else float("nan"), "n": len(x), "clusters": len(groups)}
+    if len(groups) < 2 or not np.isfinite(out["estimate"]):
+        return out | {"low": float("nan"), "high": float("nan"), "method": f"Spearman over {len(x)} points; no interval (< 2 clusters)"}
+    rng, keys, draws = np.random.default_rng(seed), list(groups), []
+    for _ in range(n_boot):
+        subs = [list(groups[keys[k]].values()) for k in rng.integers(0, len(keys), len(keys))]
+        rows = np.concatenate([sub[j] for sub in subs for j in rng.integers(0, len(sub), len(sub))])
+        draws.append(stats.spearmanr(x[rows], y[rows]).statistic if np.ptp(x[rows]) > 0 and np.ptp(y[rows]) > 0 else np.nan)
+    low, high = np.nanpercentile(draws, [50 * (1 - confidence), 50 * (1 + confidence)])
+    method = f"Spearman over {len(x)} points; percentile bootstrap ({n_boot}) over {len(groups)} clusters, then within each"
+    return out | {"low": float(low), "high": float(high), "method": method}
+
+
 # --- multiplicity -------------------------------------------------------------------------
 
 

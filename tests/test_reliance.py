@@ -1,0 +1,180 @@
+"""Reliance on single directions (issue 30): label noise, class selectivity, the rotation control, the study summary."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from ablation_lab.ablations import FAMILIES, apply_transforms, corrupt_labels, training_labels, transform_split
+from ablation_lab.analyses import reliance
+from ablation_lab.data.base import DatasetInfo
+from ablation_lab.identity import describe_transform, is_noop
+from ablation_lab.models import surgery
+from ablation_lab.statistics.inference import spearman_interval
+from ablation_lab.training.train import configure_tensorflow
+
+# --- the labels family ----------------------------------------------------------------------
+
+
+def arrays(n_classes: int = 10, per_class: int = 100) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(0)
+    out = {}
+    for split, scale in (("train", 4), ("val", 1), ("test", 1)):
+        y = np.repeat(np.arange(n_classes), per_class * scale // 4 or 1).astype(np.int32)
+        out[f"y_{split}"] = rng.permutation(y)
+        out[f"x_{split}"] = rng.random((len(y), 6), dtype=np.float32)
+    return out
+
+
+def test_the_labels_family_names_its_variants_and_corrupts_only_training_labels():
+    variants = FAMILIES["labels"].expand({"rates": [0.0, 0.2]}, DatasetInfo("image", (6,)))
+    assert [v.id for v in variants] == ["labels/noise-0", "labels/noise-0.2"]
+    transform = variants[1].transforms[0]
+    assert describe_transform(transform) == "labels0.2" and not is_noop(transform) and is_noop(variants[0].transforms[0])
+    data = arrays()
+    out = apply_transforms(data, variants[1].transforms, seed=3, n_classes=10)
+    for split in ("val", "test"):
+        assert np.array_equal(out[f"y_{split}"], data[f"y_{split}"])
+    for split in ("train", "val", "test"):
+        assert np.array_equal(out[f"x_{split}"], data[f"x_{split}"])
+        assert np.array_equal(transform_split(data[f"x_{split}"], split, [transform], 3, {}), data[f"x_{split}"])
+    changed = out["y_train"] != data["y_train"]
+    assert changed.sum() == round(0.2 * len(changed))
+
+
+def test_corruption_moves_labels_to_another_class_keeps_counts_plausible_and_is_seeded():
+    y = np.repeat(np.arange(10), 400).astype(np.int32)
+    rng = np.random.default_rng(np.random.SeedSequence([1]))
+    noisy = corrupt_labels(y, 0.5, 10, rng)
+    changed = noisy != y
+    assert changed.sum() == 2000  # exactly round(rate x n), each to a different class
+    counts = np.bincount(noisy, minlength=10)
+    assert counts.min() > 300 and counts.max() < 500  # uniform to the other classes: each class keeps about its share
+    assert np.array_equal(
+        training_labels(y, [{"op": "corrupt_labels", "rate": 0.5}], 7, 10),
+        training_labels(y, [{"op": "corrupt_labels", "rate": 0.5}], 7, 10),
+    )
+    assert not np.array_equal(
+        training_labels(y, [{"op": "corrupt_labels", "rate": 0.5}], 7, 10),
+        training_labels(y, [{"op": "corrupt_labels", "rate": 0.5}], 8, 10),
+    )
+    assert np.array_equal(training_labels(y, [{"op": "corrupt_labels", "rate": 0.0}], 7, 10), y)
+
+
+# --- selectivity and directions -------------------------------------------------------------
+
+
+def test_selectivity_is_one_for_a_one_class_unit_and_zero_for_a_uniform_unit():
+    labels = np.repeat(np.arange(4), 5)
+    one_class = (labels == 2).astype(np.float32) * 3.0
+    uniform = np.full(len(labels), 0.7, np.float32)
+    silent = np.zeros(len(labels), np.float32)
+    selectivity, preferred = surgery.class_selectivity(np.stack([one_class, uniform, silent], axis=1), labels, 4)
+    np.testing.assert_allclose(selectivity, [1.0, 0.0, 0.0], atol=1e-12)
+    assert preferred[0] == 2
+    # a channel's selectivity is of its mean over positions
+    maps = np.broadcast_to(np.stack([one_class, uniform], axis=1)[:, None, None, :], (len(labels), 3, 3, 2))
+    np.testing.assert_allclose(surgery.class_selectivity(maps, labels, 4)[0], [1.0, 0.0], atol=1e-12)
+
+
+def test_a_random_rotation_is_orthogonal_and_preserves_activation_norms():
+    rotation = surgery.random_rotation(16, np.random.default_rng(0))
+    np.testing.assert_allclose(rotation.T @ rotation, np.eye(16), atol=1e-5)
+    activations = np.random.default_rng(1).random((50, 16)).astype(np.float32)
+    np.testing.assert_allclose(np.linalg.norm(activations @ rotation, axis=1), np.linalg.norm(activations, axis=1), rtol=1e-5)
+    assert not np.allclose(rotation, surgery.random_rotation(16, np.random.default_rng(2)))
+
+
+@pytest.fixture(scope="module")
+def model_and_data():
+    import keras
+    from ablation_lab.models.build import build_mlp
+
+    configure_tensorflow(threads=1)
+    keras.utils.set_random_seed(0)
+    rng = np.random.default_rng(0)
+    data = {split: rng.random((n, 12)).astype(np.float32) for split, n in (("train", 120), ("val", 60), ("test", 80))}
+    labels = {split: rng.integers(0, 3, size=len(x)).astype(np.int32) for split, x in data.items()}
+    return build_mlp((12,), 3, [16, 8], "relu", 0.0), data, labels
+
+
+def test_removing_every_direction_equals_a_full_knockout_and_none_changes_nothing(model_and_data):
+    model, data, _ = model_and_data
+    split = surgery.split_model(model, "hidden_1")
+    activations = split.head(data["test"])
+    rotation = surgery.random_rotation(activations.shape[1], np.random.default_rng(0))
+    keep = np.array([np.zeros(16, bool), np.ones(16, bool)])
+    zero = np.zeros(16, np.float32)
+    by_direction = surgery.masked_predictions(split, activations, keep, zero, rotation)
+    by_unit = surgery.masked_predictions(split, activations, keep, zero)
+    assert np.array_equal(by_direction, by_unit)
+    assert np.array_equal(by_direction[1], split.tail(activations).argmax(axis=1))
+
+
+def test_the_reliance_table_of_a_model_has_gap_curves_and_units(model_and_data):
+    model, data, labels = model_and_data
+    params = {"layers": [], "split": "test", "fractions": [0.0, 0.5, 1.0], "draws": 2, "rotation": True, "seed": 0}
+    table = reliance.reliance_table(model, data, labels, ["a", "b", "c"], params, seed=1)
+    again = reliance.reliance_table(model, data, labels, ["a", "b", "c"], params, seed=1)
+    pd.testing.assert_frame_equal(table, again)  # same model and seed: same numbers
+    run = table[table["layer"] == ""].set_index("metric")["value"]
+    assert run["generalisation_gap"] == pytest.approx(run["train_accuracy"] - run["test_accuracy"])
+    areas = table[table["metric"] == "area"]
+    assert set(areas["layer"]) == {"hidden_1", "hidden_2"} and set(areas["basis"]) == {"unit", "direction"}
+    assert len(table[(table["metric"] == "selectivity")]) == 16 + 8
+    at_zero = table[(table["metric"] == "accuracy") & (table["fraction"] == 0.0)]["value"]
+    assert np.allclose(at_zero, run["test_accuracy"])  # nothing removed: the model's own accuracy, in either basis
+    normalised = table[table["metric"] == "area_normalised"]["value"].to_numpy()
+    np.testing.assert_allclose(normalised, areas["value"].to_numpy() / run["test_accuracy"], rtol=1e-6)
+    on_train = reliance.reliance_table(model, data, labels, ["a", "b", "c"], params | {"split": "train"}, seed=1)
+    at_zero = on_train[(on_train["metric"] == "accuracy") & (on_train["fraction"] == 0.0)]["value"]
+    assert np.allclose(at_zero, run["train_accuracy"])
+
+
+# --- the study level ------------------------------------------------------------------------
+
+
+def test_spearman_interval_resamples_clusters_and_covers_a_strong_correlation():
+    rng = np.random.default_rng(0)
+    x = np.repeat(np.arange(8.0), 3) + rng.normal(0, 0.1, 24)
+    found = spearman_interval(x, -x, np.repeat(np.arange(8), 3), np.tile([1, 2, 3], 8), n_boot=300)
+    assert found["estimate"] == pytest.approx(-1.0) and found["high"] <= -0.9 and found["clusters"] == 8
+    lone = spearman_interval(x[:3], x[:3], [0, 0, 0])
+    assert np.isnan(lone["low"])
+
+
+def synthetic_table() -> tuple[pd.DataFrame, list[dict]]:
+    """A joined reliance table: area falls with label noise, selectivity unrelated to importance."""
+    rng = np.random.default_rng(0)
+    rows, variants = [], []
+    for noise in (0.0, 0.2, 0.4, 0.6, 0.8):
+        name = f"noise-{noise:g}"
+        variants.append({"family": "labels", "variant": name, "transforms": [{"op": "corrupt_labels", "rate": noise}], "coords": {}})
+        for seed in (1, 2, 3):
+            base = {"family": "labels", "variant": name, "seed": seed, "run": f"r{noise}", "draw": 0, "fraction": np.nan}
+            rows.append({**base, "layer": np.nan, "basis": np.nan, "unit": np.nan, "metric": "generalisation_gap", "value": noise})
+            for basis in ("unit", "direction"):
+                area = 0.9 - 0.5 * noise + rng.normal(0, 0.01)
+                rows.append({**base, "layer": "hidden_1", "basis": basis, "unit": np.nan, "metric": "area", "value": area})
+            for unit in range(6):
+                cell = {**base, "layer": "hidden_1", "basis": "unit", "unit": unit}
+                rows.append({**cell, "metric": "selectivity", "value": rng.random()})
+                rows.append({**cell, "metric": "importance", "value": rng.random()})
+                rows.append({**cell, "metric": "preferred_class", "value": float(unit % 2)})
+                rows.append({**cell, "metric": "class_drop:a", "value": rng.random()})
+    return pd.DataFrame(rows), variants
+
+
+def test_the_summary_finds_the_negative_area_gap_correlation_and_tests_the_rotation_by_equivalence():
+    from ablation_lab.analyses.base import StudyTables
+
+    table, variants = synthetic_table()
+    params = {"bootstrap": 300, "seed": 0, "correlation_margin": 0.2, "area_margin": 0.05}
+    out = reliance.summarise(StudyTables(table, {}, pd.DataFrame(), {}, variants, params))
+    correlations = out["reliance_correlations"].set_index(["test", "scope"])
+    area = correlations.loc[("area vs gap", "all families")]
+    assert area["estimate"] < -0.9 and area["high"] < 0 and area["verdict"] == "different"
+    assert ("selectivity vs importance", "all units") in correlations.index
+    pooled = out["reliance_rotation"].query("model.str.startswith('all models')", engine="python").iloc[0]
+    assert pooled["verdict"] in ("equivalent", "different, within margin")  # "no difference" only from an equivalence test
+    assert set(out["reliance_models"]["label_noise"]) == {0.0, 0.2, 0.4, 0.6, 0.8}
