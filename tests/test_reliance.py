@@ -178,3 +178,61 @@ def test_the_summary_finds_the_negative_area_gap_correlation_and_tests_the_rotat
     pooled = out["reliance_rotation"].query("model.str.startswith('all models')", engine="python").iloc[0]
     assert pooled["verdict"] in ("equivalent", "different, within margin")  # "no difference" only from an equivalence test
     assert set(out["reliance_models"]["label_noise"]) == {0.0, 0.2, 0.4, 0.6, 0.8}
+
+
+# --- config and orderings -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "fragment"),
+    [
+        ("reliance.split", "valid", "reliance.split"),
+        ("reliance.families", ["labls"], "reliance.families[0]"),
+        ("families.labels.rates", [1.5], "families.labels.rates"),
+        ("training.keep_best", "first", "training.keep_best"),
+    ],
+)
+def test_bad_reliance_config_is_one_line_naming_the_key(test_config, key, value, fragment):
+    from ablation_lab.config import ConfigError
+    from ablation_lab.study import Study
+    from conftest import deep_set
+
+    config = deep_set(test_config, "reliance", {})
+    with pytest.raises(ConfigError) as caught:
+        Study.from_config(deep_set(config, key, value))
+    assert "\n" not in str(caught.value) and fragment in str(caught.value)
+
+
+def test_the_preset_and_the_default_study_plan_what_they_should():
+    from ablation_lab.config import load_config_file
+    from ablation_lab.study import Study
+    from conftest import ROOT
+
+    preset = Study.from_config(load_config_file(ROOT / "config" / "reliance.yaml"))
+    assert "reliance" in preset.analyses() and {"labels", "dropout"} <= set(preset.families)
+    assert preset.run_of(preset.variants["labels/noise-0"]) == preset.run_of(preset.variants["baseline/reference"])
+    assert "reliance" not in Study.from_config(load_config_file(ROOT / "config" / "config.yaml")).analyses()
+
+
+def test_selectivity_orderings_remove_the_most_or_least_selective_units_first():
+    from ablation_lab.analyses.knockout import ORDERINGS, unit_order
+
+    scores = {"magnitude": np.zeros(4), "selectivity": np.array([0.2, 0.9, 0.1, 0.5])}
+    assert {"selectivity_highest", "selectivity_lowest"} <= set(ORDERINGS)
+    assert list(unit_order("selectivity_highest", np.random.default_rng(0), scores)) == [1, 3, 0, 2]
+    assert list(unit_order("selectivity_lowest", np.random.default_rng(0), scores)) == [2, 0, 3, 1]
+
+
+def test_the_knockout_table_takes_the_selectivity_orderings(model_and_data):
+    from ablation_lab.analyses.knockout import knockout_table
+
+    model, data, labels = model_and_data
+    params = {
+        "layers": [1],
+        "fractions": [0.0, 0.5],
+        "orderings": ["selectivity_highest", "selectivity_lowest"],
+        "fills": ["zero"],
+        "draws": 1,
+    }
+    table = knockout_table(model, data, labels, ["a", "b", "c"], params, seed=0)
+    assert set(table.loc[table["metric"] == "area", "ordering"]) == {"selectivity_highest", "selectivity_lowest"}

@@ -50,7 +50,7 @@ def plot_curves(table: pd.DataFrame, variants: Sequence[Mapping[str, Any]], path
         data = curves.groupby(["run", "family", "label noise", "layer", "fraction"], sort=False)["value"].mean().reset_index()
         options = {"hue": "label noise", "palette": "viridis", "style": "family", "units": "run", "estimator": None}
     grid = sns.relplot(data=data, x="fraction", y="value", col="layer", kind="line", height=3, aspect=1.2, **options)
-    grid.set_axis_labels("fraction removed (random order, zero fill)", "test accuracy")
+    grid.set_axis_labels("fraction removed (random order, zero fill)", "accuracy (split: reliance.split)")
     title = "Units vs random orthogonal directions removed" if basis_hue else "Cumulative unit ablation, by label noise"
     grid.figure.suptitle(title, y=1.03)
     save_figure(grid.figure, path)
@@ -92,8 +92,8 @@ def plot(tables: Mapping[str, str], variants: Sequence[dict[str, Any]], out: Map
 # --- the section --------------------------------------------------------------------------
 
 PAPER = {
-    "area vs gap": "networks that generalise worse rely more on single units (area falls as the gap grows: a negative correlation)",
-    "selectivity vs importance": "a unit's class selectivity is a poor predictor of its importance (a correlation near zero)",
+    "area vs gap": "networks that generalise worse rely more on single units, so the area falls as the gap grows",
+    "selectivity vs importance": "a unit's class selectivity is a poor predictor of its importance, a correlation near zero",
 }
 
 
@@ -158,7 +158,7 @@ def reliance_section(inputs: ReportInputs) -> list[SectionContent]:
     section.figures = [{"alt": name.replace("_", " "), "data": png(p)} for name in FIGURES for p in inputs.figures.get(name, [])]
     correlations = inputs.tables.get("reliance_correlations")
     if correlations is not None and not correlations.empty:
-        main = correlations[correlations["test"].isin(["area vs gap", "normalised area vs gap", "selectivity vs importance"])]
+        main = correlations[correlations["test"].isin(["area vs gap", "selectivity vs importance"])]  # the rest: in the table
         for _, row in main.iterrows():
             section.say(correlation_sentence(row))
         shown = correlations.assign(
