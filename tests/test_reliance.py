@@ -7,6 +7,7 @@ import pandas as pd
 import pytest
 from ablation_lab.ablations import FAMILIES, apply_transforms, corrupt_labels, training_labels, transform_split
 from ablation_lab.analyses import reliance
+from ablation_lab.analyses.reliance_report import FIGURES
 from ablation_lab.data.base import DatasetInfo
 from ablation_lab.identity import describe_transform, is_noop
 from ablation_lab.models import surgery
@@ -236,3 +237,28 @@ def test_the_knockout_table_takes_the_selectivity_orderings(model_and_data):
     }
     table = knockout_table(model, data, labels, ["a", "b", "c"], params, seed=0)
     assert set(table.loc[table["metric"] == "area", "ordering"]) == {"selectivity_highest", "selectivity_lowest"}
+
+
+@pytest.mark.workflow
+def test_a_tiny_reliance_study_runs_end_to_end_and_reports_its_verdicts(tmp_path):
+    """The preset's shape on 600 digits: tables, figures and the report's section (about a minute on 2 cores)."""
+    import yaml
+    from conftest import ROOT
+    from workflow_helpers import snakemake, write_config
+
+    config = yaml.safe_load((ROOT / "config" / "reliance.yaml").read_text())
+    config |= {"study": "tiny_reliance", "seeds": [1, 2]}
+    config["dataset"]["max_samples"] = 600
+    config["model"]["hidden_units"] = [16, 16]
+    config["training"]["epochs"] = 3
+    config["families"] = {"labels": {"rates": [0.0, 0.5]}, "dropout": {"rates": [0.2]}}
+    config["reliance"] |= {"fractions": [0.0, 0.5, 0.9], "draws": 1, "bootstrap": 100}
+    snakemake(tmp_path, write_config(tmp_path, config), "--cores", "2")
+    tables = tmp_path / "reports" / "tiny_reliance" / "tables"
+    correlations = pd.read_csv(tables / "reliance_correlations.csv")
+    assert {"area vs gap", "selectivity vs importance"} <= set(correlations["test"])
+    assert set(pd.read_csv(tables / "reliance_models.csv")["label_noise"]) == {0.0, 0.5}
+    for figure in FIGURES:
+        assert (tmp_path / "reports" / "tiny_reliance" / "figures" / f"{figure.replace('_', '-')}.png").stat().st_size > 0
+    page = (tmp_path / "reports" / "tiny_reliance" / "report.html").read_text()
+    assert "Does the network rely on single units?" in page and "Rotation control" in page
