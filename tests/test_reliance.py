@@ -262,3 +262,33 @@ def test_a_tiny_reliance_study_runs_end_to_end_and_reports_its_verdicts(tmp_path
         assert (tmp_path / "reports" / "tiny_reliance" / "figures" / f"{figure.replace('_', '-')}.png").stat().st_size > 0
     page = (tmp_path / "reports" / "tiny_reliance" / "report.html").read_text()
     assert "Does the network rely on single units?" in page and "Rotation control" in page
+
+
+def test_the_dropout_table_finds_how_far_dropout_protected_by_equivalence():
+    from ablation_lab.analyses.reliance_report import dropout_sentences
+
+    rows = []
+    for seed, wobble in ((1, 0.0), (2, 0.002), (3, -0.002)):
+        for fraction, accuracy in ((0.0, 1.0), (0.1, 1.0 - wobble), (0.2, 0.999 + wobble), (0.3, 0.8 + 5 * wobble), (0.4, 0.6)):
+            cell = {"family": "dropout", "variant": "rate-0.2", "seed": seed, "run": "d", "layer": "hidden_1", "basis": "unit"}
+            rows.append({**cell, "draw": 0, "fraction": fraction, "unit": np.nan, "metric": "accuracy", "value": accuracy})
+    table = pd.DataFrame(rows)
+    models = pd.DataFrame({"family": ["dropout"], "variant": ["rate-0.2"], "dropout": [0.2]})
+    found = reliance.dropout_table(table, models, {"area_margin": 0.01})
+    assert list(found["fraction"]) == [0.1, 0.2, 0.3, 0.4]
+    assert list(found["verdict"][:2]) == ["equivalent", "equivalent"] and found["verdict"].iloc[2] != "equivalent"
+    (sentence,) = dropout_sentences(found)
+    assert "up to a fraction of 0.2 removed" in sentence and "held here" in sentence
+
+
+def test_a_study_summary_without_rows_or_rotation_writes_readable_tables(tmp_path):
+    from ablation_lab.analyses.base import StudyTables
+
+    empty = reliance.summarise(StudyTables(None, {}, pd.DataFrame(), {}, [], {}))
+    table, variants = synthetic_table()
+    table = table[table["basis"] != "direction"]
+    params = {"bootstrap": 100, "seed": 0, "correlation_margin": 0.2, "area_margin": 0.05}
+    without_rotation = reliance.summarise(StudyTables(table, {}, pd.DataFrame(), {}, variants, params))
+    for name, frame in [*empty.items(), ("rotation", without_rotation["reliance_rotation"])]:
+        frame.to_csv(tmp_path / f"{name}.csv", index=False)
+        assert list(pd.read_csv(tmp_path / f"{name}.csv").columns) == list(frame.columns)  # the report reads every table back

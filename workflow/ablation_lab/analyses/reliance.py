@@ -200,7 +200,7 @@ def correlations_table(models: pd.DataFrame, units: pd.DataFrame, params: dict[s
     classes = [c.split(":", 1)[1] for c in units.columns if str(c).startswith("class_drop:")]
     frame = pd.DataFrame(correlation_rows(models, units, params, classes))
     if frame.empty:
-        return frame
+        return pd.DataFrame(columns=CORRELATION_COLUMNS)
     frame["margin"] = params["correlation_margin"]
     frame["verdict"] = [interval_verdict(lo, hi, params["correlation_margin"]) for lo, hi in zip(frame["low"], frame["high"], strict=True)]
     return frame
@@ -211,7 +211,7 @@ def rotation_table(models: pd.DataFrame, params: dict[str, Any]) -> pd.DataFrame
     from ablation_lab.statistics.inference import equivalence_test, paired_difference
 
     if "area_direction" not in models:
-        return pd.DataFrame()
+        return pd.DataFrame(columns=ROTATION_COLUMNS)
     rows = []
     groups = [(f"{f}/{v}", layer, block) for (f, v, layer), block in models.groupby(["family", "variant", "layer"], sort=False)]
     groups += [("all models (mean per seed)", layer, block) for layer, block in distinct(models, "layer").groupby("layer", sort=False)]
@@ -223,23 +223,49 @@ def rotation_table(models: pd.DataFrame, params: dict[str, Any]) -> pd.DataFrame
             "direction area": per_seed["area_direction"].mean(), "difference": diff["estimate"], "low": test["low"], "high": test["high"],
             "margin": params["area_margin"], "verdict": test["verdict"], "method": diff["method"],
         })  # fmt: skip
-    return pd.DataFrame(rows)
+    return pd.DataFrame(rows, columns=ROTATION_COLUMNS)
+
+
+def dropout_table(table: pd.DataFrame, models: pd.DataFrame, params: dict[str, Any]) -> pd.DataFrame:
+    """Dropout "protects only up to its own rate": per dropout model, layer and fraction removed, the
+    accuracy drop from the intact model (unit curve, mean over draws), paired by seed, tested against
+    +-area_margin: a drop *equivalent* to 0 means the model was protected at that fraction."""
+    from ablation_lab.statistics.inference import equivalence_test, paired_difference
+
+    rates = models[models["family"] == "dropout"].groupby("variant")["dropout"].first()
+    curves = table[(table["family"] == "dropout") & (table["metric"] == "accuracy") & (table["basis"] == "unit")]
+    means = curves.groupby(["variant", "layer", "fraction", "seed"])["value"].mean()
+    rows = []
+    for (variant, layer), block in means.groupby(level=["variant", "layer"], sort=False):
+        wide = block.droplevel(["variant", "layer"]).unstack("fraction")  # seeds x fractions
+        intact = wide[wide.columns.min()]
+        for fraction in wide.columns[wide.columns > wide.columns.min()]:
+            test = equivalence_test(paired_difference(intact, wide[fraction]), params["area_margin"])
+            rows.append({"model": f"dropout/{variant}", "rate": rates.get(variant, np.nan), "layer": layer, "fraction": fraction} | {
+                "drop": test["estimate"], "low": test["low"], "high": test["high"], "margin": params["area_margin"], "verdict": test["verdict"],
+            })  # fmt: skip
+    return pd.DataFrame(rows, columns=DROPOUT_COLUMNS)
 
 
 def summarise(study: StudyTables) -> dict[str, pd.DataFrame]:
-    empty = {name: pd.DataFrame() for name in SUMMARIES}
     if study.table is None or study.table.empty:
-        return empty
+        return {name: pd.DataFrame(columns=columns) for name, columns in zip(SUMMARIES, SUMMARY_COLUMNS, strict=True)}
     models = models_table(study.table, study.variants)
     units = units_table(study.table)
     return {
         "reliance_models": models,
         "reliance_correlations": correlations_table(models, units, study.params),
         "reliance_rotation": rotation_table(models, study.params),
+        "reliance_dropout": dropout_table(study.table, models, study.params),
     }
 
 
-SUMMARIES = ("reliance_models", "reliance_correlations", "reliance_rotation")
+CORRELATION_COLUMNS = ["test", "scope", "layer", "estimate", "n", "clusters", "low", "high", "method", "margin", "verdict"]
+ROTATION_COLUMNS = ["model", "layer", "seeds", "unit area", "direction area", "difference", "low", "high", "margin", "verdict", "method"]
+DROPOUT_COLUMNS = ["model", "rate", "layer", "fraction", "drop", "low", "high", "margin", "verdict"]
+MODEL_COLUMNS = ["family", "variant", "seed", "run", "layer", "area_unit", "generalisation_gap", "label_noise", "dropout"]
+SUMMARIES = ("reliance_models", "reliance_correlations", "reliance_rotation", "reliance_dropout")
+SUMMARY_COLUMNS = (MODEL_COLUMNS, CORRELATION_COLUMNS, ROTATION_COLUMNS, DROPOUT_COLUMNS)
 
 ANALYSIS = Analysis(
     "reliance",

@@ -70,7 +70,7 @@ def plot_scatter(frame: pd.DataFrame, x: str, y: str, hue: str | None, path: str
 
 def plot(tables: Mapping[str, str], variants: Sequence[dict[str, Any]], out: Mapping[str, str]) -> None:
     table = pd.read_csv(tables["reliance"])
-    models = pd.read_csv(tables["reliance_models"]) if Path(tables["reliance_models"]).stat().st_size > 1 else pd.DataFrame()
+    models = pd.read_csv(tables["reliance_models"])
     plot_curves(table, variants, out["reliance_curves"])
     plot_curves(table, variants, out["reliance_rotation"], basis_hue=True)
     plot_scatter(
@@ -174,4 +174,38 @@ def reliance_section(inputs: ReportInputs) -> list[SectionContent]:
         section.add_table(
             html_table(shown[["model", "layer", "seeds", "unit area", "direction area", "difference", "interval", "verdict"]].round(4))
         )
+    dropout = inputs.tables.get("reliance_dropout")
+    if dropout is not None and not dropout.empty:
+        for sentence in dropout_sentences(dropout):
+            section.say(sentence)
     return [section]
+
+
+PROTECTED = ("equivalent", "different, within margin")
+
+
+def dropout_sentences(dropout: pd.DataFrame) -> list[str]:
+    """Per dropout model and layer: up to which fraction removed the accuracy drop was shown to lie within the margin."""
+    out = []
+    for (model, layer), block in dropout.groupby(["model", "layer"], sort=False):
+        block = block.sort_values("fraction")
+        rate, margin = float(block["rate"].iloc[0]), float(block["margin"].iloc[0])
+        lost = block[~block["verdict"].isin(PROTECTED)]
+        first_loss = float(lost["fraction"].iloc[0]) if len(lost) else None
+        kept = block[block["fraction"] < first_loss] if first_loss is not None else block
+        upto = float(kept["fraction"].max()) if len(kept) else None
+        above = block[block["fraction"] > rate]["fraction"]
+        next_above = float(above.iloc[0]) if len(above) else None
+        if upto is None:
+            found = f"even at a fraction of {first_loss:g} removed the accuracy drop was not shown to lie within +-{margin:g}"
+            held = "protection up to its rate was not shown here"
+        else:
+            found = f"the accuracy drop was shown to lie within +-{margin:g} (equivalence) up to a fraction of {upto:g} removed"
+            if upto < rate:
+                held = f"short of its rate {rate:g}: the paper's 'protects up to its rate' was not shown here"
+            elif first_loss is not None and first_loss == next_above:
+                held = f"not beyond (at {first_loss:g}: {lost['verdict'].iloc[0]}): the paper's 'only up to its rate' held here"
+            else:
+                held = f"beyond its rate {rate:g}: the paper's 'only up to its rate' did not hold here"
+        out.append(f"Dropout {rate:g} ({model}, layer {layer}): {found}; {held}.")
+    return out
