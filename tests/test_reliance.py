@@ -189,6 +189,8 @@ def test_the_summary_finds_the_negative_area_gap_correlation_and_tests_the_rotat
     [
         ("reliance.split", "valid", "reliance.split"),
         ("reliance.families", ["labls"], "reliance.families[0]"),
+        ("reliance.layers", ["hiden_1"], "reliance.layers[0]: 'hiden_1' is not a knock-out-able layer"),
+        ("reliance.layers", [3], "reliance.layers[0]: layer 3, but the model has 1 hidden layers"),
         ("families.labels.rates", [1.5], "families.labels.rates"),
         ("training.keep_best", "first", "training.keep_best"),
     ],

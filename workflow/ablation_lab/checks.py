@@ -68,23 +68,23 @@ def knockout_layers(model: Mapping[str, Any]) -> list[str] | None:
     return None  # a builder's layers are known once it has built the model: the knockout job checks
 
 
-def check_posthoc_layers(posthoc: Mapping[str, Any], model: Mapping[str, Any]) -> None:
-    """`posthoc.layers` names layers this model has (a model file's by name)."""
+def check_posthoc_layers(posthoc: Mapping[str, Any], model: Mapping[str, Any], block: str = "posthoc") -> None:
+    """`posthoc.layers` (or `reliance.layers`: `block`) names layers this model has (a model file's by name)."""
     units = model.get("hidden_units", [])
     available = knockout_layers(model)
     if model.get("kind") == "file":
         numbered = [index for index, layer in enumerate(posthoc["layers"]) if not isinstance(layer, str)]
         if numbered:
             raise ConfigError(
-                f"invalid study config: posthoc.layers[{numbered[0]}]: a model file's layers are named, not numbered "
+                f"invalid study config: {block}.layers[{numbered[0]}]: a model file's layers are named, not numbered "
                 f"(its knock-out-able layers: {', '.join(available or [])})"
             )
     for index, layer in enumerate(posthoc["layers"]):
         if not isinstance(layer, str) and layer > len(units):
-            raise ConfigError(f"invalid study config: posthoc.layers[{index}]: layer {layer}, but the model has {len(units)} hidden layers")
+            raise ConfigError(f"invalid study config: {block}.layers[{index}]: layer {layer}, but the model has {len(units)} hidden layers")
         if isinstance(layer, str) and available is not None and layer not in available:
             raise ConfigError(
-                f"invalid study config: posthoc.layers[{index}]: {layer!r} is not a knock-out-able layer of this model "
+                f"invalid study config: {block}.layers[{index}]: {layer!r} is not a knock-out-able layer of this model "
                 f"(available: {', '.join(available)})"
             )
 
