@@ -21,7 +21,7 @@ BAD_CONFIGS = [
     (
         "families.dropuot",
         {"rates": [0.1]},
-        ["unknown key 'dropuot' in families", "allowed keys: activation, capacity, dropout, input, noise, nsdropout"],
+        ["unknown key 'dropuot' in families", "allowed keys: activation, capacity, dropout, input, labels, noise, nsdropout"],
     ),
     ("families.dropout.rates", [], ["families.dropout.rates", "must not be empty"]),
     ("families.dropout.rates", [0.2, 1.0], ["families.dropout.rates[1]", "1.0"]),

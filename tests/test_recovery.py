@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 from ablation_lab.analyses import knockout, recovery
 from ablation_lab.models import saliency
-from ablation_lab.statistics.inference import ratio_interval
+from ablation_lab.statistics.intervals import ratio_interval
 from ablation_lab.training import masked
 from ablation_lab.training.train import configure_tensorflow, train_model
 from conftest import quick_training

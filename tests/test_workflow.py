@@ -223,7 +223,7 @@ def test_typo_in_config_fails_before_any_job(tmp_path):
     done = snakemake(tmp_path, write_config(tmp_path, config), "--cores", "2", check=False)
     assert done.returncode != 0
     assert (
-        "unknown key 'dropuot' in families (did you mean 'dropout' for 'dropuot'?; allowed keys: activation, capacity, dropout, input, noise, nsdropout)"
+        "unknown key 'dropuot' in families (did you mean 'dropout' for 'dropuot'?; allowed keys: activation, capacity, dropout, input, labels, noise, nsdropout)"
         in done.stdout
     )
     assert not (tmp_path / "results").exists()

@@ -193,6 +193,20 @@ def expand_nsdropout(params: dict[str, Any], info: DatasetInfo, model: Mapping[s
     return variants
 
 
+def expand_labels(params: dict[str, Any], info: DatasetInfo, model: Mapping[str, Any] | None = None) -> list[Variant]:
+    """Training labels corrupted at each rate (Morcos et al., 2018): validation and test labels never are."""
+    return [
+        Variant(
+            "labels",
+            f"noise-{_number(r)}",
+            f"label noise {_number(r)}",
+            transforms=({"op": "corrupt_labels", "rate": r},),
+            coords={"label noise": r},
+        )
+        for r in params["rates"]
+    ]
+
+
 FAMILIES: dict[str, Family] = {
     "dropout": Family(
         expand_dropout, "Neuronal ablation (dropout)", "Hidden units dropped at random during training, at increasing rates."
@@ -211,6 +225,11 @@ FAMILIES: dict[str, Family] = {
         expand_nsdropout,
         "NSDropout (class-conditional dropout)",
         "No dropout, ordinary dropout and NSDropout at the same rates on the same layers; this family's tables show each model as saved (NSDropout: no mask at inference).",
+    ),
+    "labels": Family(
+        expand_labels,
+        "Label noise (corrupted training labels)",
+        "A share of the training labels changed, uniformly, to another class (seeded); validation and test labels untouched.",
     ),
 }
 
@@ -368,6 +387,8 @@ def transform_split(x: np.ndarray, split: str, transforms: Sequence[dict[str, An
     for position, transform in enumerate(transforms):
         rng = np.random.default_rng(np.random.SeedSequence([seed, position, SPLIT_STREAM[split]]))
         op = transform["op"]
+        if op == LABEL_OP:
+            continue  # acts on the training labels (`training_labels`), never on inputs
         if transform.get("apply_to", "both") == "test" and split != "test":
             continue  # a test-time-only ablation: the model was trained without it
         if op == "mask":
@@ -384,13 +405,40 @@ def transform_split(x: np.ndarray, split: str, transforms: Sequence[dict[str, An
     return x
 
 
-def apply_transforms(arrays: dict[str, np.ndarray], transforms: Sequence[dict[str, Any]], seed: int) -> dict[str, np.ndarray]:
-    """The variant's view of the prepared data; labels untouched, every random draw seeded.
+LABEL_OP = "corrupt_labels"
 
-    Fill statistics (mean image, value range) come from the training split only.
+
+def corrupt_labels(y: np.ndarray, rate: float, n_classes: int, rng: np.random.Generator) -> np.ndarray:
+    """round(rate x n) labels, drawn without replacement, each changed uniformly to one of the other classes."""
+    out = np.array(y, copy=True)
+    chosen = rng.choice(len(y), size=round(rate * len(y)), replace=False)
+    shift = rng.integers(1, n_classes, size=len(chosen))  # 1..K-1: never the label's own class
+    out[chosen] = (out[chosen] + shift) % n_classes
+    return out
+
+
+def training_labels(y_train: np.ndarray, transforms: Sequence[dict[str, Any]], seed: int, n_classes: int) -> np.ndarray:
+    """The labels a variant is trained on: the training split's, with any label corruption applied (seeded)."""
+    for position, transform in enumerate(transforms):
+        if transform["op"] == LABEL_OP and transform["rate"] > 0:
+            rng = np.random.default_rng(np.random.SeedSequence([seed, position, SPLIT_STREAM["train"], 17]))
+            y_train = corrupt_labels(y_train, transform["rate"], n_classes, rng)
+    return y_train
+
+
+def apply_transforms(
+    arrays: dict[str, np.ndarray], transforms: Sequence[dict[str, Any]], seed: int, n_classes: int | None = None
+) -> dict[str, np.ndarray]:
+    """The variant's view of the prepared data, every random draw seeded; only the training labels may change.
+
+    Fill statistics (mean image, value range) come from the training split only. Label
+    corruption needs `n_classes` (default: the largest label of any split, plus one).
     """
     stats = fill_statistics(arrays["x_train"])
     out = dict(arrays)
+    if any(t["op"] == LABEL_OP for t in transforms):
+        n_classes = n_classes or int(max(arrays[f"y_{s}"].max() for s in SPLIT_STREAM)) + 1
+        out["y_train"] = training_labels(arrays["y_train"], transforms, seed, n_classes)
     for split in SPLIT_STREAM:
         out[f"x_{split}"] = transform_split(arrays[f"x_{split}"], split, transforms, seed, stats)
     return out

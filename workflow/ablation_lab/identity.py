@@ -68,6 +68,8 @@ def content_digest(path: str | Path | None) -> str | None:
 
 def is_noop(transform: Mapping[str, Any]) -> bool:
     """Transforms that change nothing (noise of level 0) do not make two runs differ."""
+    if transform["op"] == "corrupt_labels":
+        return float(transform["rate"]) == 0.0
     return transform["op"] == "noise" and float(transform["level"]) == 0.0
 
 
@@ -100,6 +102,8 @@ def describe_transform(transform: Mapping[str, Any]) -> str:
             name = f"{'cols' if region['axis'] == 'columns' else 'rows'}{region['start']:02d}-{region['stop'] - 1:02d}"
         name += "" if transform["fill"] == "zero" else f"-{transform['fill']}"
         return name + ("-test" if transform.get("apply_to") == "test" else "")
+    if op == "corrupt_labels":
+        return f"labels{_number(transform['rate'])}"
     if op in ("drop_features", "fill_features"):
         indices = list(transform["indices"])
         return f"{op.split('_')[0]}{len(indices)}f-{indices[0]}"

@@ -143,6 +143,8 @@ class Study:
         kind = self.config["model"].get("kind", "mlp")
         info = self.info if "input" in declared or kind in ("cnn", "file") else DatasetInfo("unknown", ())
         checks.check_model_source(self.config, info)
+        if self.config.get("reliance"):
+            checks.check_posthoc_layers(self.config["reliance"], self.config["model"], "reliance.layers")
         out: dict[str, list[Variant]] = {BASELINE: [baseline_variant()]}
         for name, params in declared.items():
             try:

@@ -31,10 +31,19 @@ import numpy as np
 import pandas as pd
 
 from ablation_lab.analyses.base import Analysis, RunContext, StudyTables
-from ablation_lab.models.surgery import SplitModel, TrainActivations, chosen_layers, masked_predictions, split_model
+from ablation_lab.models.surgery import SplitModel, TrainActivations, chosen_layers, class_selectivity, masked_predictions, split_model
 from ablation_lab.report.sections import ReportInputs, SectionContent, fmt, html_table, png
 
-ORDERINGS = ("random", "magnitude_smallest", "magnitude_largest", "activation_lowest", "importance_highest", "importance_lowest")
+ORDERINGS = (
+    "random",
+    "magnitude_smallest",
+    "magnitude_largest",
+    "activation_lowest",
+    "importance_highest",
+    "importance_lowest",
+    "selectivity_highest",
+    "selectivity_lowest",
+)
 FILLS = ("zero", "mean", "resample")
 
 
@@ -56,7 +65,8 @@ def single_unit_importance(split: SplitModel, activations: np.ndarray, labels: n
 
 def unit_order(ordering: str, rng: np.random.Generator, scores: dict[str, np.ndarray]) -> np.ndarray:
     """Which units go first. Magnitude: L2 norm of a unit's outgoing weights; activation: its
-    mean on the validation split; importance: its single-unit accuracy drop on validation."""
+    mean on the validation split; importance: its single-unit accuracy drop on validation;
+    selectivity: its class selectivity index on validation (Morcos et al., 2018)."""
     if ordering == "random":
         return rng.permutation(len(scores["magnitude"]))
     key, descending = {
@@ -65,6 +75,8 @@ def unit_order(ordering: str, rng: np.random.Generator, scores: dict[str, np.nda
         "activation_lowest": ("activation", False),
         "importance_highest": ("importance", True),
         "importance_lowest": ("importance", False),
+        "selectivity_highest": ("selectivity", True),
+        "selectivity_lowest": ("selectivity", False),
     }[ordering]
     values = scores[key]
     return np.argsort(-values if descending else values, kind="stable")
@@ -155,6 +167,8 @@ def knockout_table(
                 "magnitude": split.magnitude,
                 "activation": activations["val"].reshape(-1, split.units).mean(axis=0),
             }
+            if any(o.startswith("selectivity") for o in params["orderings"]):
+                scores["selectivity"] = class_selectivity(activations["val"], labels["val"], len(classes))[0]
             if any(o.startswith("importance") for o in params["orderings"]):
                 scores["importance"] = single_unit_importance(split, activations["val"], labels["val"], val_fill)
             for ordering in params["orderings"]:

@@ -69,7 +69,7 @@ def retrained_per_seed(runs: pd.DataFrame, variants: Sequence[dict[str, Any]], f
 def share_table(seeds: pd.DataFrame, runs: pd.DataFrame, variants: Sequence[dict[str, Any]], params: Mapping[str, Any]) -> pd.DataFrame:
     """Recovered share per cell of the baseline's runs, paired by seed, with Fieller's interval (statistics.ratio_interval)."""
     from ablation_lab.ablations import BASELINE
-    from ablation_lab.statistics.inference import ratio_interval
+    from ablation_lab.statistics.intervals import ratio_interval
 
     rows = []
     chosen = seeds[seeds["family"] == BASELINE]

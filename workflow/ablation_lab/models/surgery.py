@@ -194,14 +194,21 @@ class TrainActivations:
         return self.head(self.x[index]).astype(np.float32)
 
 
-def masked_predictions(split: SplitModel, activations: np.ndarray, keep: np.ndarray, fill: np.ndarray) -> np.ndarray:
+def masked_predictions(
+    split: SplitModel, activations: np.ndarray, keep: np.ndarray, fill: np.ndarray, basis: np.ndarray | None = None
+) -> np.ndarray:
     """Predicted classes (masks x examples) with the units where `keep` is False replaced by `fill`.
 
     `activations` is (examples, units) or (examples, ..., channels); `keep` is (masks, units)
     bool, acting on the last axis at every position; `fill` is (units,) or activations-shaped.
+    With an orthogonal `basis` (units x units, columns the directions) the mask acts on the
+    coordinates along its columns instead of on units (`fill` is then in those coordinates):
+    the identity basis is unit knockout; removing every direction is a full knockout.
     One tail call per chunk of masks x examples (at most MEMORY_BUDGET bytes of masked
     activations): activations are computed once, never per mask.
     """
+    if basis is not None:
+        activations = (activations @ basis).astype(np.float32)
     n_examples = len(activations)
     per_example = 4 * int(np.prod(activations.shape[1:]))
     if n_examples * per_example <= MEMORY_BUDGET:
@@ -217,9 +224,38 @@ def masked_predictions(split: SplitModel, activations: np.ndarray, keep: np.ndar
         for first in range(0, n_examples, example_step):
             part, part_fill = activations[first : first + example_step], fill[first : first + example_step]
             batch = part[None] * mask + part_fill[None] * (1.0 - mask)
+            batch = batch if basis is None else (batch @ basis.T).astype(np.float32)  # back to the layer's own axes
             probabilities = split.tail(batch.reshape(-1, *activations.shape[1:]))
             out[start : start + len(mask), first : first + len(part)] = probabilities.argmax(axis=1).reshape(len(mask), len(part))
     return out
+
+
+def class_selectivity(activations: np.ndarray, labels: np.ndarray, n_classes: int) -> tuple[np.ndarray, np.ndarray]:
+    """Morcos et al. (2018) selectivity of each unit (a channel: its mean over positions), and its preferred class.
+
+    (mu_max - mu_rest) / (mu_max + mu_rest): mu_max the highest class-conditional mean
+    activation, mu_rest the mean of the other classes' means. 1: the unit fires for one class
+    only; 0: equally for all (and for a unit that never fires). Meant for non-negative
+    activations (ReLU); call it on the validation split.
+    """
+    flat = activations.reshape(len(activations), -1, activations.shape[-1]).mean(axis=1).astype(np.float64)
+    present = [c for c in range(n_classes) if (labels == c).any()]
+    means = np.stack([flat[labels == c].mean(axis=0) for c in present])  # (classes, units)
+    top = means.argmax(axis=0)
+    mu_max = means.max(axis=0)
+    mu_rest = (means.sum(axis=0) - mu_max) / max(1, len(present) - 1)
+    total = mu_max + mu_rest
+    selectivity = np.divide(mu_max - mu_rest, total, out=np.zeros_like(total), where=total != 0)
+    return selectivity, np.asarray(present)[top]
+
+
+def random_rotation(size: int, rng: np.random.Generator) -> np.ndarray:
+    """A random orthogonal matrix (Haar measure, scipy's ortho_group): its columns are random orthonormal directions."""
+    from scipy.stats import ortho_group
+
+    if size < 2:
+        return np.ones((size, size), dtype=np.float32)
+    return ortho_group.rvs(size, random_state=rng).astype(np.float32)
 
 
 def naive_predictions(model: Any, layer: str, x: np.ndarray, keep: np.ndarray) -> np.ndarray:

@@ -61,7 +61,8 @@ def plot_family(runs: pd.DataFrame, summary: pd.DataFrame, family: str, title: s
     error = np.vstack([means - rows[f"{metric}_ci_low"].to_numpy(), rows[f"{metric}_ci_high"].to_numpy() - means])
     axes.errorbar(x, means, yerr=np.where(np.isfinite(error), error, 0), fmt="o", color="black", capsize=4, label="mean, 95% CI")
     axes.set(title=title, xlabel="", ylabel=f"test {metric}")
-    axes.tick_params(axis="x", rotation=45 if len(order) > 5 else 0)
+    crowded = len(order) > 5 or sum(len(str(label)) for label in order) > 12 * len(order)  # long labels overlap too
+    axes.tick_params(axis="x", rotation=45 if crowded else 0)
     handles, labels = axes.get_legend_handles_labels()
     unique = dict(zip(labels, handles, strict=False))
     axes.legend(unique.values(), unique.keys(), fontsize=8, loc="lower left")

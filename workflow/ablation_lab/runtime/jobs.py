@@ -94,7 +94,7 @@ def train(spec: dict[str, Any], seed: int, threads: int, data: str, meta: str, o
     device = configure_tensorflow(threads, gpu=gpu > 0)
     started = dt.datetime.now(dt.UTC)
     split = load_split(data, meta)
-    arrays = apply_transforms(split.arrays, spec["transforms"], seed)
+    arrays = apply_transforms(split.arrays, spec["transforms"], seed, split.meta["n_classes"])
     result = train_model(spec, arrays, split.meta["n_classes"], seed)
     probabilities = {f"probabilities_{s}": predict_proba(result.model, arrays[f"x_{s}"]) for s in ("val", "test")}
 

@@ -301,28 +301,6 @@ def paired_contrast(
     return {**result, "method": result["method"] + note}
 
 
-def ratio_interval(numerator: Sequence[float], denominator: Sequence[float], confidence: float = 0.95) -> dict[str, Any]:
-    """Ratio of two means paired by seed (a recovered share), with Fieller's interval at the seeds' S - 1 df.
-
-    The interval is every r for which the paired t-test of numerator - r x denominator keeps
-    r at `confidence` (scipy's ttest_rel inverted exactly): bounded only when the denominator's
-    mean is itself distinguishable from 0, else NaN (no ratio can be excluded). Seed noise only.
-    """
-    n, d = np.asarray(numerator, dtype=float), np.asarray(denominator, dtype=float)
-    keep = np.isfinite(n) & np.isfinite(d)
-    n, d, seeds, nan = n[keep], d[keep], int(keep.sum()), float("nan")
-    estimate = float(n.mean() / d.mean()) if seeds and d.mean() != 0 else nan
-    if seeds < 2:
-        return {"estimate": estimate, "low": nan, "high": nan, "seeds": seeds, "method": "fewer than 2 seeds: no interval"}
-    t2 = float(stats.t.ppf(0.5 + confidence / 2, seeds - 1)) ** 2
-    cov = np.cov(n, d) / seeds  # variances and covariance of the two means
-    a, b, c = d.mean() ** 2 - t2 * cov[1, 1], n.mean() * d.mean() - t2 * cov[0, 1], n.mean() ** 2 - t2 * cov[0, 0]
-    root = b * b - a * c
-    low, high = ((b - math.sqrt(root)) / a, (b + math.sqrt(root)) / a) if a > 0 and root >= 0 else (nan, nan)
-    method = f"Fieller, paired t over {seeds} seeds ({seeds - 1} df)" + ("" if a > 0 else "; unbounded: denominator not clear of 0")
-    return {"estimate": estimate, "low": float(low), "high": float(high), "seeds": seeds, "method": method}
-
-
 # --- multiplicity -------------------------------------------------------------------------
 
 

@@ -294,7 +294,10 @@ def _fit_epochs(model: Any, run_epoch: Any, training: dict[str, Any], seed: int,
             if patience and waited >= patience:
                 log.info("early stopping at epoch %d (best %d)", epoch, result.best_epoch)
                 break
-    model.set_weights(best_weights)
+    if training.get("keep_best") == "last":  # the final epoch kept; early stopping judged the validation loss
+        result.best_epoch = len(result.history)
+    else:
+        model.set_weights(best_weights)
     return result
 
 
@@ -349,12 +352,12 @@ def fit_keras(model: Any, optimizer: Any, arrays: dict[str, np.ndarray], trainin
     class_conditional = bool(nsdropout_layers(model))
     fitted = training_model(model) if class_conditional else model
     fitted.compile(optimizer=optimizer, loss="sparse_categorical_crossentropy", metrics=["accuracy"])
-    monitor = training.get("keep_best", "val_loss")
+    monitor = training.get("keep_best", "val_loss").replace("last", "val_loss")
     stopper = keras.callbacks.EarlyStopping(
         monitor=monitor,
         mode="max" if monitor == "val_accuracy" else "min",
         patience=training["early_stopping_patience"] or training["epochs"],
-        restore_best_weights=True,
+        restore_best_weights=training.get("keep_best") != "last",
     )
     progress = keras.callbacks.LambdaCallback(
         on_epoch_end=lambda epoch, logs: log_epoch(
@@ -385,11 +388,12 @@ def fit_keras(model: Any, optimizer: Any, arrays: dict[str, np.ndarray], trainin
         result.diverged_epoch = bad[0]
     elif result.history:
         result.best_epoch = int(np.argmax([kept_epoch_score(training)(row) for row in result.history])) + 1
+        result.best_epoch = len(result.history) if training.get("keep_best") == "last" else result.best_epoch
     return result
 
 
 def kept_epoch_score(training: dict[str, Any]) -> Any:
-    """Higher is better: the score `keep_best` judges each epoch by (validation split only)."""
+    """Higher is better: the score `keep_best` judges each epoch by (validation split only; `last`: the loss, for early stopping)."""
     if training.get("keep_best", "val_loss") == "val_accuracy":
         return lambda row: row["val_accuracy"]
     return lambda row: -row["val_loss"]
