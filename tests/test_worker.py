@@ -336,3 +336,19 @@ def test_a_worker_killed_mid_job_leaves_the_job_to_finish_in_its_own_process(poo
     with np.load("killed/run/seed5/predictions.npz") as a, np.load("clean/run/seed5/predictions.npz") as b:
         np.testing.assert_array_equal(a["probabilities_test"], b["probabilities_test"])
     assert not list(Path("killed").rglob(".*")), "a temporary of the killed writer is left"
+
+
+def test_a_module_without_scripts_on_disk_runs_the_installed_adapter(tmp_path):
+    """A module read from git has no workflow/scripts/run_job.py on disk: the served jobs' command
+    is then `python -m ablation_lab.runtime.adapter`, the same adapter, the same every run."""
+    from types import SimpleNamespace
+
+    from ablation_lab.runtime.hooks import job_command
+
+    local = SimpleNamespace(deployment_settings=None)
+    script = Path(__file__).resolve().parents[1] / "workflow" / "scripts" / "run_job.py"
+    assert job_command(local, str(script)).endswith("run_job.py")
+    command = job_command(local, str(tmp_path / "absent" / "run_job.py"))
+    assert command == f"{sys.executable} -m ablation_lab.runtime.adapter"
+    done = subprocess.run([sys.executable, "-m", "ablation_lab.runtime.adapter", "--help"], capture_output=True, text=True)
+    assert done.returncode == 0 and "REQUEST" in done.stdout.upper()

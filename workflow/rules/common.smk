@@ -6,11 +6,13 @@ import os
 import sys
 
 # This workflow's own folder (workflow/), found from this file rather than from the main
-# Snakefile: used as a module (snakedeploy), the main Snakefile is the user's.
+# Snakefile: used as a module (snakedeploy), the main Snakefile is the user's. Parse time finds
+# the package beside the rules even before `pip install -e .`; the scripts do the same, so a
+# rule's conda environment needs only the dependencies. A module read from a git repository
+# or GitHub has no folder on disk: the package is then the installed one (docs/your-project.md).
 WORKFLOW_DIR = os.path.dirname(os.path.abspath(str(workflow.current_basedir)))
-# Parse time finds the package beside the rules even before `pip install -e .`; the scripts
-# do the same, so a rule's conda environment needs only the dependencies.
-sys.path.insert(0, WORKFLOW_DIR)
+if os.path.isdir(os.path.join(WORKFLOW_DIR, "ablation_lab")):
+    sys.path.insert(0, WORKFLOW_DIR)
 
 from ablation_lab import source_digest, study as paths
 from ablation_lab.ablations import BASELINE
@@ -200,7 +202,7 @@ def training_gpus(wildcards) -> int:
 
 
 # The command of the jobs a warm worker may serve (ablation_lab/runtime/hooks.py).
-RUN_JOB = runtime.job_command(workflow, WORKFLOW_DIR)
+RUN_JOB = runtime.job_command(workflow, os.path.join(WORKFLOW_DIR, "scripts", "run_job.py"))
 
 
 onstart:

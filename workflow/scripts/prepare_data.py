@@ -4,9 +4,12 @@ Unusable data ends the job with its one DataError line on stderr (Snakemake show
 traceback; the job's log holds the traceback for anyone who wants it.
 """
 
+import contextlib
 import sys
 
-import _package  # noqa: F401
+# A module read from git or GitHub has no package beside its scripts: the installed one serves.
+with contextlib.suppress(ModuleNotFoundError):
+    import _package  # noqa: F401
 from ablation_lab.artifacts import unsealed
 from ablation_lab.data.base import DataError
 from ablation_lab.runtime.dispatch import run_here

@@ -1,6 +1,10 @@
 """Snakemake adapter: the study's runs as TensorBoard logs (config `tensorboard: true`)."""
 
-import _package  # noqa: F401
+import contextlib
+
+# A module read from git or GitHub has no package beside its scripts: the installed one serves.
+with contextlib.suppress(ModuleNotFoundError):
+    import _package  # noqa: F401
 from ablation_lab.artifacts import unsealed
 from ablation_lab.runtime.dispatch import run_job
 

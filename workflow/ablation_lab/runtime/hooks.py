@@ -41,12 +41,15 @@ def use_warm_workers(workflow: Any) -> bool:
     return workflow.local_exec and not isolated_deployment(workflow)
 
 
-def job_command(workflow: Any, workflow_dir: str) -> str:
+def job_command(workflow: Any, adapter: str) -> str:
     """The command of the jobs a warm worker may serve: Snakemake's own interpreter, or the rule
-    environment's `python` under conda or apptainer, running the standard-library adapter in
-    `workflow_dir/scripts` (this workflow's folder, also when a user's Snakefile uses it as a module)."""
+    environment's `python` under conda or apptainer, running the standard-library adapter
+    (`adapter`, workflow/scripts/run_job.py). A module read from a git repository or GitHub has
+    no script on disk: the installed package's `python -m ablation_lab.runtime.adapter` runs
+    then, a command that stays the same from run to run (a changed command reruns a job)."""
     python = "python" if isolated_deployment(workflow) else sys.executable
-    adapter = os.path.join(workflow_dir, "scripts", "run_job.py")
+    if not os.path.isfile(adapter):
+        return " ".join(shlex.quote(part) for part in (python, "-m", "ablation_lab.runtime.adapter"))
     return " ".join(shlex.quote(part) for part in (python, adapter))
 
 
