@@ -23,7 +23,7 @@ from ablation_lab.config import ConfigError
 from ablation_lab.report.page import dataset_label
 from ablation_lab.report.sections import SectionContent, html_table, interval
 
-REPORTS = Path("reports") / "compare"
+COMPARE_DIR = "compare"  # under the reports folder: reports/compare/<a>--<b>/
 
 
 @dataclass
@@ -169,7 +169,9 @@ def compare(config_a: dict[str, Any], source_a: str, config_b: dict[str, Any], s
     if a.name == b.name and a.data_key == b.data_key and source_a == source_b:
         raise ConfigError(f"{source_a} is compared with itself; name two different study files")
     table = compare_table(a, b)
-    out = REPORTS / f"{a.name}--{b.name}"
+    from ablation_lab.study import REPORTS
+
+    out = Path(REPORTS) / COMPARE_DIR / f"{a.name}--{b.name}"
     out.mkdir(parents=True, exist_ok=True)
     table.to_csv(out / "compare.csv", index=False)
     (out / "compare.html").write_text(render(a, b, table), encoding="utf-8")
