@@ -202,7 +202,9 @@ def training_gpus(wildcards) -> int:
 
 
 # The command of the jobs a warm worker may serve (ablation_lab/runtime/hooks.py).
-RUN_JOB = runtime.job_command(workflow, os.path.join(WORKFLOW_DIR, "scripts", "run_job.py"))
+RUN_JOB = runtime.job_command(
+    workflow, os.path.join(WORKFLOW_DIR, "scripts", "run_job.py")
+)
 
 
 onstart:
