@@ -84,12 +84,15 @@ def test_zero_faults_reproduce_the_clean_predictions_exactly(model_and_data):
 
 
 @pytest.mark.parametrize(("hidden", "activation"), [([16], "relu"), ([32, 16], "tanh")])
-def test_the_packed_scorer_gives_the_outputs_of_applying_each_map_bit_for_bit(model_and_data, hidden, activation):
+def test_the_packed_scorer_gives_the_outputs_of_applying_each_map_bit_for_bit(model_and_data, hidden, activation, monkeypatch):
     """MapScorer's shortcuts (clean layer inputs reused, faulty kernel columns of many maps in one
-    matmul, chunks of examples) must change no bit of any output, clipped or not."""
+    matmul, chunks of examples, blocks of maps) must change no bit of any output, clipped or not."""
     import keras
+    from ablation_lab.models import fault_batch
     from ablation_lab.models.build import build_mlp
     from ablation_lab.models.fault_batch import MapScorer
+
+    monkeypatch.setattr(fault_batch, "MAPS_PER_BLOCK", 50)
 
     _, data, _ = model_and_data
     keras.utils.set_random_seed(1)

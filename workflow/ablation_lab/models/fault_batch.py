@@ -24,6 +24,7 @@ import numpy as np
 from ablation_lab.models.fault_injection import FaultMap, WeightFaults, forward
 
 ELEMENTWISE = ("relu", "sigmoid", "tanh", "linear")  # activations that act on each unit alone
+MAPS_PER_BLOCK = 256  # maps scored per pass over the chunks: their outputs are held until handed out
 
 
 def _chain(model: Any) -> list[Any] | None:
@@ -110,9 +111,12 @@ class MapScorer:
                     out = self.whole(x)
                 yield out
             return
-        parts = [list(self._chunk_outputs(x[i : i + self.chunk], maps)) for i in range(0, len(x), self.chunk)]
-        for row in range(len(maps)):
-            yield np.concatenate([part[row] for part in parts])
+        clean = [self._clean_inputs(x[i : i + self.chunk]) for i in range(0, len(x), self.chunk)]
+        for start in range(0, len(maps), MAPS_PER_BLOCK):  # bounds the outputs held at once
+            block = maps[start : start + MAPS_PER_BLOCK]
+            parts = [list(self._chunk_outputs(seen, raw, block)) for seen, raw in clean]
+            for row in range(len(block)):
+                yield np.concatenate([part[row] for part in parts])
 
     def _clean_inputs(self, x: np.ndarray) -> tuple[list[Any], list[np.ndarray]]:
         """The clean input of every chain layer (the model's output last), clipped as in `forward`,
@@ -128,9 +132,8 @@ class MapScorer:
             seen.append(batch)
         return seen, raw
 
-    def _chunk_outputs(self, x: np.ndarray, maps: Sequence[FaultMap]) -> Iterator[np.ndarray]:
+    def _chunk_outputs(self, seen: list[Any], raw: list[np.ndarray], maps: Sequence[FaultMap]) -> Iterator[np.ndarray]:
         """Each map's outputs on one chunk: maps whose first faulted layer is columnwise go in packed groups."""
-        seen, raw = self._clean_inputs(x)
         first = [min((self.start[k] for k in m.kernel), default=None) for m in maps]
         done: dict[int, np.ndarray] = {}
         for position, group in self._column_groups(maps, first):
@@ -205,7 +208,7 @@ class MapScorer:
         out = {}
         for row, (columns, slot) in zip(group, slots, strict=True):
             patched = raw[position].copy()
-            patched[:, columns] = packed[:, slot]
+            patched[..., columns] = packed[..., slot]  # Dense acts on the last axis
             out[row] = self._patched_tail(patched, maps[row], k, position)
         return out
 
