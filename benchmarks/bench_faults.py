@@ -7,9 +7,11 @@ Each path runs in its own fresh child process:
 
 - clone: for each map, `keras.models.clone_model`, `set_weights` with the map's faults
   written into a copy of the weights, and a prediction of the whole test split;
-- in place: the touched entries written into the live variables (`scatter_nd_update`),
-  one traced forward pass, the entries restored from the host copy
-  (`fault_injection.WeightFaults`, what analyses/faults.py runs).
+- in place: `fault_batch.MapScorer` over `fault_injection.WeightFaults`, what
+  analyses/faults.py runs: the clean input of every layer once; per map only the kernel
+  columns (units) its faults hit are recomputed, for many maps in one matmul of the
+  kernel's own shape, then the layers after them run with the map's other faults written
+  into the live variables (`scatter_nd_update`) and restored from the host copy.
 
 Both paths draw the same maps and must give identical predictions (checked). Target: in
 place >= 10x clone.
@@ -74,10 +76,9 @@ def child(path: str, n_maps: int) -> None:
             out = predict_proba(clone, x)
             predicted[row] = np.where(np.isfinite(out).all(axis=1), out.argmax(axis=1), -1)
     else:
-        run = fi.forward(model)
-        for row, fault_map in enumerate(maps):
-            with faults.injected(fault_map):
-                out = run(x)
+        from ablation_lab.models.fault_batch import MapScorer
+
+        for row, out in enumerate(MapScorer(model, faults).outputs(x, maps)):
             predicted[row] = np.where(np.isfinite(out).all(axis=1), out.argmax(axis=1), -1)
     seconds = time.perf_counter() - started
     assert faults.intact()

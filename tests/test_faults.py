@@ -83,6 +83,40 @@ def test_zero_faults_reproduce_the_clean_predictions_exactly(model_and_data):
     assert injector.draw("zero", 0, np.random.default_rng(0)).index.size == 0
 
 
+@pytest.mark.parametrize(("hidden", "activation"), [([16], "relu"), ([32, 16], "tanh")])
+def test_the_packed_scorer_gives_the_outputs_of_applying_each_map_bit_for_bit(model_and_data, hidden, activation, monkeypatch):
+    """MapScorer's shortcuts (clean layer inputs reused, faulty kernel columns of many maps in one
+    matmul, chunks of examples, blocks of maps) must change no bit of any output, clipped or not."""
+    import keras
+    from ablation_lab.models import fault_batch
+    from ablation_lab.models.build import build_mlp
+    from ablation_lab.models.fault_batch import MapScorer
+
+    monkeypatch.setattr(fault_batch, "MAPS_PER_BLOCK", 50)
+
+    _, data, _ = model_and_data
+    keras.utils.set_random_seed(1)
+    model = build_mlp((12,), 3, hidden, activation, 0.0)
+    injector = fi.WeightFaults(model, fi.weight_layers(model))
+    last = len(injector.layers) - 1
+    maps = [
+        injector.draw(fault, count, np.random.default_rng(seed), None, targets)
+        for seed in range(3)
+        for fault in fi.FAULT_MODELS
+        for count in (0, 1, 10)
+        for targets in (None, [0], [last])
+    ]
+    for bounds in (None, fi.clip_bounds(model, data["train"])):
+        run = fi.forward(model, bounds)
+        expected = []
+        for fault_map in maps:
+            with injector.injected(fault_map):
+                expected.append(run(data["test"]))
+        got = list(MapScorer(model, injector, bounds, chunk=32).outputs(data["test"], maps))
+        assert [a.view(np.uint32).tobytes() for a in got] == [e.view(np.uint32).tobytes() for e in expected]
+        assert injector.intact()
+
+
 def test_the_top_exponent_bit_of_an_output_weight_blows_up_its_class(model_and_data):
     model, data, _ = model_and_data
     hidden = fi.forward(model.__class__(model.inputs, model.get_layer("hidden_1").output))(data["test"])

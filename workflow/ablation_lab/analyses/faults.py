@@ -32,13 +32,13 @@ import pandas as pd
 
 from ablation_lab.analyses.base import Analysis, RunContext, StudyTables
 from ablation_lab.analyses.fault_report import ALL, faults_section, plot_bits, plot_curves
+from ablation_lab.models.fault_batch import MapScorer
 from ablation_lab.models.fault_injection import (
     BIT_MODELS,
     FaultMap,
     WeightFaults,
     clip_bounds,
     faulty_activations,
-    forward,
     outcome,
     weight_layers,
 )
@@ -82,23 +82,23 @@ def faults_table(
     ]
     cells += [("bits", "bit_flip", 1, bit, ALL, None) for bit in params["bits"]]
     arms = {"none": None} | ({"clip": clip_bounds(model, x_train)} if params["clip"] else {})
+    drawn = []  # every map of the campaign, drawn once: the arms score the same maps
+    for sweep, fault, count, bit, target, chosen in cells:
+        weights = int(faults.sizes[chosen].sum()) if chosen else int(faults.sizes.sum())
+        cell = {"sweep": sweep, "target": target, "fault": fault, "bit": -1 if bit is None else bit, "count": count}
+        for injection in range(params["injections"]):
+            rng = cell_seed(params["seed"], seed, f"{sweep}|{fault}|{count}|{bit}|{target}", injection)
+            drawn.append((cell | {"injection": injection, "weights": weights}, faults.draw(fault, count, rng, bit, chosen)))
     rows = []
     for arm, bounds in arms.items():
-        run = forward(model, bounds)
-        clean_outputs = run(x_test)
+        scorer = MapScorer(model, faults, bounds)
+        clean_outputs = scorer.whole(x_test)
         clean = clean_outputs.argmax(axis=1)
         base = {"arm": arm, "examples": len(y_test), "clean_correct": int((clean == y_test).sum())}
         clean_row = {"sweep": "clean", "target": ALL, "fault": "none", "bit": -1, "count": 0, "injection": 0, "weights": 0}
         rows.append(base | clean_row | outcome(clean_outputs, y_test, clean))
-        for sweep, fault, count, bit, target, chosen in cells:
-            weights = int(faults.sizes[chosen].sum()) if chosen else int(faults.sizes.sum())
-            for injection in range(params["injections"]):
-                rng = cell_seed(params["seed"], seed, f"{sweep}|{fault}|{count}|{bit}|{target}", injection)
-                fault_map = faults.draw(fault, count, rng, bit, chosen)
-                with faults.injected(fault_map):
-                    counts = outcome(run(x_test), y_test, clean)
-                cell = {"sweep": sweep, "target": target, "fault": fault, "bit": -1 if bit is None else bit, "count": count}
-                rows.append(base | cell | {"injection": injection, "weights": weights} | counts)
+        outputs = scorer.outputs(x_test, [fault_map for _, fault_map in drawn])
+        rows += [base | info | outcome(out, y_test, clean) for (info, _), out in zip(drawn, outputs, strict=True)]
     if not faults.intact():
         raise RuntimeError("faults: a kernel did not get its original weights back after the campaign")
     rows += activation_rows(model, x_test, y_test, params, seed, arms)
@@ -273,7 +273,7 @@ ANALYSIS = Analysis(
     faults_run,
     faults_params,
     config_key="faults",
-    code=("ablations", "models.fault_injection", "models.surgery", "statistics"),
+    code=("ablations", "models.fault_injection", "models.fault_batch", "models.surgery", "statistics"),
     wants=faults_families,
     summaries=SUMMARIES,
     summarise=summarise,
