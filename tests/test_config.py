@@ -337,3 +337,18 @@ def test_check_still_raises_a_programming_error(monkeypatch, tmp_path):
     monkeypatch.setattr(Study, "from_config", classmethod(lambda cls, config: broken(config)))
     with pytest.raises(ValueError, match="a bug"):
         main(["check", str(write(tmp_path, "study: a\n"))])
+
+
+def test_study_files_given_together_merge_as_snakemake_merges_them():
+    from ablation_lab.config import merge_studies
+
+    first = {"study": "a", "training": {"epochs": 3, "batch_size": 64}, "families": {"dropout": {"rates": [0.5]}}}
+    second = {"study": "b", "training": {"epochs": 5}, "families": {"noise": {"levels": [0.1]}}}
+    merged = merge_studies([first, second])
+    assert merged == {
+        "study": "b",
+        "training": {"epochs": 5, "batch_size": 64},
+        "families": {"dropout": {"rates": [0.5]}, "noise": {"levels": [0.1]}},
+    }
+    merged["training"]["epochs"] = 1
+    assert second["training"]["epochs"] == 5  # the inputs are not changed

@@ -13,7 +13,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pandas as pd
 import pytest
+import yaml
 from workflow_helpers import ROOT
 
 pytestmark = pytest.mark.workflow
@@ -61,6 +63,16 @@ def test_a_deployed_workflow_runs_a_study_from_the_users_folder(tmp_path):
     assert "my-ablation" in page and 'id="family-dropout"' in page
     assert list((project / "results").glob("*/*/seed1/model.keras"))
     assert not any((source / name).exists() for name in ("results", "reports/my-ablation", "logs")), "nothing is written into the workflow"
+    # A study file with fewer blocks than config/config.yaml (which the user's Snakefile names in
+    # `configfile:`) replaces it whole: none of the default study's families or analyses join in.
+    minimal = {key: value for key, value in yaml.safe_load(config.read_text()).items() if key in ("seeds", "dataset", "model", "training")}
+    minimal |= {"study": "just-dropout", "families": {"dropout": {"rates": [0.5]}}}
+    (project / "config" / "just-dropout.yaml").write_text(yaml.safe_dump(minimal))
+    run = [str(BIN / "snakemake"), "--cores", "2", "--configfile", "config/just-dropout.yaml"]
+    again = subprocess.run(run, cwd=project, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=900)
+    assert again.returncode == 0, again.stdout[-4000:]
+    summary = pd.read_csv(project / "reports" / "just-dropout" / "tables" / "summary.csv")
+    assert sorted(summary["family"] + "/" + summary["variant"]) == ["baseline/reference", "dropout/rate-0.5"]
     # the warm workers ran as a module too: the trainings ran in a few processes, not one each
     trained = [log.read_text() for log in (project / "logs").glob("*/*/seed1/train.log")]
     workers = {re.search(r"job train: .*\(process (\d+)", text).group(1) for text in trained}

@@ -23,7 +23,7 @@ from __future__ import annotations
 import copy
 import difflib
 import math
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -390,3 +390,20 @@ def _check_input_groups(config: Mapping[str, Any]) -> None:
 def load_config_file(path: str | Path) -> dict[str, Any]:
     """Read and validate a study file, as the Snakefile does."""
     return validate_config(load_study_yaml(path))
+
+
+def merge_studies(studies: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """Study files given together (`--configfile a.yaml b.yaml`): later keys over earlier ones,
+    nested blocks merged key by key, as Snakemake merges its config files."""
+    merged: dict[str, Any] = {}
+    for study in studies:
+        _merge_into(merged, study)
+    return merged
+
+
+def _merge_into(target: dict[str, Any], update: Mapping[str, Any]) -> None:
+    for key, value in update.items():
+        if isinstance(value, Mapping) and isinstance(target.get(key), dict):
+            _merge_into(target[key], value)
+        else:
+            target[key] = copy.deepcopy(value)

@@ -17,7 +17,7 @@ if os.path.isdir(os.path.join(WORKFLOW_DIR, "ablation_lab")):
 from ablation_lab import source_digest, study as paths
 from ablation_lab.ablations import BASELINE
 from ablation_lab.analyses.registry import ANALYSES
-from ablation_lab.config import ConfigError, load_study_yaml
+from ablation_lab.config import ConfigError, load_study_yaml, merge_studies
 from ablation_lab.data.base import DataError
 from ablation_lab.data.split import inspect as inspect_data
 from ablation_lab.artifacts import sealed
@@ -31,10 +31,21 @@ from ablation_lab.study import Study
 # A bad study or data file ends the run with that line alone (no Python frames), exit 1:
 # Snakemake prints the message of a SystemExit raised while parsing and nothing else. The
 # data is checked as data prep would check it until the split is prepared (then never again).
+# Used as a module of a user's Snakefile (snakedeploy writes `configfile: "config/config.yaml"`
+# there), `config` is the default study deep-merged with the --configfile study: the default's
+# families and blocks would join the user's. A study file replaces the default whole, as the
+# repository's own Snakefile arranges: the study is then read from the --configfile files alone.
 try:
-    for study_file in workflow.overwrite_configfiles or ["config/config.yaml"]:
-        load_study_yaml(study_file)
-    STUDY = Study.from_config(config)
+    studies = [
+        load_study_yaml(f)
+        for f in workflow.overwrite_configfiles or ["config/config.yaml"]
+    ]
+    as_module = not workflow.modifier.is_main_snakefile()
+    STUDY = Study.from_config(
+        merge_studies(studies)
+        if as_module and workflow.overwrite_configfiles
+        else config
+    )
     # the data file's header, read here: a bad one is the line below, not a traceback later
     _ = STUDY.info
     if not (os.path.exists(STUDY.split_file()) and os.path.exists(STUDY.meta_file())):
