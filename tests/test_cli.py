@@ -31,3 +31,16 @@ def test_check_lists_variants_and_rejects_a_bad_file(tmp_path):
     done = run_cli("check", str(bad))
     assert done.returncode == 2
     assert "families.noise.levels[0]" in done.stderr
+
+
+def test_more_examples_than_the_split_has_is_refused_before_any_job(tmp_path):
+    """elasticity.samples above the test split's size: one line from `check`, not one traceback per job."""
+    study = tmp_path / "el.yaml"
+    study.write_text("study: el\nseeds: [1]\ndataset: {name: mnist5k, max_samples: 600, test_fraction: 0.25}\nelasticity: {samples: 200}\n")
+    done = run_cli("check", str(study))
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines()[-1] == (
+        "error: invalid study config: elasticity.samples: 200 examples asked, but the test split has 150; lower it to at most 150"
+    )
+    study.write_text(study.read_text().replace("samples: 200", "samples: 150"))
+    assert run_cli("check", str(study)).returncode == 0

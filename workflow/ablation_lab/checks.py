@@ -122,3 +122,15 @@ def check_job_count(config: Mapping[str, Any], count: int) -> None:
             f"invalid study config: seeds: the study plans {count:,} jobs (trained models x seeds plus analyses), "
             f"more than limits.max_jobs ({limit:,}); use fewer seeds or variants, or raise the limit on purpose"
         )
+
+
+def check_split_sizes(config: Mapping[str, Any], sizes: Mapping[str, int]) -> None:
+    """Blocks that ask for a number of a split's examples, against the split's size (`sizes`:
+    train/val/test counts, from the prepared split or from reading the data at plan time):
+    refused once, while the workflow is planned, not by every job that would draw them."""
+    elasticity = config.get("elasticity") or {}
+    asked, have = elasticity.get("samples"), sizes.get("test")
+    if asked and have is not None and asked > have:
+        raise ConfigError(
+            f"invalid study config: elasticity.samples: {asked} examples asked, but the test split has {have}; lower it to at most {have}"
+        )

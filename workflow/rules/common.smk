@@ -17,6 +17,7 @@ if os.path.isdir(os.path.join(WORKFLOW_DIR, "ablation_lab")):
 from ablation_lab import source_digest, study as paths
 from ablation_lab.ablations import BASELINE
 from ablation_lab.analyses.registry import ANALYSES
+from ablation_lab.checks import check_split_sizes
 from ablation_lab.config import ConfigError, load_study_yaml, merge_studies
 from ablation_lab.data.base import DataError
 from ablation_lab.data.split import inspect as inspect_data
@@ -48,9 +49,14 @@ try:
     )
     # the data file's header, read here: a bad one is the line below, not a traceback later
     _ = STUDY.info
-    if not (os.path.exists(STUDY.split_file()) and os.path.exists(STUDY.meta_file())):
+    if os.path.exists(STUDY.split_file()) and os.path.exists(STUDY.meta_file()):
+        with open(STUDY.meta_file(), encoding="utf-8") as meta:
+            sizes = json.load(meta)["sizes"]
+    else:
         # what prepare_data would refuse, refused now
-        inspect_data(STUDY.config["dataset"])
+        sizes = inspect_data(STUDY.config["dataset"])["sizes"]
+    # what a job would refuse for the split's size (elasticity.samples), refused now
+    check_split_sizes(STUDY.config, sizes)
 except (ConfigError, DataError) as error:
     sys.exit(f"error: {error}")
 NAME = STUDY.name
