@@ -235,3 +235,24 @@ def write_summary(path: str | None, rows: list[dict[str, Any]]) -> None:
 
 def verdict(ok: bool | None) -> str:
     return {True: "met", False: "NOT met", None: ""}[ok]
+
+
+def race(bench: str, script: str, paths: tuple[str, str], count: tuple[str, int], unit: str, target: float) -> list[dict[str, Any]]:
+    """Two paths of one benchmark, each in a fresh child process (`script --child PATH --COUNT N`):
+    both must give the same checksum; prints their rates (items per second) and the ratio of the
+    second path's rate to the first's against `target`; returns the summary rows for run_all.py.
+
+    `count` is the option naming how many items each child does, and how many; `unit` names an
+    item in the table ("fault maps", "runs")."""
+    (slow, fast), (flag, n) = paths, count
+    results = {path: run_child([script, "--child", path, f"--{flag}", str(n)], child_env(threads=1)) for path in paths}
+    assert results[slow]["checksum"] == results[fast]["checksum"], "the two paths disagree"
+    rates = {path: n / result["seconds"] for path, result in results.items()}
+    speedup = ratio(rates[fast], rates[slow])
+    rows = [(path, f"{result['seconds']:.3f}", f"{rates[path]:.2f}") for path, result in results.items()]
+    print(table(rows, ["path", f"seconds for {n} {unit}", f"{unit} / s"]))
+    print(f"speed-up {fast} / {slow}: {speedup:.1f}x (target >= {target:g}x: {verdict(speedup >= target)})")
+    return [
+        summary_row(bench, f"{unit} / s, {slow} vs {fast} ({n})", f"{rates[slow]:.2f} vs {rates[fast]:.2f}"),
+        summary_row(bench, f"speed-up {fast} / {slow}", f"{speedup:.1f}x", f">= {target:g}x", speedup >= target),
+    ]

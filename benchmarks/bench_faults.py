@@ -29,16 +29,11 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import (
     REPO,
-    child_env,
     emit,
     header,
     load_mnist5k,
-    ratio,
-    run_child,
-    summary_row,
-    table,
+    race,
     training_settings,
-    verdict,
     write_summary,
 )
 
@@ -97,22 +92,8 @@ def main(argv: list[str] | None = None) -> None:
         child(args.child, n_maps)
         return
     header("bench_faults: weight fault maps per second, in place vs one cloned model per map", args.quick)
-    results = {path: run_child([__file__, "--child", path, "--maps", str(n_maps)], child_env(threads=1)) for path in ("clone", "in_place")}
-    assert results["clone"]["checksum"] == results["in_place"]["checksum"], "the two paths disagree"
-    rates = {path: n_maps / result["seconds"] for path, result in results.items()}
-    speedup = ratio(rates["in_place"], rates["clone"])
-    rows = [(path, f"{result['seconds']:.3f}", f"{rates[path]:.1f}") for path, result in results.items()]
-    print(table(rows, ["path", f"seconds for {n_maps} maps of {FAULTS_PER_MAP} bit flips", "maps / s"]))
-    print(f"speed-up in place / clone: {speedup:.1f}x (target >= {TARGET:g}x: {verdict(speedup >= TARGET)})")
-    write_summary(
-        args.summary_json,
-        [
-            summary_row(
-                "bench_faults", f"fault maps / s, clone vs in place ({n_maps} maps)", f"{rates['clone']:.1f} vs {rates['in_place']:.1f}"
-            ),
-            summary_row("bench_faults", "speed-up in place / clone", f"{speedup:.1f}x", f">= {TARGET:g}x", speedup >= TARGET),
-        ],
-    )
+    rows = race("bench_faults", __file__, ("clone", "in_place"), ("maps", n_maps), f"fault maps of {FAULTS_PER_MAP} bit flips", TARGET)
+    write_summary(args.summary_json, rows)
 
 
 if __name__ == "__main__":

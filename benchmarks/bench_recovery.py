@@ -29,16 +29,11 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import (
     REPO,
-    child_env,
     emit,
     header,
     load_mnist5k,
-    ratio,
-    run_child,
-    summary_row,
-    table,
+    race,
     training_settings,
-    verdict,
     write_summary,
 )
 
@@ -91,22 +86,8 @@ def main(argv: list[str] | None = None) -> None:
         child(args.child, n_runs)
         return
     header("bench_recovery: recovery runs per second, one run along the budget grid vs a fresh model per budget point", args.quick)
-    results = {path: run_child([__file__, "--child", path, "--runs", str(n_runs)], child_env(threads=1)) for path in ("naive", "recovery")}
-    assert results["naive"]["checksum"] == results["recovery"]["checksum"], "the two paths disagree"
-    rates = {path: n_runs / result["seconds"] for path, result in results.items()}
-    speedup = ratio(rates["recovery"], rates["naive"])
-    rows = [(path, f"{result['seconds']:.2f}", f"{rates[path]:.2f}") for path, result in results.items()]
-    print(table(rows, ["path", f"seconds for {n_runs} runs x {results['recovery']['budgets']} budgets", "runs / s"]))
-    print(f"speed-up recovery / naive: {speedup:.1f}x (target >= {TARGET:g}x: {verdict(speedup >= TARGET)})")
-    write_summary(
-        args.summary_json,
-        [
-            summary_row(
-                "bench_recovery", f"runs / s, naive vs recovery ({n_runs} runs)", f"{rates['naive']:.2f} vs {rates['recovery']:.2f}"
-            ),
-            summary_row("bench_recovery", "speed-up recovery / naive", f"{speedup:.1f}x", f">= {TARGET:g}x", speedup >= TARGET),
-        ],
-    )
+    rows = race("bench_recovery", __file__, ("naive", "recovery"), ("runs", n_runs), "recovery runs", TARGET)
+    write_summary(args.summary_json, rows)
 
 
 if __name__ == "__main__":
