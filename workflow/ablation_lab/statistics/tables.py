@@ -214,19 +214,13 @@ def difference_of_differences(
     family, variant, dd, dd_ci_low, dd_ci_high (Holm), p_value, p_holm, pairs, method, equivalence.
     """
     seeds = sorted(set(runs_a["seed"]) & set(runs_b["seed"]))
-    reference = (BASELINE, REFERENCE)
+    studies = [
+        (runs.pivot_table(index=["family", "variant"], columns="seed", values=metric, aggfunc="first"), hits)
+        for runs, hits in ((runs_a, hits_a), (runs_b, hits_b))
+    ]
     rows = []
     for key in variants:
-        per_study = []
-        for runs, hits in ((runs_a, hits_a), (runs_b, hits_b)):
-            table = runs.pivot_table(index=["family", "variant"], columns="seed", values=metric, aggfunc="first")
-            per_seed = [table.loc[key, s] - table.loc[reference, s] if key in table.index and s in table else np.nan for s in seeds]
-            rates = None
-            if hits is not None and metric in HIT_METRICS and all((*k, s) in hits for k in (key, reference) for s in seeds):
-                rates = [np.asarray(hits[(*key, s)], dtype=float) - np.asarray(hits[(*reference, s)], dtype=float) for s in seeds]
-                rates = [-r for r in rates] if metric == "error_rate" else rates
-            per_study.append((per_seed, rates))
-        (da, ra), (db, rb) = per_study
+        (da, ra), (db, rb) = (_effect_per_seed(table, hits, key, seeds, metric) for table, hits in studies)
         usable = ra is not None and rb is not None and len(ra[0]) == len(rb[0])
         result = paired_difference(
             da, db, variant_hits=ra if usable else None, baseline_hits=rb if usable else None, bounds=(-2.0, 2.0), n_boot=n_boot, seed=seed
@@ -241,3 +235,16 @@ def difference_of_differences(
     table = pd.concat(parts) if parts else table.assign(dd_ci_low=[], dd_ci_high=[], p_holm=[])
     table["equivalence"] = [interval_verdict(low, high, margin) for low, high in zip(table["dd_ci_low"], table["dd_ci_high"], strict=True)]
     return table.drop(columns=["se", "df"])
+
+
+def _effect_per_seed(
+    table: pd.DataFrame, hits: Hits | None, key: tuple[str, str], seeds: Sequence[Any], metric: str
+) -> tuple[list[float], list[np.ndarray] | None]:
+    """One study's variant-minus-baseline per seed (`table`: its runs, variants x seeds), and per
+    example (hit rates, misses for error_rate) when it has every hit vector of the two."""
+    reference = (BASELINE, REFERENCE)
+    per_seed = [table.loc[key, s] - table.loc[reference, s] if key in table.index and s in table else np.nan for s in seeds]
+    if hits is None or metric not in HIT_METRICS or not all((*k, s) in hits for k in (key, reference) for s in seeds):
+        return per_seed, None
+    rates = [np.asarray(hits[(*key, s)], dtype=float) - np.asarray(hits[(*reference, s)], dtype=float) for s in seeds]
+    return per_seed, [-r for r in rates] if metric == "error_rate" else rates
