@@ -21,7 +21,7 @@ from ablation_lab.checks import check_split_sizes
 from ablation_lab.config import ConfigError, load_study_yaml, merge_studies
 from ablation_lab.data.base import DataError
 from ablation_lab.data.split import inspect as inspect_data
-from ablation_lab.artifacts import sealed
+from ablation_lab.artifacts import read_json, sealed
 from ablation_lab.runtime import hooks as runtime
 from ablation_lab.study import Study
 
@@ -50,8 +50,7 @@ try:
     # the data file's header, read here: a bad one is the line below, not a traceback later
     _ = STUDY.info
     if os.path.exists(STUDY.split_file()) and os.path.exists(STUDY.meta_file()):
-        with open(STUDY.meta_file(), encoding="utf-8") as meta:
-            sizes = json.load(meta)["sizes"]
+        sizes = read_json(STUDY.meta_file())["sizes"]
     else:
         # what prepare_data would refuse, refused now
         sizes = inspect_data(STUDY.config["dataset"])["sizes"]
