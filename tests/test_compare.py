@@ -95,3 +95,12 @@ def test_a_study_that_has_not_run_is_one_line(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     with pytest.raises(ConfigError, match=r"study 'never-run' \(never.yaml\) has no .*runs.csv: run it first"):
         load_results(validate_config({"study": "never-run", "seeds": [1], "dataset": {"name": "digits"}}), "never.yaml")
+
+
+def test_a_study_compared_with_itself_is_one_line_before_anything_is_read(tmp_path, monkeypatch):
+    from ablation_lab.report.compare import compare
+
+    monkeypatch.chdir(tmp_path)  # no tables here: the refusal comes before any is read
+    config = validate_config({"study": "same", "seeds": [1], "dataset": {"name": "digits"}})
+    with pytest.raises(ConfigError, match=r"same.yaml is compared with itself"):
+        compare(config, "same.yaml", config, "./same.yaml")

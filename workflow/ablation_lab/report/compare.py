@@ -165,9 +165,9 @@ def render(a: StudyResults, b: StudyResults, table: pd.DataFrame) -> str:
 
 def compare(config_a: dict[str, Any], source_a: str, config_b: dict[str, Any], source_b: str) -> Path:
     """Write reports/compare/<a>--<b>/compare.html and compare.csv; returns the page's path."""
-    a, b = load_results(config_a, source_a), load_results(config_b, source_b)
-    if a.name == b.name and a.data_key == b.data_key and source_a == source_b:
+    if Path(source_a).resolve() == Path(source_b).resolve():
         raise ConfigError(f"{source_a} is compared with itself; name two different study files")
+    a, b = load_results(config_a, source_a), load_results(config_b, source_b)
     table = compare_table(a, b)
     from ablation_lab.study import REPORTS
 

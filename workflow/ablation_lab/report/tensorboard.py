@@ -113,8 +113,8 @@ def write_logs(history: pd.DataFrame, runs: pd.DataFrame, variants: list[dict[st
     shutil.rmtree(out, ignore_errors=True)
     out.mkdir(parents=True)
     seeds = sorted({int(seed) for seed in runs["seed"]}) if len(runs) else []
-    histories = {key: frame for key, frame in history.groupby(["family", "variant", "seed"])} if len(history) else {}
-    metrics = {(r.family, r.variant, int(r.seed)): row for (_, row), r in zip(runs.iterrows(), runs.itertuples(), strict=True)}
+    histories = dict(list(history.groupby(["family", "variant", "seed"]))) if len(history) else {}
+    metrics = {(row["family"], row["variant"], int(row["seed"])): row for _, row in runs.iterrows()}
     written = 0
     for variant in variants:
         for seed in seeds:
