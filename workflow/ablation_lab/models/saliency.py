@@ -23,10 +23,7 @@ from typing import Any
 
 import numpy as np
 
-
-def _after(model: Any, layer: str) -> list[Any]:
-    names = [each.name for each in model.layers]
-    return model.layers[names.index(layer) + 1 :]
+from ablation_lab.models.surgery import layers_after
 
 
 def _per_example_loss(labels: Any, probabilities: Any) -> Any:
@@ -39,7 +36,7 @@ def taylor_scores(model: Any, layer: str, head: Any, x: np.ndarray, y: np.ndarra
     """Fisher score per unit (channel) of `layer`: 1/(2N) sum_n (sum over positions a * dloss_n/da)^2."""
     import tensorflow as tf
 
-    after = _after(model, layer)
+    after = layers_after(model, layer)
     total = None
     for start in range(0, len(x), chunk):
         activations = tf.constant(head(x[start : start + chunk]))
@@ -61,7 +58,7 @@ def obd_scores(model: Any, layer: str, head: Any, x: np.ndarray, y: np.ndarray, 
     import keras
     import tensorflow as tf
 
-    after = [each for each in _after(model, layer) if not isinstance(each, keras.layers.Dropout)]
+    after = [each for each in layers_after(model, layer) if not isinstance(each, keras.layers.Dropout)]
     dense = after[0] if after else None
     if not isinstance(dense, keras.layers.Dense):
         raise ValueError(f"recovery: the obd criterion needs {layer!r} to feed a Dense layer directly (an MLP hidden layer)")

@@ -134,16 +134,20 @@ class SplitModel:
         return incoming_norms(self.outgoing, self.units or self.outgoing.shape[-2])
 
 
+def layers_after(model: Any, layer: str) -> list[Any]:
+    """The layers the model runs after `layer` (a chain's tail), in order."""
+    names = [each.name for each in model.layers]
+    return model.layers[names.index(layer) + 1 :]
+
+
 def split_model(model: Any, layer: str, chunk: int = 8192) -> SplitModel:
     import keras
     import tensorflow as tf
 
-    names = [each.name for each in model.layers]
-    index = names.index(layer)
-    head_model = keras.Model(model.inputs, model.layers[index].output)
-    after = model.layers[index + 1 :]
+    head_model = keras.Model(model.inputs, model.get_layer(layer).output)
+    after = layers_after(model, layer)
     outgoing = next(each.kernel for each in after if hasattr(each, "kernel"))
-    shape = tuple(model.layers[index].output.shape[1:])
+    shape = tuple(model.get_layer(layer).output.shape[1:])
     chunk = max(1, min(chunk, MEMORY_BUDGET // (4 * int(np.prod(shape)))))
 
     @tf.function(reduce_retracing=True)
