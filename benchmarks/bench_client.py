@@ -31,7 +31,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import PYTHON, REPO, header, median, ratio, table
+from _common import PYTHON, REPO, header, median, ratio, summary_row, table, write_summary
 
 REQUEST = {"job": "train", "log": "logs/x.log", "cwd": "/tmp", "kwargs": {"spec": {"k": "v" * 2000}, "threads": 1}}
 START_UP = {
@@ -110,6 +110,7 @@ def _timed(serve: Callable[[], None], ask: Callable[[], None], rounds: int, clos
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer repeats (a smoke run)")
+    parser.add_argument("--summary-json", help="where run_all.py collects the key figures")
     args = parser.parse_args()
     header("bench_client: the warm-worker hop, hand-made vs multiprocessing", args.quick)
     repeats, rounds = (5, 50) if args.quick else (21, 400)
@@ -140,6 +141,7 @@ def main() -> None:
         ),
     ]
     print(table(rows, ["path", "hand-made", "multiprocessing", "ratio (multiprocessing / hand-made)"]))
+    write_summary(args.summary_json, [summary_row("bench_client", "served job's hop, multiprocessing / hand-made", rows[-1][-1])])
 
 
 if __name__ == "__main__":

@@ -32,6 +32,7 @@ BENCHMARKS = (
     "bench_cnn.py",
     "bench_faults.py",
     "bench_recovery.py",
+    "bench_client.py",
 )
 
 
