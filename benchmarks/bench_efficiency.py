@@ -99,15 +99,16 @@ def synthetic_arrays(rows: int) -> dict[str, np.ndarray]:
 def timed_fit(arrays: dict[str, np.ndarray], epochs: int) -> float:
     """Seconds of one `fit_fast` call on a freshly built model and optimiser."""
     from ablation_lab.models.build import build_model, build_optimizer
+    from ablation_lab.specs import TrainingSpec
     from ablation_lab.training.train import TRACED, fit_fast
 
     TRACED.clear()  # every fit traces anew, so (1 + K epochs) - (1 epoch) cancels the tracing
     model_cfg = {"hidden_units": [HIDDEN], "activation": "relu", "dropout": 0.0}
     training = {"optimizer": "adam", "learning_rate": 0.001, "epochs": epochs, "batch_size": BATCH, "early_stopping_patience": 0}
     model = build_model(model_cfg, (INPUTS,), CLASSES)
-    optimizer = build_optimizer(training)
+    optimizer = build_optimizer(TrainingSpec.of(training))
     started = time.perf_counter()
-    fit_fast(model, optimizer, arrays, training, seed=1)
+    fit_fast(model, optimizer, arrays, TrainingSpec.of(training), seed=1)
     return time.perf_counter() - started
 
 

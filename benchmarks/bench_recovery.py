@@ -46,6 +46,7 @@ def child(path: str, n_runs: int) -> None:
     import numpy as np
 
     sys.path.insert(0, str(REPO / "workflow"))
+    from ablation_lab.specs import TrainingSpec
     from ablation_lab.training.masked import MaskedTraining, batch_rows, budget_steps
     from ablation_lab.training.train import configure_tensorflow, train_model
 
@@ -63,13 +64,15 @@ def child(path: str, n_runs: int) -> None:
     started = time.perf_counter()
     checksum = 0
     if path == "recovery":
-        trainer = MaskedTraining(model, "hidden_1", training, arrays["x_train"], arrays["y_train"])  # one trace for every mask
+        trainer = MaskedTraining(
+            model, "hidden_1", TrainingSpec.of(training), arrays["x_train"], arrays["y_train"]
+        )  # one trace for every mask
         for keep in masks:
             checksum += sum(int(p.sum()) for _, p in trainer.run(start, keep, budgets, rows, arrays["x_test"]))
     else:
         for keep in masks:
             for budget in budgets:  # a fresh model (clone, weights, its own trace) trained from the removal to this budget
-                fresh = MaskedTraining(model, "hidden_1", training, arrays["x_train"], arrays["y_train"])
+                fresh = MaskedTraining(model, "hidden_1", TrainingSpec.of(training), arrays["x_train"], arrays["y_train"])
                 checksum += sum(int(p.sum()) for _, p in fresh.run(start, keep, [budget], rows, arrays["x_test"]))
     emit({"seconds": time.perf_counter() - started, "checksum": checksum, "budgets": len(budgets)})
 

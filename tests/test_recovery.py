@@ -7,6 +7,7 @@ import pandas as pd
 import pytest
 from ablation_lab.analyses import knockout, recovery
 from ablation_lab.models import saliency
+from ablation_lab.specs import TrainingSpec
 from ablation_lab.statistics.intervals import ratio_interval
 from ablation_lab.training import masked
 from ablation_lab.training.train import configure_tensorflow, train_model
@@ -67,7 +68,7 @@ def test_removed_units_stay_exactly_zero_after_every_budget(trained, table):
     frame, _ = table
     assert (frame.loc[frame["metric"] == "removed_weights_nonzero", "value"] == 0).all()
     model, data, labels, training, _ = trained
-    trainer = masked.MaskedTraining(model, "hidden_1", training, data["train"], labels["train"])
+    trainer = masked.MaskedTraining(model, "hidden_1", TrainingSpec.of(training), data["train"], labels["train"])
     keep = np.ones(16, bool)
     keep[[0, 3, 7]] = False
     rows = masked.batch_rows(0, len(labels["train"]), trainer.batch_size, 20)
@@ -100,7 +101,7 @@ def test_rewind_recreates_the_initial_weights_training_started_from_to_the_bit(t
     for mine, theirs in zip(rebuilt, seen["initial"], strict=True):
         assert mine.dtype == theirs.dtype and mine.tobytes() == theirs.tobytes()
     assert any(m.tobytes() != t.tobytes() for m, t in zip(rebuild(recovery.fresh_seed(5)), rebuilt, strict=True))
-    trainer = masked.MaskedTraining(trained[0], "hidden_1", training, data["train"], labels["train"])
+    trainer = masked.MaskedTraining(trained[0], "hidden_1", TrainingSpec.of(training), data["train"], labels["train"])
     keep = np.arange(16) % 4 != 0
     trainer.start(rebuilt, keep)  # the rewind arm at budget 0: survivors exactly at their initial values, removed ones 0
     kernel, initial = trainer.model.get_layer("hidden_1").kernel.numpy(), seen["initial"][0]
@@ -109,7 +110,7 @@ def test_rewind_recreates_the_initial_weights_training_started_from_to_the_bit(t
 
 def test_budgets_run_on_the_way_equal_a_fresh_run_to_each_budget(trained):
     model, data, labels, training, _ = trained
-    trainer = masked.MaskedTraining(model, "hidden_1", training, data["train"], labels["train"])
+    trainer = masked.MaskedTraining(model, "hidden_1", TrainingSpec.of(training), data["train"], labels["train"])
     keep = np.arange(16) % 3 != 0
     rows = masked.batch_rows(1, len(labels["train"]), trainer.batch_size, 12)
     start = [v.numpy() for v in model.variables]
@@ -252,7 +253,7 @@ def test_a_recovery_study_runs_and_reports_the_section(tmp_path):
 
 def test_one_trace_serves_every_mask_arm_and_budget(trained):
     model, data, labels, training, rebuild = trained
-    trainer = masked.MaskedTraining(model, "hidden_1", training, data["train"], labels["train"])
+    trainer = masked.MaskedTraining(model, "hidden_1", TrainingSpec.of(training), data["train"], labels["train"])
     rows = masked.batch_rows(2, len(labels["train"]), trainer.batch_size, 9)
     for start in ([v.numpy() for v in model.variables], rebuild(5)):
         for keep in np.random.default_rng(0).random((3, 16)) > 0.5:

@@ -27,6 +27,7 @@ import pandas as pd
 
 from ablation_lab.analyses.base import Analysis, RunContext
 from ablation_lab.report.sections import ReportInputs, SectionContent, fmt, html_table, interval, png
+from ablation_lab.specs import TrainingSpec
 
 ORACLE, NONE, AVERAGE, MAX_OVER_CLASSES = "oracle", "none", "average", "max-over-classes"
 MODES = (ORACLE, NONE, AVERAGE, MAX_OVER_CLASSES)
@@ -314,13 +315,13 @@ def nsdropout_verdicts(summary: pd.DataFrame, dependence: pd.DataFrame, n_classe
     return sentences
 
 
-def training_protocol(training: Mapping[str, Any]) -> str:
+def training_protocol(training: TrainingSpec) -> str:
     """Which protocol produced the table: how long the models trained and how their epoch was chosen."""
-    patience = training.get("early_stopping_patience")
+    patience = training.early_stopping_patience
     stopping = f"stopping after {patience} epochs without a better validation score" if patience else "with no early stopping"
-    kept = "highest validation accuracy" if training.get("keep_best") == "val_accuracy" else "lowest validation loss"
+    kept = "highest validation accuracy" if training.keep_best == "val_accuracy" else "lowest validation loss"
     return (
-        f"Protocol: each model trained for up to {training.get('epochs', '?')} epochs, {stopping}; the weights kept are "
+        f"Protocol: each model trained for up to {training.epochs} epochs, {stopping}; the weights kept are "
         f"those of its epoch with the {kept} (validation split, unmasked forward pass: a label-free rule), the epoch "
         "shown per seed. The test split chose nothing."
     )
@@ -348,7 +349,7 @@ def nsdropout_section(inputs: ReportInputs) -> list[SectionContent]:
         summary, table if table is not None else pd.DataFrame(columns=["variant", "metric", "value"]), n_classes
     ):
         section.say(sentence)
-    section.say(training_protocol(inputs.study.get("training") or {}), "muted")
+    section.say(training_protocol(TrainingSpec.of(inputs.study.get("training") or {})), "muted")
     methods = " | ".join(summary["method"].drop_duplicates()) if "method" in summary and len(summary) else ""
     section.say(f"Intervals (each row's own df in the table): {methods}; same test examples and models in every mode.", "muted")
     return [section]

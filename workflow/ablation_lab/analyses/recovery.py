@@ -89,12 +89,13 @@ def recovery_table(
     (None: a model training cannot rebuild, such as a file's own weights) gives the rewind
     and re-initialise arms their starting weights.
     """
+    from ablation_lab.specs import TrainingSpec
     from ablation_lab.training.masked import MaskedTraining, batch_rows, budget_steps
 
     layer = chosen_layers(model, [params["layer"]])[0]
     split = split_model(model, layer)
     scores = removal_scores(model, layer, split, inputs, labels, params["orderings"])
-    trainer = MaskedTraining(model, layer, dict(training), inputs["train"], labels["train"])
+    trainer = MaskedTraining(model, layer, TrainingSpec.of(training), inputs["train"], labels["train"])
     budgets = budget_steps(params["steps"], params["epochs"], trainer.steps_per_epoch)
     rows = batch_rows(seed, len(labels["train"]), trainer.batch_size, max(steps for steps, _ in budgets))
     starts = {"finetune": [v.numpy() for v in model.variables]}

@@ -18,6 +18,7 @@ from keras import layers
 
 from ablation_lab.models.layers import NSDropout, learnable_activation
 from ablation_lab.models.settings import LEARNABLE_ACTIVATIONS, learnable_settings
+from ablation_lab.specs import TrainingSpec
 
 # The hidden activations a study may name (the schema's enum is tested against this list).
 ACTIVATIONS = ("relu", "sigmoid", "tanh", "linear", "elu", "gelu", "swish", *LEARNABLE_ACTIVATIONS)
@@ -191,8 +192,8 @@ def check_builder_model(model: keras.Model, name: str, input_shape: Sequence[int
         )
 
 
-def build_optimizer(training_cfg: dict[str, Any]) -> keras.optimizers.Optimizer:
-    return OPTIMIZERS[training_cfg["optimizer"]](learning_rate=float(training_cfg["learning_rate"]))
+def build_optimizer(training: TrainingSpec) -> keras.optimizers.Optimizer:
+    return OPTIMIZERS[training.optimizer](learning_rate=float(training.learning_rate))
 
 
 def load_model(path: str) -> keras.Model:

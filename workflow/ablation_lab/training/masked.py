@@ -26,6 +26,8 @@ from typing import Any
 
 import numpy as np
 
+from ablation_lab.specs import TrainingSpec
+
 
 def batch_rows(seed: int, n_rows: int, batch_size: int, steps: int) -> np.ndarray:
     """(steps, batch) row indices: consecutive full batches of a stream of fresh seeded permutations."""
@@ -78,7 +80,7 @@ def weight_masks(model: Any, cut: str, keep: np.ndarray) -> list[tuple[Any, np.n
 class MaskedTraining:
     """A model's architecture with a traced masked training loop; `run` trains one (start weights, mask) along a budget grid."""
 
-    def __init__(self, model: Any, cut: str, training: dict[str, Any], x_train: np.ndarray, y_train: np.ndarray) -> None:
+    def __init__(self, model: Any, cut: str, training: TrainingSpec, x_train: np.ndarray, y_train: np.ndarray) -> None:
         import keras
         import tensorflow as tf
 
@@ -87,7 +89,7 @@ class MaskedTraining:
         self.model = keras.models.clone_model(model)
         self.model.set_weights(model.get_weights())
         self.cut = cut
-        self.batch_size = int(training["batch_size"])
+        self.batch_size = training.batch_size
         self.optimizer = build_optimizer(training)
         self.optimizer.build(self.model.trainable_variables)
         self.fresh_optimizer = [v.numpy() for v in self.optimizer.variables]

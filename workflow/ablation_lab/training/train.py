@@ -21,6 +21,8 @@ from typing import Any
 
 import numpy as np
 
+from ablation_lab.specs import TrainingSpec
+
 log = logging.getLogger("ablation_lab")
 
 
@@ -250,16 +252,16 @@ def epoch_orders(seed: int, n_rows: int) -> Iterator[np.ndarray]:
         yield rng.permutation(n_rows).astype(np.int32)
 
 
-def fit_fast(model: Any, optimizer: Any, arrays: dict[str, np.ndarray], training: dict[str, Any], seed: int) -> TrainResult:
+def fit_fast(model: Any, optimizer: Any, arrays: dict[str, np.ndarray], training: TrainingSpec, seed: int) -> TrainResult:
     """Train with whole-epoch graph execution; early stopping on the validation score, best weights kept."""
     import tensorflow as tf
 
     fitted = {key: arrays[key] for key in ("x_train", "y_train", "x_val", "y_val")}  # the traced epoch's arguments
     tensors = [tf.constant(array) for array in fitted.values()]
-    twin = TRACED.twin_for(model, optimizer, fitted, training["batch_size"])
+    twin = TRACED.twin_for(model, optimizer, fitted, training.batch_size)
     if twin is None:
         optimizer.build(model.trainable_variables)
-        trained, run_epoch = model, _epoch_function(model, optimizer, training["batch_size"])
+        trained, run_epoch = model, _epoch_function(model, optimizer, training.batch_size)
     else:
         trained, run_epoch = twin.model, twin.run_epoch
     result = _fit_epochs(trained, lambda order: run_epoch(order, *tensors), training, seed, len(arrays["y_train"]))
@@ -269,20 +271,20 @@ def fit_fast(model: Any, optimizer: Any, arrays: dict[str, np.ndarray], training
     return result
 
 
-def _fit_epochs(model: Any, run_epoch: Any, training: dict[str, Any], seed: int, n_rows: int) -> TrainResult:
+def _fit_epochs(model: Any, run_epoch: Any, training: TrainingSpec, seed: int, n_rows: int) -> TrainResult:
     """The epochs of `fit_fast`: early stopping on the validation score (`keep_best`), best weights restored."""
     import tensorflow as tf
 
     orders = epoch_orders(seed, n_rows)
     result = TrainResult(model)
     best_score, best_weights, waited = -math.inf, None, 0
-    patience = training["early_stopping_patience"]
-    score = kept_epoch_score(training)
-    for epoch in range(1, training["epochs"] + 1):
+    patience = training.early_stopping_patience
+    score = training.kept_epoch_score()
+    for epoch in range(1, training.epochs + 1):
         order = tf.constant(next(orders))
         loss, accuracy, val_loss, val_accuracy = (float(v) for v in run_epoch(order))
         result.history.append({"epoch": epoch, "loss": loss, "accuracy": accuracy, "val_loss": val_loss, "val_accuracy": val_accuracy})
-        log_epoch(result.history[-1], training["epochs"])
+        log_epoch(result.history[-1], training.epochs)
         if not (math.isfinite(loss) and math.isfinite(val_loss)):
             result.diverged_epoch = epoch
             log.warning("loss became %s at epoch %d: variant diverged", loss, epoch)
@@ -294,7 +296,7 @@ def _fit_epochs(model: Any, run_epoch: Any, training: dict[str, Any], seed: int,
             if patience and waited >= patience:
                 log.info("early stopping at epoch %d (best %d)", epoch, result.best_epoch)
                 break
-    if training.get("keep_best") == "last":  # the final epoch kept; early stopping judged the validation loss
+    if training.keep_best == "last":  # the final epoch kept; early stopping judged the validation loss
         result.best_epoch = len(result.history)
     else:
         model.set_weights(best_weights)
@@ -339,7 +341,7 @@ def shuffled_batches(x: np.ndarray, y: np.ndarray, batch_size: int, seed: int, w
     return ShuffledBatches()
 
 
-def fit_keras(model: Any, optimizer: Any, arrays: dict[str, np.ndarray], training: dict[str, Any], seed: int) -> TrainResult:
+def fit_keras(model: Any, optimizer: Any, arrays: dict[str, np.ndarray], training: TrainingSpec, seed: int) -> TrainResult:
     """The plain `model.fit` loop with the same early-stopping rule and batch orders (reference path).
 
     A model with NSDropout is fitted through its two-input twin (features, labels) that
@@ -352,16 +354,16 @@ def fit_keras(model: Any, optimizer: Any, arrays: dict[str, np.ndarray], trainin
     class_conditional = bool(nsdropout_layers(model))
     fitted = training_model(model) if class_conditional else model
     fitted.compile(optimizer=optimizer, loss="sparse_categorical_crossentropy", metrics=["accuracy"])
-    monitor = training.get("keep_best", "val_loss").replace("last", "val_loss")
+    monitor = training.monitored
     stopper = keras.callbacks.EarlyStopping(
         monitor=monitor,
         mode="max" if monitor == "val_accuracy" else "min",
-        patience=training["early_stopping_patience"] or training["epochs"],
-        restore_best_weights=training.get("keep_best") != "last",
+        patience=training.early_stopping_patience or training.epochs,
+        restore_best_weights=training.keep_best != "last",
     )
     progress = keras.callbacks.LambdaCallback(
         on_epoch_end=lambda epoch, logs: log_epoch(
-            {"epoch": epoch + 1, **{k: float(logs.get(k, float("nan"))) for k in EPOCH_KEYS}}, training["epochs"]
+            {"epoch": epoch + 1, **{k: float(logs.get(k, float("nan"))) for k in EPOCH_KEYS}}, training.epochs
         )
     )
     callbacks = [stopper, keras.callbacks.TerminateOnNaN(), progress]
@@ -372,8 +374,8 @@ def fit_keras(model: Any, optimizer: Any, arrays: dict[str, np.ndarray], trainin
         )
         validation = ((arrays["x_val"], arrays["y_val"]), arrays["y_val"])
     history = fitted.fit(
-        shuffled_batches(arrays["x_train"], arrays["y_train"], training["batch_size"], seed, with_labels=class_conditional),
-        epochs=training["epochs"],
+        shuffled_batches(arrays["x_train"], arrays["y_train"], training.batch_size, seed, with_labels=class_conditional),
+        epochs=training.epochs,
         validation_data=validation,
         callbacks=callbacks,
         shuffle=False,
@@ -387,16 +389,9 @@ def fit_keras(model: Any, optimizer: Any, arrays: dict[str, np.ndarray], trainin
     if bad:
         result.diverged_epoch = bad[0]
     elif result.history:
-        result.best_epoch = int(np.argmax([kept_epoch_score(training)(row) for row in result.history])) + 1
-        result.best_epoch = len(result.history) if training.get("keep_best") == "last" else result.best_epoch
+        result.best_epoch = int(np.argmax([training.kept_epoch_score()(row) for row in result.history])) + 1
+        result.best_epoch = len(result.history) if training.keep_best == "last" else result.best_epoch
     return result
-
-
-def kept_epoch_score(training: dict[str, Any]) -> Any:
-    """Higher is better: the score `keep_best` judges each epoch by (validation split only; `last`: the loss, for early stopping)."""
-    if training.get("keep_best", "val_loss") == "val_accuracy":
-        return lambda row: row["val_accuracy"]
-    return lambda row: -row["val_loss"]
 
 
 def log_epoch(row: dict[str, float], epochs: int) -> None:
@@ -420,9 +415,10 @@ def train_model(spec: dict[str, Any], arrays: dict[str, np.ndarray], n_classes: 
     if spec["model"].get("weights") == "as_saved":
         log.info("model.weights: as_saved: the file's own trained weights, no training")
         return TrainResult(model)
-    optimizer = build_optimizer(spec["training"])
+    training = TrainingSpec.of(spec["training"])
+    optimizer = build_optimizer(training)
     started = time.perf_counter()
-    result = LOOPS[spec["training"]["loop"]](model, optimizer, arrays, spec["training"], seed)
+    result = LOOPS[training.loop](model, optimizer, arrays, training, seed)
     result.seconds = time.perf_counter() - started
     return result
 

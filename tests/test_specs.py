@@ -1,0 +1,51 @@
+"""Typed specs: a run's training settings read once, the defaults from the schema alone."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+from ablation_lab.identity import canonical_training
+from ablation_lab.specs import TrainingSpec, schema_defaults
+from conftest import quick_training
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_a_key_the_canonical_spec_leaves_out_comes_back_from_the_schema():
+    settings = quick_training()  # no keep_best: a run named before the key existed
+    spec = TrainingSpec.of(canonical_training(settings))
+    schema = yaml.safe_load((ROOT / "workflow/schemas/config.schema.yaml").read_text())
+    assert spec.keep_best == schema["properties"]["training"]["properties"]["keep_best"]["default"]
+    assert spec.as_dict() == schema_defaults("training") | settings
+
+
+def test_every_training_key_of_the_schema_is_a_field_and_has_a_default():
+    assert set(TrainingSpec.__dataclass_fields__) == set(schema_defaults("training"))
+
+
+def test_a_misspelt_key_is_named():
+    with pytest.raises(ValueError, match=re.escape("training.epoch: not a training setting")):
+        TrainingSpec.of({"epoch": 3})
+
+
+def test_a_spec_is_frozen_and_read_as_is():
+    spec = TrainingSpec.of({})
+    assert TrainingSpec.of(spec) is spec
+    with pytest.raises(AttributeError):
+        spec.epochs = 9  # type: ignore[misc]
+
+
+@pytest.mark.parametrize(
+    ("keep_best", "monitored", "better"), [("val_loss", "val_loss", 0), ("val_accuracy", "val_accuracy", 1), ("last", "val_loss", 0)]
+)
+def test_the_kept_epoch_is_judged_on_validation_only(keep_best, monitored, better):
+    spec = TrainingSpec.of({"keep_best": keep_best})
+    rows = [
+        {"val_loss": 0.2, "val_accuracy": 0.8, "loss": 9.0, "accuracy": 0.0},
+        {"val_loss": 0.3, "val_accuracy": 0.9, "loss": 0.0, "accuracy": 1.0},
+    ]
+    assert spec.monitored == monitored
+    assert max(range(2), key=lambda i: spec.kept_epoch_score()(rows[i])) == better

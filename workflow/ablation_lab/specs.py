@@ -1,0 +1,71 @@
+"""Typed specs: a run's settings read once, into frozen dataclasses, with the schema's defaults.
+
+A run spec stays a plain mapping where it is data: in a rule's `params`, in `provenance.json`
+and under the digest that names the run (`identity`). Its canonical form leaves out a key
+that was added later when it holds its default (`identity.canonical_training`), so an old
+run keeps its name. Code that *uses* the settings reads them through these classes instead:
+the missing key comes back from the schema, the one place a default is written, rather than
+from a `.get(key, default)` repeated at every use, and a misspelt field is an error at the
+first test rather than a silent fallback.
+
+Pure Python (no TensorFlow); importing it reads the schema only on first use.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, fields
+from functools import cache
+from typing import Any, Literal
+
+
+@cache
+def schema_defaults(block: str) -> dict[str, Any]:
+    """The `default` of each key of a top-level block of the config schema."""
+    from ablation_lab.config import load_schema
+
+    properties = load_schema()["properties"][block]["properties"]
+    return {key: rule["default"] for key, rule in properties.items() if "default" in rule}
+
+
+@dataclass(frozen=True)
+class TrainingSpec:
+    """How a model is trained (the schema's `training` block): what the training loops read."""
+
+    optimizer: Literal["adam", "sgd", "rmsprop"]
+    learning_rate: float
+    epochs: int
+    batch_size: int
+    early_stopping_patience: int
+    keep_best: Literal["val_loss", "val_accuracy", "last"]
+    loop: Literal["fast", "keras"]
+
+    @classmethod
+    def of(cls, training: TrainingSpec | Mapping[str, Any]) -> TrainingSpec:
+        """A run spec's `training` mapping, a key it leaves out taken from the schema; a spec is returned as is."""
+        if isinstance(training, TrainingSpec):
+            return training
+        names = {field.name for field in fields(cls)}
+        unknown = sorted(set(training) - names)
+        if unknown:
+            raise ValueError(f"training.{unknown[0]}: not a training setting (known: {', '.join(sorted(names))})")
+        values = {**schema_defaults("training"), **training}
+        missing = sorted(names - set(values))
+        if missing:
+            raise ValueError(f"training.{missing[0]}: missing, and the schema gives it no default")
+        return cls(**{name: values[name] for name in names})
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def kept_epoch_score(self) -> Any:
+        """Higher is better: the score `keep_best` judges each epoch by (validation split only;
+        `last` keeps the final epoch, and early stopping then judges the validation loss)."""
+        if self.keep_best == "val_accuracy":
+            return lambda row: row["val_accuracy"]
+        return lambda row: -row["val_loss"]
+
+    @property
+    def monitored(self) -> Literal["val_loss", "val_accuracy"]:
+        """The validation metric early stopping watches."""
+        return "val_accuracy" if self.keep_best == "val_accuracy" else "val_loss"
