@@ -49,3 +49,15 @@ def test_the_kept_epoch_is_judged_on_validation_only(keep_best, monitored, bette
     ]
     assert spec.monitored == monitored
     assert max(range(2), key=lambda i: spec.kept_epoch_score()(rows[i])) == better
+
+
+def test_a_data_key_without_the_image_keys_reads_them_at_their_defaults():
+    from ablation_lab.data.datasets import identity_of
+    from ablation_lab.specs import DataSpec
+
+    study = {**schema_defaults("dataset"), "name": "csv", "path": "table.csv"}
+    key = identity_of(study)
+    assert "color_mode" not in key and "image_size" not in key  # a csv study's data key (pinned names)
+    assert DataSpec.of(key) == DataSpec.of(study)
+    assert DataSpec.of({"name": "images", "path": "x", "image_size": [8, 6]}).image_size == (8, 6)
+    assert set(DataSpec.__dataclass_fields__) == set(schema_defaults("dataset"))

@@ -28,6 +28,50 @@ def schema_defaults(block: str) -> dict[str, Any]:
     return {key: rule["default"] for key, rule in properties.items() if "default" in rule}
 
 
+def _with_defaults(cls: type, block: str, given: Mapping[str, Any]) -> dict[str, Any]:
+    """`given` over the schema's defaults of `block`, as the fields of `cls`; a key it does not know is named."""
+    names = {field.name for field in fields(cls)}
+    unknown = sorted(set(given) - names)
+    if unknown:
+        raise ValueError(f"{block}.{unknown[0]}: not a {block} setting (known: {', '.join(sorted(names))})")
+    values = {**schema_defaults(block), **given}
+    missing = sorted(names - set(values))
+    if missing:
+        raise ValueError(f"{block}.{missing[0]}: missing, and the schema gives it no default")
+    return {name: values[name] for name in names}
+
+
+@dataclass(frozen=True)
+class DataSpec:
+    """Which data and how it is split (the schema's `dataset` block): what the loaders and the split read.
+
+    A data key leaves out the keys its loader never reads (`datasets.identity_of`); they come
+    back here at their defaults, so no loader repeats one.
+    """
+
+    name: str
+    path: str | None
+    label_column: str
+    image_size: tuple[int, int] | None
+    color_mode: Literal["auto", "grayscale", "rgb"]
+    test_fraction: float
+    validation_fraction: float
+    split_seed: int
+    max_samples: int | None
+
+    @classmethod
+    def of(cls, dataset: DataSpec | Mapping[str, Any]) -> DataSpec:
+        """A study's or data key's `dataset` mapping, a key it leaves out taken from the schema; a spec is returned as is."""
+        if isinstance(dataset, DataSpec):
+            return dataset
+        values = _with_defaults(cls, "dataset", dataset)
+        size = values["image_size"]
+        return cls(**values | {"image_size": None if size is None else tuple(size)})
+
+    def fraction(self, part: Literal["test", "validation"]) -> float:
+        return self.test_fraction if part == "test" else self.validation_fraction
+
+
 @dataclass(frozen=True)
 class TrainingSpec:
     """How a model is trained (the schema's `training` block): what the training loops read."""
@@ -43,17 +87,7 @@ class TrainingSpec:
     @classmethod
     def of(cls, training: TrainingSpec | Mapping[str, Any]) -> TrainingSpec:
         """A run spec's `training` mapping, a key it leaves out taken from the schema; a spec is returned as is."""
-        if isinstance(training, TrainingSpec):
-            return training
-        names = {field.name for field in fields(cls)}
-        unknown = sorted(set(training) - names)
-        if unknown:
-            raise ValueError(f"training.{unknown[0]}: not a training setting (known: {', '.join(sorted(names))})")
-        values = {**schema_defaults("training"), **training}
-        missing = sorted(names - set(values))
-        if missing:
-            raise ValueError(f"training.{missing[0]}: missing, and the schema gives it no default")
-        return cls(**{name: values[name] for name in names})
+        return training if isinstance(training, TrainingSpec) else cls(**_with_defaults(cls, "training", training))
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)

