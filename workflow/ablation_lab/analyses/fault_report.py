@@ -269,8 +269,10 @@ def finetune_blocks(tuned: pd.DataFrame | None, params: Mapping[str, Any]) -> li
         "optimizer, fresh; seeded batches) with the faulted weights held at their faulty values, then scored on the test split. "
         "Accuracy recovered: (fine-tuned - faulty) / (clean - faulty); SDC removed: (faulty - fine-tuned) / faulty SDC rate, "
         "SDC counted against the clean model's predictions; both pooled over the maps per seed, ratios of means over seeds with "
-        "Fieller's 95% interval (n/a when the fault's own damage is not clear of 0 over the seeds). Drift: the SDC rate of the "
-        "clean model fine-tuned alike, what the training steps change without any fault."
+        "Fieller's 95% interval (n/a when the fault's own damage is not clear of 0 over the seeds). SDC counts finite outputs "
+        "only: a fine-tune that diverged around a huge held weight (a stuck exponent bit) fails detectably, with NaN/Inf "
+        "outputs, so read 'SDC removed' beside the maps that went non-finite; accuracy counts those examples as wrong. In "
+        "brackets: the clean model fine-tuned alike (its accuracy; its SDC rate, the drift), what the steps alone change."
     )
     shown = pd.DataFrame(
         {
@@ -279,9 +281,16 @@ def finetune_blocks(tuned: pd.DataFrame | None, params: Mapping[str, Any]) -> li
             "count": tuned["count"],
             "seeds": tuned["seeds"],
             "maps": tuned["maps"],
-            "accuracy clean / faulty / fine-tuned": [
-                f"{a:.4f} / {b:.4f} / {c:.4f}"
-                for a, b, c in zip(tuned["accuracy_clean"], tuned["accuracy_faulty"], tuned["accuracy_finetuned"], strict=True)
+            "non-finite maps": tuned["maps_nonfinite"],
+            "accuracy clean / faulty / fine-tuned (clean fine-tuned)": [
+                f"{a:.4f} / {b:.4f} / {c:.4f} ({d:.4f})"
+                for a, b, c, d in zip(
+                    tuned["accuracy_clean"],
+                    tuned["accuracy_faulty"],
+                    tuned["accuracy_finetuned"],
+                    tuned["accuracy_clean_finetuned"],
+                    strict=True,
+                )
             ],
             "accuracy recovered [95%]": [
                 f"{e:.3f} {interval(a, b)}"

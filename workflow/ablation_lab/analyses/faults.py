@@ -324,8 +324,10 @@ def finetune_table(table: pd.DataFrame) -> pd.DataFrame:
 
     Per seed, pooled over the fine-tuned maps and the same maps unfine-tuned: accuracy recovered =
     (fine-tuned - faulty) / (clean - faulty), SDC removed = (faulty SDC - fine-tuned SDC) / faulty SDC; each a
-    ratio of means over seeds with Fieller's interval (statistics.intervals.ratio_interval). `sdc_drift`: the
-    SDC rate of the clean model fine-tuned alike, what the training steps alone change.
+    ratio of means over seeds with Fieller's interval (statistics.intervals.ratio_interval). SDC counts finite
+    outputs only: `maps_nonfinite` (fine-tuned maps with any NaN/Inf output, a fine-tune that diverged around a
+    huge held weight) is to be read beside it; accuracy counts those examples as wrong. `accuracy_clean_finetuned`
+    and `sdc_drift`: the clean model fine-tuned alike, what the training steps alone change.
     """
     from ablation_lab.statistics.intervals import ratio_interval
 
@@ -337,29 +339,35 @@ def finetune_table(table: pd.DataFrame) -> pd.DataFrame:
     faulty = faulty.merge(tuned[keys + cell], on=keys + cell)  # the same maps, not fine-tuned
     counts = ["correct", "sdc", "clean_correct", "examples"]
     pooled = (
-        tuned.assign(maps=1)
-        .groupby([*keys, "fault", "count"])[[*counts, "maps"]]
+        tuned.assign(maps=1, maps_nonfinite=tuned["nonfinite"] > 0)
+        .groupby([*keys, "fault", "count"])[[*counts, "maps", "maps_nonfinite"]]
         .sum()
         .join(faulty.groupby([*keys, "fault", "count"])[counts].sum(), rsuffix="_faulty")
     )
-    pooled = (
-        pooled.reset_index().merge(_clean_rates(table, "none", "clean"), on=keys).merge(_clean_rates(table, "finetune", "drift"), on=keys)
-    )
+    pooled = pooled.reset_index().merge(_clean_rates(table, "none"), on=keys).merge(_clean_rates(table, "finetune"), on=keys)
     pooled = pooled.assign(
         accuracy_finetuned=pooled["correct"] / pooled["examples"],
         accuracy_faulty=pooled["correct_faulty"] / pooled["examples_faulty"],
         sdc_finetuned=pooled["sdc"] / pooled["clean_correct"],
         sdc_faulty=pooled["sdc_faulty"] / pooled["clean_correct_faulty"],
     )
+    shown = [
+        "accuracy_clean",
+        "accuracy_faulty",
+        "accuracy_finetuned",
+        "accuracy_clean_finetuned",
+        "sdc_faulty",
+        "sdc_finetuned",
+        "sdc_drift",
+    ]
     rows = []
     for (family, variant, fault, count), part in pooled.groupby(["family", "variant", "fault", "count"], sort=False):
         accuracy = ratio_interval(part["accuracy_finetuned"] - part["accuracy_faulty"], part["accuracy_clean"] - part["accuracy_faulty"])
         sdc = ratio_interval(part["sdc_faulty"] - part["sdc_finetuned"], part["sdc_faulty"])
-        means = part[["accuracy_clean", "accuracy_faulty", "accuracy_finetuned", "sdc_faulty", "sdc_finetuned", "sdc_drift"]].mean()
         rows.append(
             {"family": family, "variant": variant, "fault": fault, "count": count, "seeds": accuracy["seeds"]}
-            | {"maps": int(part["maps"].sum())}
-            | means.to_dict()
+            | {"maps": int(part["maps"].sum()), "maps_nonfinite": int(part["maps_nonfinite"].sum())}
+            | part[shown].mean().to_dict()
             | {
                 "accuracy_recovered": accuracy["estimate"],
                 "accuracy_recovered_low": accuracy["low"],
@@ -370,12 +378,16 @@ def finetune_table(table: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def _clean_rates(table: pd.DataFrame, arm: str, name: str) -> pd.DataFrame:
-    """Per (family, variant, seed): the clean row's accuracy (`none`) or SDC rate (`finetune`: the fine-tune's own drift)."""
+def _clean_rates(table: pd.DataFrame, arm: str) -> pd.DataFrame:
+    """Per (family, variant, seed), the clean row's accuracy; for `finetune` also its SDC rate (the fine-tune's own drift)."""
     clean = table[(table["arm"] == arm) & (table["sweep"] == "clean")]
-    value = clean["correct"] / clean["examples"] if arm == "none" else clean["sdc"] / clean["clean_correct"]
-    column = "accuracy_clean" if arm == "none" else f"sdc_{name}"
-    return clean[["family", "variant", "seed"]].assign(**{column: value.to_numpy()})
+    out = clean[["family", "variant", "seed"]].copy()
+    if arm == "none":
+        return out.assign(accuracy_clean=(clean["correct"] / clean["examples"]).to_numpy())
+    return out.assign(
+        accuracy_clean_finetuned=(clean["correct"] / clean["examples"]).to_numpy(),
+        sdc_drift=(clean["sdc"] / clean["clean_correct"]).to_numpy(),
+    )
 
 
 def summarise(study: StudyTables) -> dict[str, pd.DataFrame]:
