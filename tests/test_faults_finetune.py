@@ -158,3 +158,30 @@ def test_the_recovered_share_is_paired_by_seed_and_a_finetune_without_a_permanen
         faults.faults_params({"faults": {**PARAMS, "models": ["bit_flip", "random_value"], "families": ["baseline"]}})
     off = faults.faults_params({"faults": {**PARAMS, "finetune": None, "families": ["baseline"]}})
     assert "finetune" not in off  # off: the probe's params (its file name) as before the arm existed
+
+
+def test_a_dropout_model_fine_tunes_to_the_same_numbers_whatever_the_process_drew_before(trained):
+    """Dropout masks come from the model's seed generator state, set from the run's seed, not from a global RNG."""
+    import keras
+    from ablation_lab.models.build import build_mlp
+
+    _, data, labels, training = trained
+    keras.utils.set_random_seed(0)
+    weights = build_mlp((12,), 3, [16], "relu", 0.5).get_weights()
+    outputs, unseeded, frames = [], [], []
+    for noise in (1, 2):
+        keras.utils.set_random_seed(noise)  # what an earlier job in the same worker may have left
+        model = build_mlp((12,), 3, [16], "relu", 0.5)
+        model.set_weights([w if w.dtype == np.int64 else weights[k] for k, w in enumerate(model.get_weights())])  # not the seed state
+        injector = fi.WeightFaults(model, fi.weight_layers(model))
+        trainer = masked.MaskedTraining(model, None, training, data["train"], labels["train"], held=injector.layers)
+        rows = masked.batch_rows(5, len(labels["train"]), trainer.batch_size, 20)
+        for out, start in ((outputs, masked.seeded_dropout(model, [v.numpy() for v in model.variables], 5)), (unseeded, None)):
+            trainer.start(start or [v.numpy() for v in model.variables], held=faults.held_kernels(injector, faults.empty_map()))
+            trainer.train(rows)
+            out.append(trainer.outputs(data["test"]))
+        params = {**PARAMS, "models": ["zero"], "finetune": {"steps": 20, "maps": 1}}
+        frames.append(faults.faults_table(model, data["test"], labels["test"], params, 5, data["train"], labels["train"], training))
+    np.testing.assert_array_equal(*outputs)
+    assert not np.array_equal(*unseeded)  # the process's own draw would have changed the masks
+    pd.testing.assert_frame_equal(*frames)

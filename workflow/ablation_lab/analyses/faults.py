@@ -151,12 +151,12 @@ def finetune_rows(
     SDC is counted against the clean model's predictions (`clean`); the clean row (an empty map fine-tuned alike) is
     what the fine-tune alone changes. A held entry that is not its faulty value afterwards is an error, not a row.
     """
-    from ablation_lab.training.masked import MaskedTraining, batch_rows
+    from ablation_lab.training.masked import MaskedTraining, batch_rows, seeded_dropout
 
     x_train, y_train, training = train
     trainer = MaskedTraining(model, None, dict(training), x_train, y_train, held=faults.layers)
     rows_of_steps = batch_rows(seed, len(y_train), trainer.batch_size, int(finetune["steps"]))
-    start = [v.numpy() for v in model.variables]
+    start = seeded_dropout(model, [v.numpy() for v in model.variables], seed)  # the same dropout masks in any process
     chosen = [
         (info, fault_map)
         for info, fault_map in drawn

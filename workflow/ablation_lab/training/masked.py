@@ -82,6 +82,15 @@ def weight_masks(model: Any, cut: str, keep: np.ndarray) -> list[tuple[Any, np.n
     return out
 
 
+def seeded_dropout(model: Any, weights: Sequence[np.ndarray], seed: int) -> list[np.ndarray]:
+    """`weights` (every variable of `model`, in order) with each dropout seed generator's state set from `seed`:
+    a loaded model's state is whatever its process drew, so without this a dropout model's steps vary by process."""
+    return [
+        np.array([seed, 0], dtype=value.dtype) if variable.path.endswith("seed_generator_state") else value
+        for variable, value in zip(model.variables, weights, strict=True)
+    ]
+
+
 class MaskedTraining:
     """A model's architecture with a traced masked training loop; `run` trains one (start weights, mask) along a budget grid.
 
