@@ -185,3 +185,14 @@ def test_a_dropout_model_fine_tunes_to_the_same_numbers_whatever_the_process_dre
     np.testing.assert_array_equal(*outputs)
     assert not np.array_equal(*unseeded)  # the process's own draw would have changed the masks
     pd.testing.assert_frame_equal(*frames)
+
+
+def test_a_typo_in_faults_layers_or_families_is_refused_at_plan_time():
+    from ablation_lab.study import Study
+
+    study = {"study": "s", "seeds": [1], "dataset": {"name": "digits"}, "model": {"hidden_units": [8]}}
+    with pytest.raises(ConfigError, match=r"faults.activation_layers\[0\]: 'hiden_1' is not a knock-out-able layer .*available: hidden_1"):
+        Study.from_config({**study, "faults": {"activation_layers": ["hiden_1"]}})
+    with pytest.raises(ConfigError, match=r"faults.families\[1\]: 'dropuot' is not a family of this study"):
+        Study.from_config({**study, "faults": {"families": ["baseline", "dropuot"]}})
+    assert "faults" in Study.from_config({**study, "faults": {"activation_layers": ["hidden_1"]}}).analyses()
