@@ -95,8 +95,9 @@ def _at(where: str, index: int) -> str:
 
 
 def check_named_families(config: Mapping[str, Any], known: Sequence[str]) -> None:
-    """`posthoc.families`, `elasticity.families`, `recovery.families` and `reliance.families` name families of this study (a typo would analyse nothing)."""
-    for block in ("posthoc", "elasticity", "recovery", "reliance"):
+    """`posthoc.families`, `elasticity.families`, `recovery.families`, `reliance.families` and `faults.families` name
+    families of this study (a typo would analyse nothing)."""
+    for block in ("posthoc", "elasticity", "recovery", "reliance", "faults"):
         for index, family in enumerate((config.get(block) or {}).get("families") or []):
             if family not in known:
                 raise ConfigError(
@@ -134,3 +135,17 @@ def check_split_sizes(config: Mapping[str, Any], sizes: Mapping[str, int]) -> No
         raise ConfigError(
             f"invalid study config: elasticity.samples: {asked} examples asked, but the test split has {have}; lower it to at most {have}"
         )
+
+
+def check_writable(folders: Sequence[str]) -> None:
+    """The output folders (or, not made yet, the nearest folder above each) can be written: a read-only results
+    folder is this one line at plan time, not a PermissionError in the first job."""
+    import os
+
+    for folder in folders:
+        where = os.path.abspath(folder)
+        while not os.path.exists(where):
+            where = os.path.dirname(where)
+        if not os.access(where, os.W_OK | os.X_OK):
+            shown = folder if where == os.path.abspath(folder) else f"{folder} (not made yet; the folder it goes in, {where})"
+            raise OSError(f"{shown} is not writable by this user: make it writable or run the study from a folder that is")

@@ -39,6 +39,10 @@ def listing(items: Iterable[Any], limit: int = MAX_LISTED, quote: bool = False) 
 
 
 def _plain(text: str) -> str:
+    """The text as written, cut; quoted (`repr`) when it holds a tab, a line break or another unprintable character,
+    which would otherwise reach the one-line message raw."""
+    if not text.isprintable():
+        return brief(text)
     return text if len(text) <= MAX_QUOTED else text[:MAX_QUOTED] + "..."
 
 

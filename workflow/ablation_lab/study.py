@@ -164,6 +164,10 @@ class Study:
         checks.check_named_families(self.config, list(out))
         if self.config.get("recovery"):
             checks.check_posthoc_layers({"layers": [self.config["recovery"]["layer"]]}, self.config["model"], "recovery.layer")
+        if self.config.get("faults"):  # a typo'd layer: this line at plan time, not an error in every analysis job
+            checks.check_posthoc_layers(
+                {"layers": self.config["faults"]["activation_layers"]}, self.config["model"], "faults.activation_layers"
+            )
         return out
 
     def _compensation_families(self, declared: dict[str, list[Variant]]) -> dict[str, list[Variant]]:

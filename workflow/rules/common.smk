@@ -17,7 +17,7 @@ if os.path.isdir(os.path.join(WORKFLOW_DIR, "ablation_lab")):
 from ablation_lab import source_digest, study as paths
 from ablation_lab.ablations import BASELINE
 from ablation_lab.analyses.registry import ANALYSES
-from ablation_lab.checks import check_split_sizes
+from ablation_lab.checks import check_split_sizes, check_writable
 from ablation_lab.config import ConfigError, load_study_yaml, merge_studies
 from ablation_lab.data.base import DataError
 from ablation_lab.data.split import inspect as inspect_data
@@ -56,7 +56,9 @@ try:
         sizes = inspect_data(STUDY.config["dataset"])["sizes"]
     # what a job would refuse for the split's size (elasticity.samples), refused now
     check_split_sizes(STUDY.config, sizes)
-except (ConfigError, DataError) as error:
+    # a read-only output folder: this line, before any job writes
+    check_writable([paths.RESULTS, paths.REPORTS, paths.LOGS])
+except (ConfigError, DataError, OSError) as error:
     sys.exit(f"error: {error}")
 NAME = STUDY.name
 

@@ -16,7 +16,12 @@ Faults are written into the loaded model's variables in place and the touched en
 restored bit for bit after each map (models/fault_injection.py); the saved model file is
 never written. With `faults.clip`, every map is also scored with each hidden layer's
 outputs clipped to their per-unit range on the training split (Ranger, Chen et al. 2021):
-the test split fits nothing. Fault-aware fine-tuning is not offered. Figures and the report
+the test split fits nothing. With `faults.finetune`, the first maps of each permanent fault
+model's cells over every kernel (stuck-at bits and zeroed weights; a flipped bit is a
+transient fault) are also fine-tuned (Zhang et al. 2018): the trained model trains on for a
+few steps on the training split with the faulted entries held at their faulty values
+(training/masked.py, the recovery analysis's loop), then the test split is scored (arm
+`finetune`; its clean row is the clean model fine-tuned alike). Figures and the report
 section: analyses/fault_report.py.
 """
 
@@ -44,6 +49,7 @@ from ablation_lab.models.fault_injection import (
 )
 
 KEYS = ("models", "counts", "bit", "bits", "injections", "layers", "activation_layers", "clip", "margin", "seed")
+PERMANENT = ("stuck_at_0", "stuck_at_1", "zero")  # faults a memory cell keeps: what fault-aware fine-tuning retrains around
 GROUP = ["family", "variant", "arm", "sweep", "target", "fault", "bit", "count"]
 MEASURES = {"accuracy": ("correct", "examples"), "sdc_rate": ("sdc", "clean_correct"), "nonfinite_rate": ("nonfinite", "examples")}
 
@@ -67,9 +73,17 @@ def cell_seed(seed: int, model_seed: int, cell: str, injection: int) -> np.rando
 
 
 def faults_table(
-    model: Any, x_test: np.ndarray, y_test: np.ndarray, params: Mapping[str, Any], seed: int, x_train: np.ndarray | None = None
+    model: Any,
+    x_test: np.ndarray,
+    y_test: np.ndarray,
+    params: Mapping[str, Any],
+    seed: int,
+    x_train: np.ndarray | None = None,
+    y_train: np.ndarray | None = None,
+    training: Mapping[str, Any] | None = None,
 ) -> pd.DataFrame:
-    """Every fault map's counts on one trained model; `x_train` (the training split) is needed for `clip` only."""
+    """Every fault map's counts on one trained model; the training split is needed for `clip` (`x_train`) and
+    `finetune` (`x_train`, `y_train` and the study's `training` block) only."""
     layers = chosen_weight_layers(model, params["layers"])
     faults = WeightFaults(model, layers)
     targets: list[tuple[str, list[int] | None]] = [(ALL, None)]
@@ -99,11 +113,66 @@ def faults_table(
         rows.append(base | clean_row | outcome(clean_outputs, y_test, clean))
         outputs = scorer.outputs(x_test, [fault_map for _, fault_map in drawn])
         rows += [base | info | outcome(out, y_test, clean) for (info, _), out in zip(drawn, outputs, strict=True)]
+        if arm == "none" and params.get("finetune"):
+            train = (x_train, y_train, training)
+            rows += finetune_rows(model, faults, drawn, x_test, y_test, clean, train, params["finetune"], seed)
     if not faults.intact():
         raise RuntimeError("faults: a kernel did not get its original weights back after the campaign")
     rows += activation_rows(model, x_test, y_test, params, seed, arms)
     columns = ["arm", "sweep", "target", "fault", "bit", "count", "injection", "weights", "examples", "clean_correct"]
     return pd.DataFrame(rows, columns=[*columns, "correct", "sdc", "nonfinite"])
+
+
+def held_kernels(faults: WeightFaults, fault_map: FaultMap) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Per chosen kernel: a 0/1 mask (0 at the map's faulted entries) and the faulty values those entries hold."""
+    out = []
+    for k, original in enumerate(faults.originals):
+        mask, values, chosen = np.ones(original.size, np.float32), np.zeros(original.size, np.float32), fault_map.kernel == k
+        mask[fault_map.index[chosen]] = 0.0
+        values[fault_map.index[chosen]] = fault_map.values[chosen]
+        out.append((mask.reshape(original.shape), values.reshape(original.shape)))
+    return out
+
+
+def finetune_rows(
+    model: Any,
+    faults: WeightFaults,
+    drawn: Sequence[tuple[dict[str, Any], FaultMap]],
+    x_test: np.ndarray,
+    y_test: np.ndarray,
+    clean: np.ndarray,
+    train: tuple[Any, Any, Any],
+    finetune: Mapping[str, Any],
+    seed: int,
+) -> list[dict[str, Any]]:
+    """Arm `finetune`: the first `maps` maps of each permanent fault model's cells over every kernel, each trained on for
+    `steps` steps (training split, seeded batches, a fresh optimizer) with its faulted entries held, then scored on test.
+
+    SDC is counted against the clean model's predictions (`clean`); the clean row (an empty map fine-tuned alike) is
+    what the fine-tune alone changes. A held entry that is not its faulty value afterwards is an error, not a row.
+    """
+    from ablation_lab.specs import TrainingSpec
+    from ablation_lab.training.masked import MaskedTraining, batch_rows, seeded_dropout
+
+    x_train, y_train, training = train
+    trainer = MaskedTraining(model, None, TrainingSpec.of(training), x_train, y_train, held=faults.layers)
+    rows_of_steps = batch_rows(seed, len(y_train), trainer.batch_size, int(finetune["steps"]))
+    start = seeded_dropout(model, [v.numpy() for v in model.variables], seed)  # the same dropout masks in any process
+    chosen = [
+        (info, fault_map)
+        for info, fault_map in drawn
+        if info["sweep"] == "grid" and info["target"] == ALL and info["fault"] in PERMANENT and info["injection"] < finetune["maps"]
+    ]
+    clean_row = {"sweep": "clean", "target": ALL, "fault": "none", "bit": -1, "count": 0, "injection": 0, "weights": 0}
+    base = {"arm": "finetune", "examples": len(y_test), "clean_correct": int((clean == y_test).sum())}
+    rows = []
+    for info, fault_map in [(clean_row, empty_map()), *chosen]:
+        trainer.start(start, held=held_kernels(faults, fault_map))
+        trainer.train(rows_of_steps)
+        if trainer.held_entries_changed():
+            raise RuntimeError("faults.finetune: a faulted weight left its faulty value during fine-tuning")
+        rows.append(base | info | outcome(trainer.outputs(x_test), y_test, clean))
+    return rows
 
 
 def _tail(split: Any, activations: np.ndarray, clip: tuple[np.ndarray, np.ndarray] | None) -> np.ndarray:
@@ -151,14 +220,26 @@ def empty_map() -> FaultMap:
 
 
 def faults_run(context: RunContext, params: dict[str, Any]) -> pd.DataFrame:
-    """The campaign on one trained model: the test split is scored; only `clip` reads the training split (its ranges)."""
-    x_train = context.inputs("train") if params["clip"] else None
-    return faults_table(context.model, context.inputs("test"), context.labels("test"), params, context.seed, x_train)
+    """The campaign on one trained model: the test split is scored; only `clip` (its ranges) and `finetune` (its
+    training) read the training split."""
+    if not params.get("finetune"):
+        x_train = context.inputs("train") if params["clip"] else None
+        return faults_table(context.model, context.inputs("test"), context.labels("test"), params, context.seed, x_train)
+    x_train, y_train, training = context.inputs("train"), context.split.y("train"), context.spec["training"]
+    return faults_table(context.model, context.inputs("test"), context.labels("test"), params, context.seed, x_train, y_train, training)
 
 
 def faults_params(config: Mapping[str, Any]) -> dict[str, Any] | None:
+    """Its block's keys; `finetune` only when on, so a study without it keeps its probe names."""
+    from ablation_lab.config import ConfigError
+
     block = config.get("faults")
-    return {key: block[key] for key in KEYS} if block else None
+    if not block:
+        return None
+    finetune = block.get("finetune")
+    if finetune and not set(PERMANENT) & set(block["models"]):
+        raise ConfigError(f"faults.finetune: faults.models has no permanent fault model to fine-tune around ({', '.join(PERMANENT)})")
+    return {key: block[key] for key in KEYS} | ({"finetune": dict(finetune)} if finetune else {})
 
 
 def faults_families(config: Mapping[str, Any], family: str) -> bool:
@@ -239,6 +320,77 @@ def mitigation_table(table: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def finetune_table(table: pd.DataFrame) -> pd.DataFrame:
+    """Recovered share per variant, permanent fault model and count: fine-tuned vs faulty vs clean, paired by seed.
+
+    Per seed, pooled over the fine-tuned maps and the same maps unfine-tuned: accuracy recovered =
+    (fine-tuned - faulty) / (clean - faulty), SDC removed = (faulty SDC - fine-tuned SDC) / faulty SDC; each a
+    ratio of means over seeds with Fieller's interval (statistics.intervals.ratio_interval). SDC counts finite
+    outputs only: `maps_nonfinite` (fine-tuned maps with any NaN/Inf output, a fine-tune that diverged around a
+    huge held weight) is to be read beside it; accuracy counts those examples as wrong. `accuracy_clean_finetuned`
+    and `sdc_drift`: the clean model fine-tuned alike, what the training steps alone change.
+    """
+    from ablation_lab.statistics.intervals import ratio_interval
+
+    tuned = table[(table["arm"] == "finetune") & (table["sweep"] == "grid")]
+    if tuned.empty:
+        return pd.DataFrame()
+    keys, cell = ["family", "variant", "seed"], ["fault", "count", "injection"]
+    faulty = table[(table["arm"] == "none") & (table["sweep"] == "grid") & (table["target"] == ALL)]
+    faulty = faulty.merge(tuned[keys + cell], on=keys + cell)  # the same maps, not fine-tuned
+    counts = ["correct", "sdc", "clean_correct", "examples"]
+    pooled = (
+        tuned.assign(maps=1, maps_nonfinite=tuned["nonfinite"] > 0)
+        .groupby([*keys, "fault", "count"])[[*counts, "maps", "maps_nonfinite"]]
+        .sum()
+        .join(faulty.groupby([*keys, "fault", "count"])[counts].sum(), rsuffix="_faulty")
+    )
+    pooled = pooled.reset_index().merge(_clean_rates(table, "none"), on=keys).merge(_clean_rates(table, "finetune"), on=keys)
+    pooled = pooled.assign(
+        accuracy_finetuned=pooled["correct"] / pooled["examples"],
+        accuracy_faulty=pooled["correct_faulty"] / pooled["examples_faulty"],
+        sdc_finetuned=pooled["sdc"] / pooled["clean_correct"],
+        sdc_faulty=pooled["sdc_faulty"] / pooled["clean_correct_faulty"],
+    )
+    shown = [
+        "accuracy_clean",
+        "accuracy_faulty",
+        "accuracy_finetuned",
+        "accuracy_clean_finetuned",
+        "sdc_faulty",
+        "sdc_finetuned",
+        "sdc_drift",
+    ]
+    rows = []
+    for (family, variant, fault, count), part in pooled.groupby(["family", "variant", "fault", "count"], sort=False):
+        accuracy = ratio_interval(part["accuracy_finetuned"] - part["accuracy_faulty"], part["accuracy_clean"] - part["accuracy_faulty"])
+        sdc = ratio_interval(part["sdc_faulty"] - part["sdc_finetuned"], part["sdc_faulty"])
+        rows.append(
+            {"family": family, "variant": variant, "fault": fault, "count": count, "seeds": accuracy["seeds"]}
+            | {"maps": int(part["maps"].sum()), "maps_nonfinite": int(part["maps_nonfinite"].sum())}
+            | part[shown].mean().to_dict()
+            | {
+                "accuracy_recovered": accuracy["estimate"],
+                "accuracy_recovered_low": accuracy["low"],
+                "accuracy_recovered_high": accuracy["high"],
+            }
+            | {"sdc_removed": sdc["estimate"], "sdc_removed_low": sdc["low"], "sdc_removed_high": sdc["high"], "method": accuracy["method"]}
+        )
+    return pd.DataFrame(rows)
+
+
+def _clean_rates(table: pd.DataFrame, arm: str) -> pd.DataFrame:
+    """Per (family, variant, seed), the clean row's accuracy; for `finetune` also its SDC rate (the fine-tune's own drift)."""
+    clean = table[(table["arm"] == arm) & (table["sweep"] == "clean")]
+    out = clean[["family", "variant", "seed"]].copy()
+    if arm == "none":
+        return out.assign(accuracy_clean=(clean["correct"] / clean["examples"]).to_numpy())
+    return out.assign(
+        accuracy_clean_finetuned=(clean["correct"] / clean["examples"]).to_numpy(),
+        sdc_drift=(clean["sdc"] / clean["clean_correct"]).to_numpy(),
+    )
+
+
 def summarise(study: StudyTables) -> dict[str, pd.DataFrame]:
     table = study.table
     if table is None or table.empty:
@@ -247,10 +399,11 @@ def summarise(study: StudyTables) -> dict[str, pd.DataFrame]:
         "faults_summary": summary_table(table),
         "faults_comparisons": comparisons_table(table, study.params["margin"]),
         "faults_mitigation": mitigation_table(table),
+        "faults_finetune": finetune_table(table),
     }
 
 
-SUMMARIES = ("faults_summary", "faults_comparisons", "faults_mitigation")
+SUMMARIES = ("faults_summary", "faults_comparisons", "faults_mitigation", "faults_finetune")
 
 
 # --- figures and report (analyses/fault_report.py) ---------------------------------------
@@ -273,7 +426,7 @@ ANALYSIS = Analysis(
     faults_run,
     faults_params,
     config_key="faults",
-    code=("ablations", "models.fault_injection", "models.fault_batch", "models.surgery", "statistics"),
+    code=("ablations", "models.fault_injection", "models.fault_batch", "models.surgery", "training.masked", "models.build", "statistics"),
     wants=faults_families,
     summaries=SUMMARIES,
     summarise=summarise,

@@ -26,6 +26,7 @@ from ablation_lab.data.bounded import (
     refuse_size,
     require_regular,
 )
+from ablation_lab.messages import listing
 from ablation_lab.specs import DataSpec
 
 
@@ -418,7 +419,7 @@ def csv_features(source: Path, label: str) -> list[str]:
         )
     if label not in columns:
         raise DataError(
-            f"{str(source)!r} has no label column {label!r} (dataset.label_column); its columns are {', '.join(columns)}"
+            f"{str(source)!r} has no label column {label!r} (dataset.label_column); its columns are {listing(columns)}"
             + _delimiter_hint(line)
         )
     features = [c for c in columns if c != label]

@@ -18,6 +18,7 @@ import numpy as np
 
 from ablation_lab.data.base import DataError, DatasetInfo, RawData, refuse_missing_labels
 from ablation_lab.data.bounded import read_head, refuse_size
+from ablation_lab.messages import listing
 from ablation_lab.specs import DataSpec
 
 PARQUET_EXPECTED = "a Parquet table with one row per example and a label column (dataset.label_column)"
@@ -72,7 +73,7 @@ def parquet_features(schema: Any, label: str, source: Path) -> list[str]:
         name, count = repeated[0]
         raise DataError(f"{where}: column {name!r} appears {count} times; rename or drop the duplicate")
     if label not in names:
-        raise DataError(f"{where} has no label column {label!r} (dataset.label_column); its columns are {', '.join(names)}")
+        raise DataError(f"{where} has no label column {label!r} (dataset.label_column); its columns are {listing(names)}")
     features = [name for name in names if name != label]
     if not features:
         raise DataError(f"{where} has only the label column {label!r}; add feature columns (one per input) next to it")
