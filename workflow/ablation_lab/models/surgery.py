@@ -351,7 +351,9 @@ def naive_predictions(model: Any, layer: str, x: np.ndarray, keep: np.ndarray) -
     from ablation_lab.training.train import predict_proba
 
     names = [each.name for each in model.layers]
-    after = next(each for each in model.layers[names.index(layer) + 1 :] if hasattr(each, "kernel"))
+    weighted = [each for each in model.layers[names.index(layer) + 1 :] if hasattr(each, "kernel")]
+    output = model.get_layer(layer).output  # in a graph, the weighted layer that reads it (not a shortcut listed before it)
+    after = next((each for each in weighted if each.input is output), weighted[0])
     out = np.empty((len(keep), len(x)), dtype=np.int32)
     for row, mask in enumerate(keep):
         clone = keras.models.clone_model(model)
