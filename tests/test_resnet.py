@@ -105,6 +105,8 @@ def test_a_resnet_study_narrows_the_named_blocks_inner_width_and_needs_images(te
         _ = Study.from_config(validate_config(deep_set(config, "posthoc.layers", ["block_3"]))).families
     with pytest.raises(ConfigError, match=r"posthoc.layers\[0\]: a residual network's layers are named, not numbered"):
         _ = Study.from_config(validate_config(deep_set(config, "posthoc.layers", [1]))).families
+    with pytest.raises(ConfigError, match=r"posthoc.layers: the compensation gap of a residual network narrows a block's inner width"):
+        _ = Study.from_config(validate_config(deep_set(config, "posthoc.layers", ["block_2"]))).families
     reliance = deep_set(config, "reliance", {"layers": ["block_1_relu_2"]})
     with pytest.raises(ConfigError, match=r"^invalid study config: reliance.layers: needs a chain model; model.kind resnet branches"):
         _ = Study.from_config(validate_config(reliance)).families
