@@ -95,8 +95,8 @@ def _at(where: str, index: int) -> str:
 
 
 def check_named_families(config: Mapping[str, Any], known: Sequence[str]) -> None:
-    """`posthoc.families`, `elasticity.families`, `recovery.families` and `reliance.families` name families of this study (a typo would analyse nothing)."""
-    for block in ("posthoc", "elasticity", "recovery", "reliance"):
+    """`<block>.families` of posthoc, elasticity, recovery, reliance and self_repair name families of this study (a typo would analyse nothing)."""
+    for block in ("posthoc", "elasticity", "recovery", "reliance", "self_repair"):
         for index, family in enumerate((config.get(block) or {}).get("families") or []):
             if family not in known:
                 raise ConfigError(
