@@ -150,16 +150,19 @@ def plot(tables: Mapping[str, str], variants: Sequence[dict[str, Any]], out: Map
         empty_figure(out["self_repair_depth"], "No self-repair measured.")
         return
     effects, depth = _first(effects), _first(depth)
-    figure, ax = plt.subplots(figsize=(5.2, 4.6))
+    figure, (ax, right) = plt.subplots(1, 2, figsize=(10, 4.4))
     for (family, variant, layer), part in effects.groupby(["family", "variant", "layer"], sort=False):
-        x, y = part["direct"], part["total"]
-        xerr = [x - part["direct_low"], part["direct_high"] - x]
-        yerr = [y - part["total_low"], part["total_high"] - y]
-        ax.errorbar(x, y, xerr=xerr, yerr=yerr, fmt="o", ms=4, lw=0.8, capsize=2, label=f"{family}/{variant}: {layer}")
-    ends = np.nanmin(effects[["direct_low", "total_low"]].to_numpy()), np.nanmax(effects[["direct_high", "total_high"]].to_numpy())
+        label = f"{family}/{variant}: {layer}"
+        ax.plot(part["direct"], part["total"], "o", ms=4, label=label)
+        err = [part["self_repair"] - part["self_repair_low"], part["self_repair_high"] - part["self_repair"]]
+        right.errorbar(part["direct"], part["self_repair"], yerr=err, fmt="o", ms=4, lw=0.8, capsize=2, label=label)
+    ends = np.nanmin(effects[["direct", "total"]].to_numpy()), np.nanmax(effects[["direct", "total"]].to_numpy())
     ax.plot(ends, ends, color="black", lw=0.8, ls="--", label="total = direct (no repair)")
     ax.set(xlabel="direct effect: logit drop, nothing downstream reacting", ylabel="total effect: logit drop of the ablated model")
-    ax.set_title(f"Self-repair per component (fill: {effects['fill'].iloc[0]}; mean, 95% CI)", fontsize=9)
+    ax.set_title(f"Per component, mean over seeds (fill: {effects['fill'].iloc[0]})", fontsize=9)
+    right.axhline(0, color="black", lw=0.8, ls="--")
+    right.set(xlabel="direct effect (logit drop)", ylabel="self-repair: direct - total")
+    right.set_title("Self-repair per component (95% CI: seeds + test examples)", fontsize=9)
     ax.legend(fontsize=7)
     save_figure(figure, out["self_repair"])
     figure, ax = plt.subplots(figsize=(5.2, 3.6))
@@ -170,6 +173,7 @@ def plot(tables: Mapping[str, str], variants: Sequence[dict[str, Any]], out: Map
         for _, row in part.iterrows():
             ax.annotate(row["layer"], (row["depth"], row["share"]), fontsize=7, xytext=(4, 4), textcoords="offset points")
     ax.axhline(0, color="black", lw=0.8)
+    ax.set_xticks(sorted(depth["depth"].unique()))
     ax.set(xlabel="depth of the removed component (layer or block)", ylabel="repaired share of the direct effect")
     ax.set_title("Repaired share = (direct - total) / direct, correct-class logit (95% CI)", fontsize=9)
     ax.legend(fontsize=7)
