@@ -21,7 +21,7 @@ def cnn(**overrides) -> dict:
 
 def test_defaults_fill_the_cnn_keys_and_other_kinds_refuse_them():
     assert cnn()["filters"] == [16, 32] and cnn()["pooling"] == "max" and cnn()["batch_norm"] is False
-    with pytest.raises(ValueError, match=r"model.filters: applies to kind cnn only \(this model is kind mlp\)"):
+    with pytest.raises(ValueError, match=r"model.filters: applies to kind cnn or resnet only \(this model is kind mlp\)"):
         canonical_model({"hidden_units": [8], "activation": "relu", "dropout": 0.0, "filters": [8]})
     with pytest.raises(ValueError, match=r"model.dropout_kind: not available for kind cnn"):
         cnn(dropout=0.2, dropout_kind="nsdropout")

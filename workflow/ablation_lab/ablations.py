@@ -147,7 +147,19 @@ def expand_noise(params: dict[str, Any], info: DatasetInfo, model: Mapping[str, 
 
 def expand_capacity(params: dict[str, Any], info: DatasetInfo, model: Mapping[str, Any] | None = None) -> list[Variant]:
     """MLP: `depth` hidden layers of `width` units. CNN: `depth` conv blocks, the first with
-    `width` filters, doubling per block (the usual CNN widening); its dense head is kept."""
+    `width` filters, doubling per block (the usual CNN widening); its dense head is kept.
+    ResNet: `depth` residual blocks, the first `width` channels wide, the others twice that."""
+    if (model or {}).get("kind") == "resnet":
+        return [
+            Variant(
+                "capacity",
+                f"w{w}-d{d}",
+                f"{d} residual blocks from {w} channels",
+                {"blocks": d, "filters": [w, 2 * w][:d], "block_widths": None},
+                coords={"width": w, "depth": d},
+            )
+            for d, w in itertools.product(params["depths"], params["widths"])
+        ]
     if (model or {}).get("kind") == "cnn":
         return [
             Variant(
@@ -280,14 +292,28 @@ DERIVED: dict[str, tuple[str, str]] = {
 }
 
 
-def expand_units(fractions: Sequence[float], hidden_units: Sequence[int], layer: int) -> list[Variant]:
-    """Retrain variants matching post-hoc knockout: layer `layer` (1-based) made (1 - f) as wide."""
+def expand_units(fractions: Sequence[float], model: Mapping[str, Any], layer: int) -> list[Variant]:
+    """Retrain variants matching post-hoc knockout: layer `layer` (1-based) made (1 - f) as wide.
+
+    The MLP's and CNN's layer is `hidden_<layer>`; a residual network's is block `layer`'s inner
+    width (`block_widths`, the channels of `block_<layer>_conv_1`), whose post-hoc twin is
+    knockout of the same channels at `block_<layer>_relu_2`, the activation they feed forward."""
+    resnet = model.get("kind") == "resnet"
+    if resnet:
+        from ablation_lab.models.settings import RESNET_DEFAULTS, resnet_widths
+
+        _, widths = resnet_widths({**RESNET_DEFAULTS, **model})
+        if not 1 <= layer <= len(widths):
+            raise ValueError(f"posthoc.layers: block {layer}, but the residual network has {len(widths)} blocks")
+    else:
+        widths = model.get("hidden_units", [])
     out = []
     for fraction in fractions:
-        units = list(hidden_units)
+        units = list(widths)
         units[layer - 1] = max(1, round((1 - fraction) * units[layer - 1]))
-        label = f"{_number(100 * fraction)}% fewer units"
-        out.append(Variant(UNITS, f"frac-{_number(fraction)}", label, {"hidden_units": units}, coords={"fraction removed": fraction}))
+        label = f"{_number(100 * fraction)}% fewer {'channels' if resnet else 'units'}"
+        change = {"block_widths": units} if resnet else {"hidden_units": units}
+        out.append(Variant(UNITS, f"frac-{_number(fraction)}", label, change, coords={"fraction removed": fraction}))
     return out
 
 

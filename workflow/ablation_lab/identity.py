@@ -16,7 +16,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from ablation_lab.models.settings import CNN_DEFAULTS, LEARNABLE_ACTIVATIONS, learnable_settings
+from ablation_lab.models.settings import CNN_DEFAULTS, LEARNABLE_ACTIVATIONS, RESNET_DEFAULTS, learnable_settings, resnet_widths
 
 DATA_DIGEST = 8
 RUN_DIGEST = 10
@@ -141,10 +141,15 @@ def canonical_model(model_cfg: dict[str, Any]) -> dict[str, Any]:
         for key in ("dropout_kind", "dropout_layers"):
             if out.get(key) not in (None, "standard"):
                 raise ValueError(f"model.{key}: not available for kind cnn (dropout follows every conv block and dense layer)")
+        for key in ("blocks", "block_widths"):
+            if key in out:
+                raise ValueError(f"model.{key}: applies to kind resnet only (this model is kind cnn)")
+    elif out.get("kind") == "resnet":
+        out = _canonical_resnet(out)
     else:
-        misplaced = sorted(set(CNN_DEFAULTS) & set(out))
+        misplaced = sorted((set(CNN_DEFAULTS) | set(RESNET_DEFAULTS) | {"block_widths"}) & set(out))
         if misplaced:
-            raise ValueError(f"model.{misplaced[0]}: applies to kind cnn only (this model is kind {out.get('kind', 'mlp')})")
+            raise ValueError(f"model.{misplaced[0]}: applies to kind cnn or resnet only (this model is kind {out.get('kind', 'mlp')})")
     if out.get("kind") == "kst" and out.get("activation") not in LEARNABLE_ACTIVATIONS:
         raise ValueError(
             f"model.activation: kind kst needs a learnable outer function ({', '.join(LEARNABLE_ACTIVATIONS)}), got {out.get('activation')!r}"
@@ -159,6 +164,25 @@ def canonical_model(model_cfg: dict[str, Any]) -> dict[str, Any]:
         from ablation_lab.models.builders import builder_file
 
         out["builder_sha256"] = content_digest(builder_file(out["builder"]))
+    return out
+
+
+def _canonical_resnet(model_cfg: dict[str, Any]) -> dict[str, Any]:
+    """Kind resnet: its defaults filled in, `filters` one per block, `block_widths` only where a
+    block's inner width differs from its stream width; the dense head keys (which it has none of) dropped."""
+    if "l2" in model_cfg and any([model_cfg["l2"]] if isinstance(model_cfg["l2"], int | float) else model_cfg["l2"]):
+        raise ValueError("model.l2: not available for kind resnet (it penalises the dense head's hidden layers, which it has none of)")
+    model_cfg.pop("l2", None)
+    for key in ("dropout_kind", "dropout_layers", "pooling"):
+        if model_cfg.get(key) not in (None, "standard"):
+            raise ValueError(f"model.{key}: not available for kind resnet (its one dropout layer sits before the softmax head)")
+    out = {**RESNET_DEFAULTS, **model_cfg}
+    out.pop("hidden_units", None)
+    out.pop("pooling", None)
+    out["filters"], inner = resnet_widths(out)
+    out.pop("block_widths", None)
+    if inner != out["filters"]:
+        out["block_widths"] = inner
     return out
 
 
@@ -180,7 +204,11 @@ def describe_model(model: Mapping[str, Any]) -> str:
         from ablation_lab.models.model_file import describe_file_model
 
         return describe_file_model(model)
-    units = "x".join(str(u) for u in model["hidden_units"])
+    if model.get("kind") == "resnet":
+        units = "resnet-" + "x".join(str(f) for f in model["filters"])
+        units += "-in" + "x".join(str(w) for w in model["block_widths"]) if "block_widths" in model else ""
+    else:
+        units = "x".join(str(u) for u in model["hidden_units"])
     if model.get("kind") == "kst":
         units = f"kst-{units}"
     elif model.get("kind") == "cnn":

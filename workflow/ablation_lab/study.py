@@ -141,7 +141,7 @@ class Study:
         """Family name -> its variants, in declaration order; the baseline first."""
         declared = self.config["families"]
         kind = self.config["model"].get("kind", "mlp")
-        info = self.info if "input" in declared or kind in ("cnn", "file") else DatasetInfo("unknown", ())
+        info = self.info if "input" in declared or kind in ("cnn", "resnet", "file") else DatasetInfo("unknown", ())
         checks.check_model_source(self.config, info)
         if self.config.get("reliance"):
             checks.check_posthoc_layers(self.config["reliance"], self.config["model"], "reliance.layers")
@@ -152,9 +152,9 @@ class Study:
             except ValueError as error:
                 raise ConfigError(f"invalid study config: {error}") from None
             checks.check_variant_count(self.config, f"families.{name}", sum(map(len, out.values())))
-        if self.config["model"].get("kind") == "cnn" and info.kind != "image":
+        if kind in ("cnn", "resnet") and info.kind != "image":
             raise ConfigError(
-                f"invalid study config: model.kind: cnn needs image data; dataset {self.config['dataset']['name']!r} is {info.kind}"
+                f"invalid study config: model.kind: {kind} needs image data; dataset {self.config['dataset']['name']!r} is {info.kind}"
             )
         for index, (first, second) in enumerate(self.config["combinations"]):
             crossed = len(out[first]) * len(out[second])
@@ -173,7 +173,6 @@ class Study:
             return {}
         from ablation_lab.analyses.compensation import compensation_layer
 
-        units = self.config["model"].get("hidden_units", [])
         checks.check_posthoc_layers(posthoc, self.config["model"])
         out: dict[str, list[Variant]] = {}
         if posthoc["compensation"]:
@@ -183,7 +182,10 @@ class Study:
                     "invalid study config: posthoc.layers: the compensation gap narrows a hidden layer and knocks units out "
                     "of it, but posthoc.layers names none; add one (e.g. 1 or hidden_1) or set posthoc.compensation: false"
                 )
-            out[UNITS] = expand_units(posthoc["fractions"], units, narrowed)
+            try:
+                out[UNITS] = expand_units(posthoc["fractions"], self.config["model"], narrowed)
+            except ValueError as error:
+                raise ConfigError(f"invalid study config: {error}") from None
             for family in ("input", "noise"):
                 counterparts = [c for v in declared.get(family, []) if (c := test_time_counterpart(v)) is not None]
                 if counterparts:

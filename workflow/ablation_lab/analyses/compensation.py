@@ -225,12 +225,13 @@ def compensation_section(inputs: ReportInputs) -> list[SectionContent]:
 
 def compensation_layer(wanted: Sequence[int | str]) -> int | None:
     """The hidden layer (1-based) the `units` family narrows: the first item of `posthoc.layers`
-    naming a hidden layer (k or `hidden_<k>`); 1 when the list is empty; None when it names none."""
+    naming a hidden layer (k or `hidden_<k>`) or, in a residual network, block k's inner width
+    (`block_<k>_relu_2`); 1 when the list is empty; None when it names none."""
     if not wanted:
         return 1
     for item in wanted:
         if not isinstance(item, str):
             return int(item)
-        if match := re.fullmatch(r"hidden_([0-9]+)", item):
-            return int(match.group(1))
+        if match := re.fullmatch(r"hidden_([0-9]+)|block_([0-9]+)_relu_2", item):
+            return int(match.group(1) or match.group(2))
     return None

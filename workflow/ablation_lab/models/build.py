@@ -141,6 +141,10 @@ def build_model(model_cfg: dict[str, Any], input_shape: Sequence[int], n_classes
     # Run specs are canonical (an integral float is written as an int): cast where Keras cares.
     if model_cfg.get("kind") == "cnn":
         return build_cnn(input_shape, n_classes, model_cfg)
+    if model_cfg.get("kind") == "resnet":
+        from ablation_lab.models.resnet import build_resnet
+
+        return build_resnet(input_shape, n_classes, model_cfg)
     if model_cfg.get("kind") == "file":
         from ablation_lab.models.model_file import build_file_model
 

@@ -1,5 +1,5 @@
 """What a model spec means before any model is built: the learnable activations and the
-settings they are built with, and the CNN's defaults. Pure Python (no TensorFlow): run
+settings they are built with, and the CNN's and the residual network's defaults. Pure Python (no TensorFlow): run
 identity, model files and the built-in models all read it, so none of them imports another
 to learn it.
 """
@@ -13,6 +13,7 @@ from typing import Any
 # spec holds the settings in full when its activation is learnable, and not at all otherwise.
 LEARNABLE_ACTIVATIONS = ("gp", "gp-per-unit", "slaf-poly2", "slaf-poly3", "slaf-poly4", "slaf-standard")
 CNN_DEFAULTS = {"filters": [16, 32], "kernel_size": 3, "pooling": "max", "batch_norm": False}  # kind cnn
+RESNET_DEFAULTS = {"blocks": 3, "filters": [16, 32], "kernel_size": 3, "batch_norm": True}  # kind resnet
 LEARNABLE_DEFAULTS = {"control_points": 21, "grid_range": [-3.0, 3.0], "length_scale": None, "init": "relu"}
 
 
@@ -23,3 +24,17 @@ def learnable_settings(model_cfg: Mapping[str, Any]) -> dict[str, Any]:
     if not low < high:
         raise ValueError(f"model.learnable.grid_range: {settings['grid_range']} must be [low, high] with low < high")
     return settings
+
+
+def resnet_widths(model_cfg: Mapping[str, Any]) -> tuple[list[int], list[int]]:
+    """Kind resnet: each block's stream width (`filters`, its last entry repeated up to `blocks`)
+    and each block's inner width (`block_widths`, the channels of its first conv; default: its
+    stream width). A bad length is an error naming the key."""
+    blocks, filters = int(model_cfg["blocks"]), [int(f) for f in model_cfg["filters"]]
+    if len(filters) > blocks:
+        raise ValueError(f"model.filters: {len(filters)} entries for {blocks} residual blocks (give at most one per block, model.blocks)")
+    filters += [filters[-1]] * (blocks - len(filters))
+    inner = [int(w) for w in model_cfg.get("block_widths") or filters]
+    if len(inner) != blocks:
+        raise ValueError(f"model.block_widths: {len(inner)} entries for {blocks} residual blocks (give one per block)")
+    return filters, inner

@@ -127,6 +127,9 @@ def model_label(model: dict[str, Any], source: dict[str, str] | None) -> str:
     head = f"{layers} {model.get('activation', '')}, dropout {model.get('dropout', 0):g}"
     if source and source["kind"] == "builder":
         return f"builder {model.get('builder')} ({source['path']}, sha256 {source['sha256']}), hidden {head}"
+    if model.get("kind") == "resnet":
+        widths = "-".join(str(f) for f in model.get("filters") or [16, 32])
+        return f"pre-activation ResNet, {model.get('blocks', 3)} residual blocks of {widths} channels, {model.get('activation', '')}, dropout {model.get('dropout', 0):g}"
     if model.get("kind") == "cnn":
         return f"CNN with conv blocks of {'-'.join(str(f) for f in model.get('filters') or [16, 32])} filters, then dense {head}"
     return f"{'KST' if model.get('kind') == 'kst' else 'MLP'} {head}"
