@@ -235,7 +235,7 @@ def test_self_repair_is_off_by_default_and_its_presets_ask_for_it(root):
     from ablation_lab.config import load_config_file
 
     assert self_repair.self_repair_params(load_config_file(root / "config" / "config.yaml")) is None
-    for name in ("self_repair.yaml", "self_repair_cnn.yaml"):
+    for name in ("self_repair.yaml", "self_repair_cnn.yaml", "self_repair_resnet.yaml"):
         assert set(self_repair.self_repair_params(load_config_file(root / "config" / name))) >= set(self_repair.KEYS)
 
 
@@ -256,3 +256,30 @@ def test_a_self_repair_study_runs_and_reports_the_section(tmp_path):
     assert 'id="self_repair"' in page and "Does the network repair a removal?" in page
     models = pd.read_csv(tmp_path / "reports" / "self-repair-smoke" / "tables" / "self_repair_models.csv")
     assert set(models["fill"]) == {"zero", "mean"} and models["seeds"].eq(2).all()
+
+
+def test_the_built_in_resnet_total_effect_matches_the_graph_engine_and_its_stages_sum_to_the_self_repair():
+    """model.kind resnet (a 1x1 conv shortcut where the stream widens, batch norm): the total effect of a zeroed
+    write as models/graph.py reruns it, and the stages (later blocks, head) adding up to direct - total."""
+    from ablation_lab.models.graph import Graph
+    from ablation_lab.models.resnet import build_resnet
+
+    rng = np.random.default_rng(6)
+    cfg = {"blocks": 3, "filters": [4, 8], "kernel_size": 3, "batch_norm": True, "activation": "relu", "dropout": 0.0}
+    model = build_resnet((8, 8), 3, cfg)
+    model.set_weights([weights(rng, *v.shape) if v.ndim > 1 else np.abs(weights(rng, *v.shape)) + 0.5 for v in model.get_weights()])
+    assert "block_2_shortcut" in [layer.name for layer in model.layers]
+    x = {"train": rng.normal(size=(20, 8, 8)).astype(np.float32), "test": rng.normal(size=(N, 8, 8)).astype(np.float32)}
+    labels = rng.integers(0, 3, N)
+    table, _ = self_repair.self_repair_table(model, x, labels, ZERO)
+    assert list(dict.fromkeys(table["component"])) == ["block_1", "block_2", "block_3"]
+    graph = Graph(model)
+    clean = graph.capture(x["test"], ["block_1_conv_2"])["logits"]
+    for k in (1, 2, 3):
+        total = graph.rerun(x["test"], {f"block_{k}_conv_2": np.zeros(1, np.float32)}, output="logits")
+        assert measured(table, f"block_{k}", "total")["logit"] == pytest.approx(metric_drops(clean, total, labels)["logit"], abs=1e-4)
+        later = {f"block_{j}" for j in range(k + 1, 4)} | {"head"}
+        rows = table[(table["component"] == f"block_{k}") & (table["metric"] == "logit")]
+        assert set(rows.loc[rows["quantity"] == "repair_by", "by"]) == later
+        steps = rows.loc[rows["quantity"] == "repair_by", "value"].sum()
+        assert steps == pytest.approx(rows.loc[rows["quantity"] == "self_repair", "value"].iat[0], abs=1e-4)

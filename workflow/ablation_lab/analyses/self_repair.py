@@ -56,7 +56,7 @@ LINEAR += ("GlobalAveragePooling2D", "Add", "SpatialDropout2D", "AveragePooling1
 BLOCK = re.compile(r"\Ablock_([0-9]+)_conv_2\Z")
 
 
-class Graph:
+class Replay:
     """A trained functional model run layer by layer, with chosen layers' outputs given (seeded) instead of computed.
 
     The final Dense softmax gives logits (its pre-activation). Only the layers the output needs,
@@ -154,8 +154,9 @@ def components(model: Any, params: Mapping[str, Any]) -> list[tuple[str, int, st
     if blocks:
         if params["layers"]:
             raise ValueError("self_repair.layers: a residual network's components are its blocks; leave layers empty")
-        units = int(model.get_layer(f"block_{blocks[0]}_conv_2").output.shape[-1])
-        return [(f"block_{k}_conv_2", depth, f"block_{k}", np.arange(units)) for depth, k in enumerate(blocks, start=1)]
+        writes = [f"block_{k}_conv_2" for k in blocks]
+        channels = [np.arange(int(model.get_layer(write).output.shape[-1])) for write in writes]
+        return [(write, depth, f"block_{k}", every) for depth, (k, write, every) in enumerate(zip(blocks, writes, channels, strict=True), 1)]
     available = knockout_layers(model)
     chosen = chosen_layers(model, params["layers"]) if params["layers"] else available[:-1]
     if available[-1] in chosen:
@@ -171,7 +172,7 @@ def components(model: Any, params: Mapping[str, Any]) -> list[tuple[str, int, st
     return out
 
 
-def train_means(graph: Graph, x: np.ndarray, layers: Sequence[str]) -> dict[str, np.ndarray]:
+def train_means(graph: Replay, x: np.ndarray, layers: Sequence[str]) -> dict[str, np.ndarray]:
     """Each layer's per-unit (channel) mean over training examples and positions: the mean fill."""
     totals: dict[str, np.ndarray] = {}
     for start in range(0, len(x), CHUNK):
@@ -182,7 +183,7 @@ def train_means(graph: Graph, x: np.ndarray, layers: Sequence[str]) -> dict[str,
     return {layer: (total / len(x)).astype(np.float32) for layer, total in totals.items()}
 
 
-def stages(graph: Graph, layer: str, clean: Mapping[str, np.ndarray], blocks: Sequence[int]) -> list[tuple[str, str, dict]]:
+def stages(graph: Replay, layer: str, clean: Mapping[str, np.ndarray], blocks: Sequence[int]) -> list[tuple[str, str, dict]]:
     """(who reacts, cut, frozen seeds) per stage: first the direct one (nothing reacts), then one more component
     reacting per stage, input side first: a chain's later non-linear layers; a residual network's later blocks (each
     block's write held clean until its own stage), then the head (cut "": the ablated model itself, the total)."""
@@ -195,7 +196,7 @@ def stages(graph: Graph, layer: str, clean: Mapping[str, np.ndarray], blocks: Se
 
 
 def component_drops(
-    graph: Graph, x: np.ndarray, y: np.ndarray, clean: Mapping[str, np.ndarray], layer: str, ablated: np.ndarray, blocks: Sequence[int]
+    graph: Replay, x: np.ndarray, y: np.ndarray, clean: Mapping[str, np.ndarray], layer: str, ablated: np.ndarray, blocks: Sequence[int]
 ) -> dict[str, Any]:
     """Per metric: the direct and total drops and each stage's step (who reacted, its per-example repair)."""
     after = stages(graph, layer, clean, blocks)
@@ -225,7 +226,7 @@ def self_repair_table(
     """Direct, total and self-repair per component, fill and metric on the test split, with per-example drops.
 
     `inputs` holds the train and test splits as the model saw them (train: only for the mean fill)."""
-    graph = Graph(model)
+    graph = Replay(model)
     parts = components(model, params)
     blocks = residual_blocks(model)
     layers = list(dict.fromkeys(layer for layer, *_ in parts))
