@@ -156,7 +156,9 @@ def components(model: Any, params: Mapping[str, Any]) -> list[tuple[str, int, st
             raise ValueError("self_repair.layers: a residual network's components are its blocks; leave layers empty")
         writes = [f"block_{k}_conv_2" for k in blocks]
         channels = [np.arange(int(model.get_layer(write).output.shape[-1])) for write in writes]
-        return [(write, depth, f"block_{k}", every) for depth, (k, write, every) in enumerate(zip(blocks, writes, channels, strict=True), 1)]
+        return [
+            (write, depth, f"block_{k}", every) for depth, (k, write, every) in enumerate(zip(blocks, writes, channels, strict=True), 1)
+        ]
     available = knockout_layers(model)
     chosen = chosen_layers(model, params["layers"]) if params["layers"] else available[:-1]
     if available[-1] in chosen:
