@@ -315,7 +315,7 @@ ANALYSIS = Analysis(
     self_repair_run,
     self_repair_params,
     config_key="self_repair",
-    code=("ablations", "analyses.self_repair_report", "models.surgery", "statistics"),
+    code=("ablations", "models.surgery"),  # the study-level jobs digest every analysis module and statistics/
     wants=self_repair_families,
     summaries=SUMMARIES,
     summarise=summarise,

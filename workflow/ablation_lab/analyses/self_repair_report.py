@@ -205,7 +205,10 @@ def _shown(frame: pd.DataFrame, keys: Sequence[str]) -> pd.DataFrame:
     cells = {key: frame[key] for key in keys}
     for name in ("direct", "total", "self_repair"):
         cells[name.replace("_", "-")] = [_cell(v, a, b) for v, a, b in frame[[name, f"{name}_low", f"{name}_high"]].to_numpy()]
-    cells["repaired share"] = [_cell(v, a, b, "{:.2f}") for v, a, b in frame[["share", "share_low", "share_high"]].to_numpy()]
+    cells["repaired share"] = [
+        "n/a (direct not clear of 0)" if pd.isna(a) else _cell(v, a, b, "{:.2f}")
+        for v, a, b in frame[["share", "share_low", "share_high"]].to_numpy()
+    ]
     cells["verdict"] = frame["verdict"]
     return pd.DataFrame(cells)
 
