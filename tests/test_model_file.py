@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from ablation_lab.config import ConfigError
-from ablation_lab.training.train import configure_tensorflow
+from ablation_lab.training.train import configure_tensorflow, predict_proba
 
 configure_tensorflow(1)
 
@@ -314,18 +314,38 @@ def residual_file(path: Path) -> Path:
     return save(keras.Model(inputs, layers.Dense(10, activation="softmax", name="out")(joined)), path)
 
 
-def test_knockout_of_a_branching_model_is_refused_before_any_job_and_in_the_job(tmp_path):
+def test_knockout_of_a_branching_model_file_is_accepted_and_runs_through_the_graph(tmp_path):
+    from ablation_lab.analyses import knockout
     from ablation_lab.models import surgery
     from ablation_lab.models.build import load_model
 
     path = residual_file(tmp_path / "res.keras")
     config = study_config(path, families={})
-    study(config)  # without posthoc the model is fine
-    config["posthoc"] = {"compensation": False}
-    with pytest.raises(ConfigError, match=r"posthoc: post-hoc knockout needs a chain model .* layer 'skip' takes 'hidden_1', 'hidden_2'"):
+    config["posthoc"] = {"compensation": False, "layers": ["hidden_2"]}
+    study(config)  # accepted before any job: post-hoc knockout reruns the graph
+    config["posthoc"]["layers"] = ["skip"]
+    with pytest.raises(
+        ConfigError, match=r"posthoc.layers\[0\]: 'skip' is not a knock-out-able layer of this model \(available: hidden_1, hidden_2\)"
+    ):
         study(config)
-    with pytest.raises(ValueError, match="needs a chain model"):  # a builder's model, known only in the job
-        surgery.knockout_layers(load_model(str(path)))
+    config.pop("posthoc")
+    config["reliance"] = {"layers": ["hidden_1"]}
+    with pytest.raises(
+        ConfigError, match=r"^invalid study config: reliance: needs a chain model .* layer 'skip' takes 'hidden_1', 'hidden_2'"
+    ):
+        study(config)
+    model = load_model(str(path))
+    with pytest.raises(ValueError, match="needs a chain model"):  # the chain path still refuses it
+        surgery.knockout_layers(model)
+    assert surgery.knockout_layers(model, branching=True) == ["hidden_1", "hidden_2"]
+    rng = np.random.default_rng(0)
+    data = {split: rng.random((n, *DIGITS)).astype(np.float32) for split, n in (("train", 50), ("val", 30), ("test", 40))}
+    labels = {split: rng.integers(0, 10, len(x)).astype(np.int32) for split, x in data.items()}
+    params = {"layers": ["hidden_1"], "fractions": [0.0, 1.0], "orderings": ["random"], "fills": ["zero"], "draws": 1}
+    table = knockout.knockout_table(model, data, labels, [str(c) for c in range(10)], params, seed=1)
+    accuracy = table.query("metric == 'accuracy'").set_index("fraction")["value"]
+    own = predict_proba(model, data["test"]).argmax(axis=1)
+    assert accuracy[0.0] == (own == labels["test"]).mean()
 
 
 def test_elasticity_of_a_branching_model_takes_the_full_jacobian_path(tmp_path):

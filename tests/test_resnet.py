@@ -97,6 +97,17 @@ def test_a_resnet_study_narrows_the_named_blocks_inner_width_and_needs_images(te
     config = deep_set(config, "posthoc.layers", ["block_2_relu_2"])
     families = Study.from_config(validate_config(config)).families
     assert [v.model for v in families["units"]] == [{"block_widths": [4, 8]}, {"block_widths": [4, 4]}]
+    families = Study.from_config(validate_config(deep_set(config, "posthoc.layers", ["block_2", "block_1_relu_2"]))).families
+    assert [v.model for v in families["units"]] == [{"block_widths": [4, 8]}, {"block_widths": [2, 8]}]  # block_2 is a write: not a width
+    with pytest.raises(
+        ConfigError, match=r"posthoc.layers\[0\]: 'block_3_conv_2' is not a knock-out-able layer .*block_2_conv_2, head_relu\)$"
+    ):
+        _ = Study.from_config(validate_config(deep_set(config, "posthoc.layers", ["block_3"]))).families
+    with pytest.raises(ConfigError, match=r"posthoc.layers\[0\]: a residual network's layers are named, not numbered"):
+        _ = Study.from_config(validate_config(deep_set(config, "posthoc.layers", [1]))).families
+    reliance = deep_set(config, "reliance", {"layers": ["block_1_relu_2"]})
+    with pytest.raises(ConfigError, match=r"^invalid study config: reliance.layers: needs a chain model; model.kind resnet branches"):
+        _ = Study.from_config(validate_config(reliance)).families
     tabular = deep_set(config, "dataset", {"name": "breast_cancer"})
     tabular.pop("posthoc")
     with pytest.raises(ConfigError, match=r"model.kind: resnet needs image data; dataset 'breast_cancer' is tabular"):

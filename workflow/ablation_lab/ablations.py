@@ -308,7 +308,7 @@ def expand_units(fractions: Sequence[float], model: Mapping[str, Any], layer: in
     else:
         widths = model.get("hidden_units", [])
     out = []
-    for fraction in fractions:
+    for fraction in [f for f in fractions if f < 1]:  # a layer with no units has no retrained twin
         units = list(widths)
         units[layer - 1] = max(1, round((1 - fraction) * units[layer - 1]))
         label = f"{_number(100 * fraction)}% fewer {'channels' if resnet else 'units'}"

@@ -43,11 +43,12 @@ def check_model_file(config: Mapping[str, Any], info: DatasetInfo) -> None:
     except model_file.ModelFileError as error:
         raise ConfigError(f"invalid study config: {error}") from None
     branch = found.chain_break()
-    if config.get("posthoc") and branch:
-        raise ConfigError(
-            f"invalid study config: posthoc: post-hoc knockout needs a chain model (each layer takes the previous "
-            f"layer's output); in {model_cfg['path']!r} {branch}; remove the posthoc block for this model"
-        )
+    for block in ("reliance", "recovery"):  # these cut the model as a chain; post-hoc knockout reruns any graph
+        if config.get(block) and branch:
+            raise ConfigError(
+                f"invalid study config: {block}: needs a chain model (each layer takes the previous layer's output); "
+                f"in {model_cfg['path']!r} {branch}; remove the {block} block for this model"
+            )
     if (config.get("posthoc") or {}).get("compensation"):
         raise ConfigError(
             "invalid study config: posthoc.compensation: needs width-reduced retrains, which model.kind: file cannot build; "
@@ -57,14 +58,14 @@ def check_model_file(config: Mapping[str, Any], info: DatasetInfo) -> None:
 
 def knockout_layers(model: Mapping[str, Any]) -> list[str] | None:
     """The layers post-hoc knockout can remove units of, when known before any model is built."""
-    if model.get("kind", "mlp") in ("mlp", "kst", "cnn"):
+    if model.get("kind", "mlp") in ("mlp", "kst", "cnn", "resnet"):
         from ablation_lab.models.surgery import built_in_layers
 
         return built_in_layers(dict(model))
     if model.get("kind") == "file":
         from ablation_lab.models.model_file import inspect_model_file
 
-        return inspect_model_file(model["path"]).activation_layers()
+        return inspect_model_file(model["path"]).knockout_layers()
     return None  # a builder's layers are known once it has built the model: the knockout job checks
 
 
@@ -72,11 +73,20 @@ def check_posthoc_layers(posthoc: Mapping[str, Any], model: Mapping[str, Any], w
     """`posthoc.layers` (or `recovery.layer`, as a one-item list) names layers this model has (a model file's by name)."""
     units = model.get("hidden_units", [])
     available = knockout_layers(model)
-    if model.get("kind") == "file":
+    if model.get("kind") == "resnet":
+        from ablation_lab.models.surgery import BLOCK
+
+        if where != "posthoc.layers":
+            raise ConfigError(
+                f"invalid study config: {where}: needs a chain model; model.kind resnet branches (post-hoc knockout serves it)"
+            )
+        units, named = [], [f"{layer}_conv_2" if isinstance(layer, str) and BLOCK.match(layer) else layer for layer in posthoc["layers"]]
+        posthoc = {**posthoc, "layers": named}  # `block_<k>`: block k's write
+    if model.get("kind") in ("file", "resnet"):
         numbered = [index for index, layer in enumerate(posthoc["layers"]) if not isinstance(layer, str)]
         if numbered:
             raise ConfigError(
-                f"invalid study config: {_at(where, numbered[0])}: a model file's layers are named, not numbered "
+                f"invalid study config: {_at(where, numbered[0])}: a {'model file' if model.get('kind') == 'file' else 'residual network'}'s layers are named, not numbered "
                 f"(its knock-out-able layers: {', '.join(available or [])})"
             )
     for index, layer in enumerate(posthoc["layers"]):

@@ -121,7 +121,7 @@ def canonical_model(model_cfg: dict[str, Any]) -> dict[str, Any]:
 
         return canonical_file_model(model_cfg)
     out = dict(model_cfg)
-    depth = len(out["hidden_units"])
+    depth = len(out.get("hidden_units", []))
     if not float(out.get("dropout", 0.0)):
         for key in ("dropout_kind", "dropout_layers", "nsdropout_interval"):
             out.pop(key, None)

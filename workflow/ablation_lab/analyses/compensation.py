@@ -125,7 +125,7 @@ def compensation_table(
         by_family.setdefault(variant["family"], []).append(variant)
     matched: list[tuple[str, list[tuple[dict[str, Any], float, str]]]] = []  # comparison -> (variant, x, label)
     if UNITS in by_family and knockout is not None and len(knockout):
-        layer = f"hidden_{compensation_layer(posthoc['layers']) or 1}"  # the layer the units family narrows
+        layer = compensation_layer_name(posthoc["layers"])  # the layer the units family narrows
         runs = pd.concat([runs, _knockout_rows(knockout, by_family[UNITS], layer, posthoc["fills"][0])], ignore_index=True)
         matched.append((UNITS, [(v, v["coords"]["fraction removed"], v["label"]) for v in by_family[UNITS]]))
     for family in ("input", "noise"):
@@ -170,7 +170,13 @@ def what_the_gap_measures(study: Mapping[str, Any], comparisons: set[str]) -> li
     downstream = len(model.get("hidden_units", [])) - layer
     fill = (posthoc.get("fills") or ["zero"])[0]
     said = []
-    if UNITS in comparisons:
+    if UNITS in comparisons and model.get("kind") == "resnet":
+        later = int(model.get("blocks", 3)) - layer
+        said.append(
+            f"The knocked-out channels, block_{layer}_relu_2, feed the block's write into the residual stream; {later} later "
+            "residual block(s) and the head read that stream, so they can partly repair the removal: not measured here."
+        )
+    elif UNITS in comparisons:
         if downstream <= 0:
             said.append(
                 f"In this model the knocked-out layer, hidden_{layer}, feeds the output layer directly: no hidden layer "
@@ -178,6 +184,7 @@ def what_the_gap_measures(study: Mapping[str, Any], comparisons: set[str]) -> li
             )
         else:
             said.append(f"{downstream} hidden layer(s) follow hidden_{layer}; whether they partly repair a knockout is not measured here.")
+    if UNITS in comparisons:
         said.append(
             f"Removed units output the {fill} fill, which the next layer may never have seen in training: a post-hoc effect "
             "can overstate a component's importance as well as understate it, so the gap is not a pure measure of compensation."
@@ -221,6 +228,16 @@ def compensation_section(inputs: ReportInputs) -> list[SectionContent]:
     )
     section.add_table(html_table(shown))
     return [section]
+
+
+def compensation_layer_name(wanted: Sequence[int | str]) -> str:
+    """The knocked-out layer the units family is compared with: `hidden_<k>`, or `block_<k>_relu_2` where named."""
+    for item in wanted:
+        if not isinstance(item, str):
+            return f"hidden_{int(item)}"
+        if re.fullmatch(r"hidden_[0-9]+|block_[0-9]+_relu_2", item):
+            return item
+    return "hidden_1"
 
 
 def compensation_layer(wanted: Sequence[int | str]) -> int | None:

@@ -31,7 +31,8 @@ import numpy as np
 import pandas as pd
 
 from ablation_lab.analyses.base import Analysis, RunContext, StudyTables
-from ablation_lab.models.surgery import SplitModel, TrainActivations, chosen_layers, class_selectivity, masked_predictions, split_model
+from ablation_lab.models.graph import layer_split
+from ablation_lab.models.surgery import SplitModel, TrainActivations, chosen_layers, class_selectivity, masked_predictions
 from ablation_lab.report.sections import ReportInputs, SectionContent, fmt, html_table, png
 
 ORDERINGS = (
@@ -68,7 +69,7 @@ def unit_order(ordering: str, rng: np.random.Generator, scores: dict[str, np.nda
     mean on the validation split; importance: its single-unit accuracy drop on validation;
     selectivity: its class selectivity index on validation (Morcos et al., 2018)."""
     if ordering == "random":
-        return rng.permutation(len(scores["magnitude"]))
+        return rng.permutation(len(scores["activation"]))
     key, descending = {
         "magnitude_smallest": ("magnitude", False),
         "magnitude_largest": ("magnitude", True),
@@ -150,33 +151,33 @@ def knockout_table(
     the test split is only ever predicted. `skip_missing`: a layer name this model lacks is
     skipped rather than an error (models.py's models, whose names the study checked).
     """
-    chosen = chosen_layers(model, params["layers"], skip_missing)
+    chosen = chosen_layers(model, params["layers"], skip_missing, branching=True)
     fractions = list(params["fractions"])
     rows: list[dict] = []
     for layer in chosen:
-        split = split_model(model, layer)
+        split = layer_split(model, layer)
+        bound = {name: split.bind(inputs[name]) for name in ("val", "test")}  # a chain's split is its own binding
         activations = {name: split.head(inputs[name]) for name in ("val", "test")}
         activations["train"] = TrainActivations(split.head, inputs["train"])
-        test_predictions = split.tail(activations["test"]).argmax(axis=1)
-        rows += stable_units(split, layer, activations, test_predictions)
+        test_predictions = bound["test"].tail(activations["test"]).argmax(axis=1)
+        rows += stable_units(bound["test"], layer, activations, test_predictions)
         for fill in params["fills"]:
             rng = np.random.default_rng(np.random.SeedSequence([seed, 11, FILLS.index(fill)]))
             test_fill = fill_values(fill, activations["train"], len(labels["test"]), rng)
             val_fill = fill_values(fill, activations["train"], len(labels["val"]), rng)
-            scores = {
-                "magnitude": split.magnitude,
-                "activation": activations["val"].reshape(-1, split.units).mean(axis=0),
-            }
+            scores = {"activation": activations["val"].reshape(-1, split.units).mean(axis=0)}
+            if any(o.startswith("magnitude") for o in params["orderings"]):
+                scores["magnitude"] = split.magnitude
             if any(o.startswith("selectivity") for o in params["orderings"]):
                 scores["selectivity"] = class_selectivity(activations["val"], labels["val"], len(classes))[0]
             if any(o.startswith("importance") for o in params["orderings"]):
-                scores["importance"] = single_unit_importance(split, activations["val"], labels["val"], val_fill)
+                scores["importance"] = single_unit_importance(bound["val"], activations["val"], labels["val"], val_fill)
             for ordering in params["orderings"]:
                 draws = params["draws"] if ordering == "random" else 1
                 for draw in range(draws):
                     order_rng = np.random.default_rng(np.random.SeedSequence([seed, 13, draw]))
                     masks = keep_masks(unit_order(ordering, order_rng, scores), fractions)
-                    predictions = masked_predictions(split, activations["test"], masks, test_fill)
+                    predictions = masked_predictions(bound["test"], activations["test"], masks, test_fill)
                     base = {"layer": layer, "ordering": ordering, "fill": fill, "draw": draw}
                     rows += _rows(base, fractions, predictions, labels["test"], classes)
     return pd.DataFrame(rows, columns=["layer", "ordering", "fill", "draw", "fraction", "metric", "value"])
@@ -191,7 +192,7 @@ def knockout_run(context: RunContext, params: dict[str, Any]) -> pd.DataFrame:
 
     inputs = {split: context.inputs(split) for split in ("train", "val", "test")}
     labels = {"train": context.split.y("train"), "val": context.labels("val"), "test": context.labels("test")}
-    built_in = context.spec["model"].get("kind", "mlp") in ("mlp", "kst", "cnn")
+    built_in = context.spec["model"].get("kind", "mlp") in ("mlp", "kst", "cnn", "resnet")
     return knockout_table(context.model, inputs, labels, context.class_names, params, context.seed, skip_missing=built_in)
 
 

@@ -24,13 +24,14 @@ into the model: a replacement is a value fed to the replay.
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from ablation_lab.models.surgery import MEMORY_BUDGET
+from ablation_lab.models.surgery import CHANNEL_PRESERVING, MEMORY_BUDGET, SplitModel, _chain_break, split_model
 
 Override = Callable[[np.ndarray], np.ndarray] | np.ndarray
 OUTPUTS = ("probabilities", "logits")
@@ -55,6 +56,10 @@ class GraphCache:
 
     def __len__(self) -> int:
         return len(self.x[0])
+
+    def rows(self, rows: slice) -> GraphCache:
+        """The same cache for some of its examples."""
+        return GraphCache([each[rows] for each in self.x], {name: value[rows] for name, value in self.values.items()})
 
 
 def _as_inputs(x: np.ndarray | Sequence[np.ndarray], count: int) -> list[np.ndarray]:
@@ -123,6 +128,34 @@ class Graph:
             seen.add(self.producer[tensor])
             todo += self.steps[self.producer[tensor]].reads
         return seen
+
+    def outgoing(self, name: str) -> list[np.ndarray]:
+        """The rows of `name`'s channels in the kernels of the first weighted layers after it, on every
+        path that keeps its channels (through activations, batch norms, dropout, Add, pooling, and
+        Concatenate on the last axis, at their offset there): what magnitude orderings weigh.
+        Each is a (inputs, outputs) matrix whose inputs are (positions x) this layer's channels."""
+        units = int(self.steps[name].node.outputs[0].shape[-1])
+        found, todo, seen = [], [(name, 0)], set()
+        while todo:
+            current, offset = todo.pop(0)
+            tensor = self.steps[current].writes[0]
+            for step in self.steps.values():
+                if (step.name, offset) in seen or tensor not in step.reads:
+                    continue
+                seen.add((step.name, offset))
+                layer, kind = step.node.operation, type(step.node.operation).__name__
+                if hasattr(layer, "kernel") and step.reads[0] == tensor:
+                    kernel = np.moveaxis(np.asarray(layer.kernel), -2, 0)
+                    width = int(step.node.input_tensors[0].shape[-1])
+                    rows = kernel.reshape(-1, width, kernel.shape[-1] if kernel.ndim > 1 else 1)  # (positions, channels, outputs)
+                    found.append(rows[:, offset : offset + units].reshape(-1, rows.shape[-1]))
+                elif kind == "Concatenate" and getattr(layer, "axis", -1) in (-1, len(step.node.outputs[0].shape) - 1):
+                    before = step.reads[: step.reads.index(tensor)]
+                    shift = sum(int(t.shape[-1]) for t in step.node.input_tensors[: len(before)])
+                    todo.append((step.name, offset + shift))
+                elif kind in CHANNEL_PRESERVING:
+                    todo.append((step.name, offset))
+        return found
 
     @property
     def output_step(self) -> Step:
@@ -195,16 +228,23 @@ class Graph:
 
         `logits` is the final softmax layer's argument, computed as its kernel and bias applied
         to its input (a Dense softmax) or its input (a separate softmax layer)."""
+        return self._clean(x, names, outputs=True)
+
+    def values(self, x: np.ndarray | Sequence[np.ndarray], names: Sequence[str]) -> dict[str, np.ndarray]:
+        """Clean outputs of the named layers only (nothing after them is computed)."""
+        return self._clean(x, names, outputs=False)
+
+    def _clean(self, x: np.ndarray | Sequence[np.ndarray], names: Sequence[str], outputs: bool) -> dict[str, np.ndarray]:
         self._check(names, "graph.capture")
         inputs = _as_inputs(x, len(self.input_ids))
         layers = [name for name in names if name not in OUTPUTS]
-        wanted = (*(self._tensor(n) for n in layers), self.output_id)
-        logits = self.has_logits()
+        wanted = (*(self._tensor(n) for n in layers), *((self.output_id,) if outputs else ()))
+        logits = outputs and self.has_logits()
         runner = self._runner(tuple(self.input_ids), wanted, logits=logits)
         chunk = max(1, MEMORY_BUDGET // self._row_bytes(list(self.steps)))
         parts = [[np.asarray(v) for v in runner(*(a[start : start + chunk] for a in inputs))] for start in range(0, len(inputs[0]), chunk)]
         values = [np.concatenate(column).astype(np.float32) for column in zip(*parts, strict=True)]
-        out = dict(zip([*layers, "probabilities"], values, strict=False))
+        out = dict(zip([*layers, *(["probabilities"] if outputs else [])], values, strict=False))
         return out | ({"logits": values[-1]} if logits else {})
 
     def prepare(self, x: np.ndarray | Sequence[np.ndarray], names: Sequence[str]) -> GraphCache:
@@ -318,3 +358,28 @@ class Graph:
                 out[start:stop, part] = result
         assert out is not None
         return out if batched else out[0]
+
+
+_GRAPHS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # one Graph (and its traced replays) per model
+
+
+def layer_split(model: Any, layer: str) -> SplitModel:
+    """The model cut at `layer`: a chain's SplitModel (surgery.split_model, unchanged), or for a
+    branching model one whose head is the graph's clean output of the layer and whose tail
+    (after SplitModel.bind to the examples) reruns the graph downstream of it."""
+    if _chain_break(model) is None:
+        return split_model(model, layer)
+    graph = _GRAPHS.get(model) or _GRAPHS.setdefault(model, Graph(model))
+    output = graph.steps[layer].node.outputs[0]
+    units = int(output.shape[-1])
+    shape = tuple(int(d) for d in output.shape[1:])
+
+    def head(x: np.ndarray) -> np.ndarray:
+        if not len(x):
+            return np.zeros((0, *shape), np.float32)
+        return graph.values(x, [layer])[layer]
+
+    def unbound(batch: np.ndarray) -> np.ndarray:
+        raise ValueError(f"graph split at {layer!r}: bind it to its examples first (SplitModel.bind)")
+
+    return SplitModel(head, unbound, graph.outgoing(layer), units, graph=graph, layer=layer)

@@ -96,6 +96,15 @@ class ModelFile:
             if layer.name not in head and layer.activation not in NO_ACTIVATION and layer.activation != "softmax"
         ]
 
+    def knockout_layers(self) -> list[str]:
+        """What post-hoc knockout can remove units of: the activation layers and, in a graph, the
+        weighted layers a merge (Add, Concatenate) takes: a residual branch's write (surgery.knockout_layers)."""
+        if self.chain_break() is None:
+            return self.activation_layers()
+        merged = {name for layer in self.layers if layer.kind in ("Add", "Concatenate") for name in layer.inbound}
+        weighted = [layer.name for layer in self.layers if layer.name in merged and layer.units is not None and layer.name != self.output]
+        return [name for name in self.names() if name in set(self.activation_layers()) | set(weighted)]
+
     def chain_break(self) -> str | None:
         """None for a chain (each layer takes the previous one's output), else the first layer that does not, in words."""
         for index, layer in enumerate(self.layers):

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -24,6 +24,11 @@ MEMORY_BUDGET = 16 * 2**20
 
 
 BUILT_IN = re.compile(r"\A(conv_act|hidden)_[0-9]+\Z")  # the knock-out-able layers models.py builds
+RESNET_BUILT_IN = re.compile(r"\A(block_[0-9]+_(relu_1|relu_2|conv_2)|head_relu)\Z")  # ... and models/resnet.py
+BLOCK = re.compile(r"\Ablock_([0-9]+)\Z")  # `block_<k>` in posthoc.layers: residual block k's write, block_<k>_conv_2
+MERGES = ("Add", "Concatenate")
+# Layers a channel passes through unchanged in index (what magnitude looks through for the next weights).
+CHANNEL_PRESERVING = ("Activation", "BatchNormalization", "Dropout", "Add", "GlobalAveragePooling2D", "GlobalAveragePooling1D", "Flatten")
 
 
 def _is_learnable(layer: Any) -> bool:
@@ -43,8 +48,8 @@ def _knockable(layer: Any) -> bool:
     return False
 
 
-def _check_chain(model: Any) -> None:
-    """Knockout reruns the layers after the cut one by one: each layer must take the previous one's output."""
+def _chain_break(model: Any) -> str | None:
+    """None for a chain (each layer takes the previous one's output), else the first layer that does not."""
     import keras
 
     previous = model.inputs[0]
@@ -52,19 +57,43 @@ def _check_chain(model: Any) -> None:
         if isinstance(layer, keras.layers.InputLayer):
             continue
         if len(model.inputs) != 1 or layer.input is not previous:
-            raise ValueError(
-                f"post-hoc knockout needs a chain model (each layer takes the previous layer's output); layer {layer.name!r} does not"
-            )
+            return layer.name
         previous = layer.output
+    return None
 
 
-def knockout_layers(model: Any) -> list[str]:
+def _check_chain(model: Any) -> None:
+    """The chain path reruns the layers after the cut one by one: each layer must take the previous one's output."""
+    name = _chain_break(model)
+    if name is not None:
+        raise ValueError(f"post-hoc knockout needs a chain model (each layer takes the previous layer's output); layer {name!r} does not")
+
+
+def knockout_layers(model: Any, branching: bool = False) -> list[str]:
     """The knock-out-able layers, input side first.
 
     A model built by models.py: its conv blocks' activations (`conv_act_<k>`, CNN) then its
     dense layers (`hidden_<k>`). Any other chain model: every Dense/Conv1D/Conv2D with a
     non-linear activation, Activation layer and learnable activation but the output layer.
+    With `branching` (what the graph path, models/graph.py, serves) a model that is not a chain
+    is accepted: the built-in residual network's activations and block writes
+    (`block_<k>_relu_1`, `block_<k>_relu_2`, `block_<k>_conv_2`, `head_relu`); any other
+    graph's non-linear layers as above, and the weighted layers whose output a merge
+    (Add, Concatenate) takes: a residual branch's write. Without it such a model is refused.
     """
+    if branching and _chain_break(model) is not None:
+        names = [layer.name for layer in model.layers]
+        if "block_1_add" in names and "stem_conv" in names:
+            return [name for name in names if RESNET_BUILT_IN.match(name)]
+        merged = {
+            getattr(node.operation, "name", "") for layer in model.layers if type(layer).__name__ in MERGES for node in _inbound(layer)
+        }
+        output = model.layers[-1].name
+        return [
+            layer.name
+            for layer in model.layers
+            if layer.name != output and (_knockable(layer) or (layer.name in merged and hasattr(layer, "kernel")))
+        ]
     _check_chain(model)  # a builder's model may name its blocks hidden_<k> and still branch
     names = [layer.name for layer in model.layers]
     if any(name.startswith("hidden_") for name in names):
@@ -72,17 +101,28 @@ def knockout_layers(model: Any) -> list[str]:
     return [layer.name for layer in model.layers[:-1] if _knockable(layer)]
 
 
+def _inbound(layer: Any) -> list[Any]:
+    """The nodes whose outputs `layer` (called once) takes."""
+    return [tensor._keras_history.operation._inbound_nodes[tensor._keras_history.node_index] for tensor in _as_list(layer.input)]
+
+
+def _as_list(value: Any) -> list[Any]:
+    return list(value) if isinstance(value, list | tuple) else [value]
+
+
 def hidden_layers(model: Any) -> list[str]:
     """The `hidden_<k>` layers of a model built by models.py (what `posthoc.layers` integers count)."""
     return [name for name in knockout_layers(model) if name.startswith("hidden_")]
 
 
-def chosen_layers(model: Any, wanted: Sequence[int | str], skip_missing: bool = False) -> list[str]:
-    """The layers `posthoc.layers` names: an integer k is the k-th hidden layer, a string a layer name;
-    empty: every knock-out-able layer. An integer past this model's depth is skipped (a capacity
-    variant can be shallower than the baseline the study checked), and so is a missing name
-    with `skip_missing`; otherwise an unknown name is an error naming the available layers."""
-    available = knockout_layers(model)
+def chosen_layers(model: Any, wanted: Sequence[int | str], skip_missing: bool = False, branching: bool = False) -> list[str]:
+    """The layers `posthoc.layers` names: an integer k is the k-th hidden layer, a string a layer name
+    (`block_<k>`: residual block k's write, `block_<k>_conv_2`); empty: every knock-out-able layer.
+    An integer past this model's depth is skipped (a capacity variant can be shallower than the
+    baseline the study checked), and so is a missing name with `skip_missing`; otherwise an
+    unknown name is an error naming the available layers. `branching`: see knockout_layers."""
+    available = knockout_layers(model, branching)
+    wanted = [f"{item}_conv_2" if isinstance(item, str) and BLOCK.match(item) else item for item in wanted]
     if not wanted:
         return available
     hidden = [name for name in available if name.startswith("hidden_")]
@@ -102,6 +142,12 @@ def chosen_layers(model: Any, wanted: Sequence[int | str], skip_missing: bool = 
 
 def built_in_layers(model_cfg: dict[str, Any]) -> list[str]:
     """`knockout_layers` of the model models.py builds from this config, known without building it."""
+    if model_cfg.get("kind") == "resnet":
+        from ablation_lab.models.settings import RESNET_DEFAULTS
+
+        blocks = int({**RESNET_DEFAULTS, **model_cfg}["blocks"])
+        per_block = [f"block_{k}_{part}" for k in range(1, blocks + 1) for part in ("relu_1", "relu_2", "conv_2")]
+        return [*per_block, "head_relu"]
     filters = model_cfg.get("filters", [16, 32]) if model_cfg.get("kind") == "cnn" else []
     return [f"conv_act_{k}" for k in range(1, len(filters) + 1)] + [f"hidden_{k}" for k in range(1, len(model_cfg["hidden_units"]) + 1)]
 
@@ -126,12 +172,41 @@ class SplitModel:
 
     head: Callable[[np.ndarray], np.ndarray]
     tail: Callable[[np.ndarray], np.ndarray]
-    outgoing: np.ndarray  # the next weighted layer's kernel (its second-to-last axis: this layer's outputs)
+    outgoing: np.ndarray | list[np.ndarray]  # the next weighted layer's kernel (its second-to-last axis: this layer's outputs)
     units: int = 0  # units (channels) of the cut layer
+    graph: Any = None  # a branching model's Graph (models/graph.py): its tail needs the examples, see `bind`
+    layer: str = ""
+    rows_tail: Callable[[np.ndarray, slice], np.ndarray] | None = None  # a bound graph split: the tail of some of its examples
 
     @property
     def magnitude(self) -> np.ndarray:
+        """L2 norm of each unit's outgoing weights (over every next weighted layer, where a graph has several)."""
+        if isinstance(self.outgoing, list):
+            if not self.outgoing:
+                raise ValueError(
+                    f"posthoc.orderings: magnitude needs a weighted layer after {self.layer!r} that keeps its channels; use another ordering"
+                )
+            return np.sqrt(sum(incoming_norms(kernel, self.units) ** 2 for kernel in self.outgoing))
         return incoming_norms(self.outgoing, self.units or self.outgoing.shape[-2])
+
+    def bind(self, x: np.ndarray) -> SplitModel:
+        """This split for the examples `x`: a chain's tail needs only the layer's activations (itself);
+        a graph's also reads layers off the cut's downstream (a shortcut), whose clean values on
+        `x` it computes once here. Its tail then takes (masks x examples of x) activations."""
+        if self.graph is None:
+            return self
+        cache = self.graph.prepare(x, [self.layer])
+
+        def rows_tail(batch: np.ndarray, rows: slice) -> np.ndarray:
+            part = cache.rows(rows)
+            masks = batch.reshape(-1, len(part), *batch.shape[1:])
+            return self.graph.rerun(part, {self.layer: masks}).reshape(len(batch), -1)
+
+        return replace(self, tail=lambda batch: rows_tail(batch, slice(0, len(cache))), rows_tail=rows_tail)
+
+    def tail_of(self, batch: np.ndarray, rows: slice) -> np.ndarray:
+        """The tail on (masks x examples[rows]) activations."""
+        return self.tail(batch) if self.rows_tail is None else self.rows_tail(batch, rows)
 
 
 def layers_after(model: Any, layer: str) -> list[Any]:
@@ -141,9 +216,11 @@ def layers_after(model: Any, layer: str) -> list[Any]:
 
 
 def split_model(model: Any, layer: str, chunk: int = 8192) -> SplitModel:
+    """The chain path: a head model up to `layer`, its tail the layers after it rerun in order."""
     import keras
     import tensorflow as tf
 
+    _check_chain(model)
     head_model = keras.Model(model.inputs, model.get_layer(layer).output)
     after = layers_after(model, layer)
     outgoing = next(each.kernel for each in after if hasattr(each, "kernel"))
@@ -229,7 +306,7 @@ def masked_predictions(
             part, part_fill = activations[first : first + example_step], fill[first : first + example_step]
             batch = part[None] * mask + part_fill[None] * (1.0 - mask)
             batch = batch if basis is None else (batch @ basis.T).astype(np.float32)  # back to the layer's own axes
-            probabilities = split.tail(batch.reshape(-1, *activations.shape[1:]))
+            probabilities = split.tail_of(batch.reshape(-1, *activations.shape[1:]), slice(first, first + len(part)))
             out[start : start + len(mask), first : first + len(part)] = probabilities.argmax(axis=1).reshape(len(mask), len(part))
     return out
 
@@ -274,7 +351,9 @@ def naive_predictions(model: Any, layer: str, x: np.ndarray, keep: np.ndarray) -
     from ablation_lab.training.train import predict_proba
 
     names = [each.name for each in model.layers]
-    after = next(each for each in model.layers[names.index(layer) + 1 :] if hasattr(each, "kernel"))
+    weighted = [each for each in model.layers[names.index(layer) + 1 :] if hasattr(each, "kernel")]
+    output = model.get_layer(layer).output  # in a graph, the weighted layer that reads it (not a shortcut listed before it)
+    after = next((each for each in weighted if each.input is output), weighted[0])
     out = np.empty((len(keep), len(x)), dtype=np.int32)
     for row, mask in enumerate(keep):
         clone = keras.models.clone_model(model)
