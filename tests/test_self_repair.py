@@ -283,3 +283,39 @@ def test_the_built_in_resnet_total_effect_matches_the_graph_engine_and_its_stage
         assert set(rows.loc[rows["quantity"] == "repair_by", "by"]) == later
         steps = rows.loc[rows["quantity"] == "repair_by", "value"].sum()
         assert steps == pytest.approx(rows.loc[rows["quantity"] == "self_repair", "value"].iat[0], abs=1e-4)
+
+
+def test_a_branching_model_that_is_not_a_residual_network_is_refused_in_one_line():
+    import keras
+    from keras import layers
+
+    inputs = keras.Input((4,), name="features")
+    left, right = layers.Dense(3, activation="relu", name="left")(inputs), layers.Dense(3, activation="relu", name="right")(inputs)
+    merged = layers.Concatenate(name="both")([left, right])
+    model = keras.Model(inputs, layers.Dense(2, activation="softmax", name="probabilities")(merged))
+    with pytest.raises(ValueError, match=r"\Aself_repair: the model is neither a chain nor a residual network") as caught:
+        self_repair.components(model, ZERO)
+    assert "\n" not in str(caught.value)
+
+
+def test_a_smooth_activation_is_held_at_its_clean_slope():
+    """tanh after the removed layer: the direct effect is the first-order one, 1 - tanh^2 at the clean input."""
+    import keras
+    from keras import layers
+
+    rng = np.random.default_rng(7)
+    inputs = keras.Input((4,), name="features")
+    h1 = layers.Dense(6, activation="tanh", name="hidden_1")(inputs)
+    h2 = layers.Dense(5, activation="tanh", name="hidden_2")(h1)
+    model = keras.Model(inputs, layers.Dense(3, activation="softmax", name="probabilities")(h2))
+    w = [weights(rng, *v.shape) for v in model.get_weights()]
+    model.set_weights(w)
+    x, labels = data(rng, 4)
+    table, _ = self_repair.self_repair_table(model, x, labels, ZERO | {"groups": 1})
+    h1v = np.tanh(x["test"] @ w[0] + w[1])
+    pre2 = h1v @ w[2] + w[3]
+    logits = np.tanh(pre2) @ w[4] + w[5]
+    direct = logits + ((-h1v @ w[2]) * (1 - np.tanh(pre2) ** 2)) @ w[4]
+    total = np.tanh(w[3][None] + 0 * pre2) @ w[4] + w[5]
+    assert measured(table, "hidden_1:g1", "direct")["logit"] == pytest.approx(metric_drops(logits, direct, labels)["logit"], abs=1e-4)
+    assert measured(table, "hidden_1:g1", "total")["logit"] == pytest.approx(metric_drops(logits, total, labels)["logit"], abs=1e-4)

@@ -159,7 +159,13 @@ def components(model: Any, params: Mapping[str, Any]) -> list[tuple[str, int, st
         return [
             (write, depth, f"block_{k}", every) for depth, (k, write, every) in enumerate(zip(blocks, writes, channels, strict=True), 1)
         ]
-    available = knockout_layers(model)
+    try:
+        available = knockout_layers(model)
+    except ValueError as error:
+        raise ValueError(
+            "self_repair: the model is neither a chain nor a residual network (layers block_<k>_conv_2 and block_<k>_add); "
+            + str(error).split("; ", 1)[-1]
+        ) from None
     chosen = chosen_layers(model, params["layers"]) if params["layers"] else available[:-1]
     if available[-1] in chosen:
         raise ValueError(
