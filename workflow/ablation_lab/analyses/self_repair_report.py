@@ -165,17 +165,26 @@ def plot(tables: Mapping[str, str], variants: Sequence[dict[str, Any]], out: Map
     right.set_title("Self-repair per component (95% CI: seeds + test examples)", fontsize=9)
     ax.legend(fontsize=7)
     save_figure(figure, out["self_repair"])
-    figure, ax = plt.subplots(figsize=(5.2, 3.6))
+    figure, (left, ax) = plt.subplots(1, 2, figsize=(10, 3.8))
     for (family, variant), part in depth.groupby(["family", "variant"], sort=False):
         part = part.sort_values("depth")
-        err = [part["share"] - part["share_low"], part["share_high"] - part["share"]]
-        ax.errorbar(part["depth"], part["share"], yerr=err, fmt="o-", ms=4, capsize=3, label=f"{family}/{variant}")
+        err = [part["self_repair"] - part["self_repair_low"], part["self_repair_high"] - part["self_repair"]]
+        left.errorbar(part["depth"], part["self_repair"], yerr=err, fmt="o-", ms=4, capsize=3, label=f"{family}/{variant}")
+        shown = part[part["share_low"].notna()]  # a share whose direct effect is not clear of 0 is undefined: not drawn
+        err = [shown["share"] - shown["share_low"], shown["share_high"] - shown["share"]]
+        ax.errorbar(shown["depth"], shown["share"], yerr=err, fmt="o", ms=4, capsize=3, label=f"{family}/{variant}")
         for _, row in part.iterrows():
-            ax.annotate(row["layer"], (row["depth"], row["share"]), fontsize=7, xytext=(4, 4), textcoords="offset points")
-    ax.axhline(0, color="black", lw=0.8)
-    ax.set_xticks(sorted(depth["depth"].unique()))
-    ax.set(xlabel="depth of the removed component (layer or block)", ylabel="repaired share of the direct effect")
-    ax.set_title("Repaired share = (direct - total) / direct, correct-class logit (95% CI)", fontsize=9)
+            left.annotate(row["layer"], (row["depth"], row["self_repair"]), fontsize=7, xytext=(4, 4), textcoords="offset points")
+            if pd.isna(row["share_low"]):
+                ax.annotate(f"{row['layer']}: n/a", (row["depth"], 0), fontsize=7, xytext=(4, -10), textcoords="offset points")
+    for axis in (left, ax):
+        axis.axhline(0, color="black", lw=0.8)
+        axis.set_xticks(sorted(depth["depth"].unique()))
+        axis.set_xlabel("depth of the removed component (layer or block)")
+    left.set(ylabel="self-repair: direct - total (logit)")
+    left.set_title("Self-repair by depth, correct-class logit (95% CI)", fontsize=9)
+    ax.set(ylabel="repaired share of the direct effect")
+    ax.set_title("Repaired share = (direct - total) / direct (n/a: direct not clear of 0)", fontsize=9)
     ax.legend(fontsize=7)
     save_figure(figure, out["self_repair_depth"])
 
