@@ -122,3 +122,5 @@ def test_a_sequential_model_and_refusals():
         graph.rerun(x, {"hidden": 0.0}, output="scores")
     with pytest.raises(ValueError, match=r"^graph.rerun: 'hiden' is not a layer of model"):
         graph.rerun(x, {"hiden": 0.0})
+    with pytest.raises(ValueError, match=r"^graph.rerun: 'logits' is not a layer of model"):
+        graph.rerun(x, {"logits": 0.0})

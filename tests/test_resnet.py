@@ -105,6 +105,8 @@ def test_a_resnet_study_narrows_the_named_blocks_inner_width_and_needs_images(te
         _ = Study.from_config(validate_config(deep_set(config, "posthoc.layers", ["block_3"]))).families
     with pytest.raises(ConfigError, match=r"posthoc.layers\[0\]: a residual network's layers are named, not numbered"):
         _ = Study.from_config(validate_config(deep_set(config, "posthoc.layers", [1]))).families
+    with pytest.raises(ConfigError, match=r"posthoc.layers: the compensation gap of a residual network narrows a block's inner width"):
+        _ = Study.from_config(validate_config(deep_set(config, "posthoc.layers", ["block_2"]))).families
     reliance = deep_set(config, "reliance", {"layers": ["block_1_relu_2"]})
     with pytest.raises(ConfigError, match=r"^invalid study config: reliance.layers: needs a chain model; model.kind resnet branches"):
         _ = Study.from_config(validate_config(reliance)).families
@@ -134,3 +136,14 @@ def test_a_resnet_trains_and_reloads_identically(tmp_path):
     assert (predict_proba(trained, x).argmax(axis=1) == y).mean() > 0.6
     trained.save(tmp_path / "resnet.keras")
     np.testing.assert_array_equal(predict_proba(load_model(str(tmp_path / "resnet.keras")), x), predict_proba(trained, x))
+
+
+def test_the_preset_study_knocks_out_whole_blocks_and_has_the_width_twin(root):
+    from ablation_lab.config import load_config_file
+    from ablation_lab.study import Study
+
+    study = Study.from_config(load_config_file(root / "config" / "resnet.yaml"))
+    assert study.config["model"]["kind"] == "resnet" and len(study.config["seeds"]) == 3
+    assert study.config["posthoc"]["layers"][1:] == ["block_1", "block_2", "block_3"] and 1.0 in study.config["posthoc"]["fractions"]
+    assert [v.model for v in study.families["units"]] == [{"block_widths": [8, 16, 16]}, {"block_widths": [8, 16, 8]}]
+    assert {"dropout", "activation", "input", "noise", "input_posthoc", "noise_posthoc"} <= set(study.families)

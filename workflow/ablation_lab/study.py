@@ -171,12 +171,17 @@ class Study:
         posthoc = self.config.get("posthoc")
         if not posthoc:
             return {}
-        from ablation_lab.analyses.compensation import compensation_layer
+        from ablation_lab.analyses.compensation import compensation_layer, compensation_layer_name
 
         checks.check_posthoc_layers(posthoc, self.config["model"])
         out: dict[str, list[Variant]] = {}
         if posthoc["compensation"]:
             narrowed = compensation_layer(posthoc["layers"])
+            if self.config["model"].get("kind") == "resnet" and not compensation_layer_name(posthoc["layers"]).startswith("block_"):
+                raise ConfigError(
+                    "invalid study config: posthoc.layers: the compensation gap of a residual network narrows a block's inner "
+                    "width and knocks its channels out; name one (e.g. block_2_relu_2) or set posthoc.compensation: false"
+                )
             if narrowed is None:
                 raise ConfigError(
                     "invalid study config: posthoc.layers: the compensation gap narrows a hidden layer and knocks units out "

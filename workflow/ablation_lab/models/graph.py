@@ -78,7 +78,7 @@ class Graph:
         functional = getattr(model, "_functional", None) if isinstance(model, keras.Sequential) else model
         if functional is None or not hasattr(functional, "_nodes_by_depth"):
             raise ValueError(f"graph: model {model.name!r} is not a built functional or Sequential Keras model")
-        self.model, self._functional = model, functional
+        self.model = model
         self.input_ids = [id(tensor) for tensor in functional.inputs]
         if len(functional.outputs) != 1:
             raise ValueError(f"graph: model {model.name!r} has {len(functional.outputs)} outputs; one (the class probabilities) is needed")
@@ -94,7 +94,6 @@ class Graph:
                 calls[base] = calls.get(base, 0) + 1
                 self.steps[name] = Step(name, node, tuple(map(id, node.input_tensors)), tuple(map(id, node.outputs)))
         self.producer = {tensor: step.name for step in self.steps.values() for tensor in step.writes}
-        self.input_names = [tensor._keras_history.operation.name for tensor in functional.inputs]
         self._runners: dict[tuple, Any] = {}
 
     # --- structure ------------------------------------------------------------------------
@@ -103,7 +102,8 @@ class Graph:
         return [self.producer[t] for t in step.reads if t in self.producer]
 
     def _check(self, names: Sequence[str], where: str = "graph") -> None:
-        missing = [name for name in names if name not in self.steps and name not in OUTPUTS]
+        allowed = OUTPUTS if where == "graph.capture" else ()  # capture also names the outputs
+        missing = [name for name in names if name not in self.steps and name not in allowed]
         if missing:
             raise ValueError(f"{where}: {missing[0]!r} is not a layer of model {self.model.name!r} (layers: {', '.join(self.steps)})")
 
