@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from ablation_lab.config import ConfigError
+from ablation_lab.config import ConfigError, load_schema
 from ablation_lab.data.base import DatasetInfo
 
 
@@ -104,10 +104,16 @@ def _at(where: str, index: int) -> str:
     return f"{where}[{index}]" if where.endswith("s") else where
 
 
+def blocks_with_families() -> list[str]:
+    """The top-level config blocks that name the families they analyse (`<block>.families`)."""
+    blocks = load_schema()["properties"].items()
+    return [name for name, rule in blocks if "families" in (rule.get("properties") or {})]
+
+
 def check_named_families(config: Mapping[str, Any], known: Sequence[str]) -> None:
-    """`posthoc.families`, `elasticity.families`, `recovery.families`, `reliance.families` and `faults.families` name
-    families of this study (a typo would analyse nothing)."""
-    for block in ("posthoc", "elasticity", "recovery", "reliance", "faults"):
+    """Each analysis block's `families` (posthoc, elasticity, recovery, reliance, faults, self_repair: every block
+    of the schema with that key) names families of this study (a typo would analyse nothing)."""
+    for block in blocks_with_families():
         for index, family in enumerate((config.get(block) or {}).get("families") or []):
             if family not in known:
                 raise ConfigError(

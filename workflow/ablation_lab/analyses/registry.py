@@ -22,7 +22,7 @@ import pandas as pd
 from ablation_lab.analyses.base import Analysis, RunContext
 from ablation_lab.analyses.evaluation import EVALUATION
 
-BUILT_IN = (EVALUATION, "knockout", "calibration", "nsdropout", "activation_shapes", "elasticity", "recovery", "reliance")
+BUILT_IN = (EVALUATION, "knockout", "calibration", "nsdropout", "activation_shapes", "elasticity", "recovery", "self_repair", "reliance")
 NOT_ANALYSES = {"base", "registry"}
 
 

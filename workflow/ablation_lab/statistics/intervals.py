@@ -58,3 +58,34 @@ def spearman_interval(x: Sequence[float], y: Sequence[float], clusters: Sequence
     low, high = np.nanpercentile(draws, [50 * (1 - confidence), 50 * (1 + confidence)])
     method = f"Spearman over {len(x)} points; percentile bootstrap ({n_boot}) over {len(groups)} clusters, then within each"
     return out | {"low": float(low), "high": float(high), "method": method}
+
+
+def share_interval(numerator: Sequence[float], denominator: Sequence[float], numerator_examples: np.ndarray | None = None,
+                   denominator_examples: np.ndarray | None = None, *, confidence: float = 0.95, n_boot: int = 2000,
+                   seed: int = 0) -> dict[str, Any]:  # fmt: skip
+    """Ratio of two means over seeds and test examples (a repaired share: self-repair / direct effect), delta method.
+
+    r = mean(numerator) / mean(denominator); its error is that of the mean of (numerator - r x denominator) /
+    mean(denominator), per seed and, given per-example values (seeds x n_test, rows as the seeds), per test example,
+    through `inference.mean_interval` (seed noise at S - 1 df plus the test-set bootstrap, examples resampled for
+    every seed at once). Undefined (NaN interval) when the denominator's own interval includes 0: no ratio is excluded.
+    """
+    from ablation_lab.statistics.inference import mean_interval
+
+    n, d = np.asarray(numerator, dtype=float), np.asarray(denominator, dtype=float)
+    keep = np.isfinite(n) & np.isfinite(d)
+    n_ex = None if numerator_examples is None else np.asarray(numerator_examples, dtype=float)[keep]
+    d_ex = None if denominator_examples is None else np.asarray(denominator_examples, dtype=float)[keep]
+    n, d, seeds, nan = n[keep], d[keep], int(keep.sum()), float("nan")
+    estimate = float(n.mean() / d.mean()) if seeds and d.mean() != 0 else nan
+    out = {"estimate": estimate, "low": nan, "high": nan, "seeds": seeds}
+    if seeds < 2:
+        return out | {"method": "fewer than 2 seeds: no interval"}
+    below = mean_interval(d, hits=d_ex, bounds=None, confidence=confidence, n_boot=n_boot, seed=seed)
+    if not (below["low"] > 0 or below["high"] < 0):
+        return out | {"method": "n/a: the denominator's interval includes 0"}
+    scale = d.mean()
+    linear = mean_interval((n - estimate * d) / scale, hits=None if n_ex is None or d_ex is None else (n_ex - estimate * d_ex) / scale,
+                           bounds=None, confidence=confidence, n_boot=n_boot, seed=seed)  # fmt: skip
+    half = linear["high"] - linear["estimate"]
+    return out | {"low": estimate - half, "high": estimate + half, "method": "delta method; " + linear["method"]}
