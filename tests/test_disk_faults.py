@@ -80,11 +80,14 @@ def test_a_read_only_results_folder_is_one_line_and_nothing_is_written(tmp_path)
     results.chmod(0o555)
     try:
         done = run(tmp_path, config, "--cores", "1", prefix=AS_A_USER)
+        check = [*AS_A_USER, sys.executable, "-m", "ablation_lab", "check", str(config)]
+        checked = subprocess.run(check, cwd=tmp_path, capture_output=True, text=True, timeout=300, check=False)
     finally:
         results.chmod(0o755)
     lines = [line for line in done.stdout.strip().splitlines() if not line.startswith("Using workflow specific profile")]
     assert done.returncode != 0 and len(lines) == 1, done.stdout[-3000:]
     assert lines[0] == "error: results is not writable by this user: make it writable or run the study from a folder that is"
+    assert checked.returncode == 2 and checked.stderr.strip() == lines[0], checked.stderr  # check says the same
     assert sorted(p.name for p in results.iterdir()) == ["kept.txt"] and (results / "kept.txt").read_text() == "from an earlier run\n"
     assert not (tmp_path / "reports").exists() and not (tmp_path / "logs").exists()
 

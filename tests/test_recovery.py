@@ -312,3 +312,22 @@ def test_without_a_units_retrain_variant_the_share_is_absent_and_says_so():
 
     shares = summarise(_study(with_units=False))["recovery_share"]
     assert shares["share"].isna().all() and shares["method"].str.startswith("absent").all()
+
+
+def test_a_dropout_models_fine_tune_arm_is_the_same_whatever_the_process_drew_before(trained):
+    """A loaded model's dropout seed state is the loading process's draw; the finetune arm sets it from the run's seed."""
+    import keras
+    from ablation_lab.models.build import build_mlp
+
+    _, data, labels, training, _ = trained
+    keras.utils.set_random_seed(0)
+    weights = build_mlp((12,), 3, [16], "relu", 0.5).get_weights()
+    params = {**PARAMS, "orderings": ["magnitude_smallest"], "arms": ["finetune"], "steps": [5], "epochs": []}
+    tables = []
+    for noise in (1, 2):
+        keras.utils.set_random_seed(noise)
+        model = build_mlp((12,), 3, [16], "relu", 0.5)
+        model.set_weights([w if w.dtype == np.int64 else weights[k] for k, w in enumerate(model.get_weights())])
+        tables.append(recovery.recovery_table(model, data, labels, training, params, 5, None))
+    pd.testing.assert_frame_equal(tables[0][0], tables[1][0])
+    np.testing.assert_array_equal(tables[0][1]["hits"], tables[1][1]["hits"])

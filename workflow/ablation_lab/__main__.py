@@ -120,12 +120,14 @@ def check_model_loads(config: dict[str, Any], study: Any) -> None:
 def check_data(study: Any) -> str:
     """Read and check the study's data as its data-prep job would (same one-line errors), and
     split it, but write nothing: a bad file is found before `snakemake` plans any job."""
-    from ablation_lab.checks import check_split_sizes
+    from ablation_lab.checks import check_split_sizes, check_writable
     from ablation_lab.data.split import inspect
+    from ablation_lab.study import LOGS, REPORTS, RESULTS
 
     _ = study.info  # the header checks, as the Snakefile makes them
     found = inspect(study.config["dataset"])
     check_split_sizes(study.config, found["sizes"])
+    check_writable([RESULTS, REPORTS, LOGS])  # from the folder it runs in, as Snakemake would
     sizes = "/".join(str(found["sizes"][s]) for s in ("train", "val", "test"))
     return f"data {found['where']}: {found['classes']} classes, {sizes} train/validation/test examples"
 

@@ -90,7 +90,7 @@ def recovery_table(
     and re-initialise arms their starting weights.
     """
     from ablation_lab.specs import TrainingSpec
-    from ablation_lab.training.masked import MaskedTraining, batch_rows, budget_steps
+    from ablation_lab.training.masked import MaskedTraining, batch_rows, budget_steps, seeded_dropout
 
     layer = chosen_layers(model, [params["layer"]])[0]
     split = split_model(model, layer)
@@ -98,7 +98,8 @@ def recovery_table(
     trainer = MaskedTraining(model, layer, TrainingSpec.of(training), inputs["train"], labels["train"])
     budgets = budget_steps(params["steps"], params["epochs"], trainer.steps_per_epoch)
     rows = batch_rows(seed, len(labels["train"]), trainer.batch_size, max(steps for steps, _ in budgets))
-    starts = {"finetune": [v.numpy() for v in model.variables]}
+    # a loaded model's dropout seed state is its process's draw: set from the run's seed, as rewind's is
+    starts = {"finetune": seeded_dropout(model, [v.numpy() for v in model.variables], seed)}
     if rebuild is not None:
         starts |= {"rewind": rebuild(seed), "reinit": rebuild(fresh_seed(seed))}
     arms = [arm for arm in params["arms"] if arm in starts]
