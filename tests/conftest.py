@@ -48,3 +48,27 @@ def quick_training(**changes) -> dict:
     """Training settings for the small models unit tests train: 3 fast epochs of Adam at 0.02."""
     settings = {"optimizer": "adam", "learning_rate": 0.02, "epochs": 3, "batch_size": 32, "early_stopping_patience": 0, "loop": "fast"}
     return settings | changes
+
+
+class SavedModelContext:
+    """What an analysis job hands a per-model `run`: the model loaded from its saved file (lazily),
+    the splits' inputs and labels, the run's seed and, where the analysis trains, the study's training block."""
+
+    def __init__(self, path, data, labels, training=None, seed=1):
+        self.path, self.data, self.labels_, self.seed = path, data, labels, seed
+        self.split = type("Split", (), {"y": staticmethod(lambda split: labels[split])})()
+        self.spec = {"training": training}
+
+    @property
+    def model(self):
+        from ablation_lab.models.build import load_model
+
+        if not hasattr(self, "_model"):
+            self._model = load_model(str(self.path))
+        return self._model
+
+    def inputs(self, split):
+        return self.data[split]
+
+    def labels(self, split):
+        return self.labels_[split]

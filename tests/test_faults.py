@@ -11,6 +11,7 @@ from ablation_lab.analyses import faults
 from ablation_lab.models import fault_injection as fi
 from ablation_lab.statistics.inference import clopper_pearson, clustered_clopper_pearson
 from ablation_lab.training.train import configure_tensorflow, predict_proba
+from conftest import SavedModelContext
 from scipy import stats
 
 PARAMS = {
@@ -150,40 +151,18 @@ def test_exact_intervals_match_scipy():
     assert lumpy["n_eff"] == pytest.approx(3.0) and lumpy["high"] - lumpy["low"] > 0.5
 
 
-class Context:
-    """What the analysis job hands `faults_run`: the model loaded from its saved file."""
-
-    def __init__(self, path, data, labels):
-        self.path, self.data, self.labels_ = path, data, labels
-        self.seed = 1
-
-    @property
-    def model(self):
-        from ablation_lab.models.build import load_model
-
-        if not hasattr(self, "_model"):
-            self._model = load_model(str(self.path))
-        return self._model
-
-    def inputs(self, split):
-        return self.data[split]
-
-    def labels(self, split):
-        return self.labels_[split]
-
-
 def test_the_campaign_leaves_the_model_file_alone_and_is_reproducible(model_and_data, tmp_path):
     model, data, labels = model_and_data
     path = tmp_path / "model.keras"
     model.save(path)
     digest = hashlib.sha256(path.read_bytes()).hexdigest()
-    context = Context(path, data, labels)
+    context = SavedModelContext(path, data, labels)
     first = faults.faults_run(context, PARAMS)
     assert hashlib.sha256(path.read_bytes()).hexdigest() == digest
     assert words(context.model) == words(model)  # restored in memory too
-    second = faults.faults_run(Context(path, data, labels), PARAMS)
+    second = faults.faults_run(SavedModelContext(path, data, labels), PARAMS)
     pd.testing.assert_frame_equal(first, second)
-    other = faults.faults_run(Context(path, data, labels), {**PARAMS, "seed": 5})
+    other = faults.faults_run(SavedModelContext(path, data, labels), {**PARAMS, "seed": 5})
     assert not first.equals(other)
     clean = first[first["sweep"] == "clean"]
     assert set(clean["arm"]) == {"none", "clip"} and (clean["sdc"] == 0).all()

@@ -13,7 +13,7 @@ from ablation_lab.models import fault_injection as fi
 from ablation_lab.specs import TrainingSpec
 from ablation_lab.training import masked
 from ablation_lab.training.train import configure_tensorflow, predict_proba, train_model
-from conftest import quick_training
+from conftest import SavedModelContext, quick_training
 
 MODEL = {"kind": "mlp", "hidden_units": [16], "activation": "relu", "dropout": 0.0}
 PARAMS = {
@@ -87,40 +87,17 @@ def test_faulted_weights_hold_their_faulty_values_bit_for_bit_after_any_number_o
     assert injector.intact()  # the trainer works on its own copy: the live model is untouched
 
 
-class Context:
-    """What the analysis job hands `faults_run`: the model loaded from its saved file, the splits, the study's training block."""
-
-    def __init__(self, path, data, labels, training):
-        self.path, self.data, self.labels_, self.seed = path, data, labels, 5
-        self.split = type("Split", (), {"y": staticmethod(lambda split: labels[split])})()
-        self.spec = {"training": training}
-
-    @property
-    def model(self):
-        from ablation_lab.models.build import load_model
-
-        if not hasattr(self, "_model"):
-            self._model = load_model(str(self.path))
-        return self._model
-
-    def inputs(self, split):
-        return self.data[split]
-
-    def labels(self, split):
-        return self.labels_[split]
-
-
 def test_fine_tuning_leaves_the_saved_model_file_and_the_loaded_model_alone(trained, tmp_path):
     model, data, labels, training = trained
     path = tmp_path / "model.keras"
     model.save(path)
     digest = hashlib.sha256(path.read_bytes()).hexdigest()
-    context = Context(path, data, labels, training)
+    context = SavedModelContext(path, data, labels, training, seed=5)
     before = [np.asarray(w).tobytes() for w in context.model.get_weights()]
     first = faults.faults_run(context, PARAMS)
     assert hashlib.sha256(path.read_bytes()).hexdigest() == digest
     assert [np.asarray(w).tobytes() for w in context.model.get_weights()] == before
-    pd.testing.assert_frame_equal(first, faults.faults_run(Context(path, data, labels, training), PARAMS))  # seeded
+    pd.testing.assert_frame_equal(first, faults.faults_run(SavedModelContext(path, data, labels, training, seed=5), PARAMS))  # seeded
 
 
 def test_fine_tuning_around_a_damaging_fault_map_lowers_its_sdc_rate(trained):
