@@ -9,7 +9,7 @@ from ablation_lab.config import ConfigError, validate_config
 from ablation_lab.data.base import DatasetInfo
 from ablation_lab.identity import canonical_model
 from ablation_lab.training.train import configure_tensorflow, predict_proba, train_model
-from conftest import deep_set
+from conftest import bright_rows, deep_set
 
 configure_tensorflow(threads=1)
 IMAGES = DatasetInfo("image", (8, 8))
@@ -81,17 +81,6 @@ def test_posthoc_layers_name_conv_blocks_and_unknown_names_are_refused_at_parse_
         validate_config(_cnn_study(test_config, ["conv act; rm"]))
 
 
-def _digits() -> dict[str, np.ndarray]:
-    rng = np.random.default_rng(0)
-    out = {}
-    for split, n in (("train", 160), ("val", 60), ("test", 60)):
-        y = rng.integers(0, 3, n).astype(np.int32)
-        x = rng.random((n, 8, 8)).astype(np.float32) * 0.3
-        x[np.arange(n), y * 2, :] += 1.0  # the class is a bright row
-        out[f"x_{split}"], out[f"y_{split}"] = x, y
-    return out
-
-
 @pytest.fixture(scope="module")
 def trained():
     spec = {
@@ -105,13 +94,13 @@ def trained():
             "loop": "fast",
         },
     }
-    return train_model(spec, _digits(), 3, seed=1).model
+    return train_model(spec, bright_rows(), 3, seed=1).model
 
 
 def test_the_fast_loop_trains_a_cnn_that_reloads_identically(trained, tmp_path):
     from ablation_lab.models.build import load_model
 
-    x, y = _digits()["x_test"], _digits()["y_test"]
+    x, y = bright_rows()["x_test"], bright_rows()["y_test"]
     assert (predict_proba(trained, x).argmax(axis=1) == y).mean() > 0.6
     trained.save(tmp_path / "cnn.keras")
     np.testing.assert_array_equal(predict_proba(load_model(str(tmp_path / "cnn.keras")), x), predict_proba(trained, x))
@@ -123,7 +112,7 @@ def test_knockout_removes_units_of_the_cnns_dense_head(trained):
     assert surgery.hidden_layers(trained) == ["hidden_1"]
     assert surgery.knockout_layers(trained) == ["conv_act_1", "conv_act_2", "hidden_1"]
     split = surgery.split_model(trained, "hidden_1")
-    x = _digits()["x_test"]
+    x = bright_rows()["x_test"]
     keep_all = surgery.masked_predictions(split, split.head(x), np.ones((1, 16), dtype=bool), np.zeros(16, np.float32))
     np.testing.assert_array_equal(keep_all[0], predict_proba(trained, x).argmax(axis=1))
 

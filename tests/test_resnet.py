@@ -9,7 +9,7 @@ from ablation_lab.config import ConfigError, validate_config
 from ablation_lab.data.base import DatasetInfo
 from ablation_lab.identity import canonical_model, describe_model
 from ablation_lab.training.train import configure_tensorflow, predict_proba, train_model
-from conftest import deep_set
+from conftest import bright_rows, deep_set
 
 configure_tensorflow(threads=1)
 IMAGES = DatasetInfo("image", (8, 8))
@@ -116,23 +116,12 @@ def test_a_resnet_study_narrows_the_named_blocks_inner_width_and_needs_images(te
         _ = Study.from_config(validate_config(tabular)).families
 
 
-def _digits() -> dict[str, np.ndarray]:
-    rng = np.random.default_rng(0)
-    out = {}
-    for split, n in (("train", 160), ("val", 60), ("test", 60)):
-        y = rng.integers(0, 3, n).astype(np.int32)
-        x = rng.random((n, 8, 8)).astype(np.float32) * 0.3
-        x[np.arange(n), y * 2, :] += 1.0  # the class is a bright row
-        out[f"x_{split}"], out[f"y_{split}"] = x, y
-    return out
-
-
 def test_a_resnet_trains_and_reloads_identically(tmp_path):
     from ablation_lab.models.build import load_model
 
     training = {"optimizer": "adam", "learning_rate": 0.01, "epochs": 4, "batch_size": 32, "early_stopping_patience": 0, "loop": "fast"}
-    trained = train_model({"model": resnet(filters=[4, 8], blocks=2), "training": training}, _digits(), 3, seed=1).model
-    x, y = _digits()["x_test"], _digits()["y_test"]
+    trained = train_model({"model": resnet(filters=[4, 8], blocks=2), "training": training}, bright_rows(), 3, seed=1).model
+    x, y = bright_rows()["x_test"], bright_rows()["y_test"]
     assert (predict_proba(trained, x).argmax(axis=1) == y).mean() > 0.6
     trained.save(tmp_path / "resnet.keras")
     np.testing.assert_array_equal(predict_proba(load_model(str(tmp_path / "resnet.keras")), x), predict_proba(trained, x))
