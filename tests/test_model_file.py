@@ -334,6 +334,10 @@ def test_knockout_of_a_branching_model_file_is_accepted_and_runs_through_the_gra
         ConfigError, match=r"^invalid study config: reliance: needs a chain model .* layer 'skip' takes 'hidden_1', 'hidden_2'"
     ):
         study(config)
+    config.pop("reliance")
+    config["faults"] = {"activation_layers": ["hidden_1"]}
+    with pytest.raises(ConfigError, match=r"^invalid study config: faults.activation_layers: needs a chain model .* layer 'skip'"):
+        study(config)
     model = load_model(str(path))
     with pytest.raises(ValueError, match="needs a chain model"):  # the chain path still refuses it
         surgery.knockout_layers(model)

@@ -110,6 +110,9 @@ def test_a_resnet_study_narrows_the_named_blocks_inner_width_and_needs_images(te
     reliance = deep_set(config, "reliance", {"layers": ["block_1_relu_2"]})
     with pytest.raises(ConfigError, match=r"^invalid study config: reliance.layers: needs a chain model; model.kind resnet branches"):
         _ = Study.from_config(validate_config(reliance)).families
+    with pytest.raises(ConfigError, match=r"^invalid study config: faults.clip: needs a chain model .*; model.kind resnet branches"):
+        _ = Study.from_config(validate_config(deep_set(config, "faults", {"clip": True}))).families
+    _ = Study.from_config(validate_config(deep_set(config, "faults", {"activation_layers": []}))).families  # weight faults serve it
     tabular = deep_set(config, "dataset", {"name": "breast_cancer"})
     tabular.pop("posthoc")
     with pytest.raises(ConfigError, match=r"model.kind: resnet needs image data; dataset 'breast_cancer' is tabular"):

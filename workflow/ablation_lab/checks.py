@@ -29,6 +29,24 @@ def check_model_source(config: Mapping[str, Any], info: DatasetInfo) -> None:
             raise ConfigError(f"invalid study config: {error}") from None
 
 
+def chain_only_keys(config: Mapping[str, Any]) -> list[str]:
+    """The requested blocks and keys that cut the model as a chain (each layer takes the previous layer's
+    output); post-hoc knockout and self-repair replay any graph (models/graph.py)."""
+    keys = [block for block in ("reliance", "recovery") if config.get(block)]
+    faults = config.get("faults") or {}
+    return keys + [f"faults.{key}" for key in ("activation_layers", "clip") if faults.get(key)]
+
+
+def refuse_chain_only(config: Mapping[str, Any], why: str) -> None:
+    """A branching model (`why` says where it branches) asked for a chain-only analysis: one line naming the key."""
+    keys = chain_only_keys(config)
+    if keys:
+        raise ConfigError(
+            f"invalid study config: {keys[0]}: needs a chain model (each layer takes the previous layer's output); "
+            f"{why}; remove it for this model (post-hoc knockout and self-repair serve branching models)"
+        )
+
+
 def check_model_file(config: Mapping[str, Any], info: DatasetInfo) -> None:
     """The model file fits the data, has the layers the families change, and suits the post-hoc block."""
     from ablation_lab.models import model_file
@@ -43,12 +61,8 @@ def check_model_file(config: Mapping[str, Any], info: DatasetInfo) -> None:
     except model_file.ModelFileError as error:
         raise ConfigError(f"invalid study config: {error}") from None
     branch = found.chain_break()
-    for block in ("reliance", "recovery"):  # these cut the model as a chain; post-hoc knockout reruns any graph
-        if config.get(block) and branch:
-            raise ConfigError(
-                f"invalid study config: {block}: needs a chain model (each layer takes the previous layer's output); "
-                f"in {model_cfg['path']!r} {branch}; remove the {block} block for this model"
-            )
+    if branch:
+        refuse_chain_only(config, f"in {model_cfg['path']!r} {branch}")
     if (config.get("posthoc") or {}).get("compensation"):
         raise ConfigError(
             "invalid study config: posthoc.compensation: needs width-reduced retrains, which model.kind: file cannot build; "

@@ -162,9 +162,11 @@ class Study:
             out[combination_name(first, second)] = combine(out[first], out[second])
         out |= self._compensation_families(out)
         checks.check_named_families(self.config, list(out))
+        if self.config["model"].get("kind") == "resnet":
+            checks.refuse_chain_only(self.config, "model.kind resnet branches")
         if self.config.get("recovery"):
             checks.check_posthoc_layers({"layers": [self.config["recovery"]["layer"]]}, self.config["model"], "recovery.layer")
-        if self.config.get("faults"):  # a typo'd layer: this line at plan time, not an error in every analysis job
+        if (self.config.get("faults") or {}).get("activation_layers"):  # a typo'd layer: this line at plan time, not in every job
             checks.check_posthoc_layers(
                 {"layers": self.config["faults"]["activation_layers"]}, self.config["model"], "faults.activation_layers"
             )
