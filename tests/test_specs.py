@@ -61,3 +61,14 @@ def test_a_data_key_without_the_image_keys_reads_them_at_their_defaults():
     assert DataSpec.of(key) == DataSpec.of(study)
     assert DataSpec.of({"name": "images", "path": "x", "image_size": [8, 6]}).image_size == (8, 6)
     assert set(DataSpec.__dataclass_fields__) == set(schema_defaults("dataset"))
+
+
+def test_per_kind_model_defaults_are_written_in_the_schema_alone():
+    from ablation_lab.models.settings import kind_defaults, learnable_defaults
+
+    assert kind_defaults("cnn") == {"filters": [16, 32], "kernel_size": 3, "pooling": "max", "batch_norm": False}
+    assert kind_defaults("resnet") == {"filters": [16, 32], "blocks": 3, "kernel_size": 3, "batch_norm": True}
+    assert kind_defaults("mlp") == {}
+    assert learnable_defaults() == {"control_points": 21, "grid_range": [-3.0, 3.0], "length_scale": None, "init": "relu"}
+    code = "\n".join(path.read_text() for path in (ROOT / "workflow" / "ablation_lab").rglob("*.py"))
+    assert not re.search(r"\{\s*\"filters\": \[16, 32\]", code), "a per-kind default written in code again"

@@ -300,9 +300,9 @@ def expand_units(fractions: Sequence[float], model: Mapping[str, Any], layer: in
     knockout of the same channels at `block_<layer>_relu_2`, the activation they feed forward."""
     resnet = model.get("kind") == "resnet"
     if resnet:
-        from ablation_lab.models.settings import RESNET_DEFAULTS, resnet_widths
+        from ablation_lab.models.settings import kind_defaults, resnet_widths
 
-        _, widths = resnet_widths({**RESNET_DEFAULTS, **model})
+        _, widths = resnet_widths({**kind_defaults("resnet"), **model})
         if not 1 <= layer <= len(widths):
             raise ValueError(f"posthoc.layers: block {layer}, but the residual network has {len(widths)} blocks")
     else:

@@ -16,7 +16,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from ablation_lab.models.settings import CNN_DEFAULTS, LEARNABLE_ACTIVATIONS, RESNET_DEFAULTS, learnable_settings, resnet_widths
+from ablation_lab.models.settings import LEARNABLE_ACTIVATIONS, kind_defaults, learnable_settings, resnet_widths
 
 DATA_DIGEST = 8
 RUN_DIGEST = 10
@@ -137,7 +137,7 @@ def canonical_model(model_cfg: dict[str, Any]) -> dict[str, Any]:
     if out.get("kind") == "mlp":
         out.pop("kind")
     if out.get("kind") == "cnn":
-        out = {**CNN_DEFAULTS, **out}
+        out = {**kind_defaults("cnn"), **out}
         for key in ("dropout_kind", "dropout_layers"):
             if out.get(key) not in (None, "standard"):
                 raise ValueError(f"model.{key}: not available for kind cnn (dropout follows every conv block and dense layer)")
@@ -147,7 +147,7 @@ def canonical_model(model_cfg: dict[str, Any]) -> dict[str, Any]:
     elif out.get("kind") == "resnet":
         out = _canonical_resnet(out)
     else:
-        misplaced = sorted((set(CNN_DEFAULTS) | set(RESNET_DEFAULTS) | {"block_widths"}) & set(out))
+        misplaced = sorted((set(kind_defaults("cnn")) | set(kind_defaults("resnet")) | {"block_widths"}) & set(out))
         if misplaced:
             raise ValueError(f"model.{misplaced[0]}: applies to kind cnn or resnet only (this model is kind {out.get('kind', 'mlp')})")
     if out.get("kind") == "kst" and out.get("activation") not in LEARNABLE_ACTIVATIONS:
@@ -176,7 +176,7 @@ def _canonical_resnet(model_cfg: dict[str, Any]) -> dict[str, Any]:
     for key in ("dropout_kind", "dropout_layers", "pooling"):
         if model_cfg.get(key) not in (None, "standard"):
             raise ValueError(f"model.{key}: not available for kind resnet (its one dropout layer sits before the softmax head)")
-    out = {**RESNET_DEFAULTS, **model_cfg}
+    out = {**kind_defaults("resnet"), **model_cfg}
     out.pop("hidden_units", None)
     out.pop("pooling", None)
     out["filters"], inner = resnet_widths(out)

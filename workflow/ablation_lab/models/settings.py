@@ -1,5 +1,5 @@
 """What a model spec means before any model is built: the learnable activations and the
-settings they are built with, and the CNN's and the residual network's defaults. Pure Python (no TensorFlow): run
+settings they are built with, and the per-kind defaults (read from the schema). Pure Python (no TensorFlow): run
 identity, model files and the built-in models all read it, so none of them imports another
 to learn it.
 """
@@ -7,19 +7,35 @@ to learn it.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from functools import cache
 from typing import Any
 
 # Learnable activations (ablation_lab/models/layers.py) and the settings they are built with: a run's
 # spec holds the settings in full when its activation is learnable, and not at all otherwise.
 LEARNABLE_ACTIVATIONS = ("gp", "gp-per-unit", "slaf-poly2", "slaf-poly3", "slaf-poly4", "slaf-standard")
-CNN_DEFAULTS = {"filters": [16, 32], "kernel_size": 3, "pooling": "max", "batch_norm": False}  # kind cnn
-RESNET_DEFAULTS = {"blocks": 3, "filters": [16, 32], "kernel_size": 3, "batch_norm": True}  # kind resnet
-LEARNABLE_DEFAULTS = {"control_points": 21, "grid_range": [-3.0, 3.0], "length_scale": None, "init": "relu"}
+
+
+@cache
+def kind_defaults(kind: str) -> dict[str, Any]:
+    """The defaults of the model keys that mean something for `kind` only (the schema's `x-kind-defaults`)."""
+    from ablation_lab.config import load_schema
+
+    properties = load_schema()["properties"]["model"]["properties"]
+    return {key: rule["x-kind-defaults"][kind] for key, rule in properties.items() if kind in rule.get("x-kind-defaults", {})}
+
+
+@cache
+def learnable_defaults() -> dict[str, Any]:
+    """`model.learnable`'s defaults, from the schema."""
+    from ablation_lab.config import load_schema
+
+    properties = load_schema()["properties"]["model"]["properties"]["learnable"]["properties"]
+    return {key: rule["default"] for key, rule in properties.items()}
 
 
 def learnable_settings(model_cfg: Mapping[str, Any]) -> dict[str, Any]:
     """`model.learnable` over its defaults; a bad grid or length scale named by key."""
-    settings = {**LEARNABLE_DEFAULTS, **(model_cfg.get("learnable") or {})}
+    settings = {**learnable_defaults(), **(model_cfg.get("learnable") or {})}
     low, high = settings["grid_range"]
     if not low < high:
         raise ValueError(f"model.learnable.grid_range: {settings['grid_range']} must be [low, high] with low < high")

@@ -143,9 +143,9 @@ def chosen_layers(model: Any, wanted: Sequence[int | str], skip_missing: bool = 
 def built_in_layers(model_cfg: dict[str, Any]) -> list[str]:
     """`knockout_layers` of the model models.py builds from this config, known without building it."""
     if model_cfg.get("kind") == "resnet":
-        from ablation_lab.models.settings import RESNET_DEFAULTS
+        from ablation_lab.models.settings import kind_defaults
 
-        blocks = int({**RESNET_DEFAULTS, **model_cfg}["blocks"])
+        blocks = int({**kind_defaults("resnet"), **model_cfg}["blocks"])
         per_block = [f"block_{k}_{part}" for k in range(1, blocks + 1) for part in ("relu_1", "relu_2", "conv_2")]
         return [*per_block, "head_relu"]
     filters = model_cfg.get("filters", [16, 32]) if model_cfg.get("kind") == "cnn" else []
