@@ -204,6 +204,36 @@ def test_unknown_layer_names_are_one_line_errors(model_and_data):
         faults.chosen_weight_layers(model, ["nope"])
 
 
+@pytest.mark.parametrize(
+    "model_cfg",
+    [
+        {"hidden_units": [6, 5], "activation": "relu", "dropout": 0.0},
+        {"hidden_units": [6], "activation": "slaf-poly2", "dropout": 0.0},
+        {"kind": "cnn", "filters": [2, 3], "hidden_units": [4], "activation": "relu", "dropout": 0.0},
+        {"kind": "resnet", "blocks": 3, "filters": [2, 4], "activation": "relu", "dropout": 0.0},
+    ],
+    ids=["mlp", "learnable", "cnn", "resnet"],
+)
+def test_the_plan_time_kernel_list_is_the_built_models(model_cfg):
+    from ablation_lab.identity import canonical_model
+    from ablation_lab.models.build import build_model
+    from ablation_lab.models.surgery import built_in_weight_layers
+
+    spec = canonical_model(model_cfg)
+    assert sorted(built_in_weight_layers(spec)) == sorted(fi.weight_layers(build_model(spec, (8, 8), 3)))
+
+
+def test_a_faults_layer_the_model_lacks_is_refused_at_plan_time(test_config):
+    from ablation_lab.config import ConfigError, validate_config
+    from ablation_lab.study import Study
+
+    config = {**test_config, "faults": {"layers": ["hidden_1", "hiden_2"]}}
+    with pytest.raises(
+        ConfigError, match=r"^invalid study config: faults.layers\[1\]: 'hiden_2' is not a Dense/Conv layer .*probabilities\)$"
+    ):
+        _ = Study.from_config(validate_config(config)).families
+
+
 def synthetic_table() -> pd.DataFrame:
     """A campaign table of a baseline and a dropout variant, 3 seeds: the dropout one has half the SDCs."""
     rows = []

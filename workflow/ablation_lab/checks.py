@@ -118,6 +118,29 @@ def _at(where: str, index: int) -> str:
     return f"{where}[{index}]" if where.endswith("s") else where
 
 
+def weight_layers(model: Mapping[str, Any]) -> list[str] | None:
+    """The Dense/Conv kernels fault injection can target, when known before any model is built."""
+    if model.get("kind") == "file":
+        from ablation_lab.models.model_file import inspect_model_file
+
+        kernels = ("Dense", "Conv1D", "Conv2D", "Conv3D")
+        return [layer.name for layer in inspect_model_file(model["path"]).layers if layer.kind in kernels]
+    from ablation_lab.models.surgery import built_in_weight_layers
+
+    return built_in_weight_layers(dict(model))  # None for a builder's or KST's: the faults job checks
+
+
+def check_fault_layers(wanted: Sequence[str], model: Mapping[str, Any]) -> None:
+    """`faults.layers` names Dense/Conv layers this model has (a typo would fail every analysis job)."""
+    available = weight_layers(model)
+    for index, name in enumerate(wanted):
+        if available is not None and name not in available:
+            raise ConfigError(
+                f"invalid study config: faults.layers[{index}]: {name!r} is not a Dense/Conv layer of this model "
+                f"(available: {', '.join(available)})"
+            )
+
+
 def blocks_with_families() -> list[str]:
     """The top-level config blocks that name the families they analyse (`<block>.families`)."""
     blocks = load_schema()["properties"].items()

@@ -166,6 +166,8 @@ class Study:
             checks.refuse_chain_only(self.config, "model.kind resnet branches")
         if self.config.get("recovery"):
             checks.check_posthoc_layers({"layers": [self.config["recovery"]["layer"]]}, self.config["model"], "recovery.layer")
+        if (self.config.get("faults") or {}).get("layers"):
+            checks.check_fault_layers(self.config["faults"]["layers"], self.config["model"])
         if (self.config.get("faults") or {}).get("activation_layers"):  # a typo'd layer: this line at plan time, not in every job
             checks.check_posthoc_layers(
                 {"layers": self.config["faults"]["activation_layers"]}, self.config["model"], "faults.activation_layers"

@@ -17,6 +17,8 @@ from typing import Any
 
 import numpy as np
 
+from ablation_lab.models.settings import LEARNABLE_ACTIVATIONS, kind_defaults, resnet_widths
+
 # Bytes of masked activations evaluated in one call. Smaller chunks run faster on CPU too (cache):
 # 16 masks on a CNN's first conv block (mnist5k test, 1 thread) took 3.3 s at 256 MiB, 1.6 s at 16 MiB
 # (one unmasked tail pass: 0.1 s); 256 masks of the MLP's hidden layer 0.21 s vs 0.12 s.
@@ -143,13 +145,28 @@ def chosen_layers(model: Any, wanted: Sequence[int | str], skip_missing: bool = 
 def built_in_layers(model_cfg: dict[str, Any]) -> list[str]:
     """`knockout_layers` of the model models.py builds from this config, known without building it."""
     if model_cfg.get("kind") == "resnet":
-        from ablation_lab.models.settings import kind_defaults
-
         blocks = int({**kind_defaults("resnet"), **model_cfg}["blocks"])
         per_block = [f"block_{k}_{part}" for k in range(1, blocks + 1) for part in ("relu_1", "relu_2", "conv_2")]
         return [*per_block, "head_relu"]
-    filters = model_cfg.get("filters", [16, 32]) if model_cfg.get("kind") == "cnn" else []
+    filters = {**kind_defaults("cnn"), **model_cfg}["filters"] if model_cfg.get("kind") == "cnn" else []
     return [f"conv_act_{k}" for k in range(1, len(filters) + 1)] + [f"hidden_{k}" for k in range(1, len(model_cfg["hidden_units"]) + 1)]
+
+
+def built_in_weight_layers(model_cfg: dict[str, Any]) -> list[str] | None:
+    """`fault_injection.weight_layers` (every Dense/Conv kernel) of the model models.py builds from this
+    config, known without building it; None for kinds whose layers only the built model knows."""
+    kind = model_cfg.get("kind", "mlp")
+    if kind == "resnet":
+        filters, _ = resnet_widths({**kind_defaults("resnet"), **model_cfg})
+        changes = [k for k in range(1, len(filters) + 1) if filters[k - 1] != (filters[k - 2] if k > 1 else filters[0])]
+        blocks = [f"block_{k}_{part}" for k in range(1, len(filters) + 1) for part in ("conv_1", "conv_2")]
+        return ["stem_conv", *blocks, *(f"block_{k}_shortcut" for k in changes), "probabilities"]
+    if kind not in ("mlp", "cnn"):
+        return None
+    filters = {**kind_defaults("cnn"), **model_cfg}["filters"] if kind == "cnn" else []
+    dense = "dense" if model_cfg.get("activation") in LEARNABLE_ACTIVATIONS else "hidden"
+    hidden = [f"{dense}_{k}" for k in range(1, len(model_cfg["hidden_units"]) + 1)]
+    return [*(f"conv_{k}" for k in range(1, len(filters) + 1)), *hidden, "probabilities"]
 
 
 def incoming_norms(kernel: np.ndarray, units: int) -> np.ndarray:
