@@ -141,6 +141,23 @@ def check_fault_layers(wanted: Sequence[str], model: Mapping[str, Any]) -> None:
             )
 
 
+def check_analysis_layers(config: Mapping[str, Any]) -> None:
+    """Every layer an analysis block names is one this model has, and a chain-only analysis gets a chain:
+    one step at plan time, so a typo is this line and not an error in every analysis job."""
+    model = config["model"]
+    if config.get("reliance"):
+        check_posthoc_layers(config["reliance"], model, "reliance.layers")
+    if config.get("recovery"):
+        check_posthoc_layers({"layers": [config["recovery"]["layer"]]}, model, "recovery.layer")
+    faults = config.get("faults") or {}
+    if faults.get("layers"):
+        check_fault_layers(faults["layers"], model)
+    if faults.get("activation_layers"):
+        check_posthoc_layers({"layers": faults["activation_layers"]}, model, "faults.activation_layers")
+    if model.get("kind") == "resnet":
+        refuse_chain_only(config, "model.kind resnet branches")
+
+
 def blocks_with_families() -> list[str]:
     """The top-level config blocks that name the families they analyse (`<block>.families`)."""
     blocks = load_schema()["properties"].items()

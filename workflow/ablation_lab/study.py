@@ -143,8 +143,6 @@ class Study:
         kind = self.config["model"].get("kind", "mlp")
         info = self.info if "input" in declared or kind in ("cnn", "resnet", "file") else DatasetInfo("unknown", ())
         checks.check_model_source(self.config, info)
-        if self.config.get("reliance"):
-            checks.check_posthoc_layers(self.config["reliance"], self.config["model"], "reliance.layers")
         out: dict[str, list[Variant]] = {BASELINE: [baseline_variant()]}
         for name, params in declared.items():
             try:
@@ -162,16 +160,7 @@ class Study:
             out[combination_name(first, second)] = combine(out[first], out[second])
         out |= self._compensation_families(out)
         checks.check_named_families(self.config, list(out))
-        if self.config["model"].get("kind") == "resnet":
-            checks.refuse_chain_only(self.config, "model.kind resnet branches")
-        if self.config.get("recovery"):
-            checks.check_posthoc_layers({"layers": [self.config["recovery"]["layer"]]}, self.config["model"], "recovery.layer")
-        if (self.config.get("faults") or {}).get("layers"):
-            checks.check_fault_layers(self.config["faults"]["layers"], self.config["model"])
-        if (self.config.get("faults") or {}).get("activation_layers"):  # a typo'd layer: this line at plan time, not in every job
-            checks.check_posthoc_layers(
-                {"layers": self.config["faults"]["activation_layers"]}, self.config["model"], "faults.activation_layers"
-            )
+        checks.check_analysis_layers(self.config)
         return out
 
     def _compensation_families(self, declared: dict[str, list[Variant]]) -> dict[str, list[Variant]]:
