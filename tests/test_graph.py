@@ -124,3 +124,12 @@ def test_a_sequential_model_and_refusals():
         graph.rerun(x, {"hiden": 0.0})
     with pytest.raises(ValueError, match=r"^graph.rerun: 'logits' is not a layer of model"):
         graph.rerun(x, {"logits": 0.0})
+
+
+def test_logits_with_the_output_layer_itself_replaced_are_refused(branching):
+    graph = Graph(branching)
+    x = np.ones((2, *branching.inputs[0].shape[1:]), np.float32)
+    output = branching.layers[-1].name
+    with pytest.raises(ValueError, match=rf"^graph.rerun: logits are the output layer's argument; replacing '{output}' leaves none"):
+        graph.rerun(x, {output: 0.0}, output="logits")
+    assert graph.rerun(x, {output: 0.25}).shape == (2, branching.outputs[0].shape[-1])  # probabilities replaced: allowed

@@ -281,6 +281,10 @@ class Graph:
             raise ValueError(f"graph.rerun: output must be one of {', '.join(OUTPUTS)}, got {output!r}")
         names = list(overrides)
         self._check(names, "graph.rerun")
+        if output == "logits" and self.output_step.node.operation.name in names:
+            raise ValueError(
+                f"graph.rerun: logits are the output layer's argument; replacing {self.output_step.node.operation.name!r} leaves none"
+            )
         known = GraphCache(_as_inputs(x_or_cache, len(self.input_ids))) if not isinstance(x_or_cache, GraphCache) else x_or_cache
         frontier = self._frontier(names)
         values = {**known.values, **(cache or {})}
