@@ -174,6 +174,22 @@ def test_the_campaign_leaves_the_model_file_alone_and_is_reproducible(model_and_
     assert set(activations["count"]) == {1, 10}
 
 
+def test_weight_faults_run_on_a_residual_network(tmp_path):
+    from ablation_lab.identity import canonical_model
+    from ablation_lab.models.build import build_model
+
+    configure_tensorflow(threads=1)
+    spec = canonical_model({"kind": "resnet", "blocks": 2, "filters": [2, 4], "activation": "relu", "dropout": 0.0})
+    model = build_model(spec, (8, 8), 3)
+    path = tmp_path / "resnet.keras"
+    model.save(path)
+    rng = np.random.default_rng(0)
+    data = {split: rng.random((n, 8, 8)).astype(np.float32) for split, n in (("train", 20), ("test", 30))}
+    labels = {split: rng.integers(0, 3, size=len(x)).astype(np.int32) for split, x in data.items()}
+    table = faults.faults_run(SavedModelContext(path, data, labels), {**PARAMS, "activation_layers": [], "clip": False})
+    assert "block_2_shortcut" in set(table["target"]) and "activations" not in set(table["sweep"])
+
+
 def test_activation_faults_touch_exactly_count_entries_of_every_example():
     rng = np.random.default_rng(0)
     activations = rng.random((50, 16)).astype(np.float32) + 0.5  # no zeros: every flip shows

@@ -338,6 +338,10 @@ def test_knockout_of_a_branching_model_file_is_accepted_and_runs_through_the_gra
     config["faults"] = {"activation_layers": ["hidden_1"]}
     with pytest.raises(ConfigError, match=r"^invalid study config: faults.activation_layers: needs a chain model .* layer 'skip'"):
         study(config)
+    config.pop("faults")
+    config["self_repair"] = {"layers": ["hidden_1"]}
+    with pytest.raises(ConfigError, match=r"^invalid study config: self_repair: needs a chain model or the built-in resnet"):
+        study(config)
     model = load_model(str(path))
     with pytest.raises(ValueError, match="needs a chain model"):  # the chain path still refuses it
         surgery.knockout_layers(model)

@@ -36,7 +36,7 @@ def test_resnet_keys_are_refused_by_key_where_they_do_not_apply():
         canonical_model({"kind": "cnn", "hidden_units": [8], "activation": "relu", "dropout": 0.0, "blocks": 2})
     with pytest.raises(ValueError, match=r"^model.block_widths: applies to kind cnn or resnet only \(this model is kind mlp\)"):
         canonical_model({"hidden_units": [8], "activation": "relu", "dropout": 0.0, "block_widths": [2]})
-    with pytest.raises(ValueError, match=r"^model.pooling: not available for kind resnet"):
+    with pytest.raises(ValueError, match=r"^model.pooling: not available for kind resnet \(it downsamples with strided convs"):
         resnet(pooling="avg")
     with pytest.raises(ValueError, match=r"^model.l2: not available for kind resnet"):
         resnet(l2=0.01)
@@ -113,6 +113,8 @@ def test_a_resnet_study_narrows_the_named_blocks_inner_width_and_needs_images(te
     with pytest.raises(ConfigError, match=r"^invalid study config: faults.clip: needs a chain model .*; model.kind resnet branches"):
         _ = Study.from_config(validate_config(deep_set(config, "faults", {"clip": True}))).families
     _ = Study.from_config(validate_config(deep_set(config, "faults", {"activation_layers": []}))).families  # weight faults serve it
+    with pytest.raises(ConfigError, match=r"^invalid study config: faults.finetune: needs a chain model"):
+        _ = Study.from_config(validate_config(deep_set(config, "faults", {"models": ["zero"], "finetune": {"steps": 2}}))).families
     tabular = deep_set(config, "dataset", {"name": "breast_cancer"})
     tabular.pop("posthoc")
     with pytest.raises(ConfigError, match=r"model.kind: resnet needs image data; dataset 'breast_cancer' is tabular"):

@@ -319,3 +319,15 @@ def test_a_smooth_activation_is_held_at_its_clean_slope():
     total = np.tanh(w[3][None] + 0 * pre2) @ w[4] + w[5]
     assert measured(table, "hidden_1:g1", "direct")["logit"] == pytest.approx(metric_drops(logits, direct, labels)["logit"], abs=1e-4)
     assert measured(table, "hidden_1:g1", "total")["logit"] == pytest.approx(metric_drops(logits, total, labels)["logit"], abs=1e-4)
+
+
+def test_one_seed_gives_no_bound_sentence_and_says_why():
+    from ablation_lab.analyses.self_repair_report import model_sentence
+
+    row = pd.Series(
+        {"family": "baseline", "variant": "reference", "fill": "zero", "metric": "logit", "total": 2.0, "direct": 1.0}
+        | {"self_repair": -1.0, "self_repair_low": np.nan, "self_repair_high": np.nan, "share": -1.0, "share_low": np.nan}
+        | {"share_high": np.nan, "verdict": "not testable (needs 2+ seeds)"}
+    )
+    sentence = model_sentence(row)
+    assert "No interval (one seed)" in sentence and "interval includes 0" not in sentence

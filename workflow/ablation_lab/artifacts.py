@@ -178,6 +178,17 @@ def write_table(target: str | Path, frame: Any) -> None:
         write_atomic(target, lambda tmp: frame.to_csv(tmp, index=False))
 
 
+def read_table(path: str | Path) -> Any:
+    """A table `write_table` wrote as CSV; an empty frame (an analysis with nothing to compare
+    writes one: a file of one line break, no header) reads back as an empty table."""
+    import pandas as pd
+
+    try:
+        return pd.read_csv(path)
+    except pd.errors.EmptyDataError:
+        return pd.DataFrame()
+
+
 @contextlib.contextmanager
 def job_log(path: str | Path | None) -> Iterator[logging.Logger]:
     """Send stdout, stderr and the `ablation_lab` logger of a job to its Snakemake log file.

@@ -31,10 +31,10 @@ def check_model_source(config: Mapping[str, Any], info: DatasetInfo) -> None:
 
 def chain_only_keys(config: Mapping[str, Any]) -> list[str]:
     """The requested blocks and keys that cut the model as a chain (each layer takes the previous layer's
-    output); post-hoc knockout and self-repair replay any graph (models/graph.py)."""
+    output); post-hoc knockout and weight faults serve any graph (models/graph.py), self-repair the built-in resnet."""
     keys = [block for block in ("reliance", "recovery") if config.get(block)]
     faults = config.get("faults") or {}
-    return keys + [f"faults.{key}" for key in ("activation_layers", "clip") if faults.get(key)]
+    return keys + [f"faults.{key}" for key in ("activation_layers", "clip", "finetune") if faults.get(key)]
 
 
 def refuse_chain_only(config: Mapping[str, Any], why: str) -> None:
@@ -43,7 +43,7 @@ def refuse_chain_only(config: Mapping[str, Any], why: str) -> None:
     if keys:
         raise ConfigError(
             f"invalid study config: {keys[0]}: needs a chain model (each layer takes the previous layer's output); "
-            f"{why}; remove it for this model (post-hoc knockout and self-repair serve branching models)"
+            f"{why}; remove it for this model (post-hoc knockout and weight faults serve any branching model, self-repair the built-in resnet)"
         )
 
 
@@ -63,6 +63,11 @@ def check_model_file(config: Mapping[str, Any], info: DatasetInfo) -> None:
     branch = found.chain_break()
     if branch:
         refuse_chain_only(config, f"in {model_cfg['path']!r} {branch}")
+        if config.get("self_repair"):
+            raise ConfigError(
+                f"invalid study config: self_repair: needs a chain model or the built-in resnet (model.kind: resnet); "
+                f"in {model_cfg['path']!r} {branch}; remove it for this model"
+            )
     if (config.get("posthoc") or {}).get("compensation"):
         raise ConfigError(
             "invalid study config: posthoc.compensation: needs width-reduced retrains, which model.kind: file cannot build; "

@@ -173,9 +173,13 @@ def _canonical_resnet(model_cfg: dict[str, Any]) -> dict[str, Any]:
     if "l2" in model_cfg and any([model_cfg["l2"]] if isinstance(model_cfg["l2"], int | float) else model_cfg["l2"]):
         raise ValueError("model.l2: not available for kind resnet (it penalises the dense head's hidden layers, which it has none of)")
     model_cfg.pop("l2", None)
-    for key in ("dropout_kind", "dropout_layers", "pooling"):
+    for key in ("dropout_kind", "dropout_layers"):
         if model_cfg.get(key) not in (None, "standard"):
             raise ValueError(f"model.{key}: not available for kind resnet (its one dropout layer sits before the softmax head)")
+    if model_cfg.get("pooling") is not None:
+        raise ValueError(
+            "model.pooling: not available for kind resnet (it downsamples with strided convs, and pools once, globally, before the head)"
+        )
     out = {**kind_defaults("resnet"), **model_cfg}
     out.pop("hidden_units", None)
     out.pop("pooling", None)

@@ -172,8 +172,9 @@ def faults_section(inputs: ReportInputs) -> list[SectionContent]:
     section = SectionContent("faults", "Fault tolerance").say(
         f"Faults injected into the weights of each trained model in memory (the saved model files are never changed): "
         f"{', '.join(m.replace('_', ' ') for m in params.get('models', []))} at {params.get('counts')} faults per fault map, "
-        f"drawn uniformly over {layers} (bit faults: bit {params.get('bit') if params.get('bit') is not None else 'drawn uniformly per fault'}), "
-        "and one flipped bit per map at each bit position. Each map is scored on the whole test split. Accuracy: share of "
+        f"drawn uniformly over {layers} (bit faults: bit {params.get('bit') if params.get('bit') is not None else 'drawn uniformly per fault'})"
+        + (f", and one flipped bit per map at each of bit positions {params.get('bits')}. " if params.get("bits") else ". ")
+        + "Each map is scored on the whole test split. Accuracy: share of "
         "test examples right under the fault. SDC rate (silent data corruption): of the examples the clean model gets "
         "right, the share whose prediction changes to another class with finite outputs. Non-finite: share of examples "
         "whose outputs hold NaN or Inf, a detectable failure counted apart from SDC. Maps failing: the share of fault maps "

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import zlib
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -187,6 +186,8 @@ def activation_rows(
     the layer's clean activations once, then only the layers after it per fault map). The clip arm clips the faulted layer."""
     from ablation_lab.models.surgery import knockout_layers, split_model
 
+    if not params["activation_layers"]:
+        return []  # weight faults only: any graph serves them (a branching model has no chain to cut)
     available = knockout_layers(model)
     rows = []
     for layer in params["activation_layers"]:
@@ -410,7 +411,9 @@ SUMMARIES = ("faults_summary", "faults_comparisons", "faults_mitigation", "fault
 
 
 def plot(tables: Mapping[str, str], variants: Sequence[dict[str, Any]], out: Mapping[str, str]) -> None:
-    summary = pd.read_csv(tables["faults_summary"]) if Path(tables["faults_summary"]).stat().st_size > 1 else pd.DataFrame()
+    from ablation_lab.artifacts import read_table
+
+    summary = read_table(tables["faults_summary"])
     plot_curves(summary, variants, out["faults"])
     plot_bits(summary, variants, out["faults_bits"])
 

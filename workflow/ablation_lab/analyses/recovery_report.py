@@ -16,7 +16,6 @@ Every interval comes from statistics/inference.py:
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -171,7 +170,9 @@ def figures(study: Any) -> list[str]:
 
 
 def _read(path: str) -> pd.DataFrame:
-    return pd.read_csv(path) if Path(path).stat().st_size > 1 else pd.DataFrame()
+    from ablation_lab.artifacts import read_table
+
+    return read_table(path)
 
 
 def plot(tables: Mapping[str, str], variants: Sequence[dict[str, Any]], out: Mapping[str, str]) -> None:

@@ -14,7 +14,6 @@ the model's sentence rests on one pooled interval per model, fill and metric.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -132,7 +131,9 @@ def figures(study: Any) -> list[str]:
 
 
 def _read(path: str) -> pd.DataFrame:
-    return pd.read_csv(path) if Path(path).stat().st_size > 1 else pd.DataFrame()
+    from ablation_lab.artifacts import read_table
+
+    return read_table(path)
 
 
 def _first(frame: pd.DataFrame) -> pd.DataFrame:
@@ -207,6 +208,8 @@ def model_sentence(row: pd.Series) -> str:
         return f"{name}: {drop}{share}. Total < direct: the network repaired its removals, so post-hoc effects on this model were lower bounds of the direct effect."  # fmt: skip
     if row["verdict"].startswith("amplified"):
         return f"{name}: {drop}. Total > direct: the network amplified its removals, so post-hoc effects on this model were upper bounds of the direct effect."  # fmt: skip
+    if pd.isna(row["self_repair_low"]):
+        return f"{name}: {drop}. No interval (one seed): whether post-hoc effects on this model are lower or upper bounds of the direct effect was not tested; add seeds."  # fmt: skip
     return f"{name}: {drop}. The interval includes 0: post-hoc effects on this model were neither shown to be lower nor upper bounds of the direct effect."  # fmt: skip
 
 
@@ -215,8 +218,8 @@ def _shown(frame: pd.DataFrame, keys: Sequence[str]) -> pd.DataFrame:
     for name in ("direct", "total", "self_repair"):
         cells[name.replace("_", "-")] = [_cell(v, a, b) for v, a, b in frame[[name, f"{name}_low", f"{name}_high"]].to_numpy()]
     cells["repaired share"] = [
-        "n/a (direct not clear of 0)" if pd.isna(a) else _cell(v, a, b, "{:.2f}")
-        for v, a, b in frame[["share", "share_low", "share_high"]].to_numpy()
+        ("n/a (no interval)" if pd.isna(d) else "n/a (direct not clear of 0)") if pd.isna(a) else _cell(v, a, b, "{:.2f}")
+        for v, a, b, d in frame[["share", "share_low", "share_high", "direct_low"]].to_numpy()
     ]
     cells["verdict"] = frame["verdict"]
     return pd.DataFrame(cells)

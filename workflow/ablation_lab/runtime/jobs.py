@@ -322,14 +322,14 @@ def report(
     out: str,
     benchmarks: list[dict[str, str]] | None = None,
 ) -> str:
-    from ablation_lab.artifacts import write_atomic
+    from ablation_lab.artifacts import read_table, write_atomic
     from ablation_lab.models.model_file import model_source
     from ablation_lab.report.page import ReportInputs, render
 
     inputs = ReportInputs(
         study=study_cfg,
         meta=read_json(meta),
-        tables={name: pd.read_csv(path) for name, path in tables.items()} | {"benchmarks": read_benchmarks(benchmarks or [])},
+        tables={name: read_table(path) for name, path in tables.items()} | {"benchmarks": read_benchmarks(benchmarks or [])},
         figures=figures,
         versions=versions(),
         sharing=sharing,
