@@ -93,14 +93,13 @@ def check_posthoc_layers(posthoc: Mapping[str, Any], model: Mapping[str, Any], w
     units = model.get("hidden_units", [])
     available = knockout_layers(model)
     if model.get("kind") == "resnet":
-        from ablation_lab.models.surgery import BLOCK
+        from ablation_lab.models.surgery import block_writes
 
         if where != "posthoc.layers":
             raise ConfigError(
                 f"invalid study config: {where}: needs a chain model; model.kind resnet branches (post-hoc knockout serves it)"
             )
-        units, named = [], [f"{layer}_conv_2" if isinstance(layer, str) and BLOCK.match(layer) else layer for layer in posthoc["layers"]]
-        posthoc = {**posthoc, "layers": named}  # `block_<k>`: block k's write
+        units, posthoc = [], {**posthoc, "layers": block_writes(posthoc["layers"])}
     if model.get("kind") in ("file", "resnet"):
         numbered = [index for index, layer in enumerate(posthoc["layers"]) if not isinstance(layer, str)]
         if numbered:

@@ -197,10 +197,10 @@ LATER_TRAINING_KEYS = ("keep_best",)
 
 def canonical_training(training: Mapping[str, Any]) -> dict[str, Any]:
     """The training settings that determine a model: a later key at its schema default is left out."""
-    from ablation_lab.config import load_schema
+    from ablation_lab.specs import schema_defaults
 
-    defaults = load_schema()["properties"]["training"]["properties"]
-    return {key: value for key, value in training.items() if not (key in LATER_TRAINING_KEYS and value == defaults[key]["default"])}
+    defaults = schema_defaults("training")
+    return {key: value for key, value in training.items() if not (key in LATER_TRAINING_KEYS and value == defaults[key])}
 
 
 def describe_model(model: Mapping[str, Any]) -> str:

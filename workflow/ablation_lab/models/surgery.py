@@ -112,6 +112,11 @@ def _as_list(value: Any) -> list[Any]:
     return list(value) if isinstance(value, list | tuple) else [value]
 
 
+def block_writes(wanted: Sequence[int | str]) -> list[int | str]:
+    """`posthoc.layers` with each `block_<k>` read as the layer it names: residual block k's write, `block_<k>_conv_2`."""
+    return [f"{item}_conv_2" if isinstance(item, str) and BLOCK.match(item) else item for item in wanted]
+
+
 def hidden_layers(model: Any) -> list[str]:
     """The `hidden_<k>` layers of a model built by models.py (what `posthoc.layers` integers count)."""
     return [name for name in knockout_layers(model) if name.startswith("hidden_")]
@@ -124,7 +129,7 @@ def chosen_layers(model: Any, wanted: Sequence[int | str], skip_missing: bool = 
     baseline the study checked), and so is a missing name with `skip_missing`; otherwise an
     unknown name is an error naming the available layers. `branching`: see knockout_layers."""
     available = knockout_layers(model, branching)
-    wanted = [f"{item}_conv_2" if isinstance(item, str) and BLOCK.match(item) else item for item in wanted]
+    wanted = block_writes(wanted)
     if not wanted:
         return available
     hidden = [name for name in available if name.startswith("hidden_")]
