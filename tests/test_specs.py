@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from ablation_lab.config import load_config_file
 from ablation_lab.identity import canonical_training
 from ablation_lab.specs import TrainingSpec, schema_defaults
 from conftest import quick_training
@@ -72,3 +73,47 @@ def test_per_kind_model_defaults_are_written_in_the_schema_alone():
     assert learnable_defaults() == {"control_points": 21, "grid_range": [-3.0, 3.0], "length_scale": None, "init": "relu"}
     code = "\n".join(path.read_text() for path in (ROOT / "workflow" / "ablation_lab").rglob("*.py"))
     assert not re.search(r"\{\s*\"filters\": \[16, 32\]", code), "a per-kind default written in code again"
+
+
+def test_every_model_key_of_the_schema_is_a_field_of_the_model_spec():
+    from ablation_lab.config import load_schema
+    from ablation_lab.specs import ModelSpec
+
+    keys = set(load_schema()["properties"]["model"]["properties"])
+    identity_only = {"sha256", "builder_sha256"}  # digests a canonical spec adds, so an edited file retrains
+    assert set(ModelSpec.__dataclass_fields__) == keys | identity_only
+
+
+@pytest.mark.parametrize(
+    "preset", ["config.yaml", "full.yaml", "test.yaml", "kst.yaml", "nsdropout.yaml", "resnet.yaml", "self_repair_cnn.yaml"]
+)
+def test_every_run_of_a_preset_reads_into_a_model_spec_that_keeps_its_settings(preset):
+    from ablation_lab.specs import ModelSpec
+    from ablation_lab.study import Study
+
+    study = Study.from_config(load_config_file(ROOT / "config" / preset))
+    for variant in study.variants.values():
+        model = study.run_spec(variant)["model"]
+        spec = ModelSpec.of(model)
+        for key, value in model.items():
+            read = getattr(spec, key)
+            expected = tuple(value) if isinstance(value, list) else value
+            assert read == expected or (key == "dropout" and read == float(value)), (variant.id, key)
+
+
+def test_an_absent_model_key_means_what_the_schema_says():
+    from ablation_lab.config import schema_absent
+    from ablation_lab.specs import ModelSpec
+
+    assert schema_absent("model") == {"kind": "mlp", "weights": "retrain", "dropout_kind": "standard", "nsdropout_interval": 1}
+    spec = ModelSpec.of({})
+    assert (spec.kind, spec.hidden_units, spec.activation, spec.dropout) == ("mlp", (128,), "relu", 0.0)
+    assert ModelSpec.of({"kind": "resnet"}).resnet_widths() == ([16, 32, 32], [16, 32, 32])
+    assert ModelSpec.of({"kind": "file", "path": "m.keras"}).activation is None  # the file's own, unless a variant swaps it
+
+
+def test_a_misspelt_model_key_is_named():
+    from ablation_lab.specs import ModelSpec
+
+    with pytest.raises(ValueError, match=re.escape("model.hiden_units: not a model setting")):
+        ModelSpec.of({"hiden_units": [3]})

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from ablation_lab.config import ConfigError, load_schema
+from ablation_lab.config import ConfigError, load_schema, model_kind
 from ablation_lab.data.base import DatasetInfo
 
 
@@ -77,7 +77,7 @@ def check_model_file(config: Mapping[str, Any], info: DatasetInfo) -> None:
 
 def knockout_layers(model: Mapping[str, Any]) -> list[str] | None:
     """The layers post-hoc knockout can remove units of, when known before any model is built."""
-    if model.get("kind", "mlp") in ("mlp", "kst", "cnn", "resnet"):
+    if model_kind(model) in ("mlp", "kst", "cnn", "resnet"):
         from ablation_lab.models.surgery import built_in_layers
 
         return built_in_layers(dict(model))

@@ -328,13 +328,32 @@ def validate_config(config: Mapping[str, Any]) -> dict[str, Any]:
     return filled
 
 
+@cache
+def schema_defaults(block: str) -> dict[str, Any]:
+    """The `default` of each key of a top-level block of the config schema."""
+    properties = load_schema()["properties"][block]["properties"]
+    return {key: rule["default"] for key, rule in properties.items() if "default" in rule}
+
+
+@cache
+def schema_absent(block: str) -> dict[str, Any]:
+    """The `x-absent` of each key of a top-level block: what leaving the key out means (never filled in)."""
+    properties = load_schema()["properties"][block]["properties"]
+    return {key: rule["x-absent"] for key, rule in properties.items() if "x-absent" in rule}
+
+
+def model_kind(model: Mapping[str, Any]) -> str:
+    """A model mapping's kind, with what its absence means (the schema's `x-absent`)."""
+    return model.get("kind", schema_absent("model")["kind"])
+
+
 FILE_MODEL_KEYS = ("kind", "path", "weights", "dropout_after")  # a file model's own layers decide the rest
 KIND_ONLY_KEYS = {"path": "file", "weights": "file", "dropout_after": "file", "builder": "builder"}
 
 
 def _check_model_kind(given: Mapping[str, Any], model: dict[str, Any]) -> None:
     """Keys that mean nothing for the model's kind are refused, not ignored; a file model drops the MLP defaults."""
-    kind = model.get("kind", "mlp")
+    kind = model_kind(model)
     for key, owner in KIND_ONLY_KEYS.items():
         if key in given and kind != owner:
             raise ConfigError(f"invalid study config: model.{key}: applies to kind {owner} only (this model is kind {kind})")

@@ -8,24 +8,16 @@ the missing key comes back from the schema, the one place a default is written, 
 from a `.get(key, default)` repeated at every use, and a misspelt field is an error at the
 first test rather than a silent fallback.
 
-Pure Python (no TensorFlow); importing it reads the schema only on first use.
+Pure Python (no TensorFlow); the schema is read on first use (`config.schema_defaults`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields
-from functools import cache
 from typing import Any, Literal
 
-
-@cache
-def schema_defaults(block: str) -> dict[str, Any]:
-    """The `default` of each key of a top-level block of the config schema."""
-    from ablation_lab.config import load_schema
-
-    properties = load_schema()["properties"][block]["properties"]
-    return {key: rule["default"] for key, rule in properties.items() if "default" in rule}
+from ablation_lab.config import model_kind, schema_absent, schema_defaults
 
 
 def _with_defaults(cls: type, block: str, given: Mapping[str, Any]) -> dict[str, Any]:
@@ -103,3 +95,88 @@ class TrainingSpec:
     def monitored(self) -> Literal["val_loss", "val_accuracy"]:
         """The validation metric early stopping watches."""
         return "val_accuracy" if self.keep_best == "val_accuracy" else "val_loss"
+
+
+def _tuple(value: Any) -> Any:
+    return tuple(value) if isinstance(value, list | tuple) else value
+
+
+# The schema defaults a kind's run spec does not take: a model file's layers are its own (its
+# activation and dropout are None unless a variant changes them); a resnet has no dense head.
+NOT_TAKEN = {"file": ("hidden_units", "activation", "dropout"), "resnet": ("hidden_units",)}
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """What model a run trains (the schema's `model` block): what the model builders read.
+
+    Read from a run's canonical model spec (`identity.canonical_model`), which stays the
+    mapping its name is the digest of: that mapping leaves out a key at its default, and a
+    key that applies to some kinds only; this fills them back from the schema (`default`,
+    `x-absent`, `x-kind-defaults`), so no builder repeats a default. A field a kind has no
+    use for is None (or empty).
+    """
+
+    kind: Literal["mlp", "kst", "cnn", "resnet", "file", "builder"]
+    activation: str | None
+    dropout: float | None
+    hidden_units: tuple[int, ...] = ()
+    dropout_kind: Literal["standard", "nsdropout"] = "standard"
+    dropout_layers: tuple[int, ...] | None = None  # None: every hidden layer
+    nsdropout_interval: int = 1
+    l2: float | tuple[float, ...] | None = None
+    learnable: Mapping[str, Any] | None = None  # in full when the activation is learnable
+    filters: tuple[int, ...] | None = None  # cnn, resnet
+    kernel_size: int | None = None  # cnn, resnet
+    batch_norm: bool | None = None  # cnn, resnet
+    pooling: Literal["max", "avg", "none"] | None = None  # cnn
+    blocks: int | None = None  # resnet
+    block_widths: tuple[int, ...] | None = None  # resnet: inner widths where they differ from filters
+    path: str | None = None  # file
+    weights: Literal["retrain", "as_saved"] = "retrain"  # file
+    dropout_after: tuple[str, ...] | None = None  # file
+    sha256: str | None = None  # file: its content digest (identity only: an edited file retrains)
+    builder: str | None = None  # builder
+    builder_sha256: str | None = None  # builder: its code's digest (identity only)
+
+    @classmethod
+    def of(cls, model: ModelSpec | Mapping[str, Any]) -> ModelSpec:
+        """A run spec's `model` mapping, with what its absent keys mean; a spec is returned as is."""
+        if isinstance(model, ModelSpec):
+            return model
+        from ablation_lab.models.settings import LEARNABLE_ACTIVATIONS, kind_defaults, learnable_settings
+
+        absent = schema_absent("model")
+        kind = model_kind(model)
+        defaults = {key: value for key, value in schema_defaults("model").items() if key not in NOT_TAKEN.get(kind, ())}
+        values = {**absent, **defaults, **kind_defaults(kind), **model, "kind": kind}
+        names = {field.name for field in fields(cls)}
+        unknown = sorted(set(values) - names)
+        if unknown:
+            raise ValueError(f"model.{unknown[0]}: not a model setting (known: {', '.join(sorted(names))})")
+        learnable = "learnable" in model or values.get("activation") in LEARNABLE_ACTIVATIONS
+        values["learnable"] = learnable_settings(model) if learnable else None
+        values = {key: _tuple(value) for key, value in values.items()}
+        if values.get("dropout") is not None:
+            values["dropout"] = float(values["dropout"])
+        values.setdefault("activation", None)
+        values.setdefault("dropout", None)
+        return cls(**values)
+
+    @property
+    def penalties(self) -> list[float]:
+        """The L2 penalty of each hidden layer (zero: none); a list of the wrong length is named."""
+        depth = len(self.hidden_units)
+        if self.l2 is None:
+            return [0.0] * depth
+        if not isinstance(self.l2, tuple):
+            return [float(self.l2)] * depth
+        if len(self.l2) != depth:
+            raise ValueError(f"model.l2: {len(self.l2)} values for {depth} hidden layers (give one per hidden layer, or one number)")
+        return [float(value) for value in self.l2]
+
+    def resnet_widths(self) -> tuple[list[int], list[int]]:
+        """Kind resnet: each block's stream width and inner width (`models.settings.resnet_widths`)."""
+        from ablation_lab.models.settings import resnet_widths
+
+        return resnet_widths({"blocks": self.blocks, "filters": self.filters, "block_widths": self.block_widths})

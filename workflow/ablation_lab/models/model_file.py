@@ -22,8 +22,10 @@ from pathlib import Path
 from typing import Any
 
 from ablation_lab.artifacts import file_digest
+from ablation_lab.config import schema_absent
 from ablation_lab.messages import brief, listing
 from ablation_lab.models.settings import LEARNABLE_ACTIVATIONS, learnable_settings
+from ablation_lab.specs import ModelSpec
 
 CODE_LAYERS = ("Lambda", "TFSMLayer", "TorchModuleWrapper", "JaxLayer", "FlaxLayer")
 NESTED_MODELS = ("Sequential", "Functional", "Model")
@@ -365,7 +367,9 @@ def canonical_file_model(model_cfg: Mapping[str, Any]) -> dict[str, Any]:
             out["dropout_after"] = after
         if changes_existing or out.get("dropout_after"):
             out["dropout"] = rate
-    retrains = model_cfg.get("weights", "retrain") == "retrain" or any(key in out for key in ("activation", "dropout"))
+    retrains = model_cfg.get("weights", schema_absent("model")["weights"]) == "retrain" or any(
+        key in out for key in ("activation", "dropout")
+    )
     out["weights"] = "retrain" if retrains else "as_saved"
     return out
 
@@ -384,7 +388,12 @@ def model_source(model_cfg: Mapping[str, Any]) -> dict[str, str] | None:
     """Where a model file's or builder's model comes from, with the content digest its runs were keyed by."""
     if model_cfg.get("kind") == "file":
         path = str(model_cfg["path"])
-        return {"kind": "file", "path": path, "sha256": file_digest(path), "weights": model_cfg.get("weights", "retrain")}
+        return {
+            "kind": "file",
+            "path": path,
+            "sha256": file_digest(path),
+            "weights": model_cfg.get("weights", schema_absent("model")["weights"]),
+        }
     if model_cfg.get("kind") == "builder":
         from ablation_lab.models.builders import builder_file
 
@@ -418,23 +427,24 @@ def check_loaded(model: Any, path: str, input_shape: Sequence[int], n_classes: i
         )
 
 
-def build_file_model(model_cfg: Mapping[str, Any], input_shape: Sequence[int], n_classes: int) -> Any:
+def build_file_model(model: ModelSpec | Mapping[str, Any], input_shape: Sequence[int], n_classes: int) -> Any:
     """The file's model (`as_saved`), or its architecture with fresh weights and the variant's changes."""
     import keras
 
     from ablation_lab.models.layers import learnable_activation
 
-    path = str(model_cfg["path"])
+    spec = ModelSpec.of(model)
+    path = str(spec.path)
     saved = load_model_file(path)
     check_loaded(saved, path, input_shape, n_classes)
-    if model_cfg.get("weights") == "as_saved":
+    if spec.weights == "as_saved":
         return saved
     info = inspect_model_file(path)
-    targets = set(info.activation_layers()) if model_cfg.get("activation") else set()
-    swap = model_cfg.get("activation")
+    swap = spec.activation
+    targets = set(info.activation_layers()) if swap else set()
     learnable = swap in LEARNABLE_ACTIVATIONS
-    rate = model_cfg.get("dropout")
-    after = set(model_cfg.get("dropout_after") or [])
+    rate = spec.dropout
+    after = set(spec.dropout_after or ())
 
     def clone_layer(layer: Any) -> Any:
         config = layer.get_config()
@@ -447,7 +457,7 @@ def build_file_model(model_cfg: Mapping[str, Any], input_shape: Sequence[int], n
     def call_layer(layer: Any, *args: Any, **kwargs: Any) -> Any:
         out = layer(*args, **kwargs)
         if layer.name in targets and learnable:
-            out = learnable_activation(swap, learnable_settings(model_cfg), f"{layer.name}_{swap}".replace("-", "_"))(out)
+            out = learnable_activation(swap, spec.learnable, f"{layer.name}_{swap}".replace("-", "_"))(out)
         if layer.name in after and rate:
             out = keras.layers.Dropout(float(rate), name=f"{layer.name}_dropout")(out)
         return out

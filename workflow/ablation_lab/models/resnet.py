@@ -17,30 +17,32 @@ block k's inner width (`block_widths`, the units family); `block_k_conv_2` is it
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import keras
 from keras import layers
 
 from ablation_lab.models.layers import learnable_activation
-from ablation_lab.models.settings import LEARNABLE_ACTIVATIONS, learnable_settings, resnet_widths
+from ablation_lab.models.settings import LEARNABLE_ACTIVATIONS
+from ablation_lab.specs import ModelSpec
 
 # Moving-statistics momentum of the batch norms: Keras' 0.99 leaves them far from the data's after
 # the few hundred updates a study on 2 cores trains for, and inference uses them.
 BN_MOMENTUM = 0.9
 
 
-def build_resnet(input_shape: Sequence[int], n_classes: int, model_cfg: dict[str, Any]) -> keras.Model:
+def build_resnet(input_shape: Sequence[int], n_classes: int, model: ModelSpec | Mapping[str, Any]) -> keras.Model:
     """The residual network a (canonical) kind-resnet model spec describes; see the module docstring."""
     shape = tuple(input_shape)
     if len(shape) not in (2, 3):
         raise ValueError(
             f"model.kind: resnet needs images of shape (height, width[, channels]); this dataset's inputs have shape {list(shape)}"
         )
-    filters, inner = resnet_widths(model_cfg)
-    size, batch_norm, activation = int(model_cfg["kernel_size"]), bool(model_cfg["batch_norm"]), model_cfg["activation"]
-    learnable = learnable_settings(model_cfg) if activation in LEARNABLE_ACTIVATIONS else None
+    spec = ModelSpec.of(model)
+    filters, inner = spec.resnet_widths()
+    size, batch_norm, activation = spec.kernel_size, spec.batch_norm, spec.activation
+    learnable = spec.learnable if activation in LEARNABLE_ACTIVATIONS else None
 
     def norm_act(x: Any, name: str, suffix: str) -> Any:
         if batch_norm:
@@ -63,6 +65,6 @@ def build_resnet(input_shape: Sequence[int], n_classes: int, model_cfg: dict[str
         stream, width = layers.Add(name=f"block_{k}_add")([shortcut, write]), out
     x = norm_act(stream, "head", "")
     x = layers.GlobalAveragePooling2D(name="pool")(x)
-    x = layers.Dropout(float(model_cfg["dropout"]), name="head_dropout")(x)
+    x = layers.Dropout(spec.dropout, name="head_dropout")(x)
     outputs = layers.Dense(n_classes, activation="softmax", name="probabilities")(x)
     return keras.Model(inputs, outputs, name="resnet")

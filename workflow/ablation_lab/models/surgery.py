@@ -11,13 +11,14 @@ convolutional layer is a channel (the last axis of its output), removed at every
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
 
-from ablation_lab.models.settings import LEARNABLE_ACTIVATIONS, kind_defaults, resnet_widths
+from ablation_lab.models.settings import LEARNABLE_ACTIVATIONS
+from ablation_lab.specs import ModelSpec
 
 # Bytes of masked activations evaluated in one call. Smaller chunks run faster on CPU too (cache):
 # 16 masks on a CNN's first conv block (mnist5k test, 1 thread) took 3.3 s at 256 MiB, 1.6 s at 16 MiB
@@ -147,31 +148,31 @@ def chosen_layers(model: Any, wanted: Sequence[int | str], skip_missing: bool = 
     return list(dict.fromkeys(out))
 
 
-def built_in_layers(model_cfg: dict[str, Any]) -> list[str]:
+def built_in_layers(model: ModelSpec | Mapping[str, Any]) -> list[str]:
     """`knockout_layers` of the model models.py builds from this config, known without building it."""
-    if model_cfg.get("kind") == "resnet":
-        blocks = int({**kind_defaults("resnet"), **model_cfg}["blocks"])
-        per_block = [f"block_{k}_{part}" for k in range(1, blocks + 1) for part in ("relu_1", "relu_2", "conv_2")]
+    spec = ModelSpec.of(model)
+    if spec.kind == "resnet":
+        per_block = [f"block_{k}_{part}" for k in range(1, int(spec.blocks or 0) + 1) for part in ("relu_1", "relu_2", "conv_2")]
         return [*per_block, "head_relu"]
-    filters = {**kind_defaults("cnn"), **model_cfg}["filters"] if model_cfg.get("kind") == "cnn" else []
-    return [f"conv_act_{k}" for k in range(1, len(filters) + 1)] + [f"hidden_{k}" for k in range(1, len(model_cfg["hidden_units"]) + 1)]
+    filters = spec.filters if spec.kind == "cnn" else None
+    return [f"conv_act_{k}" for k in range(1, len(filters or ()) + 1)] + [f"hidden_{k}" for k in range(1, len(spec.hidden_units) + 1)]
 
 
-def built_in_weight_layers(model_cfg: dict[str, Any]) -> list[str] | None:
+def built_in_weight_layers(model: ModelSpec | Mapping[str, Any]) -> list[str] | None:
     """`fault_injection.weight_layers` (every Dense/Conv kernel) of the model models.py builds from this
     config, known without building it; None for kinds whose layers only the built model knows."""
-    kind = model_cfg.get("kind", "mlp")
-    if kind == "resnet":
-        filters, _ = resnet_widths({**kind_defaults("resnet"), **model_cfg})
+    spec = ModelSpec.of(model)
+    if spec.kind == "resnet":
+        filters, _ = spec.resnet_widths()
         changes = [k for k in range(1, len(filters) + 1) if filters[k - 1] != (filters[k - 2] if k > 1 else filters[0])]
         blocks = [f"block_{k}_{part}" for k in range(1, len(filters) + 1) for part in ("conv_1", "conv_2")]
         return ["stem_conv", *blocks, *(f"block_{k}_shortcut" for k in changes), "probabilities"]
-    if kind not in ("mlp", "cnn"):
+    if spec.kind not in ("mlp", "cnn"):
         return None
-    filters = {**kind_defaults("cnn"), **model_cfg}["filters"] if kind == "cnn" else []
-    dense = "dense" if model_cfg.get("activation") in LEARNABLE_ACTIVATIONS else "hidden"
-    hidden = [f"{dense}_{k}" for k in range(1, len(model_cfg["hidden_units"]) + 1)]
-    return [*(f"conv_{k}" for k in range(1, len(filters) + 1)), *hidden, "probabilities"]
+    filters = spec.filters if spec.kind == "cnn" else None
+    dense = "dense" if spec.activation in LEARNABLE_ACTIVATIONS else "hidden"
+    hidden = [f"{dense}_{k}" for k in range(1, len(spec.hidden_units) + 1)]
+    return [*(f"conv_{k}" for k in range(1, len(filters or ()) + 1)), *hidden, "probabilities"]
 
 
 def incoming_norms(kernel: np.ndarray, units: int) -> np.ndarray:

@@ -9,7 +9,7 @@ template `templates/page.html.j2`; the table-sorting script is `templates/sort.j
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +19,7 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 
 from ablation_lab.ablations import BASELINE, DERIVED, FAMILIES
 from ablation_lab.report.sections import ReportInputs, SectionContent, fmt, html_table, interval, png
+from ablation_lab.specs import ModelSpec
 
 TEMPLATES = Path(__file__).parent / "templates"  # the page's Jinja2 template and its sort script
 
@@ -118,21 +119,22 @@ def runtime_table(benchmarks: pd.DataFrame | None) -> pd.DataFrame:
     return table.sort_values("total s", ascending=False, ignore_index=True).round({"total s": 1, "median s": 2, "max s": 2})
 
 
-def model_label(model: dict[str, Any], source: dict[str, str] | None) -> str:
+def model_label(model: Mapping[str, Any], source: dict[str, str] | None) -> str:
     """The baseline model in words; a model file or builder is named with its content digest."""
     if source and source["kind"] == "file":
         weights = "its own saved weights for the baseline" if source.get("weights") == "as_saved" else "retrained from fresh weights"
         return f"the model file {source['path']} (sha256 {source['sha256']}), {weights}"
-    layers = "-".join(str(units) for units in model.get("hidden_units", [])) or "no hidden layer"
-    head = f"{layers} {model.get('activation', '')}, dropout {model.get('dropout', 0):g}"
+    spec = ModelSpec.of(model)
+    layers = "-".join(str(units) for units in spec.hidden_units) or "no hidden layer"
+    head = f"{layers} {spec.activation}, dropout {spec.dropout:g}"
     if source and source["kind"] == "builder":
-        return f"builder {model.get('builder')} ({source['path']}, sha256 {source['sha256']}), hidden {head}"
-    if model.get("kind") == "resnet":
-        widths = "-".join(str(f) for f in model.get("filters") or [16, 32])
-        return f"pre-activation ResNet, {model.get('blocks', 3)} residual blocks of {widths} channels, {model.get('activation', '')}, dropout {model.get('dropout', 0):g}"
-    if model.get("kind") == "cnn":
-        return f"CNN with conv blocks of {'-'.join(str(f) for f in model.get('filters') or [16, 32])} filters, then dense {head}"
-    return f"{'KST' if model.get('kind') == 'kst' else 'MLP'} {head}"
+        return f"builder {spec.builder} ({source['path']}, sha256 {source['sha256']}), hidden {head}"
+    widths = "-".join(str(f) for f in spec.filters or ())
+    if spec.kind == "resnet":
+        return f"pre-activation ResNet, {spec.blocks} residual blocks of {widths} channels, {spec.activation}, dropout {spec.dropout:g}"
+    if spec.kind == "cnn":
+        return f"CNN with conv blocks of {widths} filters, then dense {head}"
+    return f"{'KST' if spec.kind == 'kst' else 'MLP'} {head}"
 
 
 def study_summary(inputs: ReportInputs) -> str:

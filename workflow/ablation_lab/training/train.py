@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from ablation_lab.specs import TrainingSpec
+from ablation_lab.specs import ModelSpec, TrainingSpec
 
 log = logging.getLogger("ablation_lab")
 
@@ -412,7 +412,7 @@ def train_model(spec: dict[str, Any], arrays: dict[str, np.ndarray], n_classes: 
 
     seed_everything(seed)
     model = build_model(spec["model"], arrays["x_train"].shape[1:], n_classes)
-    if spec["model"].get("weights") == "as_saved":
+    if ModelSpec.of(spec["model"]).weights == "as_saved":
         log.info("model.weights: as_saved: the file's own trained weights, no training")
         return TrainResult(model)
     training = TrainingSpec.of(spec["training"])
