@@ -141,3 +141,11 @@ def test_the_preset_study_knocks_out_whole_blocks_and_has_the_width_twin(root):
     assert study.config["posthoc"]["layers"][1:] == ["block_1", "block_2", "block_3"] and 1.0 in study.config["posthoc"]["fractions"]
     assert [v.model for v in study.families["units"]] == [{"block_widths": [8, 16, 16]}, {"block_widths": [8, 16, 8]}]
     assert {"dropout", "activation", "input", "noise", "input_posthoc", "noise_posthoc"} <= set(study.families)
+
+
+def test_a_resnet_study_refuses_hidden_units_and_shows_none():
+
+    config = validate_config({"study": "r", "dataset": {"name": "digits"}, "model": {"kind": "resnet"}})
+    assert "hidden_units" not in config["model"]  # the dense models' default means nothing here
+    with pytest.raises(ConfigError, match=r"model\.hidden_units: does not apply to kind resnet"):
+        validate_config({"study": "r", "dataset": {"name": "digits"}, "model": {"kind": "resnet", "hidden_units": [64]}})

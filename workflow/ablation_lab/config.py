@@ -359,6 +359,13 @@ def _check_model_kind(given: Mapping[str, Any], model: dict[str, Any]) -> None:
             raise ConfigError(f"invalid study config: model.{key}: applies to kind {owner} only (this model is kind {kind})")
     if kind == "builder" and "builder" not in given:
         raise ConfigError("invalid study config: model.builder: kind builder needs the name of a builder file (workflow/ablation_lab/models/builders/<name>.py)")  # fmt: skip
+    if kind == "resnet":
+        if "hidden_units" in given:
+            raise ConfigError(
+                "invalid study config: model.hidden_units: does not apply to kind resnet (it has no dense hidden layers: "
+                "global pooling feeds the softmax; model.filters and model.block_widths set its widths)"
+            )
+        del model["hidden_units"]  # the schema default of the dense models
     if kind != "file":
         return
     if "path" not in given:
