@@ -92,13 +92,9 @@ def check_posthoc_layers(posthoc: Mapping[str, Any], model: Mapping[str, Any], w
     """`posthoc.layers` (or `recovery.layer`, as a one-item list) names layers this model has (a model file's by name)."""
     units = model.get("hidden_units", [])
     available = knockout_layers(model)
-    if model.get("kind") == "resnet":
+    if model.get("kind") == "resnet":  # the chain-only blocks were refused first (check_analysis_layers)
         from ablation_lab.models.surgery import block_writes
 
-        if where != "posthoc.layers":
-            raise ConfigError(
-                f"invalid study config: {where}: needs a chain model; model.kind resnet branches (post-hoc knockout serves it)"
-            )
         units, posthoc = [], {**posthoc, "layers": block_writes(posthoc["layers"])}
     if model.get("kind") in ("file", "resnet"):
         numbered = [index for index, layer in enumerate(posthoc["layers"]) if not isinstance(layer, str)]
@@ -149,6 +145,8 @@ def check_analysis_layers(config: Mapping[str, Any]) -> None:
     """Every layer an analysis block names is one this model has, and a chain-only analysis gets a chain:
     one step at plan time, so a typo is this line and not an error in every analysis job."""
     model = config["model"]
+    if model.get("kind") == "resnet":
+        refuse_chain_only(config, "model.kind resnet branches")
     if config.get("reliance"):
         check_posthoc_layers(config["reliance"], model, "reliance.layers")
     if config.get("recovery"):
@@ -158,8 +156,6 @@ def check_analysis_layers(config: Mapping[str, Any]) -> None:
         check_fault_layers(faults["layers"], model)
     if faults.get("activation_layers"):
         check_posthoc_layers({"layers": faults["activation_layers"]}, model, "faults.activation_layers")
-    if model.get("kind") == "resnet":
-        refuse_chain_only(config, "model.kind resnet branches")
 
 
 def blocks_with_families() -> list[str]:
