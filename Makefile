@@ -46,9 +46,11 @@ lint: install
 	$(BIN)/snakefmt --check Snakefile workflow/Snakefile workflow/rules
 	$(BIN)/snakemake --lint --configfile config/test.yaml
 
-## unit: the quick loop: every test but the workflow (and browser), runtime and cluster ones (no Snakemake run, no Chromium)
+## unit: the quick loop: every test but the workflow (and browser), runtime and cluster ones (no Snakemake run, no Chromium),
+## spread over two pytest-xdist processes (UNIT_WORKERS=0 runs them in this one)
+UNIT_WORKERS ?= 2
 unit: install
-	$(BIN)/python -m pytest -q -m "not workflow and not runtime and not cluster" --durations=15
+	$(BIN)/python -m pytest -q -n $(UNIT_WORKERS) -m "not workflow and not runtime and not cluster" --durations=15
 
 ## compare: two studies side by side (each one run first, from its cache when it has run):
 ## make compare A=config/a.yaml B=config/b.yaml writes reports/compare/<a>--<b>/compare.html and .csv
