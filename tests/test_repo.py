@@ -89,8 +89,9 @@ def test_cheap_rules_rerun_when_their_code_changes(tmp_path, monkeypatch):
 
 
 def test_the_warm_pool_serves_every_job_but_data_preparation():
-    """Training and analyses (through run_job.py) and the study's tail (through their scripts)
-    may go to a warm worker; data preparation runs while the workers import, in its own process."""
+    """Every adapter calls run_job, the one entry; training and analyses (through run_job.py) and
+    the study's tail (through their scripts) may go to a warm worker; data preparation is not
+    served (it runs while the workers import), so run_job runs it in its own process."""
     from ablation_lab.runtime.dispatch import SERVED_JOBS
 
     rules = "".join(path.read_text() for path in RULE_FILES)
@@ -98,9 +99,9 @@ def test_the_warm_pool_serves_every_job_but_data_preparation():
     assert shell_jobs == {"train", "analyse_run"}
     scripts = {path.stem: path.read_text() for path in (ROOT / "workflow" / "scripts").glob("*.py") if path.stem != "_package"}
     script_jobs = {name for name, text in scripts.items() if "run_job(" in text} - {"run_job"}
-    assert script_jobs == {"aggregate", "plot_figures", "plot_analyses", "plot_examples", "report", "tensorboard"}
-    assert shell_jobs | script_jobs == set(SERVED_JOBS)
-    assert "run_here(" in scripts["prepare_data"] and "prepare_data" not in SERVED_JOBS
+    assert script_jobs == {"prepare_data", "aggregate", "plot_figures", "plot_analyses", "plot_examples", "report", "tensorboard"}
+    assert shell_jobs | script_jobs == {*SERVED_JOBS, "prepare_data"} and "prepare_data" not in SERVED_JOBS
+    assert not any("run_in_process" in text for text in scripts.values()), "adapters call run_job, the one entry"
     assert all("import _package" in text for text in scripts.values()), "each script imports the package beside the rules"
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from ablation_lab.data.split import prepare, save_split
-from ablation_lab.runtime.dispatch import run_here, run_job
+from ablation_lab.runtime.dispatch import run_in_process, run_job
 from ablation_lab.runtime.worker import start_pool, stop_pool
 
 pytestmark = pytest.mark.runtime  # warm workers, forks and kills: make test, not make unit
@@ -99,7 +99,7 @@ def test_a_forked_worker_trains_as_a_fresh_process(tmp_path, monkeypatch):
     finally:
         stop_pool()
     assert gone_within(forked, 5) and gone_within(first, 5)
-    assert run_here("train", "logs/here.log", {**kwargs, "out": train_outputs("here")}) == "ok"
+    assert run_in_process("train", "logs/here.log", {**kwargs, "out": train_outputs("here")}) == "ok"
     with np.load("forked/run/seed5/predictions.npz") as a, np.load("here/run/seed5/predictions.npz") as b:
         for key in ("probabilities_val", "probabilities_test"):
             np.testing.assert_array_equal(a[key], b[key])
@@ -184,7 +184,7 @@ def test_without_a_worker_the_job_runs_in_process(tmp_path, monkeypatch):
     meta = run_job("prepare_data", "logs/prep.log", dataset_cfg=DIGITS, data_out="s.npz", meta_out="m.json")
     assert meta["sizes"]["test"] == 360 and os.path.exists("s.npz")
     assert (
-        run_here("prepare_data", None, {"dataset_cfg": DIGITS, "data_out": "t.npz", "meta_out": "t.json"})["fingerprint"]
+        run_in_process("prepare_data", None, {"dataset_cfg": DIGITS, "data_out": "t.npz", "meta_out": "t.json"})["fingerprint"]
         == meta["fingerprint"]
     )
 

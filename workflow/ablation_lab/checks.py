@@ -3,7 +3,8 @@
 The schema (config.py) checks each key alone; these read several together, or a file the
 study names: a model file that cannot serve the study's data or families, a builder that does
 not exist, post-hoc layers the model does not have, a family list naming no family of the
-study. `Study` calls them while it expands its variants, before any job runs.
+study. `design.expand_families` calls them while it expands the variants (`Study.from_config`
+does that eagerly), before any job runs.
 """
 
 from __future__ import annotations
@@ -111,6 +112,40 @@ def check_posthoc_layers(posthoc: Mapping[str, Any], model: Mapping[str, Any], w
                 f"invalid study config: {_at(where, index)}: {layer!r} is not a knock-out-able layer of this model "
                 f"(available: {', '.join(available)})"
             )
+
+
+def check_compensation(config: Mapping[str, Any]) -> None:
+    """`posthoc.layers` against the model and, with `posthoc.compensation`, what the gap needs of them.
+
+    These live here, not in `analyses/compensation.py`, because they are plan-time checks of
+    the config like every other one of this module: they read several keys together (the
+    post-hoc block against `model.kind`) and end in one ConfigError line naming a key. The
+    analysis module computes the gap from the study's tables; it only lends its reading of
+    `posthoc.layers` (which layer the `units` family narrows), so the check and the analysis
+    cannot disagree about it.
+    """
+    from ablation_lab.ablations import BASELINE
+    from ablation_lab.analyses.compensation import compensation_layer, compensation_layer_name
+
+    posthoc, model = config["posthoc"], config["model"]
+    check_posthoc_layers(posthoc, model)
+    if not posthoc["compensation"]:
+        return
+    if model.get("kind") == "resnet" and not compensation_layer_name(posthoc["layers"]).startswith("block_"):
+        raise ConfigError(
+            "invalid study config: posthoc.layers: the compensation gap of a residual network narrows a block's inner "
+            "width and knocks its channels out; name one (e.g. block_2_relu_2) or set posthoc.compensation: false"
+        )
+    if compensation_layer(posthoc["layers"]) is None:
+        raise ConfigError(
+            "invalid study config: posthoc.layers: the compensation gap narrows a hidden layer and knocks units out "
+            "of it, but posthoc.layers names none; add one (e.g. 1 or hidden_1) or set posthoc.compensation: false"
+        )
+    if BASELINE not in posthoc["families"]:
+        raise ConfigError(
+            "invalid study config: posthoc.families: the compensation gap knocks units out of the baseline; "
+            "add 'baseline' (or set posthoc.compensation: false)"
+        )
 
 
 def _at(where: str, index: int) -> str:

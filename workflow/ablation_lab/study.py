@@ -1,7 +1,8 @@
-"""A study: the validated config expanded into variants, and the single owner of every path.
+"""A study: the validated config, its variants, the names of its runs and probes, and every path.
 
-The Snakefile builds one Study at parse time; rules, scripts, the CLI and the tests ask it
-for paths and names, nothing rebuilds one by hand. It must stay cheap and never import
+Which variants a config asks for is the study's design (`design.py`); a Study keeps them and
+names what they need. The Snakefile builds one Study at parse time; rules, scripts, the CLI
+and the tests ask it for paths and names, nothing rebuilds one by hand. It must stay cheap and never import
 TensorFlow, so a no-op rerun costs only Snakemake's own bookkeeping.
 
 Artifacts are keyed by what determines them, not by the study that asked for them:
@@ -23,19 +24,8 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
 
-from ablation_lab import TRAINING_CODE_VERSION, checks, identity
-from ablation_lab.ablations import (
-    BASELINE,
-    FAMILIES,
-    POSTHOC_SUFFIX,
-    UNITS,
-    Variant,
-    baseline_variant,
-    combination_name,
-    combine,
-    expand_units,
-    test_time_counterpart,
-)
+from ablation_lab import TRAINING_CODE_VERSION, checks, design, identity
+from ablation_lab.ablations import POSTHOC_SUFFIX, UNITS, Variant
 from ablation_lab.analyses.registry import ANALYSES, EVALUATION
 from ablation_lab.config import ConfigError, validate_config
 from ablation_lab.data.base import FORMAT_VERSION, DatasetInfo
@@ -138,78 +128,13 @@ class Study:
 
     @cached_property
     def families(self) -> dict[str, list[Variant]]:
-        """Family name -> its variants, in declaration order; the baseline first."""
-        declared = self.config["families"]
-        kind = self.config["model"].get("kind", "mlp")
-        info = self.info if "input" in declared or kind in ("cnn", "resnet", "file") else DatasetInfo("unknown", ())
-        checks.check_model_source(self.config, info)
-        out: dict[str, list[Variant]] = {BASELINE: [baseline_variant()]}
-        for name, params in declared.items():
-            try:
-                out[name] = FAMILIES[name].expand(params, info, self.config["model"])
-            except ValueError as error:
-                raise ConfigError(f"invalid study config: {error}") from None
-            checks.check_variant_count(self.config, f"families.{name}", sum(map(len, out.values())))
-        if kind in ("cnn", "resnet") and info.kind != "image":
-            raise ConfigError(
-                f"invalid study config: model.kind: {kind} needs image data; dataset {self.config['dataset']['name']!r} is {info.kind}"
-            )
-        for index, (first, second) in enumerate(self.config["combinations"]):
-            crossed = len(out[first]) * len(out[second])
-            checks.check_variant_count(self.config, f"combinations[{index}]", sum(map(len, out.values())) + crossed)
-            out[combination_name(first, second)] = combine(out[first], out[second])
-        out |= self._compensation_families(out)
-        checks.check_named_families(self.config, list(out))
-        checks.check_analysis_layers(self.config)
-        return out
-
-    def _compensation_families(self, declared: dict[str, list[Variant]]) -> dict[str, list[Variant]]:
-        """With `posthoc.compensation`: width-reduced retrains, and test-time input/noise counterparts."""
-        posthoc = self.config.get("posthoc")
-        if not posthoc:
-            return {}
-        from ablation_lab.analyses.compensation import compensation_layer, compensation_layer_name
-
-        checks.check_posthoc_layers(posthoc, self.config["model"])
-        out: dict[str, list[Variant]] = {}
-        if posthoc["compensation"]:
-            narrowed = compensation_layer(posthoc["layers"])
-            if self.config["model"].get("kind") == "resnet" and not compensation_layer_name(posthoc["layers"]).startswith("block_"):
-                raise ConfigError(
-                    "invalid study config: posthoc.layers: the compensation gap of a residual network narrows a block's inner "
-                    "width and knocks its channels out; name one (e.g. block_2_relu_2) or set posthoc.compensation: false"
-                )
-            if narrowed is None:
-                raise ConfigError(
-                    "invalid study config: posthoc.layers: the compensation gap narrows a hidden layer and knocks units out "
-                    "of it, but posthoc.layers names none; add one (e.g. 1 or hidden_1) or set posthoc.compensation: false"
-                )
-            try:
-                out[UNITS] = expand_units(posthoc["fractions"], self.config["model"], narrowed)
-            except ValueError as error:
-                raise ConfigError(f"invalid study config: {error}") from None
-            for family in ("input", "noise"):
-                counterparts = [c for v in declared.get(family, []) if (c := test_time_counterpart(v)) is not None]
-                if counterparts:
-                    out[family + POSTHOC_SUFFIX] = counterparts
-        if posthoc["compensation"] and BASELINE not in posthoc["families"]:
-            raise ConfigError(
-                "invalid study config: posthoc.families: the compensation gap knocks units out of the baseline; "
-                "add 'baseline' (or set posthoc.compensation: false)"
-            )
-        return out
+        """Family name -> its variants, in declaration order; the baseline first (`design.expand_families`)."""
+        return design.expand_families(self.config, lambda: self.info)
 
     @cached_property
     def variants(self) -> dict[str, Variant]:
-        by_id: dict[str, Variant] = {}
-        for family, variants in self.families.items():
-            for variant in variants:
-                if variant.id in by_id:
-                    raise ConfigError(
-                        f"invalid study config: duplicate variant id {variant.id!r} in family {family!r}; each variant must differ"
-                    )
-                by_id[variant.id] = variant
-        return by_id
+        """Variant id -> variant, every family's in order."""
+        return design.variants_by_id(self.families)
 
     # --- identity -------------------------------------------------------------------------
 

@@ -1,4 +1,4 @@
-"""Shell adapter of the jobs a warm worker may serve: `python run_job.py JOB LOG REQUEST [--threads N] [--gpu N]`.
+"""Command-line adapter of the `shell:` rules: `python run_job.py JOB LOG REQUEST [--threads N] [--gpu N]`.
 
 The command line and its parsing are documented in `ablation_lab/runtime/adapter.py`; this file
 makes the package beside the rules the one imported (`_package`), as every rule script does.

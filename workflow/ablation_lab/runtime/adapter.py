@@ -1,4 +1,4 @@
-"""Shell adapter of the jobs a warm worker may serve (`train`, `analyse_run`).
+"""The command-line adapter of the two `shell:` rules (`train`, `analyse_run`): one `run_job` call.
 
     python workflow/scripts/run_job.py JOB LOG REQUEST [--threads N] [--gpu N]
     python -m ablation_lab.runtime.adapter JOB LOG REQUEST [--threads N] [--gpu N]
@@ -8,7 +8,7 @@ and `analysis_request` in rules/common.smk), or `@FILE` holding it when it is to
 a command line (runtime.hooks.request_argument). A `script:` job would first import Snakemake to unpickle its `snakemake`
 object: 0.2 CPU s per job, several times the cost of handing the job to a warm worker
 (benchmarks/README.md, bench_study). This adapter imports only the standard library and
-`ablation_lab.runtime.dispatch`; with no worker free the job runs here, as before.
+`ablation_lab.runtime.dispatch`; with no worker free `run_job` runs the job in this process.
 """
 
 import json

@@ -1,4 +1,13 @@
-"""Run a job function in a warm worker when one is free, else in this process.
+"""`run_job`: the one call every rule's adapter makes, to run a job in a warm worker or here.
+
+The words of the hop, each one thing (docs/glossary.md, "How a job runs"):
+- a *job* is a function of `runtime/jobs.py`, named after its rule (`train`, `aggregate`...);
+- an *adapter* is a rule's script in workflow/scripts/: it unpacks what Snakemake gives it
+  and calls `run_job(job, log, **kwargs)`, the one entry (the two `shell:` rules' adapter is
+  the command line of `runtime/adapter.py`);
+- `run_job` hands a *served* job (`servable`) to an idle warm worker as a *request* (one
+  JSON line), which the worker *serves* (`worker.serve_request`); with no worker free it
+  runs the job *in process*, `run_in_process`, which is also what a worker does with it.
 
 A training job spends about 5 of its 6.5 seconds starting Python and importing TensorFlow.
 When Snakemake runs locally, the workflow starts one warm worker per core
@@ -121,7 +130,7 @@ def _exit_on_sigterm() -> None:
         signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
 
 
-def run_here(job: str, log: str | None, kwargs: dict[str, Any]) -> Any:
+def run_in_process(job: str, log: str | None, kwargs: dict[str, Any]) -> Any:
     """Run `ablation_lab.runtime.jobs.<job>` in this process; its log ends with the job's own CPU time.
 
     In a worker, Snakemake's benchmark file measures only the thin client that waited; the
@@ -160,7 +169,8 @@ def where() -> str:
 
 
 def run_job(job: str, log: str | None, **kwargs: Any) -> Any:
-    """`ablation_lab.runtime.jobs.<job>(**kwargs)`, logged to `log`, in a worker if one is idle."""
+    """`ablation_lab.runtime.jobs.<job>(**kwargs)`, logged to `log`: served by an idle warm worker
+    when the job is servable and one is free, else run in this process, with the same result."""
     from ablation_lab.runtime.watchdog import watch
 
     watch("job")  # stop when Snakemake is gone, also while waiting for a worker's reply
@@ -173,4 +183,4 @@ def run_job(job: str, log: str | None, **kwargs: Any) -> Any:
                     return ask_worker(sock, request)
                 except WorkerUnavailable:
                     pass  # fall through: same job, this process
-    return run_here(job, log, kwargs)
+    return run_in_process(job, log, kwargs)

@@ -1,4 +1,4 @@
-"""One function per workflow job; the scripts in workflow/scripts/ only unpack `snakemake`.
+"""The jobs: one function per rule; the adapters in workflow/scripts/ only unpack `snakemake` into a `run_job` call.
 
 Keeping the jobs here means every rule's logic is importable and unit-tested, and a job can
 be run by hand (or from a notebook) with plain paths.

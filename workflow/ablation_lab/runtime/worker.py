@@ -1,9 +1,10 @@
 """Warm workers: processes that have imported TensorFlow once and run many jobs.
 
 `start_pool` is called by the Snakefile's `onstart` for local runs; `stop_pool` by
-`onsuccess`/`onerror`. A worker serves one job at a time over a Unix socket, runs it
-exactly as the job's own process would (same function, same log file, seeds reset and the
-Keras session cleared per job), and exits when asked, when idle for a while, or within
+`onsuccess`/`onerror`. A worker serves one request at a time over a Unix socket
+(`serve_request`): it runs the request's job exactly as the job's own process would
+(`dispatch.run_in_process`: same function, same log file; seeds reset and the Keras session
+cleared per job), and exits when asked, when idle for a while, or within
 about a second when the Snakemake process that started it is gone (killed, or exited without
 `onerror`/`onsuccess`: its watchdog thread checks once a second, also during a job).
 
@@ -171,15 +172,17 @@ def check_request(request: Any) -> str | None:
     return None
 
 
-def _run(request: Any) -> dict:
-    from ablation_lab.runtime.dispatch import run_here
+def serve_request(request: Any) -> dict:
+    """Serve one request: refuse it (`check_request`) or run its job in this worker, exactly as
+    `run_in_process` runs it in a job's own process, and leave the worker clean for the next."""
+    from ablation_lab.runtime.dispatch import run_in_process
 
     refused = check_request(request)
     if refused:
         return {"ok": False, "error": f"request refused: {refused}"}
     os.chdir(request["cwd"])
     try:
-        result = run_here(request["job"], request["log"], request["kwargs"])
+        result = run_in_process(request["job"], request["log"], request["kwargs"])
         return {"ok": True, "result": result}
     except Exception:
         return {"ok": False, "error": traceback.format_exc()}
@@ -191,7 +194,7 @@ def _run(request: Any) -> dict:
             sys.modules["matplotlib.pyplot"].close("all")
 
 
-def _parse(line: bytes) -> Any:
+def _read_request(line: bytes) -> Any:
     try:
         return json.loads(line)
     except (ValueError, UnicodeDecodeError):
@@ -299,7 +302,7 @@ def serve(
             with conn:
                 line = conn.makefile("rb").readline()
                 if line:
-                    reply = _run(_parse(line))
+                    reply = serve_request(_read_request(line))
                     conn.sendall(json.dumps(reply, default=str).encode() + b"\n")
             last_job = time.monotonic()
     finally:

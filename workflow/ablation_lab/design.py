@@ -1,0 +1,125 @@
+"""A study's design: the validated config expanded into its families of variants.
+
+What a study compares is decided here, once: the baseline, each declared family's variants,
+the crossed combinations, and (with `posthoc.compensation`) the retrained and post-hoc twins
+the compensation gap pairs. `Study` keeps the result and names runs, probes and paths from
+it; nothing else expands a config. The cross-field checks that need the expansion (how many
+variants, which families exist) run between its steps, so a bad study is one ConfigError
+line before any expensive work; the checks themselves live in `checks.py`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from ablation_lab import checks
+from ablation_lab.ablations import (
+    BASELINE,
+    FAMILIES,
+    POSTHOC_SUFFIX,
+    UNITS,
+    Variant,
+    baseline_variant,
+    combination_name,
+    combine,
+    expand_units,
+    test_time_counterpart,
+)
+from ablation_lab.config import ConfigError
+from ablation_lab.data.base import DatasetInfo
+
+UNKNOWN_DATA = DatasetInfo("unknown", ())  # what a family sees when neither it nor the model needs the data
+
+
+def needs_data(config: Mapping[str, Any]) -> bool:
+    """Whether the design reads the dataset's kind and shape: input ablation and image or file models do."""
+    return "input" in config["families"] or config["model"].get("kind", "mlp") in ("cnn", "resnet", "file")
+
+
+def expand_families(config: Mapping[str, Any], read_info: Callable[[], DatasetInfo]) -> dict[str, list[Variant]]:
+    """Family name -> its variants, in declaration order: the baseline first, then each declared
+    family, the combinations, and the compensation gap's families.
+
+    `read_info` is called only where `needs_data`: any other study never describes its data
+    here, and its families see `UNKNOWN_DATA`, as they always have (their variants, hence
+    their run names, do not depend on it).
+    """
+    info = read_info() if needs_data(config) else UNKNOWN_DATA
+    checks.check_model_source(config, info)
+    out = _declared_families(config, info)
+    _check_image_model(config, info)
+    out |= _combinations(config, out)
+    out |= compensation_families(config, out)
+    checks.check_named_families(config, list(out))
+    checks.check_analysis_layers(config)
+    return out
+
+
+def _declared_families(config: Mapping[str, Any], info: DatasetInfo) -> dict[str, list[Variant]]:
+    """The baseline and each family of `families:`, stopped at the block that passes `limits.max_variants`."""
+    out: dict[str, list[Variant]] = {BASELINE: [baseline_variant()]}
+    for name, params in config["families"].items():
+        try:
+            out[name] = FAMILIES[name].expand(params, info, config["model"])
+        except ValueError as error:
+            raise ConfigError(f"invalid study config: {error}") from None
+        checks.check_variant_count(config, f"families.{name}", sum(map(len, out.values())))
+    return out
+
+
+def _check_image_model(config: Mapping[str, Any], info: DatasetInfo) -> None:
+    """A convolutional model on data that is not images fails here (after the families, as it always has)."""
+    kind = config["model"].get("kind", "mlp")
+    if kind in ("cnn", "resnet") and info.kind != "image":
+        raise ConfigError(
+            f"invalid study config: model.kind: {kind} needs image data; dataset {config['dataset']['name']!r} is {info.kind}"
+        )
+
+
+def _combinations(config: Mapping[str, Any], declared: dict[str, list[Variant]]) -> dict[str, list[Variant]]:
+    """Each pair of `combinations:` crossed, every cell a variant; counted against `limits.max_variants`."""
+    out: dict[str, list[Variant]] = {}
+    for index, (first, second) in enumerate(config["combinations"]):
+        cells = {**declared, **out}
+        crossed = len(cells[first]) * len(cells[second])
+        checks.check_variant_count(config, f"combinations[{index}]", sum(map(len, cells.values())) + crossed)
+        out[combination_name(first, second)] = combine(cells[first], cells[second])
+    return out
+
+
+def compensation_families(config: Mapping[str, Any], declared: Mapping[str, list[Variant]]) -> dict[str, list[Variant]]:
+    """With `posthoc.compensation`: the width-reduced retrains (`units`) and the test-time
+    counterparts of the input and noise families (`input_posthoc`, `noise_posthoc`)."""
+    posthoc = config.get("posthoc")
+    if not posthoc:
+        return {}
+    checks.check_compensation(config)
+    if not posthoc["compensation"]:
+        return {}
+    from ablation_lab.analyses.compensation import compensation_layer
+
+    narrowed = compensation_layer(posthoc["layers"])  # a hidden layer: check_compensation refused a list naming none
+    out: dict[str, list[Variant]] = {}
+    try:
+        out[UNITS] = expand_units(posthoc["fractions"], config["model"], narrowed)
+    except ValueError as error:
+        raise ConfigError(f"invalid study config: {error}") from None
+    for family in ("input", "noise"):
+        counterparts = [c for v in declared.get(family, []) if (c := test_time_counterpart(v)) is not None]
+        if counterparts:
+            out[family + POSTHOC_SUFFIX] = counterparts
+    return out
+
+
+def variants_by_id(families: Mapping[str, list[Variant]]) -> dict[str, Variant]:
+    """Variant id -> variant, in family order; two variants with one id are refused (they would share every file)."""
+    by_id: dict[str, Variant] = {}
+    for family, variants in families.items():
+        for variant in variants:
+            if variant.id in by_id:
+                raise ConfigError(
+                    f"invalid study config: duplicate variant id {variant.id!r} in family {family!r}; each variant must differ"
+                )
+            by_id[variant.id] = variant
+    return by_id
