@@ -26,7 +26,7 @@ from ablation_lab.ablations import (
     expand_units,
     test_time_counterpart,
 )
-from ablation_lab.config import ConfigError
+from ablation_lab.config import ConfigError, model_kind
 from ablation_lab.data.base import DatasetInfo
 
 UNKNOWN_DATA = DatasetInfo("unknown", ())  # what a family sees when neither it nor the model needs the data
@@ -34,7 +34,7 @@ UNKNOWN_DATA = DatasetInfo("unknown", ())  # what a family sees when neither it 
 
 def needs_data(config: Mapping[str, Any]) -> bool:
     """Whether the design reads the dataset's kind and shape: input ablation and image or file models do."""
-    return "input" in config["families"] or config["model"].get("kind", "mlp") in ("cnn", "resnet", "file")
+    return "input" in config["families"] or model_kind(config["model"]) in ("cnn", "resnet", "file")
 
 
 def expand_families(config: Mapping[str, Any], read_info: Callable[[], DatasetInfo]) -> dict[str, list[Variant]]:
@@ -70,7 +70,7 @@ def _declared_families(config: Mapping[str, Any], info: DatasetInfo) -> dict[str
 
 def _check_image_model(config: Mapping[str, Any], info: DatasetInfo) -> None:
     """A convolutional model on data that is not images fails here (after the families, as it always has)."""
-    kind = config["model"].get("kind", "mlp")
+    kind = model_kind(config["model"])
     if kind in ("cnn", "resnet") and info.kind != "image":
         raise ConfigError(
             f"invalid study config: model.kind: {kind} needs image data; dataset {config['dataset']['name']!r} is {info.kind}"
