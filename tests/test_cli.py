@@ -44,3 +44,17 @@ def test_more_examples_than_the_split_has_is_refused_before_any_job(tmp_path):
     )
     study.write_text(study.read_text().replace("samples: 200", "samples: 150"))
     assert run_cli("check", str(study)).returncode == 0
+
+
+def test_check_says_why_a_study_has_knockout_but_no_compensation_gap(tmp_path):
+    study = tmp_path / "writes.yaml"
+    study.write_text(
+        "study: writes\ndataset: {name: digits}\nseeds: [1]\nmodel: {kind: resnet, filters: [4], blocks: 2}\n"
+        "families: {}\ncombinations: []\nposthoc: {layers: [block_2]}\n"
+    )
+    done = run_cli("check", str(study))
+    assert done.returncode == 0, done.stderr
+    line = next(line for line in done.stderr.splitlines() if line.startswith("compensation gap: off"))
+    assert line.startswith("compensation gap: off, because posthoc.layers: the compensation gap of a residual network narrows")
+    assert line.endswith("name one (e.g. block_2_relu_2)")  # no advice to turn off what is off
+    assert not any(line.startswith("units/") for line in done.stdout.splitlines())

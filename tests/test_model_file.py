@@ -202,6 +202,10 @@ def test_compensation_needs_retrained_widths_and_is_refused_for_a_file(tmp_path)
     config["posthoc"] = {"compensation": True}
     with pytest.raises(ConfigError, match=r"posthoc\.compensation: needs width-reduced retrains"):
         study(config)
+    config["posthoc"] = {}  # the default: the gap where it applies, so here knockout alone
+    left_out = study(config)
+    assert left_out.config["posthoc"]["compensation"] is False and "units" not in left_out.families
+    assert left_out.compensation_off.startswith("posthoc.compensation: needs width-reduced retrains")
 
 
 def built(path: Path, **model):

@@ -105,8 +105,10 @@ def test_a_resnet_study_narrows_the_named_blocks_inner_width_and_needs_images(te
         _ = Study.from_config(validate_config(deep_set(config, "posthoc.layers", ["block_3"]))).families
     with pytest.raises(ConfigError, match=r"posthoc.layers\[0\]: a residual network's layers are named, not numbered"):
         _ = Study.from_config(validate_config(deep_set(config, "posthoc.layers", [1]))).families
+    writes_only = deep_set(config, "posthoc.layers", ["block_2"])
+    assert "units" not in Study.from_config(validate_config(writes_only)).families  # left out: the gap is off, not refused
     with pytest.raises(ConfigError, match=r"posthoc.layers: the compensation gap of a residual network narrows a block's inner width"):
-        _ = Study.from_config(validate_config(deep_set(config, "posthoc.layers", ["block_2"]))).families
+        _ = Study.from_config(validate_config(deep_set(writes_only, "posthoc.compensation", True))).families
     reliance = deep_set(config, "reliance", {"layers": ["block_1_relu_2"]})
     with pytest.raises(
         ConfigError, match=r"^invalid study config: reliance: needs a chain model .*; model.kind resnet branches; remove it"

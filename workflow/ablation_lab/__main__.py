@@ -65,6 +65,8 @@ def main(argv: list[str] | None = None) -> int:
             )
             for run, users in study.sharing().items():
                 print(f"shared model {run}: {', '.join(users)}", file=sys.stderr)
+            if study.compensation_off:
+                print(f"compensation gap: off, because {study.compensation_off}", file=sys.stderr)
             print(data, file=sys.stderr)
     except ConfigError as error:
         print(f"error: {error}", file=sys.stderr)

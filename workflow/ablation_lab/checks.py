@@ -69,11 +69,6 @@ def check_model_file(config: Mapping[str, Any], info: DatasetInfo) -> None:
                 f"invalid study config: self_repair: needs a chain model or the built-in resnet (model.kind: resnet); "
                 f"in {model_cfg['path']!r} {branch}; remove it for this model"
             )
-    if (config.get("posthoc") or {}).get("compensation"):
-        raise ConfigError(
-            "invalid study config: posthoc.compensation: needs width-reduced retrains, which model.kind: file cannot build; "
-            "set posthoc.compensation: false (knockout itself runs)"
-        )
 
 
 def knockout_layers(model: Mapping[str, Any]) -> list[str] | None:
@@ -114,38 +109,62 @@ def check_posthoc_layers(posthoc: Mapping[str, Any], model: Mapping[str, Any], w
             )
 
 
-def check_compensation(config: Mapping[str, Any]) -> None:
-    """`posthoc.layers` against the model and, with `posthoc.compensation`, what the gap needs of them.
+def compensation_off_reason(config: Mapping[str, Any]) -> tuple[str, str] | None:
+    """Why this study's compensation gap cannot be measured (a message naming the key, and the
+    words that tell an explicit `true` how to turn it off), or None.
 
     These live here, not in `analyses/compensation.py`, because they are plan-time checks of
     the config like every other one of this module: they read several keys together (the
-    post-hoc block against `model.kind`) and end in one ConfigError line naming a key. The
-    analysis module computes the gap from the study's tables; it only lends its reading of
-    `posthoc.layers` (which layer the `units` family narrows), so the check and the analysis
-    cannot disagree about it.
+    post-hoc block against `model.kind`). The analysis module computes the gap from the
+    study's tables; it only lends its reading of `posthoc.layers` (which layer the `units`
+    family narrows), so the check and the analysis cannot disagree about it.
     """
     from ablation_lab.ablations import BASELINE
     from ablation_lab.analyses.compensation import compensation_layer, compensation_layer_name
 
-    posthoc, model = config["posthoc"], config["model"]
-    check_posthoc_layers(posthoc, model)
-    if not posthoc["compensation"]:
-        return
-    if model.get("kind") == "resnet" and not compensation_layer_name(posthoc["layers"]).startswith("block_"):
-        raise ConfigError(
-            "invalid study config: posthoc.layers: the compensation gap of a residual network narrows a block's inner "
-            "width and knocks its channels out; name one (e.g. block_2_relu_2) or set posthoc.compensation: false"
+    posthoc, kind = config["posthoc"], model_kind(config["model"])
+    if kind == "file":
+        return "posthoc.compensation: needs width-reduced retrains, which model.kind: file cannot build", "; set posthoc.compensation: false (knockout itself runs)"  # fmt: skip
+    if kind == "resnet" and not compensation_layer_name(posthoc["layers"]).startswith("block_"):
+        return (
+            "posthoc.layers: the compensation gap of a residual network narrows a block's inner "
+            "width and knocks its channels out; name one (e.g. block_2_relu_2)",
+            " or set posthoc.compensation: false",
         )
     if compensation_layer(posthoc["layers"]) is None:
-        raise ConfigError(
-            "invalid study config: posthoc.layers: the compensation gap narrows a hidden layer and knocks units out "
-            "of it, but posthoc.layers names none; add one (e.g. 1 or hidden_1) or set posthoc.compensation: false"
+        return (
+            "posthoc.layers: the compensation gap narrows a hidden layer and knocks units out "
+            "of it, but posthoc.layers names none; add one (e.g. 1 or hidden_1)",
+            " or set posthoc.compensation: false",
         )
     if BASELINE not in posthoc["families"]:
-        raise ConfigError(
-            "invalid study config: posthoc.families: the compensation gap knocks units out of the baseline; "
-            "add 'baseline' (or set posthoc.compensation: false)"
+        return (
+            "posthoc.families: the compensation gap knocks units out of the baseline; add 'baseline'",
+            " (or set posthoc.compensation: false)",
         )
+    return None
+
+
+def resolve_compensation(config: dict[str, Any]) -> None:
+    """`posthoc.compensation: null` (the default) becomes whether the gap applies to this study.
+
+    Done once, on the validated config, before anything reads it (the design, the analyses'
+    parameters), so every reader sees one boolean. Left out, the gap is measured where it can
+    be and skipped (with `check` saying why) where it cannot: a model file, a post-hoc block
+    naming no narrowable layer. Set to true, it is required and refused with the reason.
+    """
+    posthoc = config.get("posthoc")
+    if posthoc and posthoc["compensation"] is None:
+        posthoc["compensation"] = compensation_off_reason(config) is None
+
+
+def check_compensation(config: Mapping[str, Any]) -> None:
+    """`posthoc.layers` against the model and, with `posthoc.compensation`, what the gap needs of them."""
+    posthoc = config["posthoc"]
+    check_posthoc_layers(posthoc, config["model"])
+    reason = compensation_off_reason(config) if posthoc["compensation"] else None
+    if reason:
+        raise ConfigError(f"invalid study config: {''.join(reason)}")
 
 
 def _at(where: str, index: int) -> str:

@@ -102,12 +102,23 @@ class Study:
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> Study:
-        study = cls(validate_config(config))
+        validated = validate_config(config)
+        checks.resolve_compensation(validated)
+        study = cls(validated)
         _ = study.variants  # expand now, so a bad family block fails before any job runs
         checks.check_job_count(study.config, len(study.runs) * len(study.seeds) + study.analysis_job_count())
         return study
 
     # --- what the study declares --------------------------------------------------------
+
+    @property
+    def compensation_off(self) -> str | None:
+        """Why the study has post-hoc knockout but no compensation gap, when the default left it out."""
+        posthoc = self.config.get("posthoc")
+        if not posthoc or posthoc["compensation"]:
+            return None
+        reason = checks.compensation_off_reason(self.config)
+        return reason[0] if reason else None
 
     @property
     def name(self) -> str:
