@@ -110,6 +110,9 @@ def test_an_absent_model_key_means_what_the_schema_says():
     assert (spec.kind, spec.hidden_units, spec.activation, spec.dropout) == ("mlp", (128,), "relu", 0.0)
     assert ModelSpec.of({"kind": "resnet"}).resnet_widths() == ([16, 32, 32], [16, 32, 32])
     assert ModelSpec.of({"kind": "file", "path": "m.keras"}).activation is None  # the file's own, unless a variant swaps it
+    code = "\n".join(path.read_text() for path in (ROOT / "workflow" / "ablation_lab").rglob("*.py"))
+    repeated = re.findall(r"\.get\(\"(?:kind|weights|dropout_kind|nsdropout_interval)\", (?:\"[^\"]*\"|\d+)\)", code)
+    assert not repeated, f"what an absent model key means, written in code again (read specs.ModelSpec): {repeated}"
 
 
 def test_a_misspelt_model_key_is_named():

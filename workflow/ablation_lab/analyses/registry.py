@@ -22,7 +22,18 @@ import pandas as pd
 from ablation_lab.analyses.base import Analysis, RunContext
 from ablation_lab.analyses.evaluation import EVALUATION
 
-BUILT_IN = (EVALUATION, "knockout", "calibration", "nsdropout", "activation_shapes", "elasticity", "recovery", "self_repair", "reliance")
+BUILT_IN = (
+    EVALUATION,
+    "knockout",
+    "calibration",
+    "nsdropout",
+    "activation_shapes",
+    "elasticity",
+    "recovery",
+    "self_repair",
+    "reliance",
+    "faults",
+)
 NOT_ANALYSES = {"base", "registry"}
 
 
@@ -33,8 +44,10 @@ def discover() -> dict[str, Analysis]:
     analyses = {}
     for name in ordered:
         analysis = getattr(importlib.import_module(f"ablation_lab.analyses.{name}"), "ANALYSIS", None)
+        if analysis is None and name in BUILT_IN:
+            raise ValueError(f"analyses/{name}.py: a built-in analysis declares no ANALYSIS")
         if analysis is None:
-            continue
+            continue  # a helper module of an analysis (its report half, its statistics)
         if analysis.name != name:
             raise ValueError(f"analyses/{name}.py: its ANALYSIS is named {analysis.name!r}; an analysis is named as its module")
         analyses[name] = analysis

@@ -19,6 +19,7 @@ from typing import Any
 import pandas as pd
 
 from ablation_lab.ablations import BASELINE
+from ablation_lab.analyses.evaluation import EVALUATION
 from ablation_lab.config import ConfigError
 from ablation_lab.report.page import dataset_label
 from ablation_lab.report.sections import SectionContent, html_table, interval
@@ -54,7 +55,7 @@ def load_results(config: dict[str, Any], source: str) -> StudyResults:
                 f"study {study.name!r} ({source}) has no {tables / f'{name}.csv'}: run it first "
                 f"(snakemake --cores 2 --configfile {source}), then compare"
             )
-    probes = [row for row in study.probe_table() if row["analysis"] == "evaluation"]
+    probes = [row for row in study.probe_table() if row["analysis"] == EVALUATION]
     hits = collect_hits(probes) if all(Path(row["arrays"]).exists() for row in probes) else None
     return StudyResults(config, study.data_key, pd.read_csv(tables / "runs.csv"), pd.read_csv(tables / "comparisons.csv"), hits)
 

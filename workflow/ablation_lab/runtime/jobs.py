@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 
 from ablation_lab import TRAINING_CODE_VERSION, __version__
+from ablation_lab.analyses.evaluation import EVALUATION
 from ablation_lab.artifacts import atomic_path, check_digest, file_digest, read_json, write_json, write_npz, write_table
 
 log = logging.getLogger("ablation_lab")
@@ -174,7 +175,7 @@ def aggregate(
     from ablation_lab.statistics.tables import compare_to_baseline, runs_table, summarise
 
     tables = collect_probes(probes)
-    tidy = tables["evaluation"]
+    tidy = tables[EVALUATION]
     runs = runs_table(tidy, variants)
     hits = collect_hits(probes)
     write_table(out["history"], collect_histories(histories))
@@ -221,7 +222,7 @@ def collect_hits(probes: list[dict[str, Any]]) -> dict[tuple[str, str, int], np.
     """(family, variant, seed) -> which test examples its model got right, under its test view."""
     hits = {}
     for row in probes:
-        if row["analysis"] == "evaluation":
+        if row["analysis"] == EVALUATION:
             with np.load(row["arrays"]) as saved:
                 hits[row["family"], row["variant"], row["seed"]] = saved["predicted"] == saved["y_test"]
     return hits
