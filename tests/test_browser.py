@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 from browser_helpers import chromium_paths, full_page_screenshot, start_chrome
 
-pytestmark = pytest.mark.workflow
+pytestmark = [pytest.mark.workflow, pytest.mark.browser]
 
 # Every image decoded by the browser itself (decode() rejects what it cannot draw).
 DECODE_IMAGES = """

@@ -21,6 +21,7 @@ def start_job(recorded: str) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-c", JOB], env=env, stderr=subprocess.PIPE, text=True)
 
 
+@pytest.mark.runtime
 def test_a_job_stops_within_seconds_when_its_snakemake_is_killed():
     snakemake = subprocess.Popen(["sleep", "60"])  # stands in for the Snakemake process
     job = start_job(watchdog.identity(snakemake.pid))
