@@ -225,17 +225,5 @@ RUN_JOB = runtime.job_command(
 )
 
 
-onstart:
-    runtime.on_start(workflow)
-
-
-onsuccess:
-    runtime.on_success()
-
-
-onerror:
-    runtime.on_error(workflow, log)
-
-
-# Used as a module of a user's Snakefile (snakedeploy), the three handlers above do not run.
-runtime.run_handlers_as_a_module(workflow)
+# Start and stop the warm workers and the watchdog with the run (main Snakefile or module).
+runtime.install(workflow)

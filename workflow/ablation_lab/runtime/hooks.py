@@ -1,6 +1,7 @@
 """The runtime's face to the Snakefile: the job command, and what a run does at start, success and error.
 
-`rules/common.smk` calls these five and nothing else of the runtime. A local run without
+`rules/common.smk` calls three of them and nothing else of the runtime: `request_argument` and
+`job_command` for the rules that a warm worker may serve, and `install` for the handlers. A local run without
 conda or apptainer gets warm workers (runtime/worker.py) and a watchdog that stops its jobs
 and workers within seconds when Snakemake is gone, even killed with SIGKILL
 (runtime/watchdog.py); a cluster run leaves its jobs to the cluster and, on failure, asks
@@ -109,20 +110,29 @@ def on_error(workflow: Any, log: str) -> None:
             logger.error(line)
 
 
-def run_handlers_as_a_module(workflow: Any) -> bool:
-    """Register `on_start`, `on_success` and `on_error` when this workflow is a user's module.
+def install(workflow: Any) -> list[str]:
+    """The runtime's one entry from the rules: register `on_start`, `on_success` and `on_error`.
 
-    Snakemake runs the main Snakefile's handlers only, so a workflow deployed with snakedeploy
-    (`module ...: snakefile: ...` in the user's Snakefile) would start no warm worker and every
-    job would pay TensorFlow's start-up in its own process: config/test.yaml took 7 min 22 s
-    that way on 2 cores, against well under a minute with the workers (docs/your-project.md).
-    The handlers are set only where the user's Snakefile left Snakemake's empty defaults, so
-    a handler of the user's own is never replaced. Returns whether they were registered.
+    As the main Snakefile, or as a module of a user's Snakefile (snakedeploy: `module ...:
+    snakefile: ...`), where Snakemake runs the main Snakefile's handlers only: without them a
+    deployed workflow would start no warm worker and every job would pay TensorFlow's start-up
+    in its own process (config/test.yaml took 7 min 22 s that way on 2 cores, against well
+    under a minute with the workers; docs/your-project.md). A handler is set only where
+    Snakemake's empty default is in place, so a user's own `onstart:` is never replaced.
+    Returns the handlers it set.
     """
-    names = ("_onstart", "_onsuccess", "_onerror")
-    if workflow.modifier.is_main_snakefile() or any(getattr(getattr(workflow, n, None), "__name__", "") != "<lambda>" for n in names):
-        return False
-    workflow._onstart = lambda log: on_start(workflow)
-    workflow._onsuccess = lambda log: on_success()
-    workflow._onerror = lambda log: on_error(workflow, log)
-    return True
+
+    def start(log: str) -> None:
+        on_start(workflow)
+
+    def success(log: str) -> None:
+        on_success()
+
+    def error(log: str) -> None:
+        on_error(workflow, log)
+
+    handlers = {"_onstart": start, "_onsuccess": success, "_onerror": error}
+    unset = [name for name in handlers if getattr(getattr(workflow, name, None), "__name__", "") == "<lambda>"]
+    for name in unset:
+        setattr(workflow, name, handlers[name])
+    return unset
