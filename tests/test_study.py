@@ -177,3 +177,11 @@ def test_readable_names_survive_any_transform():
     name = identity.run_name(spec)
     assert len(name) <= identity.MAX_READABLE + 1 + identity.RUN_DIGEST
     assert re.fullmatch(paths.WILDCARDS["run"], name)
+
+
+def test_each_analysis_figure_is_filed_under_its_analysis_in_the_snakemake_report(test_config):
+    study = paths.Study.from_config(test_config)
+    categories = {name: study.figure_category(name) for name in study.extra_figures()}
+    assert categories.pop("learning_curves") == "Training"
+    assert categories and set(categories.values()) <= {analysis.title for analysis in ANALYSES.values()}
+    assert categories["knockout"] == ANALYSES["knockout"].title

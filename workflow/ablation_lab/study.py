@@ -305,6 +305,13 @@ class Study:
         names = ["learning_curves", *(figure for name in self.analyses() for figure in ANALYSES[name].figures(self))]
         return {name: f"{self.figures_dir()}/{name.replace('_', '-')}.png" for name in names}
 
+    def figure_category(self, figure: str) -> str:
+        """The Snakemake report's category of an `extra_figures` figure: its analysis's title."""
+        for name in self.analyses():
+            if figure in ANALYSES[name].figures(self):
+                return ANALYSES[name].title
+        return "Training"  # the learning curves
+
     def forest_figure(self) -> str:
         """The overview's forest plot: every variant's difference from the baseline, as tabled."""
         return f"{self.figures_dir()}/forest.png"

@@ -97,8 +97,8 @@ rule plot_analyses:
         **{
             name: report(
                 path,
-                caption="../report/posthoc.rst",
-                category="Post-hoc",
+                caption="../report/analysis.rst",
+                category=STUDY.figure_category(name),
                 labels={"figure": name},
             )
             for name, path in STUDY.extra_figures().items()
