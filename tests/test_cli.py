@@ -24,6 +24,7 @@ def test_check_lists_variants_and_rejects_a_bad_file(tmp_path):
     variants = [line.split("\t")[0] for line in done.stdout.splitlines()]
     assert variants[0] == "baseline/reference" and "input/cols-24-27" in variants and len(variants) == 48
     assert "activation/gp" in variants and "31 distinct trained models per seed" in done.stderr
+    assert "analysis knockout: A fraction of a hidden layer's units removed from the trained model" in done.stderr
     shared = next(line for line in done.stderr.splitlines() if line.startswith("shared model relu-128-"))
     assert "baseline/reference, dropout/rate-0, activation/relu, noise/gauss-0, units/frac-0, input_posthoc/cols-00-03" in shared
     bad = tmp_path / "bad.yaml"

@@ -42,3 +42,10 @@ def test_a_word_is_defined_once() -> None:
     first_column = [word for row in rows for word in row]
     repeated = sorted({word for word in first_column if first_column.count(word) > 1})
     assert not repeated, f"docs/glossary.md defines {repeated} twice: one word, one idea"
+
+
+def test_every_analysis_is_defined() -> None:
+    from ablation_lab.analyses.registry import ANALYSES
+
+    missing = sorted(set(ANALYSES) - defined_words())
+    assert not missing, f"docs/glossary.md has no row for the analyses {missing}"

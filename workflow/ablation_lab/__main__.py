@@ -52,6 +52,7 @@ def main(argv: list[str] | None = None) -> int:
             for line in findings(config):
                 print(line)
         else:
+            from ablation_lab.analyses.registry import ANALYSES
             from ablation_lab.study import Study
 
             study = Study.from_config(config)
@@ -65,6 +66,8 @@ def main(argv: list[str] | None = None) -> int:
             )
             for run, users in study.sharing().items():
                 print(f"shared model {run}: {', '.join(users)}", file=sys.stderr)
+            for name in study.analyses():
+                print(f"analysis {name}: {ANALYSES[name].description}", file=sys.stderr)
             if study.compensation_off:
                 print(f"compensation gap: off, because {study.compensation_off}", file=sys.stderr)
             print(data, file=sys.stderr)
