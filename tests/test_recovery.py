@@ -6,6 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from ablation_lab.analyses import knockout, recovery
+from ablation_lab.analyses.knockout import KnockoutParams
 from ablation_lab.models import saliency
 from ablation_lab.specs import TrainingSpec
 from ablation_lab.statistics.intervals import ratio_interval
@@ -57,7 +58,7 @@ def test_budget_zero_fine_tune_equals_the_knockout_accuracy_for_the_same_mask(tr
     model, data, labels, _, _ = trained
     frame, _ = table
     params = {"layers": [1], "fractions": PARAMS["fractions"], "orderings": ORDERINGS[:4], "fills": ["zero"], "draws": 1}
-    knocked = knockout.knockout_table(model, data, labels, ["a", "b", "c"], params, seed=5)
+    knocked = knockout.knockout_table(model, data, labels, ["a", "b", "c"], KnockoutParams.of(params), seed=5)
     knocked = knocked[knocked["metric"] == "accuracy"].set_index(["ordering", "fraction"])["value"]
     at_zero = frame.query("metric == 'accuracy' and arm == 'finetune' and steps == 0").set_index(["ordering", "fraction"])["value"]
     for key, value in knocked.items():

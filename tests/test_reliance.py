@@ -7,6 +7,7 @@ import pandas as pd
 import pytest
 from ablation_lab.ablations import FAMILIES, apply_transforms, corrupt_labels, training_labels, transform_split
 from ablation_lab.analyses import reliance
+from ablation_lab.analyses.knockout import KnockoutParams
 from ablation_lab.analyses.reliance_report import FIGURES
 from ablation_lab.data.base import DatasetInfo
 from ablation_lab.identity import describe_transform, is_noop
@@ -237,7 +238,7 @@ def test_the_knockout_table_takes_the_selectivity_orderings(model_and_data):
         "fills": ["zero"],
         "draws": 1,
     }
-    table = knockout_table(model, data, labels, ["a", "b", "c"], params, seed=0)
+    table = knockout_table(model, data, labels, ["a", "b", "c"], KnockoutParams.of(params), seed=0)
     assert set(table.loc[table["metric"] == "area", "ordering"]) == {"selectivity_highest", "selectivity_lowest"}
 
 

@@ -21,20 +21,22 @@ from typing import Any, Literal
 
 @cache
 def schema_defaults(block: str) -> dict[str, Any]:
-    """The `default` of each key of a top-level block of the config schema."""
+    """The `default` of each key of a block of the config schema; a nested block is dotted (`families.nsdropout`)."""
     from ablation_lab.config import load_schema
 
-    properties = load_schema()["properties"][block]["properties"]
-    return {key: rule["default"] for key, rule in properties.items() if "default" in rule}
+    rule = load_schema()
+    for key in block.split("."):
+        rule = rule["properties"][key]
+    return {key: entry["default"] for key, entry in rule["properties"].items() if "default" in entry}
 
 
-def _with_defaults(cls: type, block: str, given: Mapping[str, Any]) -> dict[str, Any]:
-    """`given` over the schema's defaults of `block`, as the fields of `cls`; a key it does not know is named."""
+def _with_defaults(cls: type, block: str | None, given: Mapping[str, Any]) -> dict[str, Any]:
+    """`given` over the schema's defaults of `block` (none without one), as the fields of `cls`; a key it does not know is named."""
     names = {field.name for field in fields(cls)}
     unknown = sorted(set(given) - names)
     if unknown:
         raise ValueError(f"{block}.{unknown[0]}: not a {block} setting (known: {', '.join(sorted(names))})")
-    values = {**schema_defaults(block), **given}
+    values = {**(schema_defaults(block) if block else {}), **given}
     missing = sorted(names - set(values))
     if missing:
         raise ValueError(f"{block}.{missing[0]}: missing, and the schema gives it no default")
