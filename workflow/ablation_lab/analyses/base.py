@@ -202,6 +202,11 @@ class Analysis:
         """Its parameters as its `params_type` (as given, for an analysis without one)."""
         return params if self.params_type is None else self.params_type.of(params)
 
+    def study_params(self, config: Mapping[str, Any]) -> Any:
+        """Its typed parameters in a study config, or None when the study does not ask for it (what its sections read)."""
+        params = self.params(config)
+        return None if params is None else self.typed(params)
+
     @property
     def modules(self) -> tuple[str, ...]:
         """Its code, for the job's `code` param: an edit to any of these reruns its jobs."""

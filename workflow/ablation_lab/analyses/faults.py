@@ -47,6 +47,7 @@ from ablation_lab.models.fault_injection import (
     outcome,
     weight_layers,
 )
+from ablation_lab.report.sections import ReportInputs, SectionContent
 
 KEYS = ("models", "counts", "bit", "bits", "injections", "layers", "activation_layers", "clip", "margin", "seed")
 PERMANENT = ("stuck_at_0", "stuck_at_1", "zero")  # faults a memory cell keeps: what fault-aware fine-tuning retrains around
@@ -458,6 +459,11 @@ def figures(study: Any) -> list[str]:
     return ["faults", "faults_bits"]
 
 
+def section(inputs: ReportInputs) -> list[SectionContent]:
+    """The report section, handed the study's typed parameters."""
+    return faults_section(inputs, ANALYSIS.study_params(inputs.study))
+
+
 ANALYSIS = Analysis(
     "faults",
     "Fault tolerance",
@@ -471,5 +477,5 @@ ANALYSIS = Analysis(
     summarise=summarise,
     figures=figures,
     plot=plot,
-    sections=(faults_section,),
+    sections=(section,),
 )

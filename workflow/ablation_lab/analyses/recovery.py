@@ -37,6 +37,7 @@ from ablation_lab.analyses.base import Analysis, Params, RunContext
 from ablation_lab.analyses.knockout import keep_masks, single_unit_importance, unit_order
 from ablation_lab.analyses.recovery_report import figures, plot, recovery_section, summarise
 from ablation_lab.models.surgery import chosen_layers, split_model
+from ablation_lab.report.sections import ReportInputs, SectionContent
 
 ARMS = ("finetune", "rewind", "reinit")
 GRADIENT_ORDERINGS = {"taylor_lowest": "taylor", "obd_lowest": "obd"}
@@ -187,6 +188,11 @@ def recovery_families(config: Mapping[str, Any], family: str) -> bool:
     return family in config["recovery"]["families"]
 
 
+def section(inputs: ReportInputs) -> list[SectionContent]:
+    """The report section, handed the study's typed parameters."""
+    return recovery_section(inputs, ANALYSIS.study_params(inputs.study))
+
+
 ANALYSIS = Analysis(
     "recovery",
     "Recovery after removal",
@@ -210,5 +216,5 @@ ANALYSIS = Analysis(
     summarise=summarise,
     figures=figures,
     plot=plot,
-    sections=(recovery_section,),
+    sections=(section,),
 )

@@ -247,13 +247,13 @@ def share_grid(shares: pd.DataFrame, by: str) -> pd.DataFrame:
     return grid.reset_index().replace({by: ARM_LABELS})
 
 
-def recovery_section(inputs: ReportInputs) -> list[SectionContent]:
+def recovery_section(inputs: ReportInputs, params: Any) -> list[SectionContent]:
+    """The section; `params`: the study's `RecoveryParams` (None: the study does not ask for recovery)."""
     curves = inputs.tables.get("recovery_curves")
-    if curves is None or curves.empty:
+    if curves is None or curves.empty or params is None:
         return []
-    params = inputs.study.get("recovery") or {}
     section = SectionContent("recovery", "How fast does the network compensate?").say(
-        f"A fraction of {_layer(params.get('layer', 1))}'s units removed from each trained model ({', '.join(params.get('families', []))}), "
+        f"A fraction of {_layer(params.layer)}'s units removed from each trained model ({', '.join(params.families)}), "
         "then trained on with the study's optimizer on the training split, evaluated on test at each budget on the way. Removed "
         "units stay removed (masked in every forward pass; their weights stay exactly 0). Arms: fine-tune (survivors keep their "
         "trained weights), rewind (survivors reset to their initial values), re-initialise (fresh random weights). Criteria: "

@@ -47,6 +47,7 @@ import pandas as pd
 
 from ablation_lab.analyses.base import Analysis, Params, RunContext
 from ablation_lab.analyses.self_repair_report import SUMMARIES, figures, plot, self_repair_section, summarise
+from ablation_lab.report.sections import ReportInputs, SectionContent
 
 METRICS = ("logit", "log_probability", "accuracy")
 COLUMNS = ["layer", "component", "units", "depth", "fill", "metric", "quantity", "by", "value", "row"]
@@ -329,6 +330,11 @@ def self_repair_families(config: Mapping[str, Any], family: str) -> bool:
     return family in config["self_repair"]["families"]
 
 
+def section(inputs: ReportInputs) -> list[SectionContent]:
+    """The report section, handed the study's typed parameters."""
+    return self_repair_section(inputs, ANALYSIS.study_params(inputs.study))
+
+
 ANALYSIS = Analysis(
     "self_repair",
     "Self-repair",
@@ -343,5 +349,5 @@ ANALYSIS = Analysis(
     summarise=summarise,
     figures=figures,
     plot=plot,
-    sections=(self_repair_section,),
+    sections=(section,),
 )
