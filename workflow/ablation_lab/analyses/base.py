@@ -117,11 +117,11 @@ class Params:
     """The base of an analysis's typed parameters: a frozen dataclass with the fields its `params(config)` gives.
 
     They travel as a plain mapping (in a job's `params`, under the digest that names each
-    probe) and become this class at one boundary (`registry.run_analysis`, and the
-    `summarise` an `Analysis` hands a `StudyTables`), so the analysis's code reads attributes:
-    a misspelt one is an error at the first test, not a silent `.get` fallback. A key the
-    mapping leaves out comes from the schema's `config_key` block, the one place a default is
-    written.
+    probe) and become this class at one boundary (`registry.run_analysis`, the `summarise`
+    an `Analysis` hands a `StudyTables`, and `Analysis.study_params` for the report's
+    sections), so the analysis's code reads attributes: a misspelt one is an error at the
+    first test, not a silent `.get` fallback. A key the mapping leaves out comes from the
+    schema's `config_key` block, the one place a default is written.
     """
 
     config_key: ClassVar[str | None] = None  # the config block holding them (dotted: "families.nsdropout")
@@ -159,9 +159,10 @@ class Analysis:
 
     `params(config)` reads the study config (its `config_key` block, if it has one): the
     analysis's parameters as plain data (part of each probe's identity), or None when the
-    study does not ask for it. `params_type` (a `Params` subclass) is what `run` and
-    `summarise` receive them as; its `config_key` is the analysis's. `uses_test_view`: the analysis runs once per variant test view (evaluation
-    does); otherwise once per trained model. `code`: the package modules whose edits rerun
+    study does not ask for it. `params_type` (a `Params` subclass) is what `run`,
+    `summarise` and its sections (through `study_params`) receive them as; its `config_key`
+    is the analysis's. `uses_test_view`: the analysis runs once per variant test view
+    (evaluation does); otherwise once per trained model. `code`: the package modules whose edits rerun
     its jobs (its own module and `analyses.base` always count).
 
     Study level, all optional: `summaries` names the tables `summarise` returns (written
@@ -194,6 +195,8 @@ class Analysis:
         """
         if self.params_type is None:
             return
+        if self.config_key not in (None, self.params_type.config_key):
+            raise ValueError(f"analysis {self.name}: config_key {self.config_key!r} is not its params_type's")
         object.__setattr__(self, "config_key", self.params_type.config_key)
         if self.summarise is not None:
             object.__setattr__(self, "summarise", typed_summary(self.summarise, self.params_type))
