@@ -29,6 +29,7 @@ from ablation_lab.analyses.base import Analysis, Params, RunContext, StudyTables
 from ablation_lab.analyses.knockout import curve_area, keep_masks
 from ablation_lab.analyses.reliance_report import figures, plot, reliance_section
 from ablation_lab.models.surgery import chosen_layers, class_selectivity, masked_predictions, random_rotation, split_model
+from ablation_lab.report.sections import ReportInputs, SectionContent
 
 COLUMNS = ["layer", "basis", "draw", "fraction", "unit", "metric", "value"]
 
@@ -288,6 +289,12 @@ MODEL_COLUMNS = ["family", "variant", "seed", "run", "layer", "area_unit", "gene
 SUMMARIES = ("reliance_models", "reliance_correlations", "reliance_rotation", "reliance_dropout")
 SUMMARY_COLUMNS = (MODEL_COLUMNS, CORRELATION_COLUMNS, ROTATION_COLUMNS, DROPOUT_COLUMNS)
 
+
+def section(inputs: ReportInputs) -> list[SectionContent]:
+    """The report section, handed the study's typed parameters."""
+    return reliance_section(inputs, ANALYSIS.study_params(inputs.study))
+
+
 ANALYSIS = Analysis(
     "reliance",
     "Reliance on single directions",
@@ -301,5 +308,5 @@ ANALYSIS = Analysis(
     summarise=summarise,
     figures=figures,
     plot=plot,
-    sections=(reliance_section,),
+    sections=(section,),
 )
