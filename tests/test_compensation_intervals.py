@@ -6,6 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from ablation_lab.analyses.compensation import _trapezoid_weights, compensation_table
+from ablation_lab.analyses.knockout import KnockoutParams
 from ablation_lab.statistics.inference import paired_difference
 
 LEVELS = {"gauss-0.2": 0.2, "gauss-0.5": 0.5, "gauss-0.9": 0.9}
@@ -27,7 +28,7 @@ def study(rng: np.random.Generator, n_test: int = 400) -> tuple[pd.DataFrame, di
 
 def test_a_points_gap_interval_is_the_paired_bootstrap_of_the_comparisons():
     runs, hits, variants = study(np.random.default_rng(0))
-    table = compensation_table(runs, None, variants, {"layers": [], "fills": ["zero"]}, hits=hits).set_index("point")
+    table = compensation_table(runs, None, variants, KnockoutParams.of({"layers": [], "fills": ["zero"]}), hits=hits).set_index("point")
     side = runs.set_index(["family", "variant", "seed"])["accuracy"]
     expected = paired_difference(
         [side["noise", "gauss-0.5", s] for s in SEEDS],
@@ -38,7 +39,9 @@ def test_a_points_gap_interval_is_the_paired_bootstrap_of_the_comparisons():
     row = table.loc["gauss-0.5"]
     assert (row["gap"], row["gap_ci_low"], row["gap_ci_high"]) == pytest.approx((expected["estimate"], expected["low"], expected["high"]))
     assert "test-set bootstrap" in row["method"]
-    seed_only = compensation_table(runs, None, variants, {"layers": [], "fills": ["zero"]}).set_index("point").loc["gauss-0.5"]
+    seed_only = (
+        compensation_table(runs, None, variants, KnockoutParams.of({"layers": [], "fills": ["zero"]})).set_index("point").loc["gauss-0.5"]
+    )
     assert "seed noise only" in seed_only["method"] and seed_only["gap"] == pytest.approx(row["gap"])
 
 
@@ -49,7 +52,7 @@ def test_the_area_is_the_trapezoid_mean_of_the_gaps_with_the_same_interval_metho
     assert _trapezoid_weights(xs) @ ys == pytest.approx(np.trapezoid(ys[order], xs[order]) / 0.9)
     assert _trapezoid_weights(np.array([np.nan, np.nan])).tolist() == [0.5, 0.5]
     runs, hits, variants = study(np.random.default_rng(1))
-    table = compensation_table(runs, None, variants, {"layers": [], "fills": ["zero"]}, hits=hits).set_index("point")
+    table = compensation_table(runs, None, variants, KnockoutParams.of({"layers": [], "fills": ["zero"]}), hits=hits).set_index("point")
     points = table.drop(index="area")
     per_seed = []
     for seed in SEEDS:
@@ -79,7 +82,11 @@ def test_the_knocked_out_side_has_no_hit_vectors_and_says_its_interval_is_seed_n
         }
     )
     hits = {("units", "frac-0.5", s): np.ones(10, bool) for s in (1, 2, 3)}
-    row = compensation_table(runs, knockout, variants, {"layers": [1], "fills": ["zero"]}, hits=hits).set_index("point").loc["frac-0.5"]
+    row = (
+        compensation_table(runs, knockout, variants, KnockoutParams.of({"layers": [1], "fills": ["zero"]}), hits=hits)
+        .set_index("point")
+        .loc["frac-0.5"]
+    )
     gaps = np.array([0.90 - 0.81, 0.91 - 0.72, 0.89 - 0.79])
     assert row["posthoc"] == pytest.approx(np.mean([0.81, 0.72, 0.79])) and row["gap"] == pytest.approx(gaps.mean())
     expected = paired_difference([0.90, 0.91, 0.89], [0.81, 0.72, 0.79])

@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 import yaml
 from ablation_lab.analyses import elasticity, similarity
+from ablation_lab.analyses.elasticity import ElasticityParams
 from ablation_lab.analyses.registry import ANALYSES, RunContext
 from ablation_lab.models import one_step
 
@@ -297,14 +298,14 @@ def test_the_analysis_reads_the_test_split_only_and_writes_its_rows(tf):
     y = np.repeat(np.arange(3), 20)
     x = rng.normal(size=(60, 5)) + 2 * np.eye(5)[y]
     context = SplitGuard(small_mlp("tanh"), x, y)
-    table, arrays = ANALYSES["elasticity"].run(context, PARAMS)
+    table, arrays = ANALYSES["elasticity"].run(context, ElasticityParams.of(PARAMS))
     assert set(context.asked) == {"test"}
     scores = table[table["example"].isna()].set_index("metric")["value"]
     assert {"auc", "ratio_kernel", "ratio_relative", "ari_spectral_kernel", "nmi_kmeans_inputs", "first_order_error"} <= set(scores.index)
     assert 0 <= scores["auc"] <= 1 and scores["first_order_error"] < 0.05
     rows = table[table["metric"] == "row_auc"]
     assert len(rows) == 30 and set(rows["example"]) == set(arrays["sample"]) and rows["value"].mean() == pytest.approx(scores["auc"])
-    exact, _ = ANALYSES["elasticity"].run(SplitGuard(context.model, x, y), PARAMS | {"method": "exact"})
+    exact, _ = ANALYSES["elasticity"].run(SplitGuard(context.model, x, y), ElasticityParams.of(PARAMS | {"method": "exact"}))
     assert exact.set_index(["metric", "example"])["value"].loc["auc"].item() == pytest.approx(scores["auc"], abs=0.02)
 
 
@@ -313,7 +314,7 @@ def test_the_analysis_steps_a_model_with_learnable_activations_too(tf, model_id)
     rng = np.random.default_rng(4)
     y = np.repeat(np.arange(3), 20)
     x = rng.normal(size=(60, 5)) + 2 * np.eye(5)[y]
-    table, arrays = ANALYSES["elasticity"].run(SplitGuard(learnable_mlp(model_id), x, y), PARAMS)
+    table, arrays = ANALYSES["elasticity"].run(SplitGuard(learnable_mlp(model_id), x, y), ElasticityParams.of(PARAMS))
     scores = table[table["example"].isna()].set_index("metric")["value"]
     assert 0 <= scores["auc"] <= 1 and scores["first_order_error"] < 0.05
     assert len(table[table["metric"] == "row_auc"]) == 30 and arrays["change_norms"].shape == (30, 30)
@@ -327,7 +328,7 @@ def test_a_diverged_model_gives_an_empty_table_and_the_figure_says_so(tf, tmp_pa
     kernel, bias = model.get_layer("hidden_1").get_weights()
     model.get_layer("hidden_1").set_weights([np.full_like(kernel, np.nan), bias])
     y = np.repeat(np.arange(3), 20)
-    table, arrays = elasticity.elasticity_table(model, np.ones((60, 5)), y, PARAMS)
+    table, arrays = elasticity.elasticity_table(model, np.ones((60, 5)), y, ElasticityParams.of(PARAMS))
     assert table.empty and list(table.columns) == elasticity.COLUMNS and len(arrays["sample"]) == 30
     plot_elasticity(table.assign(family=[], variant=[], seed=[]), [], tmp_path / "empty.png")
     assert (tmp_path / "empty.png").stat().st_size > 0
@@ -494,12 +495,12 @@ def test_the_analysis_runs_on_a_cnn_and_refuses_jacobians_over_the_budget(tf, mo
     rng = np.random.default_rng(6)
     y = np.repeat(np.arange(3), 20)
     x = rng.random((60, 6, 6)) + y[:, None, None]
-    table, arrays = ANALYSES["elasticity"].run(SplitGuard(small_cnn(), x, y), PARAMS)
+    table, arrays = ANALYSES["elasticity"].run(SplitGuard(small_cnn(), x, y), ElasticityParams.of(PARAMS))
     scores = table[table["example"].isna()].set_index("metric")["value"]
     assert 0 <= scores["auc"] <= 1 and scores["first_order_error"] < 0.05
     assert arrays["change_norms"].shape == (30, 30)
     monkeypatch.setattr(one_step, "JACOBIAN_BUDGET", 1000)
     with pytest.raises(one_step.UnsupportedLayer, match=r"elasticity\.samples: 30 examples x 3 classes"):
-        elasticity.elasticity_table(small_cnn(), x, y, PARAMS)
-    empty, _ = ANALYSES["elasticity"].run(SplitGuard(small_cnn(), x, y), PARAMS)
+        elasticity.elasticity_table(small_cnn(), x, y, ElasticityParams.of(PARAMS))
+    empty, _ = ANALYSES["elasticity"].run(SplitGuard(small_cnn(), x, y), ElasticityParams.of(PARAMS))
     assert empty.empty

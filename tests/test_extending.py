@@ -2,7 +2,8 @@
 
 A copy of the package gets one new file, `analyses/max_probability.py` (the toy below); with
 nothing else edited, the registry finds it, a study plans one job per trained model for it,
-the aggregation writes its table and the report shows its section.
+its `run` gets its typed parameters, the aggregation writes its table and the report shows
+its section.
 """
 
 from __future__ import annotations
@@ -21,14 +22,25 @@ TOY = '''
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import pandas as pd
 
-from ablation_lab.analyses.base import Analysis
+from ablation_lab.analyses.base import Analysis, Params
 from ablation_lab.report.sections import SectionContent, html_table
 
 
-def run(context, params):
-    top = context.probabilities("test").max(axis=1)
+@dataclass(frozen=True)
+class MaxProbabilityParams(Params):
+    split: str  # whose probabilities are read
+
+
+def params(config):  # plain data: part of each probe's identity (a real one reads its config block)
+    return {"split": "test"}
+
+
+def run(context, params: MaxProbabilityParams):
+    top = context.probabilities(params.split).max(axis=1)
     return pd.DataFrame({"metric": ["mean_max_probability"], "value": [float(top.mean())]})
 
 
@@ -40,7 +52,9 @@ def section(inputs):
     return [SectionContent("max_probability", "Confidence").say("Mean top-class probability on test.").add_table(html_table(mean))]
 
 
-ANALYSIS = Analysis("max_probability", "Confidence", "Mean top-class probability on the test split.", run, sections=(section,))
+ANALYSIS = Analysis(
+    "max_probability", "Confidence", "Mean top-class probability on the test split.", run, params, MaxProbabilityParams, sections=(section,)
+)
 '''
 
 CHECK = """
@@ -56,9 +70,10 @@ study = Study.from_config(load_config_file(sys.argv[1]))
 
 class Context:  # what a trained model's job would hand the analysis
     def probabilities(self, split):
+        assert split == "test"
         return np.array([[0.9, 0.1], [0.4, 0.6]])
 
-table, arrays = run_analysis("max_probability", Context(), {})
+table, arrays = run_analysis("max_probability", Context(), {"split": "test"})  # as the job's request carries them
 joined = table.assign(family="baseline", variant="baseline", seed=1)
 summary = pd.DataFrame([{"family": "baseline", "variant": "baseline", "label": "baseline", "order": 0, "seeds": 1, "diverged": 0,
                          "accuracy_mean": 0.9, "accuracy_ci_low": 0.8, "accuracy_ci_high": 1.0}])

@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from ablation_lab.analyses import faults
+from ablation_lab.analyses.faults import FaultsParams
 from ablation_lab.models import fault_injection as fi
 from ablation_lab.statistics.inference import clopper_pearson, clustered_clopper_pearson
 from ablation_lab.training.train import configure_tensorflow, predict_proba
@@ -157,12 +158,12 @@ def test_the_campaign_leaves_the_model_file_alone_and_is_reproducible(model_and_
     model.save(path)
     digest = hashlib.sha256(path.read_bytes()).hexdigest()
     context = SavedModelContext(path, data, labels)
-    first = faults.faults_run(context, PARAMS)
+    first = faults.faults_run(context, FaultsParams.of(PARAMS))
     assert hashlib.sha256(path.read_bytes()).hexdigest() == digest
     assert words(context.model) == words(model)  # restored in memory too
-    second = faults.faults_run(SavedModelContext(path, data, labels), PARAMS)
+    second = faults.faults_run(SavedModelContext(path, data, labels), FaultsParams.of(PARAMS))
     pd.testing.assert_frame_equal(first, second)
-    other = faults.faults_run(SavedModelContext(path, data, labels), {**PARAMS, "seed": 5})
+    other = faults.faults_run(SavedModelContext(path, data, labels), FaultsParams.of({**PARAMS, "seed": 5}))
     assert not first.equals(other)
     clean = first[first["sweep"] == "clean"]
     assert set(clean["arm"]) == {"none", "clip"} and (clean["sdc"] == 0).all()
@@ -186,7 +187,7 @@ def test_weight_faults_run_on_a_residual_network(tmp_path):
     rng = np.random.default_rng(0)
     data = {split: rng.random((n, 8, 8)).astype(np.float32) for split, n in (("train", 20), ("test", 30))}
     labels = {split: rng.integers(0, 3, size=len(x)).astype(np.int32) for split, x in data.items()}
-    table = faults.faults_run(SavedModelContext(path, data, labels), {**PARAMS, "activation_layers": [], "clip": False})
+    table = faults.faults_run(SavedModelContext(path, data, labels), FaultsParams.of({**PARAMS, "activation_layers": [], "clip": False}))
     assert "block_2_shortcut" in set(table["target"]) and "activations" not in set(table["sweep"])
 
 
@@ -293,7 +294,7 @@ def test_the_study_summaries_and_the_report_section():
     from ablation_lab.report.sections import ReportInputs
 
     table = synthetic_table()
-    summaries = faults.summarise(StudyTables(table, {}, pd.DataFrame(), {}, [], {"margin": 0.01}))
+    summaries = faults.ANALYSIS.summarise(StudyTables(table, {}, pd.DataFrame(), {}, [], {"margin": 0.01}))
     summary = summaries["faults_summary"].set_index(["family", "arm", "sweep"])
     row = summary.loc[("baseline", "none", "grid")]
     assert row["sdc_rate"] == pytest.approx((20 * 12 + 4 * 6) / (90 * 12))

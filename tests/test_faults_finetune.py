@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from ablation_lab.analyses import faults
+from ablation_lab.analyses.faults import FaultsParams
 from ablation_lab.config import ConfigError
 from ablation_lab.models import fault_injection as fi
 from ablation_lab.specs import TrainingSpec
@@ -48,7 +49,7 @@ def trained():
 
 def table(trained, params):
     model, data, labels, training = trained
-    return faults.faults_table(model, data["test"], labels["test"], params, 5, data["train"], labels["train"], training)
+    return faults.faults_table(model, data["test"], labels["test"], FaultsParams.of(params), 5, data["train"], labels["train"], training)
 
 
 def test_a_zero_fault_map_fine_tuned_for_0_steps_reproduces_the_clean_predictions(trained):
@@ -94,10 +95,12 @@ def test_fine_tuning_leaves_the_saved_model_file_and_the_loaded_model_alone(trai
     digest = hashlib.sha256(path.read_bytes()).hexdigest()
     context = SavedModelContext(path, data, labels, training, seed=5)
     before = [np.asarray(w).tobytes() for w in context.model.get_weights()]
-    first = faults.faults_run(context, PARAMS)
+    first = faults.faults_run(context, FaultsParams.of(PARAMS))
     assert hashlib.sha256(path.read_bytes()).hexdigest() == digest
     assert [np.asarray(w).tobytes() for w in context.model.get_weights()] == before
-    pd.testing.assert_frame_equal(first, faults.faults_run(SavedModelContext(path, data, labels, training, seed=5), PARAMS))  # seeded
+    pd.testing.assert_frame_equal(
+        first, faults.faults_run(SavedModelContext(path, data, labels, training, seed=5), FaultsParams.of(PARAMS))
+    )  # seeded
 
 
 def test_fine_tuning_around_a_damaging_fault_map_lowers_its_sdc_rate(trained):
@@ -116,7 +119,7 @@ def test_the_recovered_share_is_paired_by_seed_and_a_finetune_without_a_permanen
     frames = []
     for seed in (1, 2, 3):
         model, data, labels, training = trained
-        part = faults.faults_table(model, data["test"], labels["test"], {**PARAMS, "counts": [44], "layers": ["probabilities"]}, seed, data["train"],
+        part = faults.faults_table(model, data["test"], labels["test"], FaultsParams.of({**PARAMS, "counts": [44], "layers": ["probabilities"]}), seed, data["train"],
                                    labels["train"], training)  # fmt: skip
         frames.append(part.assign(family="baseline", variant="baseline", seed=seed))
     shares = faults.finetune_table(pd.concat(frames, ignore_index=True))
@@ -129,9 +132,9 @@ def test_the_recovered_share_is_paired_by_seed_and_a_finetune_without_a_permanen
     assert zero["accuracy_clean_finetuned"] >= zero["accuracy_clean"] - 0.05  # the clean model fine-tuned alike: the drift
     from ablation_lab.analyses.fault_report import finetune_blocks
 
-    shown = str(finetune_blocks(shares, PARAMS))
+    shown = str(finetune_blocks(shares, FaultsParams.of(PARAMS)))
     assert "Fault-aware fine-tuning (Zhang et al. 2018): the first 2 fault maps" in shown and "60 steps" in shown
-    assert f"{zero['accuracy_recovered']:.3f} [" in shown and finetune_blocks(pd.DataFrame(), PARAMS) == []
+    assert f"{zero['accuracy_recovered']:.3f} [" in shown and finetune_blocks(pd.DataFrame(), FaultsParams.of(PARAMS)) == []
     with pytest.raises(ConfigError, match=r"faults.finetune: faults.models has no permanent fault model"):
         faults.faults_params({"faults": {**PARAMS, "models": ["bit_flip", "random_value"], "families": ["baseline"]}})
     off = faults.faults_params({"faults": {**PARAMS, "finetune": None, "families": ["baseline"]}})
@@ -159,7 +162,9 @@ def test_a_dropout_model_fine_tunes_to_the_same_numbers_whatever_the_process_dre
             trainer.train(rows)
             out.append(trainer.outputs(data["test"]))
         params = {**PARAMS, "models": ["zero"], "finetune": {"steps": 20, "maps": 1}}
-        frames.append(faults.faults_table(model, data["test"], labels["test"], params, 5, data["train"], labels["train"], training))
+        frames.append(
+            faults.faults_table(model, data["test"], labels["test"], FaultsParams.of(params), 5, data["train"], labels["train"], training)
+        )
     np.testing.assert_array_equal(*outputs)
     assert not np.array_equal(*unseeded)  # the process's own draw would have changed the masks
     pd.testing.assert_frame_equal(*frames)

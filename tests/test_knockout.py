@@ -7,6 +7,7 @@ import pandas as pd
 import pytest
 from ablation_lab.analyses import knockout
 from ablation_lab.analyses.compensation import compensation_layer, compensation_table
+from ablation_lab.analyses.knockout import KnockoutParams
 from ablation_lab.models import surgery
 from ablation_lab.training.train import configure_tensorflow, predict_proba
 from conftest import quick_training
@@ -35,7 +36,7 @@ def test_knocking_out_nothing_reproduces_the_models_own_predictions(model_and_da
     own = predict_proba(model, data["test"]).argmax(axis=1)
     kept = surgery.masked_predictions(split, activations, np.ones((1, 16), bool), np.zeros(16, np.float32))[0]
     np.testing.assert_array_equal(kept, own)
-    table = knockout.knockout_table(model, data, labels, ["a", "b", "c"], PARAMS, seed=1)
+    table = knockout.knockout_table(model, data, labels, ["a", "b", "c"], KnockoutParams.of(PARAMS), seed=1)
     at_zero = table.query("metric == 'accuracy' and fraction == 0.0")["value"]
     assert (at_zero == (own == labels["test"]).mean()).all()
 
@@ -45,7 +46,7 @@ def test_knocking_out_the_whole_only_layer_gives_a_constant_prediction(model_and
     split = surgery.split_model(model, "hidden_1")
     none_kept = surgery.masked_predictions(split, split.head(data["test"]), np.zeros((1, 16), bool), np.zeros(16, np.float32))[0]
     assert len(set(none_kept)) == 1
-    table = knockout.knockout_table(model, data, labels, ["a", "b", "c"], PARAMS, seed=1)
+    table = knockout.knockout_table(model, data, labels, ["a", "b", "c"], KnockoutParams.of(PARAMS), seed=1)
     at_one = table.query("metric == 'accuracy' and fraction == 1.0")["value"]
     assert (at_one == (labels["test"] == none_kept[0]).mean()).all()
 
@@ -96,10 +97,10 @@ def test_single_unit_importance_reads_only_the_validation_split(model_and_data, 
 
     monkeypatch.setattr(knockout, "single_unit_importance", spy)
     params = {**PARAMS, "orderings": ["importance_highest", "activation_lowest"]}
-    first = knockout.knockout_table(model, data, labels, ["a", "b", "c"], params, seed=1)
+    first = knockout.knockout_table(model, data, labels, ["a", "b", "c"], KnockoutParams.of(params), seed=1)
     assert len(seen) == 1 and seen[0] is labels["val"]
     shuffled = {**labels, "test": np.random.default_rng(9).permutation(labels["test"])}
-    second = knockout.knockout_table(model, data, shuffled, ["a", "b", "c"], params, seed=1)
+    second = knockout.knockout_table(model, data, shuffled, ["a", "b", "c"], KnockoutParams.of(params), seed=1)
     # the orderings are fitted without the test labels: accuracies change, the masks do not
     assert len(first) == len(second)
 
@@ -132,7 +133,7 @@ def test_compensation_gap_pairs_retrained_and_posthoc_runs_by_seed():
         {"family": "noise", "variant": "gauss-0.5", "label": "gaussian 0.5", "coords": {"noise level": 0.5}},
         {"family": "noise_posthoc", "variant": "gauss-0.5", "label": "gaussian 0.5 (post-hoc)", "coords": {"noise level": 0.5}},
     ]
-    table = compensation_table(runs, None, variants, {"layers": [], "fills": ["zero"]}).set_index("point")
+    table = compensation_table(runs, None, variants, KnockoutParams.of({"layers": [], "fills": ["zero"]})).set_index("point")
     gaps = np.array([0.30, 0.26, 0.28])
     assert table.loc["gauss-0.5", "gap"] == pytest.approx(gaps.mean())
     assert table.loc["gauss-0.5", "gap_ci_low"] < gaps.mean() < table.loc["gauss-0.5", "gap_ci_high"]
@@ -265,20 +266,26 @@ def test_the_knockout_table_of_a_cnn_has_conv_and_dense_rows_and_layers_pick_by_
         "fills": ["zero", "mean", "resample"],
         "draws": 1,
     }
-    table = knockout.knockout_table(model, data, labels, CNN_CLASSES, params, seed=1)
+    table = knockout.knockout_table(model, data, labels, CNN_CLASSES, KnockoutParams.of(params), seed=1)
     assert list(dict.fromkeys(table["layer"])) == ["conv_act_1", "conv_act_2", "hidden_1"]
     own = (predict_proba(model, data["test"]).argmax(axis=1) == labels["test"]).mean()
     assert (table.query("metric == 'accuracy' and fraction == 0.0")["value"] == own).all()
-    named = knockout.knockout_table(model, data, labels, CNN_CLASSES, {**PARAMS, "layers": ["conv_act_2", 1]}, seed=1)
+    named = knockout.knockout_table(model, data, labels, CNN_CLASSES, KnockoutParams.of({**PARAMS, "layers": ["conv_act_2", 1]}), seed=1)
     assert list(dict.fromkeys(named["layer"])) == ["conv_act_2", "hidden_1"]
     with pytest.raises(
         ValueError,
         match=r"^posthoc.layers\[0\]: 'conv_act_9' is not a knock-out-able layer of this model \(available: conv_act_1, conv_act_2, hidden_1\)$",
     ):
-        knockout.knockout_table(model, data, labels, CNN_CLASSES, {**PARAMS, "layers": ["conv_act_9"]}, seed=1)
+        knockout.knockout_table(model, data, labels, CNN_CLASSES, KnockoutParams.of({**PARAMS, "layers": ["conv_act_9"]}), seed=1)
     # a shallower variant of a built-in model skips what it lacks, as a hidden layer past its depth
     skipped = knockout.knockout_table(
-        model, data, labels, CNN_CLASSES, {**PARAMS, "layers": ["conv_act_9", 2, "conv_act_1"]}, seed=1, skip_missing=True
+        model,
+        data,
+        labels,
+        CNN_CLASSES,
+        KnockoutParams.of({**PARAMS, "layers": ["conv_act_9", 2, "conv_act_1"]}),
+        seed=1,
+        skip_missing=True,
     )
     assert set(skipped["layer"]) == {"conv_act_1"}
 
@@ -317,7 +324,7 @@ def test_the_report_says_channels_for_conv_layers(cnn_and_images):
     from ablation_lab.report.sections import ReportInputs
 
     model, data, labels = cnn_and_images
-    table = knockout.knockout_table(model, data, labels, CNN_CLASSES, {**PARAMS, "layers": ["conv_act_1", 1]}, seed=1)
+    table = knockout.knockout_table(model, data, labels, CNN_CLASSES, KnockoutParams.of({**PARAMS, "layers": ["conv_act_1", 1]}), seed=1)
     table.insert(0, "family", "baseline")
     table.insert(1, "variant", "reference")
     table.insert(2, "seed", 1)

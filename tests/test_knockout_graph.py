@@ -6,6 +6,7 @@ import keras
 import numpy as np
 import pytest
 from ablation_lab.analyses import knockout
+from ablation_lab.analyses.knockout import KnockoutParams
 from ablation_lab.identity import canonical_model
 from ablation_lab.models import surgery
 from ablation_lab.models.graph import Graph, layer_split
@@ -55,7 +56,7 @@ def test_knocking_out_nothing_of_any_layer_of_a_branching_model_reproduces_its_p
         activations = split.head(DATA["test"])
         kept = surgery.masked_predictions(bound, activations, np.ones((1, split.units), bool), np.zeros(split.units, np.float32))[0]
         np.testing.assert_array_equal(kept, own)
-    table = knockout.knockout_table(branching, DATA, LABELS, CLASSES, PARAMS, seed=1)
+    table = knockout.knockout_table(branching, DATA, LABELS, CLASSES, KnockoutParams.of(PARAMS), seed=1)
     assert set(table["layer"]) == set(available)
     at_zero = table.query("metric == 'accuracy' and fraction == 0.0")["value"]
     assert (at_zero == (own == LABELS["test"]).mean()).all()
@@ -90,7 +91,7 @@ def _resnet(zero_block: int | None = None) -> keras.Model:
 def test_a_zeroed_residual_block_whose_branch_is_zero_initialised_changes_nothing():
     model = _resnet(zero_block=2)
     params = {**PARAMS, "layers": ["block_2"], "fractions": [0.0, 1.0], "orderings": ["random"]}
-    table = knockout.knockout_table(model, DATA, LABELS, CLASSES, params, seed=1, skip_missing=True)
+    table = knockout.knockout_table(model, DATA, LABELS, CLASSES, KnockoutParams.of(params), seed=1, skip_missing=True)
     assert set(table["layer"]) == {"block_2_conv_2"}  # `block_2`: the block's write
     accuracy = table.query("metric == 'accuracy'")
     own = (predict_proba(model, DATA["test"]).argmax(axis=1) == LABELS["test"]).mean()

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from ablation_lab.analyses.elasticity import ElasticityParams
+from ablation_lab.analyses.knockout import KnockoutParams
 from ablation_lab.config import ConfigError
 from ablation_lab.training.train import configure_tensorflow, predict_proba
 
@@ -354,7 +356,7 @@ def test_knockout_of_a_branching_model_file_is_accepted_and_runs_through_the_gra
     data = {split: rng.random((n, *DIGITS)).astype(np.float32) for split, n in (("train", 50), ("val", 30), ("test", 40))}
     labels = {split: rng.integers(0, 10, len(x)).astype(np.int32) for split, x in data.items()}
     params = {"layers": ["hidden_1"], "fractions": [0.0, 1.0], "orderings": ["random"], "fills": ["zero"], "draws": 1}
-    table = knockout.knockout_table(model, data, labels, [str(c) for c in range(10)], params, seed=1)
+    table = knockout.knockout_table(model, data, labels, [str(c) for c in range(10)], KnockoutParams.of(params), seed=1)
     accuracy = table.query("metric == 'accuracy'").set_index("fraction")["value"]
     own = predict_proba(model, data["test"]).argmax(axis=1)
     assert accuracy[0.0] == (own == labels["test"]).mean()
@@ -371,7 +373,7 @@ def test_elasticity_of_a_branching_model_takes_the_full_jacobian_path(tmp_path):
     rng = np.random.default_rng(0)
     y = np.repeat(np.arange(10), 4)
     params = {"samples": 30, "learning_rate": 1e-3, "seed": 0, "method": "first_order", "check_rows": 2}
-    table, _ = elasticity.elasticity_table(model, rng.random((40, *DIGITS)), y, params)
+    table, _ = elasticity.elasticity_table(model, rng.random((40, *DIGITS)), y, ElasticityParams.of(params))
     scores = table[table["example"].isna()].set_index("metric")["value"]
     assert 0 <= scores["auc"] <= 1 and scores["first_order_error"] < 0.05
 

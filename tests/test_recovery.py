@@ -6,6 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 from ablation_lab.analyses import knockout, recovery
+from ablation_lab.analyses.knockout import KnockoutParams
+from ablation_lab.analyses.recovery import RecoveryParams
 from ablation_lab.models import saliency
 from ablation_lab.specs import TrainingSpec
 from ablation_lab.statistics.intervals import ratio_interval
@@ -23,6 +25,8 @@ PARAMS = {
     "steps": [0, 1, 3],
     "epochs": [1],
     "draws": 1,
+    "margin": 0.01,
+    "units_layer": None,
 }
 MODEL = {"kind": "mlp", "hidden_units": [16], "activation": "relu", "dropout": 0.0}
 
@@ -50,14 +54,14 @@ def trained():
 @pytest.fixture(scope="module")
 def table(trained):
     model, data, labels, training, rebuild = trained
-    return recovery.recovery_table(model, data, labels, training, PARAMS, 5, rebuild)
+    return recovery.recovery_table(model, data, labels, training, RecoveryParams.of(PARAMS), 5, rebuild)
 
 
 def test_budget_zero_fine_tune_equals_the_knockout_accuracy_for_the_same_mask(trained, table):
     model, data, labels, _, _ = trained
     frame, _ = table
     params = {"layers": [1], "fractions": PARAMS["fractions"], "orderings": ORDERINGS[:4], "fills": ["zero"], "draws": 1}
-    knocked = knockout.knockout_table(model, data, labels, ["a", "b", "c"], params, seed=5)
+    knocked = knockout.knockout_table(model, data, labels, ["a", "b", "c"], KnockoutParams.of(params), seed=5)
     knocked = knocked[knocked["metric"] == "accuracy"].set_index(["ordering", "fraction"])["value"]
     at_zero = frame.query("metric == 'accuracy' and arm == 'finetune' and steps == 0").set_index(["ordering", "fraction"])["value"]
     for key, value in knocked.items():
@@ -122,7 +126,7 @@ def test_budgets_run_on_the_way_equal_a_fresh_run_to_each_budget(trained):
 
 def test_the_same_seed_gives_the_same_table(trained, table):
     model, data, labels, training, rebuild = trained
-    again, _hits = recovery.recovery_table(model, data, labels, training, PARAMS | {"orderings": ["random"]}, 5, rebuild)
+    again, _hits = recovery.recovery_table(model, data, labels, training, RecoveryParams.of(PARAMS | {"orderings": ["random"]}), 5, rebuild)
     first = table[0][table[0]["ordering"] == "random"].reset_index(drop=True)
     pd.testing.assert_frame_equal(again.drop(columns="hit_row"), first.drop(columns="hit_row"))
 
@@ -287,11 +291,11 @@ def _study(with_units: bool = True):
 
 
 def test_the_recovered_share_is_the_paired_ratio_and_comparisons_are_holm_adjusted_together():
-    from ablation_lab.analyses.recovery_report import summarise
+    from ablation_lab.analyses.recovery import ANALYSIS
     from ablation_lab.statistics.inference import holm
 
     study = _study()
-    out = summarise(study)
+    out = ANALYSIS.summarise(study)
     table = study.table.set_index(["ordering", "arm", "steps", "seed"])["value"].sort_index()
     share = out["recovery_share"].set_index(["ordering", "arm", "steps"]).loc[("random", "finetune", 10)]
     posthoc = table.loc[("random", "finetune", 0)]
@@ -308,9 +312,9 @@ def test_the_recovered_share_is_the_paired_ratio_and_comparisons_are_holm_adjust
 
 
 def test_without_a_units_retrain_variant_the_share_is_absent_and_says_so():
-    from ablation_lab.analyses.recovery_report import summarise
+    from ablation_lab.analyses.recovery import ANALYSIS
 
-    shares = summarise(_study(with_units=False))["recovery_share"]
+    shares = ANALYSIS.summarise(_study(with_units=False))["recovery_share"]
     assert shares["share"].isna().all() and shares["method"].str.startswith("absent").all()
 
 
@@ -328,6 +332,6 @@ def test_a_dropout_models_fine_tune_arm_is_the_same_whatever_the_process_drew_be
         keras.utils.set_random_seed(noise)
         model = build_mlp((12,), 3, [16], "relu", 0.5)
         model.set_weights([w if w.dtype == np.int64 else weights[k] for k, w in enumerate(model.get_weights())])
-        tables.append(recovery.recovery_table(model, data, labels, training, params, 5, None))
+        tables.append(recovery.recovery_table(model, data, labels, training, RecoveryParams.of(params), 5, None))
     pd.testing.assert_frame_equal(tables[0][0], tables[1][0])
     np.testing.assert_array_equal(tables[0][1]["hits"], tables[1][1]["hits"])

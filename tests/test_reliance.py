@@ -7,6 +7,8 @@ import pandas as pd
 import pytest
 from ablation_lab.ablations import FAMILIES, apply_transforms, corrupt_labels, training_labels, transform_split
 from ablation_lab.analyses import reliance
+from ablation_lab.analyses.knockout import KnockoutParams
+from ablation_lab.analyses.reliance import RelianceParams
 from ablation_lab.analyses.reliance_report import FIGURES
 from ablation_lab.data.base import DatasetInfo
 from ablation_lab.identity import describe_transform, is_noop
@@ -115,8 +117,8 @@ def test_removing_every_direction_equals_a_full_knockout_and_none_changes_nothin
 def test_the_reliance_table_of_a_model_has_gap_curves_and_units(model_and_data):
     model, data, labels = model_and_data
     params = {"layers": [], "split": "test", "fractions": [0.0, 0.5, 1.0], "draws": 2, "rotation": True, "seed": 0}
-    table = reliance.reliance_table(model, data, labels, ["a", "b", "c"], params, seed=1)
-    again = reliance.reliance_table(model, data, labels, ["a", "b", "c"], params, seed=1)
+    table = reliance.reliance_table(model, data, labels, ["a", "b", "c"], RelianceParams.of(params), seed=1)
+    again = reliance.reliance_table(model, data, labels, ["a", "b", "c"], RelianceParams.of(params), seed=1)
     pd.testing.assert_frame_equal(table, again)  # same model and seed: same numbers
     run = table[table["layer"] == ""].set_index("metric")["value"]
     assert run["generalisation_gap"] == pytest.approx(run["train_accuracy"] - run["test_accuracy"])
@@ -127,7 +129,7 @@ def test_the_reliance_table_of_a_model_has_gap_curves_and_units(model_and_data):
     assert np.allclose(at_zero, run["test_accuracy"])  # nothing removed: the model's own accuracy, in either basis
     normalised = table[table["metric"] == "area_normalised"]["value"].to_numpy()
     np.testing.assert_allclose(normalised, areas["value"].to_numpy() / run["test_accuracy"], rtol=1e-6)
-    on_train = reliance.reliance_table(model, data, labels, ["a", "b", "c"], params | {"split": "train"}, seed=1)
+    on_train = reliance.reliance_table(model, data, labels, ["a", "b", "c"], RelianceParams.of(params | {"split": "train"}), seed=1)
     at_zero = on_train[(on_train["metric"] == "accuracy") & (on_train["fraction"] == 0.0)]["value"]
     assert np.allclose(at_zero, run["train_accuracy"])
 
@@ -171,7 +173,7 @@ def test_the_summary_finds_the_negative_area_gap_correlation_and_tests_the_rotat
 
     table, variants = synthetic_table()
     params = {"bootstrap": 300, "seed": 0, "correlation_margin": 0.2, "area_margin": 0.05}
-    out = reliance.summarise(StudyTables(table, {}, pd.DataFrame(), {}, variants, params))
+    out = reliance.ANALYSIS.summarise(StudyTables(table, {}, pd.DataFrame(), {}, variants, params))
     correlations = out["reliance_correlations"].set_index(["test", "scope"])
     area = correlations.loc[("area vs gap", "all families")]
     assert area["estimate"] < -0.9 and area["high"] < 0 and area["verdict"] == "different"
@@ -237,7 +239,7 @@ def test_the_knockout_table_takes_the_selectivity_orderings(model_and_data):
         "fills": ["zero"],
         "draws": 1,
     }
-    table = knockout_table(model, data, labels, ["a", "b", "c"], params, seed=0)
+    table = knockout_table(model, data, labels, ["a", "b", "c"], KnockoutParams.of(params), seed=0)
     assert set(table.loc[table["metric"] == "area", "ordering"]) == {"selectivity_highest", "selectivity_lowest"}
 
 
@@ -276,7 +278,7 @@ def test_the_dropout_table_finds_how_far_dropout_protected_by_equivalence():
             rows.append({**cell, "draw": 0, "fraction": fraction, "unit": np.nan, "metric": "accuracy", "value": accuracy})
     table = pd.DataFrame(rows)
     models = pd.DataFrame({"family": ["dropout"], "variant": ["rate-0.2"], "dropout": [0.2]})
-    found = reliance.dropout_table(table, models, {"area_margin": 0.01})
+    found = reliance.dropout_table(table, models, RelianceParams.of({"area_margin": 0.01}))
     assert list(found["fraction"]) == [0.1, 0.2, 0.3, 0.4]
     assert list(found["verdict"][:2]) == ["equivalent", "equivalent"] and found["verdict"].iloc[2] != "equivalent"
     (sentence,) = dropout_sentences(found)
@@ -286,11 +288,11 @@ def test_the_dropout_table_finds_how_far_dropout_protected_by_equivalence():
 def test_a_study_summary_without_rows_or_rotation_writes_readable_tables(tmp_path):
     from ablation_lab.analyses.base import StudyTables
 
-    empty = reliance.summarise(StudyTables(None, {}, pd.DataFrame(), {}, [], {}))
+    empty = reliance.ANALYSIS.summarise(StudyTables(None, {}, pd.DataFrame(), {}, [], {}))
     table, variants = synthetic_table()
     table = table[table["basis"] != "direction"]
     params = {"bootstrap": 100, "seed": 0, "correlation_margin": 0.2, "area_margin": 0.05}
-    without_rotation = reliance.summarise(StudyTables(table, {}, pd.DataFrame(), {}, variants, params))
+    without_rotation = reliance.ANALYSIS.summarise(StudyTables(table, {}, pd.DataFrame(), {}, variants, params))
     for name, frame in [*empty.items(), ("rotation", without_rotation["reliance_rotation"])]:
         frame.to_csv(tmp_path / f"{name}.csv", index=False)
         assert list(pd.read_csv(tmp_path / f"{name}.csv").columns) == list(frame.columns)  # the report reads every table back

@@ -7,11 +7,12 @@ import numpy as np
 import pandas as pd
 import pytest
 from ablation_lab.analyses import self_repair
+from ablation_lab.analyses.self_repair import SelfRepairParams
 from ablation_lab.analyses.self_repair_report import estimates, per_seed, pooled
 from ablation_lab.statistics.intervals import share_interval
 from scipy.special import log_softmax
 
-ZERO = {"layers": [], "groups": 2, "fills": ["zero"], "families": ["baseline"]}
+ZERO = {"layers": [], "groups": 2, "fills": ["zero"], "families": ["baseline"], "margin": 0.01}
 N = 40
 
 
@@ -67,7 +68,7 @@ def test_two_block_residual_direct_total_and_repair_equal_a_hand_computation():
     rng = np.random.default_rng(0)
     model, w = residual_model(rng)
     inputs, labels = data(rng, 3)
-    table, arrays = self_repair.self_repair_table(model, inputs, labels, ZERO)
+    table, arrays = self_repair.self_repair_table(model, inputs, labels, SelfRepairParams.of(ZERO))
 
     def dense(name, v):
         kernel, bias = w[name]
@@ -113,7 +114,7 @@ def test_a_zero_initialised_branch_removed_changes_nothing():
     rng = np.random.default_rng(1)
     model, _ = residual_model(rng, zero_branch=True)
     inputs, labels = data(rng, 3)
-    table, _ = self_repair.self_repair_table(model, inputs, labels, ZERO | {"fills": ["zero", "mean"]})
+    table, _ = self_repair.self_repair_table(model, inputs, labels, SelfRepairParams.of(ZERO | {"fills": ["zero", "mean"]}))
     block = table[table["component"] == "block_1"]
     assert len(block) and np.allclose(block["value"], 0.0, atol=1e-6)
     assert not np.allclose(table.loc[table["component"] == "block_2", "value"], 0.0)
@@ -132,12 +133,12 @@ def test_direct_equals_total_when_the_downstream_is_linear():
     x = layers.Activation("linear", name="c")(x)
     chain = keras.Model(inputs, layers.Dense(3, activation="softmax", name="probabilities")(x))
     (x_in, labels) = data(rng, 5)
-    table, _ = self_repair.self_repair_table(chain, x_in, labels, ZERO | {"groups": 4, "fills": ["zero", "mean"]})
+    table, _ = self_repair.self_repair_table(chain, x_in, labels, SelfRepairParams.of(ZERO | {"groups": 4, "fills": ["zero", "mean"]}))
     direct, total = (table[table["quantity"] == q]["value"].to_numpy() for q in ("direct", "total"))
     assert np.abs(direct).max() > 1e-3 and np.allclose(direct, total, atol=1e-5)
     residual, _ = residual_model(rng, head_relu=False)
     inputs, labels = data(rng, 3)
-    table, _ = self_repair.self_repair_table(residual, inputs, labels, ZERO)
+    table, _ = self_repair.self_repair_table(residual, inputs, labels, SelfRepairParams.of(ZERO))
     last = table[table["component"] == "block_2"]
     assert np.allclose(last.loc[last["quantity"] == "self_repair", "value"], 0.0, atol=1e-5)
 
@@ -154,7 +155,7 @@ def test_chain_direct_effect_freezes_the_later_relu_gating_as_by_hand():
     w = [weights(rng, *v.shape) for v in model.get_weights()]
     model.set_weights(w)
     x, labels = data(rng, 4)
-    table, _ = self_repair.self_repair_table(model, x, labels, ZERO | {"groups": 3, "fills": ["zero", "mean"]})
+    table, _ = self_repair.self_repair_table(model, x, labels, SelfRepairParams.of(ZERO | {"groups": 3, "fills": ["zero", "mean"]}))
     assert set(table["layer"]) == {"hidden_1"}  # the last hidden layer is not a component: nothing can repair it
     pre1 = x["test"] @ w[0] + w[1]
     h1v = relu(pre1)
@@ -182,7 +183,7 @@ def test_cnn_stages_through_max_pooling_sum_to_the_self_repair():
     model = build_cnn((8, 8), 3, cfg | {"hidden_units": [5]})
     model.set_weights([weights(rng, *v.shape) if v.ndim > 1 else np.abs(weights(rng, *v.shape)) + 0.5 for v in model.get_weights()])
     x = {"train": rng.normal(size=(20, 8, 8)).astype(np.float32), "test": rng.normal(size=(N, 8, 8)).astype(np.float32)}
-    table, _ = self_repair.self_repair_table(model, x, rng.integers(0, 3, N), ZERO | {"groups": 2})
+    table, _ = self_repair.self_repair_table(model, x, rng.integers(0, 3, N), SelfRepairParams.of(ZERO | {"groups": 2}))
     assert set(table["layer"]) == {"conv_act_1", "conv_act_2"}
     assert set(table.loc[table["layer"] == "conv_act_1", "by"]) - {""} == {"pool_1", "conv_act_2", "pool_2", "hidden_1"}
     for _, part in table.groupby(["component", "metric"]):
@@ -271,7 +272,7 @@ def test_the_built_in_resnet_total_effect_matches_the_graph_engine_and_its_stage
     assert "block_2_shortcut" in [layer.name for layer in model.layers]
     x = {"train": rng.normal(size=(20, 8, 8)).astype(np.float32), "test": rng.normal(size=(N, 8, 8)).astype(np.float32)}
     labels = rng.integers(0, 3, N)
-    table, _ = self_repair.self_repair_table(model, x, labels, ZERO)
+    table, _ = self_repair.self_repair_table(model, x, labels, SelfRepairParams.of(ZERO))
     assert list(dict.fromkeys(table["component"])) == ["block_1", "block_2", "block_3"]
     graph = Graph(model)
     clean = graph.capture(x["test"], ["block_1_conv_2"])["logits"]
@@ -294,7 +295,7 @@ def test_a_branching_model_that_is_not_a_residual_network_is_refused_in_one_line
     merged = layers.Concatenate(name="both")([left, right])
     model = keras.Model(inputs, layers.Dense(2, activation="softmax", name="probabilities")(merged))
     with pytest.raises(ValueError, match=r"\Aself_repair: the model is neither a chain nor a residual network") as caught:
-        self_repair.components(model, ZERO)
+        self_repair.components(model, SelfRepairParams.of(ZERO))
     assert "\n" not in str(caught.value)
 
 
@@ -311,7 +312,7 @@ def test_a_smooth_activation_is_held_at_its_clean_slope():
     w = [weights(rng, *v.shape) for v in model.get_weights()]
     model.set_weights(w)
     x, labels = data(rng, 4)
-    table, _ = self_repair.self_repair_table(model, x, labels, ZERO | {"groups": 1})
+    table, _ = self_repair.self_repair_table(model, x, labels, SelfRepairParams.of(ZERO | {"groups": 1}))
     h1v = np.tanh(x["test"] @ w[0] + w[1])
     pre2 = h1v @ w[2] + w[3]
     logits = np.tanh(pre2) @ w[4] + w[5]

@@ -120,3 +120,42 @@ def test_a_misspelt_model_key_is_named():
 
     with pytest.raises(ValueError, match=re.escape("model.hiden_units: not a model setting")):
         ModelSpec.of({"hiden_units": [3]})
+
+
+PRESETS = ("config.yaml", "full.yaml", "test.yaml")
+
+
+@pytest.mark.parametrize("preset", PRESETS)
+def test_every_analysis_gets_its_parameters_typed_and_they_read_back_as_the_probes_identity(preset):
+    """The registry's loop, no analysis named: `params(config)` (a probe's identity) as its `params_type` and back."""
+    from ablation_lab.analyses.base import Params
+    from ablation_lab.analyses.registry import ANALYSES
+    from ablation_lab.config import load_config_file
+
+    config = load_config_file(ROOT / "config" / preset)
+    for analysis in ANALYSES.values():
+        params = analysis.params(config)
+        if params is None or analysis.params_type is None:
+            continue
+        typed = analysis.typed(params)
+        assert isinstance(typed, Params) and analysis.typed(typed) is typed
+        assert analysis.config_key == analysis.params_type.config_key
+        assert {key: value for key, value in typed.as_dict().items() if key in params} == params
+        with pytest.raises(ValueError, match="not a"):
+            analysis.params_type.of({**params, "misspelt": 1})
+
+
+def test_a_key_an_analysis_leaves_out_comes_from_its_schema_block_nested_or_not():
+    """Every field that its block (dotted for a nested one) gives a default comes back at that default."""
+    from dataclasses import fields as fields_of
+
+    from ablation_lab.analyses.registry import ANALYSES
+
+    for analysis in ANALYSES.values():
+        if analysis.params_type is None or analysis.config_key is None:
+            continue
+        defaults = schema_defaults(analysis.config_key)
+        fields = {field.name for field in fields_of(analysis.params_type)}
+        given = {name: None for name in fields - set(defaults)}  # what only the study gives (the margin)
+        typed = analysis.params_type.of(given)
+        assert all(getattr(typed, name) == defaults[name] for name in fields & set(defaults))

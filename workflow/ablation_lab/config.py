@@ -330,9 +330,11 @@ def validate_config(config: Mapping[str, Any]) -> dict[str, Any]:
 
 @cache
 def schema_defaults(block: str) -> dict[str, Any]:
-    """The `default` of each key of a top-level block of the config schema."""
-    properties = load_schema()["properties"][block]["properties"]
-    return {key: rule["default"] for key, rule in properties.items() if "default" in rule}
+    """The `default` of each key of a block of the config schema; a nested block is dotted (`families.nsdropout`)."""
+    rule = load_schema()
+    for key in block.split("."):
+        rule = rule["properties"][key]
+    return {key: entry["default"] for key, entry in rule["properties"].items() if "default" in entry}
 
 
 @cache

@@ -20,13 +20,13 @@ from typing import Any, Literal
 from ablation_lab.config import model_kind, schema_absent, schema_defaults
 
 
-def _with_defaults(cls: type, block: str, given: Mapping[str, Any]) -> dict[str, Any]:
-    """`given` over the schema's defaults of `block`, as the fields of `cls`; a key it does not know is named."""
+def _with_defaults(cls: type, block: str | None, given: Mapping[str, Any]) -> dict[str, Any]:
+    """`given` over the schema's defaults of `block` (none without one), as the fields of `cls`; a key it does not know is named."""
     names = {field.name for field in fields(cls)}
     unknown = sorted(set(given) - names)
     if unknown:
         raise ValueError(f"{block}.{unknown[0]}: not a {block} setting (known: {', '.join(sorted(names))})")
-    values = {**schema_defaults(block), **given}
+    values = {**(schema_defaults(block) if block else {}), **given}
     missing = sorted(names - set(values))
     if missing:
         raise ValueError(f"{block}.{missing[0]}: missing, and the schema gives it no default")

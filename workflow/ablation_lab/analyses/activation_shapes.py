@@ -8,13 +8,14 @@ learned. The layers themselves are in ablation_lab/models/layers.py.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from ablation_lab.analyses.base import Analysis, RunContext
+from ablation_lab.analyses.base import Analysis, Params, RunContext
 from ablation_lab.models.settings import LEARNABLE_ACTIVATIONS
 from ablation_lab.report.sections import ReportInputs, SectionContent, html_table, png
 
@@ -76,12 +77,20 @@ def change_table(shapes: pd.DataFrame) -> pd.DataFrame:
     return per_run.groupby(["family", "variant", "layer"], sort=False)["change"].mean().rename("max_change").reset_index()
 
 
-def shapes_run(context: RunContext, params: dict[str, Any]) -> pd.DataFrame:
+def shapes_run(context: RunContext, params: ShapesParams) -> pd.DataFrame:
     """The learned activation functions of one trained model (empty for fixed activations)."""
 
     if context.spec["model"].get("activation") not in LEARNABLE_ACTIVATIONS:
         return pd.DataFrame(columns=SHAPE_COLUMNS)
-    return learned_shapes(context.model, params["points"], params["units_shown"], context.split.meta.get("feature_names"))
+    return learned_shapes(context.model, params.points, params.units_shown, context.split.meta.get("feature_names"))
+
+
+@dataclass(frozen=True)
+class ShapesParams(Params):
+    """How the learned shapes are drawn: fixed by `shapes_params` (the config has no block for them)."""
+
+    points: int  # grid points over the input range
+    units_shown: int  # units drawn per layer
 
 
 def shapes_params(config: Mapping[str, Any]) -> dict[str, Any] | None:
@@ -192,6 +201,7 @@ ANALYSIS = Analysis(
     "Each learnable activation layer's function on a grid of inputs, learned and as initialised.",
     shapes_run,
     shapes_params,
+    ShapesParams,
     code=("models.layers",),
     wants=lambda config, family: family in ("baseline", "activation"),
     figures=figures,

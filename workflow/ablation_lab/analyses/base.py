@@ -12,10 +12,10 @@ Importing this module never imports TensorFlow; `RunContext.model` does, on firs
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar, Self
 
 import numpy as np
 import pandas as pd
@@ -51,6 +51,13 @@ class RunContext:
         path = self.run_dir / name
         check_digest(path, self.provenance.get("digests", {}).get(kind), "train")
         return path
+
+    @cached_property
+    def model_spec(self) -> Any:
+        """The run's model spec, typed (`specs.ModelSpec`): what an absent key means comes from the schema."""
+        from ablation_lab.specs import ModelSpec
+
+        return ModelSpec.of(self.spec["model"])
 
     @cached_property
     def saved(self) -> dict[str, np.ndarray]:
@@ -109,7 +116,35 @@ class StudyTables:
     runs: pd.DataFrame  # evaluation: one row per (variant, seed)
     hits: dict[tuple[str, str, int], np.ndarray]  # which test examples each model got right
     variants: list[dict[str, Any]]
-    params: dict[str, Any]  # its parameters, as `Analysis.params` read them
+    params: Any  # its parameters: its `Analysis.params_type` by the time `summarise` reads them
+
+
+@dataclass(frozen=True)
+class Params:
+    """The base of an analysis's typed parameters: a frozen dataclass with the fields its `params(config)` gives.
+
+    They travel as a plain mapping (in a job's `params`, under the digest that names each
+    probe) and become this class at one boundary (`registry.run_analysis`, the `summarise`
+    an `Analysis` hands a `StudyTables`, and `Analysis.study_params` for the report's
+    sections), so the analysis's code reads attributes: a misspelt one is an error at the
+    first test, not a silent `.get` fallback. A key the mapping leaves out comes from the
+    schema's `config_key` block, the one place a default is written.
+    """
+
+    config_key: ClassVar[str | None] = None  # the config block holding them (dotted: "families.nsdropout")
+
+    @classmethod
+    def of(cls, params: Params | Mapping[str, Any]) -> Self:
+        """A mapping of its parameters, a key it leaves out taken from the schema; typed ones are returned as they are."""
+        if isinstance(params, cls):
+            return params
+        from ablation_lab.specs import _with_defaults
+
+        return cls(**_with_defaults(cls, cls.config_key, params))
+
+    def as_dict(self) -> dict[str, Any]:
+        """Every field as plain data (nested parameters too); not the probe's identity, which `params(config)` gives."""
+        return asdict(self)
 
 
 def always(config: Mapping[str, Any]) -> dict[str, Any]:
@@ -130,9 +165,11 @@ class Analysis:
     """A registered analysis: one module's declaration of what it computes and shows.
 
     `params(config)` reads the study config (its `config_key` block, if it has one): the
-    analysis's parameters (part of each probe's identity), or None when the study does not
-    ask for it. `uses_test_view`: the analysis runs once per variant test view (evaluation
-    does); otherwise once per trained model. `code`: the package modules whose edits rerun
+    analysis's parameters as plain data (part of each probe's identity), or None when the
+    study does not ask for it. `params_type` (a `Params` subclass) is what `run`,
+    `summarise` and its sections (through `study_params`) receive them as; its `config_key`
+    is the analysis's. `uses_test_view`: the analysis runs once per variant test view
+    (evaluation does); otherwise once per trained model. `code`: the package modules whose edits rerun
     its jobs (its own module and `analyses.base` always count).
 
     Study level, all optional: `summaries` names the tables `summarise` returns (written
@@ -144,10 +181,11 @@ class Analysis:
     name: str
     title: str
     description: str
-    run: Callable[[RunContext, dict[str, Any]], pd.DataFrame | tuple[pd.DataFrame, dict[str, np.ndarray]]]
+    run: Callable[[RunContext, Any], pd.DataFrame | tuple[pd.DataFrame, dict[str, np.ndarray]]]
     params: Callable[[Mapping[str, Any]], dict[str, Any] | None] = always
+    params_type: type[Params] | None = None  # None: `run` gets the plain mapping (an analysis without parameters)
     uses_test_view: bool = False
-    config_key: str | None = None  # the config block holding its parameters, if any (dotted: "families.nsdropout")
+    config_key: str | None = None  # the config block holding its parameters, if any: its `params_type`'s
     code: tuple[str, ...] = ("ablations",)
     wants: Callable[[Mapping[str, Any], str], bool] = every_family  # which families' models it looks at
     summaries: tuple[str, ...] = ()
@@ -156,7 +194,41 @@ class Analysis:
     plot: Callable[[Mapping[str, str], Sequence[dict[str, Any]], Mapping[str, str]], None] | None = None
     sections: tuple[Callable[[Any], list[Any]], ...] = field(default=())
 
+    def __post_init__(self) -> None:
+        """Its `config_key` from its `params_type`; its `summarise` handed the typed parameters.
+
+        The aggregation builds a `StudyTables` with the parameters as they travel (a mapping);
+        wrapping `summarise` here types them once for every analysis, at the record itself.
+        """
+        if self.params_type is None:
+            return
+        if self.config_key not in (None, self.params_type.config_key):
+            raise ValueError(f"analysis {self.name}: config_key {self.config_key!r} is not its params_type's")
+        object.__setattr__(self, "config_key", self.params_type.config_key)
+        if self.summarise is not None:
+            object.__setattr__(self, "summarise", typed_summary(self.summarise, self.params_type))
+
+    def typed(self, params: Mapping[str, Any]) -> Any:
+        """Its parameters as its `params_type` (as given, for an analysis without one)."""
+        return params if self.params_type is None else self.params_type.of(params)
+
+    def study_params(self, config: Mapping[str, Any]) -> Any:
+        """Its typed parameters in a study config, or None when the study does not ask for it (what its sections read)."""
+        params = self.params(config)
+        return None if params is None else self.typed(params)
+
     @property
     def modules(self) -> tuple[str, ...]:
         """Its code, for the job's `code` param: an edit to any of these reruns its jobs."""
         return (f"analyses.{self.name}", "analyses.base", *self.code)
+
+
+def typed_summary(
+    summarise: Callable[[StudyTables], dict[str, pd.DataFrame]], params_type: type[Params]
+) -> Callable[[StudyTables], dict[str, pd.DataFrame]]:
+    """`summarise`, handed the study's tables with their parameters as `params_type`."""
+
+    def summarise_typed(study: StudyTables) -> dict[str, pd.DataFrame]:
+        return summarise(replace(study, params=params_type.of(study.params)))
+
+    return summarise_typed

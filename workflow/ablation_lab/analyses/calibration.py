@@ -10,13 +10,14 @@ validation split only, with ECE and NLL on test before and after it.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from ablation_lab.analyses.base import Analysis, RunContext
+from ablation_lab.analyses.base import Analysis, Params, RunContext
 from ablation_lab.report.sections import ReportInputs, SectionContent, html_table, png
 
 EPS = 1e-12
@@ -94,17 +95,26 @@ def calibration_metrics(
     }
 
 
-def calibrate_run(context: RunContext, params: dict[str, Any]) -> pd.DataFrame:
+def calibrate_run(context: RunContext, params: CalibrationParams) -> pd.DataFrame:
     """Calibration of the model's test probabilities under the view; temperature fitted on validation."""
 
     val, test = context.probabilities("val"), context.probabilities("test")
-    metrics = calibration_metrics(val, context.labels("val"), test, context.labels("test"), params["bins"])
+    metrics = calibration_metrics(val, context.labels("val"), test, context.labels("test"), params.bins)
     rows = [{"bin": np.nan, "metric": name, "value": value} for name, value in metrics.items()]
     if np.all(np.isfinite(test)):
-        for bin_row in reliability_bins(test, context.labels("test"), params["bins"]).itertuples():
+        for bin_row in reliability_bins(test, context.labels("test"), params.bins).itertuples():
             for name in ("count", "confidence", "accuracy"):
                 rows.append({"bin": bin_row.bin, "metric": f"bin_{name}", "value": float(getattr(bin_row, name))})
     return pd.DataFrame(rows, columns=["bin", "metric", "value"])
+
+
+@dataclass(frozen=True)
+class CalibrationParams(Params):
+    """How calibration is measured (the `calibration` block)."""
+
+    config_key = "calibration"
+
+    bins: int  # equal-width confidence bins of the ECE and the reliability diagram
 
 
 def calibration_params(config: Mapping[str, Any]) -> dict[str, Any] | None:
@@ -182,8 +192,8 @@ ANALYSIS = Analysis(
     "ECE, KS calibration error, Brier score and NLL on the test split under the variant's view; temperature fitted on validation.",
     calibrate_run,
     calibration_params,
+    CalibrationParams,
     uses_test_view=True,
-    config_key="calibration",
     figures=lambda study: ["calibration"],
     plot=plot,
     sections=(calibration_section,),

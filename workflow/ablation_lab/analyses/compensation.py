@@ -112,11 +112,12 @@ def compensation_table(
     runs: pd.DataFrame,
     knockout: pd.DataFrame | None,
     variants: Sequence[dict[str, Any]],
-    posthoc: dict[str, Any],
+    posthoc: Any,
     hits: Hits | None = None,
 ) -> pd.DataFrame:
     """One row per matched point of each comparison, plus one `area` row per comparison.
 
+    `posthoc`: knockout's `KnockoutParams` (which layer and fill its curves removed).
     `hits` ((family, variant, seed) -> the test examples its model got right) adds the test
     sample's noise to the intervals, as in the comparisons with the baseline.
     """
@@ -125,8 +126,8 @@ def compensation_table(
         by_family.setdefault(variant["family"], []).append(variant)
     matched: list[tuple[str, list[tuple[dict[str, Any], float, str]]]] = []  # comparison -> (variant, x, label)
     if UNITS in by_family and knockout is not None and len(knockout):
-        layer = compensation_layer_name(posthoc["layers"])  # the layer the units family narrows
-        runs = pd.concat([runs, _knockout_rows(knockout, by_family[UNITS], layer, posthoc["fills"][0])], ignore_index=True)
+        layer = compensation_layer_name(posthoc.layers)  # the layer the units family narrows
+        runs = pd.concat([runs, _knockout_rows(knockout, by_family[UNITS], layer, posthoc.fills[0])], ignore_index=True)
         matched.append((UNITS, [(v, v["coords"]["fraction removed"], v["label"]) for v in by_family[UNITS]]))
     for family in ("input", "noise"):
         twins = by_family.get(family + POSTHOC_SUFFIX, [])

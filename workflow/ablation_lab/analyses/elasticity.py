@@ -63,13 +63,14 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from ablation_lab.analyses.base import Analysis, RunContext
+from ablation_lab.analyses.base import Analysis, Params, RunContext
 from ablation_lab.analyses.similarity import input_clustering_scores, row_aucs, similarity_metrics
 from ablation_lab.models.one_step import (
     KerasNetwork,
@@ -122,14 +123,14 @@ def check_rows(n: int, count: int) -> np.ndarray:
     return np.unique(np.linspace(0, n - 1, count).round().astype(int)) if count else np.array([], dtype=int)
 
 
-def elasticity_table(model: Any, x: np.ndarray, labels: np.ndarray, params: dict[str, Any]) -> tuple[pd.DataFrame, dict[str, np.ndarray]]:
+def elasticity_table(model: Any, x: np.ndarray, labels: np.ndarray, params: ElasticityParams) -> tuple[pd.DataFrame, dict[str, np.ndarray]]:
     """One model's local elasticity on a stratified sample of the split (x, labels): the test split.
 
     Rows (metric, example, value): the summaries with example NaN, and `row_auc` per sampled
     example (its index in the split), which the report's intervals resample. Arrays: the
     sample's indices and labels, the change norms and the output-gradient norms.
     """
-    sample = stratified_sample(labels, int(params["samples"]), int(params["seed"]))
+    sample = stratified_sample(labels, int(params.samples), int(params.seed))
     x, y = x[sample], labels[sample]
     try:  # the factored form for chains of Dense (and learnable) layers, full Jacobians otherwise
         network: Network | KerasNetwork = float64_network(model)
@@ -138,15 +139,15 @@ def elasticity_table(model: Any, x: np.ndarray, labels: np.ndarray, params: dict
         network, first_order, exact_changes_of = float64_keras(model), keras_first_order_changes, keras_exact_changes
     if not all(np.all(np.isfinite(w.numpy())) for w in network.params):
         return pd.DataFrame(columns=COLUMNS), {"sample": sample}  # a diverged model has nothing to step from
-    rate = float(params["learning_rate"])
+    rate = float(params.learning_rate)
     changes, gradient_norms = first_order(network, x, y, rate)
-    checked = check_rows(len(y), int(params["check_rows"]))
-    if params["method"] == "exact":
+    checked = check_rows(len(y), int(params.check_rows))
+    if params.method == "exact":
         changes, checked = exact_changes_of(network, x, y, rate, range(len(y))), np.array([], dtype=int)
     norms = np.linalg.norm(changes, axis=2)
     aucs = row_aucs(norms, y)
-    metrics = {"auc": float(aucs.mean())} | similarity_metrics(norms, gradient_norms, y, params)
-    metrics |= input_clustering_scores(x, y, len(np.unique(y)), int(params["seed"]))
+    metrics = {"auc": float(aucs.mean())} | similarity_metrics(norms, gradient_norms, y, rate, int(params.seed))
+    metrics |= input_clustering_scores(x, y, len(np.unique(y)), int(params.seed))
     if len(checked):
         exact = exact_changes_of(network, x, y, rate, checked)
         metrics["first_order_error"] = float(np.linalg.norm(changes[checked] - exact) / np.linalg.norm(exact))
@@ -261,7 +262,7 @@ def claims_sentence(claims: pd.DataFrame) -> str:
     )
 
 
-def elasticity_run(context: RunContext, params: dict[str, Any]) -> tuple[pd.DataFrame, dict[str, np.ndarray]]:
+def elasticity_run(context: RunContext, params: ElasticityParams) -> tuple[pd.DataFrame, dict[str, np.ndarray]]:
     """Local elasticity of one trained model on a stratified sample of the test split (see ablation_lab/analyses/elasticity.py).
 
     The model's own inputs (its training transforms applied to the test split), no test view.
@@ -276,7 +277,21 @@ def elasticity_run(context: RunContext, params: dict[str, Any]) -> tuple[pd.Data
 
 log = logging.getLogger("ablation_lab")
 
-ELASTICITY_KEYS = ("samples", "learning_rate", "seed", "method", "check_rows")
+
+@dataclass(frozen=True)
+class ElasticityParams(Params):
+    """How local elasticity is measured (the `elasticity` block less its families, which pick the models)."""
+
+    config_key = "elasticity"
+
+    samples: int  # test examples in the stratified sample
+    learning_rate: float  # the size of the SGD step on each example
+    seed: int  # draws the sample and seeds the clusterings
+    method: str  # `first_order` (checked on `check_rows` rows) or `exact`
+    check_rows: int  # sampled rows whose first-order change is checked against the exact one
+
+
+ELASTICITY_KEYS = tuple(field.name for field in fields(ElasticityParams))  # its probe's identity: these keys, in this order
 
 
 def elasticity_params(config: Mapping[str, Any]) -> dict[str, Any] | None:
@@ -413,7 +428,7 @@ ANALYSIS = Analysis(
     "How one SGD step on a test example moves the model's output at other test examples of its class and of others (He & Su, 2020).",
     elasticity_run,
     elasticity_params,
-    config_key="elasticity",
+    ElasticityParams,
     code=("models.layers", "ablations", "statistics"),  # layers: the learnable activations' functions
     wants=elasticity_families,
     figures=lambda study: ["elasticity"],

@@ -6,7 +6,7 @@ Kept apart so each module stays readable: this one only reads the study tables
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -147,7 +147,7 @@ def activation_table(summary: pd.DataFrame) -> pd.DataFrame:
     )
 
 
-def campaign_sentence(summary: pd.DataFrame, params: Mapping[str, Any]) -> str:
+def campaign_sentence(summary: pd.DataFrame, params: Any) -> str:
     """What interval width the configured number of fault maps bought, measured on this study's cells."""
     from ablation_lab.statistics.inference import clopper_pearson
 
@@ -156,24 +156,24 @@ def campaign_sentence(summary: pd.DataFrame, params: Mapping[str, Any]) -> str:
     widths = (grid["sdc_rate_high"] - grid["sdc_rate_low"]).dropna()
     worst = np.subtract(*clopper_pearson(maps // 2, maps)[::-1]) if maps else float("nan")
     return (
-        f"{params.get('injections')} fault maps per cell and model ({maps} per cell over the seeds) give SDC intervals of median "
+        f"{params.injections} fault maps per cell and model ({maps} per cell over the seeds) give SDC intervals of median "
         f"width {widths.median():.4f} (widest {widths.max():.4f}) here; were every map a single Bernoulli trial, "
         f"{maps} maps would give at worst a width of {worst:.3f} (p = 0.5): scoring each map on the whole test split "
         "is what narrows them, as far as the maps agree."
     )
 
 
-def faults_section(inputs: ReportInputs) -> list[SectionContent]:
+def faults_section(inputs: ReportInputs, params: Any) -> list[SectionContent]:
+    """The section; `params`: the study's `FaultsParams` (None: the study has no campaign)."""
     summary = inputs.tables.get("faults_summary")
-    if summary is None or summary.empty:
+    if summary is None or summary.empty or params is None:
         return []
-    params = inputs.study.get("faults") or {}
-    layers = ", ".join(params.get("layers") or []) or "every Dense/Conv kernel"
+    layers = ", ".join(params.layers) or "every Dense/Conv kernel"
     section = SectionContent("faults", "Fault tolerance").say(
         f"Faults injected into the weights of each trained model in memory (the saved model files are never changed): "
-        f"{', '.join(m.replace('_', ' ') for m in params.get('models', []))} at {params.get('counts')} faults per fault map, "
-        f"drawn uniformly over {layers} (bit faults: bit {params.get('bit') if params.get('bit') is not None else 'drawn uniformly per fault'})"
-        + (f", and one flipped bit per map at each of bit positions {params.get('bits')}. " if params.get("bits") else ". ")
+        f"{', '.join(m.replace('_', ' ') for m in params.models)} at {params.counts} faults per fault map, "
+        f"drawn uniformly over {layers} (bit faults: bit {params.bit if params.bit is not None else 'drawn uniformly per fault'})"
+        + (f", and one flipped bit per map at each of bit positions {params.bits}. " if params.bits else ". ")
         + "Each map is scored on the whole test split. Accuracy: share of "
         "test examples right under the fault. SDC rate (silent data corruption): of the examples the clean model gets "
         "right, the share whose prediction changes to another class with finite outputs. Non-finite: share of examples "
@@ -211,11 +211,11 @@ def faults_section(inputs: ReportInputs) -> list[SectionContent]:
             "(the model is cut at the layer; the layers after it are rerun). Clip arm: the faulted layer clipped to its training range."
         )
         section.add_table(html_table(activations))
-    section.blocks += comparison_blocks(inputs)
+    section.blocks += comparison_blocks(inputs, params)
     return [section]
 
 
-def comparison_blocks(inputs: ReportInputs) -> list[dict[str, str]]:
+def comparison_blocks(inputs: ReportInputs, params: Any) -> list[dict[str, str]]:
     """The between-variant comparison (does dropout buy fault tolerance?) and the mitigation arm, as section blocks."""
     from ablation_lab.report.sections import interval
 
@@ -252,21 +252,21 @@ def comparison_blocks(inputs: ReportInputs) -> list[dict[str, str]]:
             **{"95% CI": [interval(a, b) for a, b in zip(mitigation["diff_ci_low"], mitigation["diff_ci_high"], strict=True)]},
         )
         part.add_table(html_table(shown[["model", "fault", "count", "seeds", "sdc_none", "sdc_clip", "difference", "95% CI"]].round(4)))
-    part.blocks += finetune_blocks(inputs.tables.get("faults_finetune"), inputs.study.get("faults") or {})
+    part.blocks += finetune_blocks(inputs.tables.get("faults_finetune"), params)
     return part.blocks
 
 
-def finetune_blocks(tuned: pd.DataFrame | None, params: Mapping[str, Any]) -> list[dict[str, str]]:
+def finetune_blocks(tuned: pd.DataFrame | None, params: Any) -> list[dict[str, str]]:
     """The fault-aware fine-tune arm: recovered share per variant, permanent fault model and count."""
     from ablation_lab.report.sections import interval
 
     part = SectionContent("faults_finetune", "")
-    if tuned is None or tuned.empty:
+    finetune = params.finetune
+    if tuned is None or tuned.empty or finetune is None:
         return part.blocks
-    finetune = params.get("finetune") or {}
     part.say(
-        f"Fault-aware fine-tuning (Zhang et al. 2018): the first {finetune.get('maps')} fault maps of each permanent fault model's "
-        f"cells over every kernel, each model trained on for {finetune.get('steps')} steps on the training split (the study's "
+        f"Fault-aware fine-tuning (Zhang et al. 2018): the first {finetune.maps} fault maps of each permanent fault model's "
+        f"cells over every kernel, each model trained on for {finetune.steps} steps on the training split (the study's "
         "optimizer, fresh; seeded batches) with the faulted weights held at their faulty values, then scored on the test split. "
         "Accuracy recovered: (fine-tuned - faulty) / (clean - faulty); SDC removed: (faulty - fine-tuned) / faulty SDC rate, "
         "SDC counted against the clean model's predictions; both pooled over the maps per seed, ratios of means over seeds with "

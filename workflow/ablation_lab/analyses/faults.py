@@ -29,12 +29,13 @@ from __future__ import annotations
 
 import zlib
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from ablation_lab.analyses.base import Analysis, RunContext, StudyTables
+from ablation_lab.analyses.base import Analysis, Params, RunContext, StudyTables
 from ablation_lab.analyses.fault_report import ALL, faults_section, plot_bits, plot_curves
 from ablation_lab.models.fault_batch import MapScorer
 from ablation_lab.models.fault_injection import (
@@ -46,6 +47,7 @@ from ablation_lab.models.fault_injection import (
     outcome,
     weight_layers,
 )
+from ablation_lab.report.sections import ReportInputs, SectionContent
 
 KEYS = ("models", "counts", "bit", "bits", "injections", "layers", "activation_layers", "clip", "margin", "seed")
 PERMANENT = ("stuck_at_0", "stuck_at_1", "zero")  # faults a memory cell keeps: what fault-aware fine-tuning retrains around
@@ -75,7 +77,7 @@ def faults_table(
     model: Any,
     x_test: np.ndarray,
     y_test: np.ndarray,
-    params: Mapping[str, Any],
+    params: FaultsParams,
     seed: int,
     x_train: np.ndarray | None = None,
     y_train: np.ndarray | None = None,
@@ -83,24 +85,24 @@ def faults_table(
 ) -> pd.DataFrame:
     """Every fault map's counts on one trained model; the training split is needed for `clip` (`x_train`) and
     `finetune` (`x_train`, `y_train` and the study's `training` block) only."""
-    layers = chosen_weight_layers(model, params["layers"])
+    layers = chosen_weight_layers(model, params.layers)
     faults = WeightFaults(model, layers)
     targets: list[tuple[str, list[int] | None]] = [(ALL, None)]
     targets += [(name, [k]) for k, name in enumerate(layers)] if len(layers) > 1 else []
     cells = [
-        ("grid", fault, count, params["bit"] if fault in BIT_MODELS else None, target, chosen)
-        for fault in params["models"]
-        for count in params["counts"]
+        ("grid", fault, count, params.bit if fault in BIT_MODELS else None, target, chosen)
+        for fault in params.models
+        for count in params.counts
         for target, chosen in targets
     ]
-    cells += [("bits", "bit_flip", 1, bit, ALL, None) for bit in params["bits"]]
-    arms = {"none": None} | ({"clip": clip_bounds(model, x_train)} if params["clip"] else {})
+    cells += [("bits", "bit_flip", 1, bit, ALL, None) for bit in params.bits]
+    arms = {"none": None} | ({"clip": clip_bounds(model, x_train)} if params.clip else {})
     drawn = []  # every map of the campaign, drawn once: the arms score the same maps
     for sweep, fault, count, bit, target, chosen in cells:
         weights = int(faults.sizes[chosen].sum()) if chosen else int(faults.sizes.sum())
         cell = {"sweep": sweep, "target": target, "fault": fault, "bit": -1 if bit is None else bit, "count": count}
-        for injection in range(params["injections"]):
-            rng = cell_seed(params["seed"], seed, f"{sweep}|{fault}|{count}|{bit}|{target}", injection)
+        for injection in range(params.injections):
+            rng = cell_seed(params.seed, seed, f"{sweep}|{fault}|{count}|{bit}|{target}", injection)
             drawn.append((cell | {"injection": injection, "weights": weights}, faults.draw(fault, count, rng, bit, chosen)))
     rows = []
     for arm, bounds in arms.items():
@@ -112,9 +114,9 @@ def faults_table(
         rows.append(base | clean_row | outcome(clean_outputs, y_test, clean))
         outputs = scorer.outputs(x_test, [fault_map for _, fault_map in drawn])
         rows += [base | info | outcome(out, y_test, clean) for (info, _), out in zip(drawn, outputs, strict=True)]
-        if arm == "none" and params.get("finetune"):
+        if arm == "none" and params.finetune:
             train = (x_train, y_train, training)
-            rows += finetune_rows(model, faults, drawn, x_test, y_test, clean, train, params["finetune"], seed)
+            rows += finetune_rows(model, faults, drawn, x_test, y_test, clean, train, params.finetune, seed)
     if not faults.intact():
         raise RuntimeError("faults: a kernel did not get its original weights back after the campaign")
     rows += activation_rows(model, x_test, y_test, params, seed, arms)
@@ -141,7 +143,7 @@ def finetune_rows(
     y_test: np.ndarray,
     clean: np.ndarray,
     train: tuple[Any, Any, Any],
-    finetune: Mapping[str, Any],
+    finetune: FinetuneParams,
     seed: int,
 ) -> list[dict[str, Any]]:
     """Arm `finetune`: the first `maps` maps of each permanent fault model's cells over every kernel, each trained on for
@@ -155,12 +157,12 @@ def finetune_rows(
 
     x_train, y_train, training = train
     trainer = MaskedTraining(model, None, TrainingSpec.of(training), x_train, y_train, held=faults.layers)
-    rows_of_steps = batch_rows(seed, len(y_train), trainer.batch_size, int(finetune["steps"]))
+    rows_of_steps = batch_rows(seed, len(y_train), trainer.batch_size, int(finetune.steps))
     start = seeded_dropout(model, [v.numpy() for v in model.variables], seed)  # the same dropout masks in any process
     chosen = [
         (info, fault_map)
         for info, fault_map in drawn
-        if info["sweep"] == "grid" and info["target"] == ALL and info["fault"] in PERMANENT and info["injection"] < finetune["maps"]
+        if info["sweep"] == "grid" and info["target"] == ALL and info["fault"] in PERMANENT and info["injection"] < finetune.maps
     ]
     clean_row = {"sweep": "clean", "target": ALL, "fault": "none", "bit": -1, "count": 0, "injection": 0, "weights": 0}
     base = {"arm": "finetune", "examples": len(y_test), "clean_correct": int((clean == y_test).sum())}
@@ -180,17 +182,17 @@ def _tail(split: Any, activations: np.ndarray, clip: tuple[np.ndarray, np.ndarra
 
 
 def activation_rows(
-    model: Any, x_test: np.ndarray, y_test: np.ndarray, params: Mapping[str, Any], seed: int, arms: Mapping[str, Any]
+    model: Any, x_test: np.ndarray, y_test: np.ndarray, params: FaultsParams, seed: int, arms: Mapping[str, Any]
 ) -> list[dict[str, Any]]:
     """Faults in the outputs of `faults.activation_layers`, per test example (models/surgery.py cuts the model there:
     the layer's clean activations once, then only the layers after it per fault map). The clip arm clips the faulted layer."""
     from ablation_lab.models.surgery import knockout_layers, split_model
 
-    if not params["activation_layers"]:
+    if not params.activation_layers:
         return []  # weight faults only: any graph serves them (a branching model has no chain to cut)
     available = knockout_layers(model)
     rows = []
-    for layer in params["activation_layers"]:
+    for layer in params.activation_layers:
         if layer not in available:
             raise ValueError(f"faults.activation_layers: {layer!r} is not a hidden layer of this model (available: {', '.join(available)})")
         split = split_model(model, layer)
@@ -201,11 +203,11 @@ def activation_rows(
             clean = _tail(split, activations, clip).argmax(axis=1)
             base = {"arm": arm, "sweep": "activations", "target": layer, "weights": size, "examples": len(y_test)}
             base["clean_correct"] = int((clean == y_test).sum())
-            for fault in [f for f in params["models"] if f in (*BIT_MODELS, "zero")]:
-                bit = params["bit"] if fault in BIT_MODELS else None
-                for count in sorted({min(c, size) for c in params["counts"]}):
-                    for injection in range(params["injections"]):
-                        rng = cell_seed(params["seed"], seed, f"activations|{fault}|{count}|{bit}|{layer}", injection)
+            for fault in [f for f in params.models if f in (*BIT_MODELS, "zero")]:
+                bit = params.bit if fault in BIT_MODELS else None
+                for count in sorted({min(c, size) for c in params.counts}):
+                    for injection in range(params.injections):
+                        rng = cell_seed(params.seed, seed, f"activations|{fault}|{count}|{bit}|{layer}", injection)
                         faulty = faulty_activations(activations, fault, count, rng, bit)
                         counts = outcome(_tail(split, faulty, clip), y_test, clean)
                         rows.append(
@@ -220,14 +222,49 @@ def empty_map() -> FaultMap:
     return FaultMap(nothing, nothing, np.zeros(0, np.float32), nothing)
 
 
-def faults_run(context: RunContext, params: dict[str, Any]) -> pd.DataFrame:
+def faults_run(context: RunContext, params: FaultsParams) -> pd.DataFrame:
     """The campaign on one trained model: the test split is scored; only `clip` (its ranges) and `finetune` (its
     training) read the training split."""
-    if not params.get("finetune"):
-        x_train = context.inputs("train") if params["clip"] else None
+    if not params.finetune:
+        x_train = context.inputs("train") if params.clip else None
         return faults_table(context.model, context.inputs("test"), context.labels("test"), params, context.seed, x_train)
     x_train, y_train, training = context.inputs("train"), context.split.y("train"), context.spec["training"]
     return faults_table(context.model, context.inputs("test"), context.labels("test"), params, context.seed, x_train, y_train, training)
+
+
+@dataclass(frozen=True)
+class FinetuneParams(Params):
+    """Fault-aware fine-tuning (the `faults.finetune` block)."""
+
+    config_key = "faults.finetune"
+
+    steps: int  # training steps of each fine-tune
+    maps: int  # fault maps per cell and model that are fine-tuned (the first ones)
+
+
+@dataclass(frozen=True)
+class FaultsParams(Params):
+    """The fault campaign (the `faults` block less its families, which pick the models)."""
+
+    config_key = "faults"
+
+    models: list[str]  # fault models (`bit_flip`, `stuck_at_1`, ...)
+    counts: list[int]  # faults per fault map
+    bit: int | None  # the bit a bit fault flips (None: drawn per fault)
+    bits: list[int]  # the one-flip bit sweep's positions
+    injections: int  # fault maps per cell and model
+    layers: list[str]  # kernels faulted (empty: every Dense/Conv kernel)
+    activation_layers: list[str]  # hidden layers whose outputs are faulted (empty: none)
+    clip: bool  # also score every map with the hidden outputs clipped to their training range
+    margin: float  # SDC-rate difference within which a variant counts as equivalent
+    seed: int  # seeds the fault maps
+    finetune: FinetuneParams | None  # None: off (and then absent from the probe's identity)
+
+    @classmethod
+    def of(cls, params: Params | Mapping[str, Any]) -> FaultsParams:
+        """As `Params.of`, its `finetune` block typed too."""
+        typed = super().of(params)
+        return typed if typed.finetune is None else replace(typed, finetune=FinetuneParams.of(typed.finetune))
 
 
 def faults_params(config: Mapping[str, Any]) -> dict[str, Any] | None:
@@ -398,7 +435,7 @@ def summarise(study: StudyTables) -> dict[str, pd.DataFrame]:
         return {name: pd.DataFrame() for name in SUMMARIES}
     return {
         "faults_summary": summary_table(table),
-        "faults_comparisons": comparisons_table(table, study.params["margin"]),
+        "faults_comparisons": comparisons_table(table, study.params.margin),
         "faults_mitigation": mitigation_table(table),
         "faults_finetune": finetune_table(table),
     }
@@ -422,18 +459,23 @@ def figures(study: Any) -> list[str]:
     return ["faults", "faults_bits"]
 
 
+def section(inputs: ReportInputs) -> list[SectionContent]:
+    """The report section, handed the study's typed parameters."""
+    return faults_section(inputs, ANALYSIS.study_params(inputs.study))
+
+
 ANALYSIS = Analysis(
     "faults",
     "Fault tolerance",
     "Faults injected into trained weights (bit flips, stuck-at bits, zeroed and random weights); accuracy, SDC rate and non-finite outputs on test.",
     faults_run,
     faults_params,
-    config_key="faults",
+    FaultsParams,
     code=("ablations", "models.fault_injection", "models.fault_batch", "models.surgery", "training.masked", "models.build", "statistics"),
     wants=faults_families,
     summaries=SUMMARIES,
     summarise=summarise,
     figures=figures,
     plot=plot,
-    sections=(faults_section,),
+    sections=(section,),
 )

@@ -24,13 +24,14 @@ resampled examples are recomputed.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from ablation_lab.analyses.base import Analysis, RunContext, StudyTables
+from ablation_lab.analyses.base import Analysis, Params, RunContext, StudyTables
 from ablation_lab.models.graph import layer_split
 from ablation_lab.models.surgery import SplitModel, TrainActivations, chosen_layers, class_selectivity, masked_predictions
 from ablation_lab.report.sections import ReportInputs, SectionContent, fmt, html_table, png
@@ -140,7 +141,7 @@ def knockout_table(
     inputs: dict[str, np.ndarray],
     labels: dict[str, np.ndarray],
     classes: list[str],
-    params: dict,
+    params: KnockoutParams,
     seed: int,
     skip_missing: bool = False,
 ) -> pd.DataFrame:
@@ -151,8 +152,8 @@ def knockout_table(
     the test split is only ever predicted. `skip_missing`: a layer name this model lacks is
     skipped rather than an error (models.py's models, whose names the study checked).
     """
-    chosen = chosen_layers(model, params["layers"], skip_missing, branching=True)
-    fractions = list(params["fractions"])
+    chosen = chosen_layers(model, params.layers, skip_missing, branching=True)
+    fractions = list(params.fractions)
     rows: list[dict] = []
     for layer in chosen:
         split = layer_split(model, layer)
@@ -161,19 +162,19 @@ def knockout_table(
         activations["train"] = TrainActivations(split.head, inputs["train"])
         test_predictions = bound["test"].tail(activations["test"]).argmax(axis=1)
         rows += stable_units(bound["test"], layer, activations, test_predictions)
-        for fill in params["fills"]:
+        for fill in params.fills:
             rng = np.random.default_rng(np.random.SeedSequence([seed, 11, FILLS.index(fill)]))
             test_fill = fill_values(fill, activations["train"], len(labels["test"]), rng)
             val_fill = fill_values(fill, activations["train"], len(labels["val"]), rng)
             scores = {"activation": activations["val"].reshape(-1, split.units).mean(axis=0)}
-            if any(o.startswith("magnitude") for o in params["orderings"]):
+            if any(o.startswith("magnitude") for o in params.orderings):
                 scores["magnitude"] = split.magnitude
-            if any(o.startswith("selectivity") for o in params["orderings"]):
+            if any(o.startswith("selectivity") for o in params.orderings):
                 scores["selectivity"] = class_selectivity(activations["val"], labels["val"], len(classes))[0]
-            if any(o.startswith("importance") for o in params["orderings"]):
+            if any(o.startswith("importance") for o in params.orderings):
                 scores["importance"] = single_unit_importance(bound["val"], activations["val"], labels["val"], val_fill)
-            for ordering in params["orderings"]:
-                draws = params["draws"] if ordering == "random" else 1
+            for ordering in params.orderings:
+                draws = params.draws if ordering == "random" else 1
                 for draw in range(draws):
                     order_rng = np.random.default_rng(np.random.SeedSequence([seed, 13, draw]))
                     masks = keep_masks(unit_order(ordering, order_rng, scores), fractions)
@@ -183,7 +184,7 @@ def knockout_table(
     return pd.DataFrame(rows, columns=["layer", "ordering", "fill", "draw", "fraction", "metric", "value"])
 
 
-def knockout_run(context: RunContext, params: dict[str, Any]) -> pd.DataFrame:
+def knockout_run(context: RunContext, params: KnockoutParams) -> pd.DataFrame:
     """Post-hoc unit (conv: channel) knockout curves of one trained model (see ablation_lab/analyses/knockout.py).
 
     The study checked `posthoc.layers` names against a built-in model's baseline, so a
@@ -192,11 +193,24 @@ def knockout_run(context: RunContext, params: dict[str, Any]) -> pd.DataFrame:
 
     inputs = {split: context.inputs(split) for split in ("train", "val", "test")}
     labels = {"train": context.split.y("train"), "val": context.labels("val"), "test": context.labels("test")}
-    built_in = context.spec["model"].get("kind", "mlp") in ("mlp", "kst", "cnn", "resnet")
+    built_in = context.model_spec.kind in ("mlp", "kst", "cnn", "resnet")
     return knockout_table(context.model, inputs, labels, context.class_names, params, context.seed, skip_missing=built_in)
 
 
-KNOCKOUT_KEYS = ("layers", "fractions", "orderings", "fills", "draws")
+@dataclass(frozen=True)
+class KnockoutParams(Params):
+    """What knockout removes (the `posthoc` block less its families and compensation, which plan the study)."""
+
+    config_key = "posthoc"
+
+    layers: list[int | str]  # hidden layers (1-based) or layer names; empty: every hidden layer
+    fractions: list[float]  # shares of the layer's units removed, one curve point each
+    orderings: list[str]  # which units go first (`ORDERINGS`)
+    fills: list[str]  # what a removed unit outputs (`FILLS`)
+    draws: int  # random orderings drawn per curve
+
+
+KNOCKOUT_KEYS = tuple(field.name for field in fields(KnockoutParams))  # its probe's identity: these keys, in this order
 
 
 def posthoc_params(config: Mapping[str, Any]) -> dict[str, Any] | None:
@@ -362,7 +376,7 @@ ANALYSIS = Analysis(
     "A fraction of a hidden layer's units removed from the trained model, no retraining; accuracy on the test split.",
     knockout_run,
     posthoc_params,
-    config_key="posthoc",
+    KnockoutParams,
     code=("ablations", "analyses.compensation", "statistics"),
     wants=posthoc_families,
     summaries=("compensation",),

@@ -19,13 +19,14 @@ accuracy comes from the label, not from the image.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from ablation_lab.analyses.base import Analysis, RunContext
+from ablation_lab.analyses.base import Analysis, Params, RunContext
 from ablation_lab.report.sections import ReportInputs, SectionContent, fmt, html_table, interval, png
 from ablation_lab.specs import TrainingSpec
 
@@ -202,17 +203,26 @@ def in_reading_order(summary: pd.DataFrame) -> pd.DataFrame:
     return keys.sort_values(["rate", "_layer", "_mode"], kind="stable").drop(columns=["_layer", "_mode"]).reset_index(drop=True)
 
 
-def nsdropout_run(context: RunContext, params: dict[str, Any]) -> tuple[pd.DataFrame, dict[str, np.ndarray]]:
+def nsdropout_run(context: RunContext, params: NSDropoutParams) -> tuple[pd.DataFrame, dict[str, np.ndarray]]:
     """NSDropout's inference modes and mask dependence on the test split (see ablation_lab/analyses/nsdropout.py)."""
 
-    table, arrays = nsdropout_table(context.model, context.inputs("test"), context.labels("test"), params["modes"])
-    model = context.spec["model"]
-    table.insert(0, "layer", model.get("dropout_kind", "standard") if float(model.get("dropout", 0)) else "none")
-    table.insert(1, "rate", float(model.get("dropout", 0)))
+    table, arrays = nsdropout_table(context.model, context.inputs("test"), context.labels("test"), params.modes)
+    rate = context.model_spec.dropout or 0.0
+    table.insert(0, "layer", context.model_spec.dropout_kind if rate else "none")
+    table.insert(1, "rate", rate)
     record = context.provenance  # the epoch whose weights were kept (lowest validation loss), and how many ran
     table.insert(2, "best_epoch", record.get("best_epoch"))
     table.insert(3, "epochs_trained", record.get("epochs_trained"))
     return table, arrays
+
+
+@dataclass(frozen=True)
+class NSDropoutParams(Params):
+    """Which inference modes each NSDropout model is scored under (from the `families.nsdropout` block)."""
+
+    config_key = "families.nsdropout"
+
+    modes: list[str]  # `MODES`, in the order the tables list them
 
 
 def nsdropout_params(config: Mapping[str, Any]) -> dict[str, Any] | None:
@@ -365,7 +375,7 @@ ANALYSIS = Analysis(
     "Every trained model of the nsdropout family on the test split under each inference mode, and how far its prediction follows a wrong class's mask.",
     nsdropout_run,
     nsdropout_params,
-    config_key="families.nsdropout",
+    NSDropoutParams,
     code=("models.layers", "ablations", "statistics"),
     wants=lambda config, family: family == "nsdropout",
     summaries=("nsdropout_summary",),

@@ -27,19 +27,21 @@ Study summaries, figures and the report section: analyses/recovery_report.py.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from ablation_lab.analyses.base import Analysis, RunContext
+from ablation_lab.analyses.base import Analysis, Params, RunContext
 from ablation_lab.analyses.knockout import keep_masks, single_unit_importance, unit_order
 from ablation_lab.analyses.recovery_report import figures, plot, recovery_section, summarise
 from ablation_lab.models.surgery import chosen_layers, split_model
+from ablation_lab.report.sections import ReportInputs, SectionContent
 
 ARMS = ("finetune", "rewind", "reinit")
 GRADIENT_ORDERINGS = {"taylor_lowest": "taylor", "obd_lowest": "obd"}
-KEYS = ("layer", "fractions", "orderings", "arms", "steps", "epochs", "draws", "families")
+KEYS = ("layer", "fractions", "orderings", "arms", "steps", "epochs", "draws", "families")  # its block's keys in its probe's identity
 COLUMNS = ["layer", "ordering", "draw", "fraction", "arm", "steps", "budget", "epochs", "metric", "value", "hit_row"]
 
 Rebuild = Callable[[int], list[np.ndarray]]  # seed -> every variable of the model as training builds it (model.variables order)
@@ -79,7 +81,7 @@ def recovery_table(
     inputs: Mapping[str, np.ndarray],
     labels: Mapping[str, np.ndarray],
     training: Mapping[str, Any],
-    params: Mapping[str, Any],
+    params: RecoveryParams,
     seed: int,
     rebuild: Rebuild | None,
 ) -> tuple[pd.DataFrame, dict[str, np.ndarray]]:
@@ -92,23 +94,23 @@ def recovery_table(
     from ablation_lab.specs import TrainingSpec
     from ablation_lab.training.masked import MaskedTraining, batch_rows, budget_steps, seeded_dropout
 
-    layer = chosen_layers(model, [params["layer"]])[0]
+    layer = chosen_layers(model, [params.layer])[0]
     split = split_model(model, layer)
-    scores = removal_scores(model, layer, split, inputs, labels, params["orderings"])
+    scores = removal_scores(model, layer, split, inputs, labels, params.orderings)
     trainer = MaskedTraining(model, layer, TrainingSpec.of(training), inputs["train"], labels["train"])
-    budgets = budget_steps(params["steps"], params["epochs"], trainer.steps_per_epoch)
+    budgets = budget_steps(params.steps, params.epochs, trainer.steps_per_epoch)
     rows = batch_rows(seed, len(labels["train"]), trainer.batch_size, max(steps for steps, _ in budgets))
     # a loaded model's dropout seed state is its process's draw: set from the run's seed, as rewind's is
     starts = {"finetune": seeded_dropout(model, [v.numpy() for v in model.variables], seed)}
     if rebuild is not None:
         starts |= {"rewind": rebuild(seed), "reinit": rebuild(fresh_seed(seed))}
-    arms = [arm for arm in params["arms"] if arm in starts]
+    arms = [arm for arm in params.arms if arm in starts]
     out, hits = [], []
-    for ordering in params["orderings"]:
-        for draw in range(params["draws"] if ordering == "random" else 1):
+    for ordering in params.orderings:
+        for draw in range(params.draws if ordering == "random" else 1):
             order_rng = np.random.default_rng(np.random.SeedSequence([seed, 13, draw]))  # knockout's draws
-            masks = keep_masks(removal_order(ordering, order_rng, scores), params["fractions"])
-            for fraction, keep in zip(params["fractions"], masks, strict=True):
+            masks = keep_masks(removal_order(ordering, order_rng, scores), params.fractions)
+            for fraction, keep in zip(params.fractions, masks, strict=True):
                 for arm in arms:
                     base = {"layer": layer, "ordering": ordering, "draw": draw, "fraction": fraction, "arm": arm}
                     for steps, predicted in trainer.run(starts[arm], keep, [s for s, _ in budgets], rows, inputs["test"]):
@@ -133,13 +135,13 @@ def initial_variables(model_cfg: Mapping[str, Any], input_shape: Sequence[int], 
     return [v.numpy() for v in build_model(dict(model_cfg), input_shape, n_classes).variables]
 
 
-def recovery_run(context: RunContext, params: dict[str, Any]) -> tuple[pd.DataFrame, dict[str, np.ndarray]]:
+def recovery_run(context: RunContext, params: RecoveryParams) -> tuple[pd.DataFrame, dict[str, np.ndarray]]:
     """Recovery curves of one trained model (see the module docstring)."""
     inputs = {split: context.inputs(split) for split in ("train", "val", "test")}
     labels = {"train": context.split.y("train"), "val": context.labels("val"), "test": context.labels("test")}
     model_cfg = context.spec["model"]
     rebuild = None
-    if model_cfg.get("kind", "mlp") != "file" and model_cfg.get("weights") != "as_saved":
+    if context.model_spec.kind != "file":  # a file's own layers: nothing here can re-create their initial values
         n_classes = int(context.split.meta["n_classes"])
         shapes = [tuple(v.shape) for v in context.model.variables]
 
@@ -150,6 +152,24 @@ def recovery_run(context: RunContext, params: dict[str, Any]) -> tuple[pd.DataFr
             return built
 
     return recovery_table(context.model, inputs, labels, context.spec["training"], params, context.seed, rebuild)
+
+
+@dataclass(frozen=True)
+class RecoveryParams(Params):
+    """What is removed and how it is trained on (the `recovery` block), the study's margin, and the narrowed layer."""
+
+    config_key = "recovery"
+
+    layer: int | str  # the hidden layer (1-based) or layer name units are removed from
+    fractions: list[float]  # shares of its units removed
+    orderings: list[str]  # which units go first; the first is the one rewind and re-initialise are compared under
+    arms: list[str]  # where the survivors start: `finetune`, `rewind`, `reinit`
+    steps: list[int]  # the budget grid, in training steps
+    epochs: list[int]  # the budget grid, in epochs
+    draws: int  # random orderings drawn
+    families: list[str]  # whose models it sees
+    margin: float  # the study's `equivalence_margin`
+    units_layer: int | None  # the hidden layer the `units` retrain family narrows (None: the study has none)
 
 
 def recovery_params(config: Mapping[str, Any]) -> dict[str, Any] | None:
@@ -168,13 +188,18 @@ def recovery_families(config: Mapping[str, Any], family: str) -> bool:
     return family in config["recovery"]["families"]
 
 
+def section(inputs: ReportInputs) -> list[SectionContent]:
+    """The report section, handed the study's typed parameters."""
+    return recovery_section(inputs, ANALYSIS.study_params(inputs.study))
+
+
 ANALYSIS = Analysis(
     "recovery",
     "Recovery after removal",
     "A fraction of a hidden layer's units removed from the trained model, then trained on; test accuracy along a budget grid.",
     recovery_run,
     recovery_params,
-    config_key="recovery",
+    RecoveryParams,
     code=(
         "ablations",
         "analyses.knockout",
@@ -191,5 +216,5 @@ ANALYSIS = Analysis(
     summarise=summarise,
     figures=figures,
     plot=plot,
-    sections=(recovery_section,),
+    sections=(section,),
 )

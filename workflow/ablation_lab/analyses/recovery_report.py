@@ -65,8 +65,11 @@ def retrained_per_seed(runs: pd.DataFrame, variants: Sequence[dict[str, Any]], f
     return chosen.set_index("seed")["accuracy"]
 
 
-def share_table(seeds: pd.DataFrame, runs: pd.DataFrame, variants: Sequence[dict[str, Any]], params: Mapping[str, Any]) -> pd.DataFrame:
-    """Recovered share per cell of the baseline's runs, paired by seed, with Fieller's interval (statistics.ratio_interval)."""
+def share_table(seeds: pd.DataFrame, runs: pd.DataFrame, variants: Sequence[dict[str, Any]], params: Any) -> pd.DataFrame:
+    """Recovered share per cell of the baseline's runs, paired by seed, with Fieller's interval (statistics.ratio_interval).
+
+    `params`: recovery's `RecoveryParams` (this module is its helper, imported by it).
+    """
     from ablation_lab.ablations import BASELINE
     from ablation_lab.statistics.intervals import ratio_interval
 
@@ -75,7 +78,7 @@ def share_table(seeds: pd.DataFrame, runs: pd.DataFrame, variants: Sequence[dict
     posthoc = chosen[(chosen["arm"] == "finetune") & (chosen["steps"] == 0)].set_index(["ordering", "fraction", "seed"])["accuracy"]
     for key, part in chosen.groupby(CELL, sort=False):
         cell = dict(zip(CELL, key, strict=True))
-        narrowed = params.get("units_layer")
+        narrowed = params.units_layer
         retrained = retrained_per_seed(runs, variants, cell["fraction"]) if cell["layer"] == f"hidden_{narrowed}" else pd.Series()
         ends = pd.DataFrame(
             {
@@ -109,13 +112,13 @@ def reach_table(shares: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def comparisons_table(seeds: pd.DataFrame, params: Mapping[str, Any]) -> pd.DataFrame:
+def comparisons_table(seeds: pd.DataFrame, params: Any) -> pd.DataFrame:
     """Rewind minus re-initialise at every budget (first criterion), and each criterion minus random (fine-tuned) at
     budget 0, 1 epoch and the largest budget; paired by seed and test example, Holm over all of them."""
     from ablation_lab.statistics.inference import adjusted_intervals, interval_verdict, paired_difference
 
     pairs = []  # (comparison, cell of one side, cell of the other)
-    first = params["orderings"][0]
+    first = params.orderings[0]
     for key, part in seeds.groupby(["family", "variant", "layer", "fraction", "steps"], sort=False):
         if {"rewind", "reinit"} <= set(part["arm"]):
             side = part[part["ordering"] == first]
@@ -124,7 +127,7 @@ def comparisons_table(seeds: pd.DataFrame, params: Mapping[str, Any]) -> pd.Data
         picked = {0, ladder[-1], *seeds.loc[seeds["budget"] == "1 epoch", "steps"]}
         tuned = part[part["arm"] == "finetune"]
         if key[-1] in picked and "random" in set(tuned["ordering"]):
-            for ordering in [o for o in params["orderings"] if o != "random"]:
+            for ordering in [o for o in params.orderings if o != "random"]:
                 pairs.append(
                     (f"{ordering} - random", ordering, key, tuned[tuned["ordering"] == ordering], tuned[tuned["ordering"] == "random"])
                 )
@@ -143,7 +146,7 @@ def comparisons_table(seeds: pd.DataFrame, params: Mapping[str, Any]) -> pd.Data
         return table
     holm = adjusted_intervals(table["difference"], table["se"], table["df"], table["p_value"], bounds=(-1.0, 1.0))
     table = pd.concat([table, holm.rename(columns={"low": "holm_low", "high": "holm_high"})], axis=1)
-    margin = params["margin"]
+    margin = params.margin
     table["verdict"] = [interval_verdict(low, high, margin) for low, high in zip(table["holm_low"], table["holm_high"], strict=True)]
     return table.assign(margin=margin)
 
@@ -244,13 +247,13 @@ def share_grid(shares: pd.DataFrame, by: str) -> pd.DataFrame:
     return grid.reset_index().replace({by: ARM_LABELS})
 
 
-def recovery_section(inputs: ReportInputs) -> list[SectionContent]:
+def recovery_section(inputs: ReportInputs, params: Any) -> list[SectionContent]:
+    """The section; `params`: the study's `RecoveryParams` (None: the study does not ask for recovery)."""
     curves = inputs.tables.get("recovery_curves")
-    if curves is None or curves.empty:
+    if curves is None or curves.empty or params is None:
         return []
-    params = inputs.study.get("recovery") or {}
     section = SectionContent("recovery", "How fast does the network compensate?").say(
-        f"A fraction of {_layer(params.get('layer', 1))}'s units removed from each trained model ({', '.join(params.get('families', []))}), "
+        f"A fraction of {_layer(params.layer)}'s units removed from each trained model ({', '.join(params.families)}), "
         "then trained on with the study's optimizer on the training split, evaluated on test at each budget on the way. Removed "
         "units stay removed (masked in every forward pass; their weights stay exactly 0). Arms: fine-tune (survivors keep their "
         "trained weights), rewind (survivors reset to their initial values), re-initialise (fresh random weights). Criteria: "

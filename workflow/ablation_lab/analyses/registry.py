@@ -58,6 +58,11 @@ ANALYSES: dict[str, Analysis] = discover()
 
 
 def run_analysis(name: str, context: RunContext, params: dict[str, Any]) -> tuple[pd.DataFrame, dict[str, np.ndarray]]:
-    """The analysis's tidy table, and its per-example arrays (empty for most analyses)."""
-    result = ANALYSES[name].run(context, params)
+    """The analysis's tidy table, and its per-example arrays (empty for most analyses).
+
+    `params` arrive as the job's request carries them (plain data); the analysis's `run`
+    gets them as its `params_type`.
+    """
+    analysis = ANALYSES[name]
+    result = analysis.run(context, analysis.typed(params))
     return result if isinstance(result, tuple) else (result, {})

@@ -19,17 +19,18 @@ figures are in `reliance_report.py`.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, fields
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from ablation_lab.analyses.base import Analysis, RunContext, StudyTables
+from ablation_lab.analyses.base import Analysis, Params, RunContext, StudyTables
 from ablation_lab.analyses.knockout import curve_area, keep_masks
 from ablation_lab.analyses.reliance_report import figures, plot, reliance_section
 from ablation_lab.models.surgery import chosen_layers, class_selectivity, masked_predictions, random_rotation, split_model
+from ablation_lab.report.sections import ReportInputs, SectionContent
 
-KEYS = ("layers", "split", "fractions", "draws", "rotation", "families", "bootstrap", "correlation_margin", "area_margin", "seed")
 COLUMNS = ["layer", "basis", "draw", "fraction", "unit", "metric", "value"]
 
 
@@ -61,14 +62,14 @@ def unit_rows(layer: str, activations: np.ndarray, labels: np.ndarray, split: An
     return rows
 
 
-def curve_rows(layer: str, split: Any, activations: np.ndarray, labels: np.ndarray, params: dict, seed: int) -> list[dict]:
+def curve_rows(layer: str, split: Any, activations: np.ndarray, labels: np.ndarray, params: RelianceParams, seed: int) -> list[dict]:
     """Cumulative ablation in random order, zero fill: units, and (rotation) random orthogonal directions."""
-    units, fractions, rows = activations.shape[-1], list(params["fractions"]), []
+    units, fractions, rows = activations.shape[-1], list(params.fractions), []
     zero = np.zeros(units, np.float32)
-    for draw in range(params["draws"]):
-        rng = np.random.default_rng(np.random.SeedSequence([seed, params["seed"], 31, draw]))
+    for draw in range(params.draws):
+        rng = np.random.default_rng(np.random.SeedSequence([seed, params.seed, 31, draw]))
         masks = keep_masks(rng.permutation(units), fractions)
-        bases = {"unit": None} | ({"direction": random_rotation(units, rng)} if params["rotation"] else {})
+        bases = {"unit": None} | ({"direction": random_rotation(units, rng)} if params.rotation else {})
         for name, basis in bases.items():
             curve = (masked_predictions(split, activations, masks, zero, basis) == labels[None]).mean(axis=1)
             base = {"layer": layer, "basis": name, "draw": draw, "unit": np.nan}
@@ -81,11 +82,11 @@ def curve_rows(layer: str, split: Any, activations: np.ndarray, labels: np.ndarr
 
 
 def reliance_table(
-    model: Any, inputs: dict[str, np.ndarray], labels: dict[str, np.ndarray], classes: list[str], params: dict, seed: int
+    model: Any, inputs: dict[str, np.ndarray], labels: dict[str, np.ndarray], classes: list[str], params: RelianceParams, seed: int
 ) -> pd.DataFrame:
     """Every reliance measure of one trained model; `labels["train"]` are the labels it was trained on.
 
-    The curves are scored on `params["split"]`: train (the labels the model was trained on,
+    The curves are scored on `params.split`: train (the labels the model was trained on,
     corrupted or not: every model starts near 1 and falls towards chance, as in the paper) or
     test. Selectivity and importance are always measured on validation."""
     train, test = accuracy(model, inputs["train"], labels["train"]), accuracy(model, inputs["test"], labels["test"])
@@ -95,15 +96,15 @@ def reliance_table(
         {**base, "metric": "test_accuracy", "value": test},
         {**base, "metric": "generalisation_gap", "value": train - test},
     ]
-    for layer in chosen_layers(model, params["layers"], skip_missing=True):
+    for layer in chosen_layers(model, params.layers, skip_missing=True):
         split = split_model(model, layer)
-        chosen = params["split"]
+        chosen = params.split
         rows += curve_rows(layer, split, split.head(inputs[chosen]), labels[chosen], params, seed)
         rows += unit_rows(layer, split.head(inputs["val"]), labels["val"], split, classes)
     return pd.DataFrame(rows, columns=COLUMNS)
 
 
-def reliance_run(context: RunContext, params: dict[str, Any]) -> pd.DataFrame:
+def reliance_run(context: RunContext, params: RelianceParams) -> pd.DataFrame:
     from ablation_lab.ablations import training_labels
 
     classes = context.class_names
@@ -111,6 +112,27 @@ def reliance_run(context: RunContext, params: dict[str, Any]) -> pd.DataFrame:
     inputs = {split: context.inputs(split) for split in ("train", "val", "test")}
     labels = {"train": y_train, "val": context.labels("val"), "test": context.labels("test")}
     return reliance_table(context.model, inputs, labels, classes, params, context.seed)
+
+
+@dataclass(frozen=True)
+class RelianceParams(Params):
+    """How reliance on single units is measured and judged (the `reliance` block)."""
+
+    config_key = "reliance"
+
+    layers: list[int | str]  # hidden layers (1-based) or layer names; empty: every hidden layer
+    split: str  # where the ablation curves are scored: `train` or `test`
+    fractions: list[float]  # shares of units (or directions) removed, one curve point each
+    draws: int  # random orders per curve
+    rotation: bool  # also remove random orthogonal directions, not only units
+    families: list[str] | None  # whose models it sees (None: every family)
+    bootstrap: int  # resamples of each correlation's interval
+    correlation_margin: float  # a correlation within +-margin counts as none
+    area_margin: float  # an area difference within +-margin counts as none
+    seed: int  # seeds the draws and the bootstrap
+
+
+KEYS = tuple(field.name for field in fields(RelianceParams))  # its probe's identity: these keys, in this order
 
 
 def reliance_params(config: Mapping[str, Any]) -> dict[str, Any] | None:
@@ -158,11 +180,11 @@ def distinct(frame: pd.DataFrame, *keys: str) -> pd.DataFrame:
     return frame.drop_duplicates(["run", "seed", *keys])
 
 
-def correlation_rows(models: pd.DataFrame, units: pd.DataFrame, params: dict[str, Any], classes: list[str]) -> list[dict]:
+def correlation_rows(models: pd.DataFrame, units: pd.DataFrame, params: RelianceParams, classes: list[str]) -> list[dict]:
     from ablation_lab.statistics.intervals import spearman_interval
 
     def one(test: str, scope: str, layer: str, frame: pd.DataFrame, x: str, y: str) -> dict:
-        found = spearman_interval(frame[x], frame[y], frame["run"], frame["seed"], n_boot=params["bootstrap"], seed=params["seed"])
+        found = spearman_interval(frame[x], frame[y], frame["run"], frame["seed"], n_boot=params.bootstrap, seed=params.seed)
         return {"test": test, "scope": scope, "layer": layer, **found}
 
     rows = []
@@ -193,7 +215,7 @@ def correlation_rows(models: pd.DataFrame, units: pd.DataFrame, params: dict[str
     return rows
 
 
-def correlations_table(models: pd.DataFrame, units: pd.DataFrame, params: dict[str, Any]) -> pd.DataFrame:
+def correlations_table(models: pd.DataFrame, units: pd.DataFrame, params: RelianceParams) -> pd.DataFrame:
     """Each correlation with its interval and verdict against +-correlation_margin (statistics/inference.py)."""
     from ablation_lab.statistics.inference import interval_verdict
 
@@ -201,12 +223,12 @@ def correlations_table(models: pd.DataFrame, units: pd.DataFrame, params: dict[s
     frame = pd.DataFrame(correlation_rows(models, units, params, classes))
     if frame.empty:
         return pd.DataFrame(columns=CORRELATION_COLUMNS)
-    frame["margin"] = params["correlation_margin"]
-    frame["verdict"] = [interval_verdict(lo, hi, params["correlation_margin"]) for lo, hi in zip(frame["low"], frame["high"], strict=True)]
+    frame["margin"] = params.correlation_margin
+    frame["verdict"] = [interval_verdict(lo, hi, params.correlation_margin) for lo, hi in zip(frame["low"], frame["high"], strict=True)]
     return frame
 
 
-def rotation_table(models: pd.DataFrame, params: dict[str, Any]) -> pd.DataFrame:
+def rotation_table(models: pd.DataFrame, params: RelianceParams) -> pd.DataFrame:
     """Unit minus direction area, paired by seed, per variant and pooled over the models, with its equivalence verdict."""
     from ablation_lab.statistics.inference import equivalence_test, paired_difference
 
@@ -218,15 +240,15 @@ def rotation_table(models: pd.DataFrame, params: dict[str, Any]) -> pd.DataFrame
     for model, layer, block in groups:
         per_seed = block.groupby("seed")[["area_unit", "area_direction"]].mean()
         diff = paired_difference(per_seed["area_unit"], per_seed["area_direction"])
-        test = equivalence_test(diff, params["area_margin"])
+        test = equivalence_test(diff, params.area_margin)
         rows.append({"model": model, "layer": layer, "seeds": diff["seeds"], "unit area": per_seed["area_unit"].mean()} | {
             "direction area": per_seed["area_direction"].mean(), "difference": diff["estimate"], "low": test["low"], "high": test["high"],
-            "margin": params["area_margin"], "verdict": test["verdict"], "method": diff["method"],
+            "margin": params.area_margin, "verdict": test["verdict"], "method": diff["method"],
         })  # fmt: skip
     return pd.DataFrame(rows, columns=ROTATION_COLUMNS)
 
 
-def dropout_table(table: pd.DataFrame, models: pd.DataFrame, params: dict[str, Any]) -> pd.DataFrame:
+def dropout_table(table: pd.DataFrame, models: pd.DataFrame, params: RelianceParams) -> pd.DataFrame:
     """Dropout "protects only up to its own rate": per dropout model, layer and fraction removed, the
     accuracy drop from the intact model (unit curve, mean over draws), paired by seed, tested against
     +-area_margin: a drop *equivalent* to 0 means the model was protected at that fraction."""
@@ -240,9 +262,9 @@ def dropout_table(table: pd.DataFrame, models: pd.DataFrame, params: dict[str, A
         wide = block.droplevel(["variant", "layer"]).unstack("fraction")  # seeds x fractions
         intact = wide[wide.columns.min()]
         for fraction in wide.columns[wide.columns > wide.columns.min()]:
-            test = equivalence_test(paired_difference(intact, wide[fraction]), params["area_margin"])
+            test = equivalence_test(paired_difference(intact, wide[fraction]), params.area_margin)
             rows.append({"model": f"dropout/{variant}", "rate": rates.get(variant, np.nan), "layer": layer, "fraction": fraction} | {
-                "drop": test["estimate"], "low": test["low"], "high": test["high"], "margin": params["area_margin"], "verdict": test["verdict"],
+                "drop": test["estimate"], "low": test["low"], "high": test["high"], "margin": params.area_margin, "verdict": test["verdict"],
             })  # fmt: skip
     return pd.DataFrame(rows, columns=DROPOUT_COLUMNS)
 
@@ -267,18 +289,24 @@ MODEL_COLUMNS = ["family", "variant", "seed", "run", "layer", "area_unit", "gene
 SUMMARIES = ("reliance_models", "reliance_correlations", "reliance_rotation", "reliance_dropout")
 SUMMARY_COLUMNS = (MODEL_COLUMNS, CORRELATION_COLUMNS, ROTATION_COLUMNS, DROPOUT_COLUMNS)
 
+
+def section(inputs: ReportInputs) -> list[SectionContent]:
+    """The report section, handed the study's typed parameters."""
+    return reliance_section(inputs, ANALYSIS.study_params(inputs.study))
+
+
 ANALYSIS = Analysis(
     "reliance",
     "Reliance on single directions",
     "Cumulative unit ablation curves, their area against the generalisation gap, class selectivity against importance, and a random-direction control.",
     reliance_run,
     reliance_params,
-    config_key="reliance",
+    RelianceParams,
     code=("ablations", "analyses.knockout", "analyses.reliance_report", "models.surgery", "statistics"),
     wants=reliance_families,
     summaries=SUMMARIES,
     summarise=summarise,
     figures=figures,
     plot=plot,
-    sections=(reliance_section,),
+    sections=(section,),
 )

@@ -141,11 +141,12 @@ def rotation_sentence(row: Mapping[str, Any]) -> str:
     return f"Rotation control, layer {row['layer']} ({row['model']}): {measured}; {held}."
 
 
-def reliance_section(inputs: ReportInputs) -> list[SectionContent]:
+def reliance_section(inputs: ReportInputs, params: Any) -> list[SectionContent]:
+    """The section; `params`: the study's `RelianceParams` (None: the study does not ask for reliance)."""
     table = inputs.tables.get("reliance")
-    if table is None or table.empty:
+    if table is None or table.empty or params is None:
         return []
-    split = (inputs.study.get("reliance") or {}).get("split", "train")
+    split = params.split
     scored = "training split, with the labels each model was trained on" if split == "train" else "test split"
     section = SectionContent("reliance", "Does the network rely on single units?").say(
         "Morcos et al. (2018) asked whether networks that generalise well rely less on single units. Here, per trained "

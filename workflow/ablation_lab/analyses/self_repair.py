@@ -39,15 +39,16 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from ablation_lab.analyses.base import Analysis, RunContext
+from ablation_lab.analyses.base import Analysis, Params, RunContext
 from ablation_lab.analyses.self_repair_report import SUMMARIES, figures, plot, self_repair_section, summarise
+from ablation_lab.report.sections import ReportInputs, SectionContent
 
-KEYS = ("layers", "groups", "fills", "families")
 METRICS = ("logit", "log_probability", "accuracy")
 COLUMNS = ["layer", "component", "units", "depth", "fill", "metric", "quantity", "by", "value", "row"]
 CHUNK = 256  # test examples per forward pass
@@ -146,13 +147,13 @@ def residual_blocks(model: Any) -> list[int]:
     return sorted(int(m.group(1)) for name in names if (m := BLOCK.match(name)) and f"block_{m.group(1)}_add" in names)
 
 
-def components(model: Any, params: Mapping[str, Any]) -> list[tuple[str, int, str, np.ndarray]]:
+def components(model: Any, params: SelfRepairParams) -> list[tuple[str, int, str, np.ndarray]]:
     """(layer, depth, name, unit indices) per component: whole blocks of a residual network, unit groups of a chain."""
     from ablation_lab.models.surgery import chosen_layers, knockout_layers
 
     blocks = residual_blocks(model)
     if blocks:
-        if params["layers"]:
+        if params.layers:
             raise ValueError("self_repair.layers: a residual network's components are its blocks; leave layers empty")
         writes = [f"block_{k}_conv_2" for k in blocks]
         channels = [np.arange(int(model.get_layer(write).output.shape[-1])) for write in writes]
@@ -166,7 +167,7 @@ def components(model: Any, params: Mapping[str, Any]) -> list[tuple[str, int, st
             "self_repair: the model is neither a chain nor a residual network (layers block_<k>_conv_2 and block_<k>_add); "
             + str(error).split("; ", 1)[-1]
         ) from None
-    chosen = chosen_layers(model, params["layers"]) if params["layers"] else available[:-1]
+    chosen = chosen_layers(model, params.layers) if params.layers else available[:-1]
     if available[-1] in chosen:
         raise ValueError(
             f"self_repair.layers: {available[-1]!r} is the model's last knock-out-able layer: only the output layer reads it, "
@@ -175,7 +176,7 @@ def components(model: Any, params: Mapping[str, Any]) -> list[tuple[str, int, st
     out = []
     for layer in chosen:
         units = int(model.get_layer(layer).output.shape[-1])
-        for group, members in enumerate(np.array_split(np.arange(units), min(params["groups"], units)), start=1):
+        for group, members in enumerate(np.array_split(np.arange(units), min(params.groups, units)), start=1):
             out.append((layer, available.index(layer) + 1, f"{layer}:g{group}", members))
     return out
 
@@ -229,7 +230,7 @@ def component_drops(
 
 
 def self_repair_table(
-    model: Any, inputs: Mapping[str, np.ndarray], labels: np.ndarray, params: Mapping[str, Any]
+    model: Any, inputs: Mapping[str, np.ndarray], labels: np.ndarray, params: SelfRepairParams
 ) -> tuple[pd.DataFrame, dict[str, np.ndarray]]:
     """Direct, total and self-repair per component, fill and metric on the test split, with per-example drops.
 
@@ -241,14 +242,14 @@ def self_repair_table(
     keep = [*layers, *(f"block_{k}_{s}" for k in blocks for s in ("conv_2", "add"))]
     keep += [cut for layer in layers for _, cut, _ in (stages(graph, layer, {}, []) if not blocks else [])]
     keep = list(dict.fromkeys(keep))
-    means = train_means(graph, inputs["train"], layers) if "mean" in params["fills"] else {}
+    means = train_means(graph, inputs["train"], layers) if "mean" in params.fills else {}
     chunks: list[list[dict]] = []
     for start in range(0, len(labels), CHUNK):
         x, y = inputs["test"][start : start + CHUNK], labels[start : start + CHUNK]
         clean = {name: value.numpy() for name, value in graph.run({graph.input_name: x}, keep).items()}
         chunk = []
         for layer, depth, name, members in parts:
-            for fill in params["fills"]:
+            for fill in params.fills:
                 value = np.zeros(clean[layer].shape[-1], np.float32) if fill == "zero" else means[layer]
                 ablated = clean[layer].copy()
                 ablated[..., members] = value[members]
@@ -278,10 +279,26 @@ def tidy(chunks: list[list[dict]], n_test: int) -> tuple[pd.DataFrame, dict[str,
     return pd.DataFrame(out, columns=COLUMNS), arrays
 
 
-def self_repair_run(context: RunContext, params: dict[str, Any]) -> tuple[pd.DataFrame, dict[str, np.ndarray]]:
+def self_repair_run(context: RunContext, params: SelfRepairParams) -> tuple[pd.DataFrame, dict[str, np.ndarray]]:
     """Self-repair of one trained model's components (see the module docstring)."""
     inputs = {"train": context.inputs("train"), "test": context.inputs("test")}
     return self_repair_table(context.model, inputs, context.labels("test"), params)
+
+
+@dataclass(frozen=True)
+class SelfRepairParams(Params):
+    """Which components are removed and how (the `self_repair` block), and the study's equivalence margin."""
+
+    config_key = "self_repair"
+
+    layers: list[int | str]  # hidden layers (1-based) or layer names; empty: every one but the last (a resnet: its blocks)
+    groups: int  # unit groups each layer is split into, one component each
+    fills: list[str]  # what a removed component outputs: `zero` or its training `mean`
+    families: list[str]  # whose models it sees
+    margin: float  # the study's `equivalence_margin`
+
+
+KEYS = ("layers", "groups", "fills", "families")  # its block's keys in its probe's identity (the margin is the study's)
 
 
 def self_repair_params(config: Mapping[str, Any]) -> dict[str, Any] | None:
@@ -313,6 +330,11 @@ def self_repair_families(config: Mapping[str, Any], family: str) -> bool:
     return family in config["self_repair"]["families"]
 
 
+def section(inputs: ReportInputs) -> list[SectionContent]:
+    """The report section, handed the study's typed parameters."""
+    return self_repair_section(inputs, ANALYSIS.study_params(inputs.study))
+
+
 ANALYSIS = Analysis(
     "self_repair",
     "Self-repair",
@@ -320,12 +342,12 @@ ANALYSIS = Analysis(
     "(nothing downstream reacting); self-repair = direct - total, and which later components did it.",
     self_repair_run,
     self_repair_params,
-    config_key="self_repair",
+    SelfRepairParams,
     code=("ablations", "models.surgery"),  # the study-level jobs digest every analysis module and statistics/
     wants=self_repair_families,
     summaries=SUMMARIES,
     summarise=summarise,
     figures=figures,
     plot=plot,
-    sections=(self_repair_section,),
+    sections=(section,),
 )

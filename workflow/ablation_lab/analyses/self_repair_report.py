@@ -225,14 +225,14 @@ def _shown(frame: pd.DataFrame, keys: Sequence[str]) -> pd.DataFrame:
     return pd.DataFrame(cells)
 
 
-def self_repair_section(inputs: ReportInputs) -> list[SectionContent]:
+def self_repair_section(inputs: ReportInputs, params: Any) -> list[SectionContent]:
+    """The section; `params`: the study's `SelfRepairParams` (None: the study does not ask for self-repair)."""
     models = inputs.tables.get("self_repair_models")
-    if models is None or models.empty:
+    if models is None or models.empty or params is None:
         return []
-    params = inputs.study.get("self_repair") or {}
     section = SectionContent("self_repair", "Does the network repair a removal?").say(
         "Each component (a residual block, or a group of a layer's units or channels) removed from each trained model "
-        f"({', '.join(params.get('families', []))}), no retraining. Total effect: the drop of the correct-class logit, "
+        f"({', '.join(params.families)}), no retraining. Total effect: the drop of the correct-class logit, "
         "log-probability and accuracy on the test split, every later layer reacting. Direct effect: the same drop if nothing "
         "downstream reacted (a block's write removed while later blocks write their clean values; in a chain, every later "
         "ReLU's on/off pattern and max-pool's argmax held at their clean values). Self-repair = direct - total "

@@ -9,8 +9,6 @@ declares no analysis of its own.
 
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
 
 CLUSTERINGS = ("kmeans", "spectral")
@@ -102,10 +100,12 @@ def input_clustering_scores(x: np.ndarray, labels: np.ndarray, k: int, seed: int
     return {f"{name}_inputs": value for name, value in agreement(labels, clusters, "kmeans").items()}
 
 
-def similarity_metrics(norms: np.ndarray, gradient_norms: np.ndarray, labels: np.ndarray, params: dict[str, Any]) -> dict[str, float]:
+def similarity_metrics(
+    norms: np.ndarray, gradient_norms: np.ndarray, labels: np.ndarray, learning_rate: float, seed: int
+) -> dict[str, float]:
     """Ratios and clustering scores of both similarities; the degenerate rows of S_rel are counted."""
-    k, seed = len(np.unique(labels)), int(params["seed"])
-    matrices = {"relative": relative_similarity(norms), "kernel": kernel_similarity(norms, gradient_norms, float(params["learning_rate"]))}
+    k = len(np.unique(labels))
+    matrices = {"relative": relative_similarity(norms), "kernel": kernel_similarity(norms, gradient_norms, learning_rate)}
     metrics = {"degenerate_rows": float(np.sum(np.diag(norms) == 0))}
     for name, similarity in matrices.items():
         both = symmetrised(similarity)
