@@ -75,8 +75,10 @@ def test_posthoc_layers_name_conv_blocks_and_unknown_names_are_refused_at_parse_
         r"\(available: conv_act_1, conv_act_2, hidden_1\)$",
     ):
         _ = Study.from_config(validate_config(_cnn_study(test_config, [1, "conv_act_3"]))).families
+    conv_only = _cnn_study(test_config, ["conv_act_1"])
+    assert "units" not in Study.from_config(validate_config(conv_only)).families  # the default leaves the gap out
     with pytest.raises(ConfigError, match=r"posthoc.layers: the compensation gap narrows a hidden layer .* names none"):
-        _ = Study.from_config(validate_config(_cnn_study(test_config, ["conv_act_1"]))).families
+        _ = Study.from_config(validate_config(deep_set(conv_only, "posthoc.compensation", True))).families
     with pytest.raises(ConfigError, match=r"posthoc.layers"):
         validate_config(_cnn_study(test_config, ["conv act; rm"]))
 
