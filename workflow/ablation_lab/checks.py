@@ -16,11 +16,15 @@ from ablation_lab.config import ConfigError, load_schema, model_kind
 from ablation_lab.data.base import DatasetInfo
 
 
-def check_model_source(config: Mapping[str, Any], info: DatasetInfo) -> None:
-    """A model file that cannot serve this study, or a builder that does not exist, fails here."""
+def check_model_source(config: Mapping[str, Any], info: DatasetInfo) -> str | None:
+    """A model file that cannot serve this study, or a builder that does not exist, fails here.
+
+    Returns where a model file branches (None for a chain, or no file): what each analysis
+    cannot do on such a model is its own to refuse (design.refuse_branching), right after this.
+    """
     model = config["model"]
     if model.get("kind") == "file":
-        check_model_file(config, info)
+        return check_model_file(config, info)
     if model.get("kind") == "builder":
         from ablation_lab.models.builders import builder_file
 
@@ -28,19 +32,13 @@ def check_model_source(config: Mapping[str, Any], info: DatasetInfo) -> None:
             builder_file(model["builder"])
         except ValueError as error:
             raise ConfigError(f"invalid study config: {error}") from None
+    return None
 
 
-def chain_only_keys(config: Mapping[str, Any]) -> list[str]:
-    """The requested blocks and keys that cut the model as a chain (each layer takes the previous layer's
-    output); post-hoc knockout and weight faults serve any graph (models/graph.py), self-repair the built-in resnet."""
-    keys = [block for block in ("reliance", "recovery") if config.get(block)]
-    faults = config.get("faults") or {}
-    return keys + [f"faults.{key}" for key in ("activation_layers", "clip", "finetune") if faults.get(key)]
-
-
-def refuse_chain_only(config: Mapping[str, Any], why: str) -> None:
-    """A branching model (`why` says where it branches) asked for a chain-only analysis: one line naming the key."""
-    keys = chain_only_keys(config)
+def refuse_chain_only(keys: Sequence[str], why: str) -> None:
+    """A branching model (`why` says where it branches) asked for keys that cut the model as a chain
+    (each analysis's `chain_only`): one line naming the first. Post-hoc knockout and weight faults
+    serve any graph (models/graph.py), self-repair the built-in resnet."""
     if keys:
         raise ConfigError(
             f"invalid study config: {keys[0]}: needs a chain model (each layer takes the previous layer's output); "
@@ -48,8 +46,8 @@ def refuse_chain_only(config: Mapping[str, Any], why: str) -> None:
         )
 
 
-def check_model_file(config: Mapping[str, Any], info: DatasetInfo) -> None:
-    """The model file fits the data, has the layers the families change, and suits the post-hoc block."""
+def check_model_file(config: Mapping[str, Any], info: DatasetInfo) -> str | None:
+    """The model file fits the data and has the layers the families change; returns where it branches, if it does."""
     from ablation_lab.models import model_file
 
     model_cfg = config["model"]
@@ -62,13 +60,7 @@ def check_model_file(config: Mapping[str, Any], info: DatasetInfo) -> None:
     except model_file.ModelFileError as error:
         raise ConfigError(f"invalid study config: {error}") from None
     branch = found.chain_break()
-    if branch:
-        refuse_chain_only(config, f"in {model_cfg['path']!r} {branch}")
-        if config.get("self_repair"):
-            raise ConfigError(
-                f"invalid study config: self_repair: needs a chain model or the built-in resnet (model.kind: resnet); "
-                f"in {model_cfg['path']!r} {branch}; remove it for this model"
-            )
+    return f"in {model_cfg['path']!r} {branch}" if branch else None
 
 
 def knockout_layers(model: Mapping[str, Any]) -> list[str] | None:
@@ -88,7 +80,7 @@ def check_posthoc_layers(posthoc: Mapping[str, Any], model: Mapping[str, Any], w
     """`posthoc.layers` (or `recovery.layer`, as a one-item list) names layers this model has (a model file's by name)."""
     units = model.get("hidden_units", [])
     available = knockout_layers(model)
-    if model.get("kind") == "resnet":  # the chain-only blocks were refused first (check_analysis_layers)
+    if model.get("kind") == "resnet":  # the chain-only keys were refused first (design.check_analyses)
         from ablation_lab.models.surgery import block_writes
 
         units, posthoc = [], {**posthoc, "layers": block_writes(posthoc["layers"])}
@@ -184,32 +176,15 @@ def weight_layers(model: Mapping[str, Any]) -> list[str] | None:
     return built_in_weight_layers(dict(model))  # None for a builder's or KST's: the faults job checks
 
 
-def check_fault_layers(wanted: Sequence[str], model: Mapping[str, Any]) -> None:
-    """`faults.layers` names Dense/Conv layers this model has (a typo would fail every analysis job)."""
+def check_weight_layers(wanted: Sequence[str], model: Mapping[str, Any], where: str) -> None:
+    """`where` (a list key, e.g. `faults.layers`) names Dense/Conv layers this model has (a typo would fail every analysis job)."""
     available = weight_layers(model)
     for index, name in enumerate(wanted):
         if available is not None and name not in available:
             raise ConfigError(
-                f"invalid study config: faults.layers[{index}]: {name!r} is not a Dense/Conv layer of this model "
+                f"invalid study config: {where}[{index}]: {name!r} is not a Dense/Conv layer of this model "
                 f"(available: {', '.join(available)})"
             )
-
-
-def check_analysis_layers(config: Mapping[str, Any]) -> None:
-    """Every layer an analysis block names is one this model has, and a chain-only analysis gets a chain:
-    one step at plan time, so a typo is this line and not an error in every analysis job."""
-    model = config["model"]
-    if model.get("kind") == "resnet":
-        refuse_chain_only(config, "model.kind resnet branches")
-    if config.get("reliance"):
-        check_posthoc_layers(config["reliance"], model, "reliance.layers")
-    if config.get("recovery"):
-        check_posthoc_layers({"layers": [config["recovery"]["layer"]]}, model, "recovery.layer")
-    faults = config.get("faults") or {}
-    if faults.get("layers"):
-        check_fault_layers(faults["layers"], model)
-    if faults.get("activation_layers"):
-        check_posthoc_layers({"layers": faults["activation_layers"]}, model, "faults.activation_layers")
 
 
 def blocks_with_families() -> list[str]:
@@ -219,8 +194,8 @@ def blocks_with_families() -> list[str]:
 
 
 def check_named_families(config: Mapping[str, Any], known: Sequence[str]) -> None:
-    """Each analysis block's `families` (posthoc, elasticity, recovery, reliance, faults, self_repair: every block
-    of the schema with that key) names families of this study (a typo would analyse nothing)."""
+    """Each analysis block's `families` (every block of the schema with that key) names families of this study
+    (a typo would analyse nothing)."""
     for block in blocks_with_families():
         for index, family in enumerate((config.get(block) or {}).get("families") or []):
             if family not in known:

@@ -243,6 +243,24 @@ def faults_params(config: Mapping[str, Any]) -> dict[str, Any] | None:
     return {key: block[key] for key in KEYS} | ({"finetune": dict(finetune)} if finetune else {})
 
 
+def faults_chain_only(config: Mapping[str, Any]) -> list[str]:
+    """Its keys that cut the model as a chain: weight faults serve any graph, activation faults, clipping and fine-tuning do not."""
+    block = config["faults"]
+    return [f"faults.{key}" for key in ("activation_layers", "clip", "finetune") if block.get(key)]
+
+
+def faults_check(config: Mapping[str, Any]) -> None:
+    """`faults.layers` names Dense/Conv layers of this model, `faults.activation_layers` layers it has: at plan time,
+    so a typo is one line and not an error in every faults job."""
+    from ablation_lab import checks
+
+    block, model = config["faults"], config["model"]
+    if block.get("layers"):
+        checks.check_weight_layers(block["layers"], model, "faults.layers")
+    if block.get("activation_layers"):
+        checks.check_posthoc_layers({"layers": block["activation_layers"]}, model, "faults.activation_layers")
+
+
 def faults_families(config: Mapping[str, Any], family: str) -> bool:
     return family in config["faults"]["families"]
 
@@ -429,6 +447,8 @@ ANALYSIS = Analysis(
     faults_run,
     faults_params,
     config_key="faults",
+    chain_only=faults_chain_only,
+    check=faults_check,
     code=("ablations", "models.fault_injection", "models.fault_batch", "models.surgery", "training.masked", "models.build", "statistics"),
     wants=faults_families,
     summaries=SUMMARIES,
