@@ -77,7 +77,8 @@ def knockout_layers(model: Mapping[str, Any]) -> list[str] | None:
 
 
 def check_posthoc_layers(posthoc: Mapping[str, Any], model: Mapping[str, Any], where: str = "posthoc.layers") -> None:
-    """`posthoc.layers` (or `recovery.layer`, as a one-item list) names layers this model has (a model file's by name)."""
+    """`posthoc.layers` (or the key `where` names: an analysis's layer list, or one layer as a one-item list)
+    names layers this model has (a model file's by name)."""
     units = model.get("hidden_units", [])
     available = knockout_layers(model)
     if model.get("kind") == "resnet":  # the chain-only keys were refused first (design.check_analyses)
@@ -160,7 +161,7 @@ def check_compensation(config: Mapping[str, Any]) -> None:
 
 
 def _at(where: str, index: int) -> str:
-    """`posthoc.layers[1]`, or just `recovery.layer` (one layer, not a list)."""
+    """`posthoc.layers[1]`, or just the key for a key naming one layer (not ending in `s`)."""
     return f"{where}[{index}]" if where.endswith("s") else where
 
 
@@ -221,18 +222,6 @@ def check_job_count(config: Mapping[str, Any], count: int) -> None:
         raise ConfigError(
             f"invalid study config: seeds: the study plans {count:,} jobs (trained models x seeds plus analyses), "
             f"more than limits.max_jobs ({limit:,}); use fewer seeds or variants, or raise the limit on purpose"
-        )
-
-
-def check_split_sizes(config: Mapping[str, Any], sizes: Mapping[str, int]) -> None:
-    """Blocks that ask for a number of a split's examples, against the split's size (`sizes`:
-    train/val/test counts, from the prepared split or from reading the data at plan time):
-    refused once, while the workflow is planned, not by every job that would draw them."""
-    elasticity = config.get("elasticity") or {}
-    asked, have = elasticity.get("samples"), sizes.get("test")
-    if asked and have is not None and asked > have:
-        raise ConfigError(
-            f"invalid study config: elasticity.samples: {asked} examples asked, but the test split has {have}; lower it to at most {have}"
         )
 
 

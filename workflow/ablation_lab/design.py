@@ -140,6 +140,15 @@ def compensation_families(config: Mapping[str, Any], declared: Mapping[str, list
     return out
 
 
+def check_split_sizes(config: Mapping[str, Any], sizes: Mapping[str, int]) -> None:
+    """Each asked analysis's `check_sizes`, against the split's sizes (`sizes`: train/val/test counts, from
+    the prepared split or from reading the data at plan time): refused once, while the workflow is
+    planned, not by every job that would draw the examples."""
+    for analysis in registry.asked(config):
+        if analysis.check_sizes:
+            analysis.check_sizes(config, sizes)
+
+
 def variants_by_id(families: Mapping[str, list[Variant]]) -> dict[str, Variant]:
     """Variant id -> variant, in family order; two variants with one id are refused (they would share every file)."""
     by_id: dict[str, Variant] = {}

@@ -146,7 +146,9 @@ class Analysis:
     as a chain (a model that branches is refused naming the first, `checks.refuse_chain_only`);
     `branching(config, why)` refuses anything else it cannot do on a branching model (`why`
     says where it branches); `check(config)` checks its block against the model (the layers
-    it names), raising a ConfigError naming the key.
+    it names), raising a ConfigError naming the key. `check_sizes(config, sizes)` checks it
+    against the split's train/val/test counts, once the Snakefile or `check` has read them
+    (design.check_split_sizes): a number of examples asked past a split's size.
     """
 
     name: str
@@ -166,6 +168,7 @@ class Analysis:
     chain_only: Callable[[Mapping[str, Any]], list[str]] | None = None
     branching: Callable[[Mapping[str, Any], str], None] | None = None
     check: Callable[[Mapping[str, Any]], None] | None = None
+    check_sizes: Callable[[Mapping[str, Any], Mapping[str, int]], None] | None = None
 
     @property
     def modules(self) -> tuple[str, ...]:
