@@ -4,7 +4,8 @@ The schema (config.py) checks each key alone; these read several together, or a 
 study names: a model file that cannot serve the study's data or families, a builder that does
 not exist, post-hoc layers the model does not have, a family list naming no family of the
 study. `design.expand_families` calls them while it expands the variants (`Study.from_config`
-does that eagerly), before any job runs.
+does that eagerly), before any job runs. What one analysis asks of its own block is its
+module's hook (`Analysis.check`, ...), built from the helpers here that take the key to name.
 """
 
 from __future__ import annotations

@@ -5,7 +5,10 @@ the crossed combinations, and (with `posthoc.compensation`) the retrained and po
 the compensation gap pairs. `Study` keeps the result and names runs, probes and paths from
 it; nothing else expands a config. The cross-field checks that need the expansion (how many
 variants, which families exist) run between its steps, so a bad study is one ConfigError
-line before any expensive work; the checks themselves live in `checks.py`.
+line before any expensive work; the generic checks live in `checks.py`, each analysis's own
+in its module (`Analysis.chain_only`, `branching`, `check`, `check_sizes`), which the loops
+here call for the analyses the study asks for (`registry.asked`): checks.py cannot import the
+registry, whose analyses import it.
 """
 
 from __future__ import annotations
