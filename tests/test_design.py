@@ -41,3 +41,23 @@ def test_the_compensation_gap_without_the_baseline_is_one_line(test_config):
     )
     with pytest.raises(ConfigError, match=rf"^invalid study config: {expected}$"):
         Study.from_config(config)
+
+
+def test_each_analysis_checks_its_own_block_and_the_first_error_is_fixed(test_config):
+    """The analyses' plan-time hooks (`Analysis.check`, `Analysis.chain_only`) run from the registry, reliance's
+    first (registry.CHECKED_FIRST): a config with several bad blocks gets the first error it always got."""
+    bad = {"reliance": {"layers": ["nope"]}, "recovery": {"layer": "nope"}, "faults": {"layers": ["nope"]}}
+    config = _dropout_only(test_config) | bad
+    firsts = {
+        "reliance": r"reliance.layers\[0\]: 'nope' is not a knock-out-able",
+        "recovery": "recovery.layer: 'nope' is not",
+        "faults": r"faults.layers\[0\]: 'nope' is not a Dense/Conv",
+    }
+    for block, first in firsts.items():
+        with pytest.raises(ConfigError, match=rf"^invalid study config: {first}"):
+            Study.from_config(config)
+        config.pop(block)
+    resnet = {"kind": "resnet", "filters": [4], "blocks": 1, "activation": "relu", "dropout": 0.0}
+    branching = deep_set(_dropout_only(test_config) | bad | {"faults": {"clip": True}}, "model", resnet)
+    with pytest.raises(ConfigError, match=r"^invalid study config: reliance: needs a chain model .*; model.kind resnet branches"):
+        Study.from_config(branching)

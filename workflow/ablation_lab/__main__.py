@@ -125,8 +125,9 @@ def check_model_loads(config: dict[str, Any], study: Any) -> None:
 def check_data(study: Any) -> str:
     """Read and check the study's data as its data-prep job would (same one-line errors), and
     split it, but write nothing: a bad file is found before `snakemake` plans any job."""
-    from ablation_lab.checks import check_split_sizes, check_writable
+    from ablation_lab.checks import check_writable
     from ablation_lab.data.split import inspect
+    from ablation_lab.design import check_split_sizes
     from ablation_lab.study import LOGS, REPORTS, RESULTS
 
     _ = study.info  # the header checks, as the Snakefile makes them

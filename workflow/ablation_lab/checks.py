@@ -4,7 +4,8 @@ The schema (config.py) checks each key alone; these read several together, or a 
 study names: a model file that cannot serve the study's data or families, a builder that does
 not exist, post-hoc layers the model does not have, a family list naming no family of the
 study. `design.expand_families` calls them while it expands the variants (`Study.from_config`
-does that eagerly), before any job runs.
+does that eagerly), before any job runs. What one analysis asks of its own block is its
+module's hook (`Analysis.check`, ...), built from the helpers here that take the key to name.
 """
 
 from __future__ import annotations
@@ -16,11 +17,15 @@ from ablation_lab.config import ConfigError, load_schema, model_kind
 from ablation_lab.data.base import DatasetInfo
 
 
-def check_model_source(config: Mapping[str, Any], info: DatasetInfo) -> None:
-    """A model file that cannot serve this study, or a builder that does not exist, fails here."""
+def check_model_source(config: Mapping[str, Any], info: DatasetInfo) -> str | None:
+    """A model file that cannot serve this study, or a builder that does not exist, fails here.
+
+    Returns where a model file branches (None for a chain, or no file): what each analysis
+    cannot do on such a model is its own to refuse (design.refuse_branching), right after this.
+    """
     model = config["model"]
     if model.get("kind") == "file":
-        check_model_file(config, info)
+        return check_model_file(config, info)
     if model.get("kind") == "builder":
         from ablation_lab.models.builders import builder_file
 
@@ -28,19 +33,13 @@ def check_model_source(config: Mapping[str, Any], info: DatasetInfo) -> None:
             builder_file(model["builder"])
         except ValueError as error:
             raise ConfigError(f"invalid study config: {error}") from None
+    return None
 
 
-def chain_only_keys(config: Mapping[str, Any]) -> list[str]:
-    """The requested blocks and keys that cut the model as a chain (each layer takes the previous layer's
-    output); post-hoc knockout and weight faults serve any graph (models/graph.py), self-repair the built-in resnet."""
-    keys = [block for block in ("reliance", "recovery") if config.get(block)]
-    faults = config.get("faults") or {}
-    return keys + [f"faults.{key}" for key in ("activation_layers", "clip", "finetune") if faults.get(key)]
-
-
-def refuse_chain_only(config: Mapping[str, Any], why: str) -> None:
-    """A branching model (`why` says where it branches) asked for a chain-only analysis: one line naming the key."""
-    keys = chain_only_keys(config)
+def refuse_chain_only(keys: Sequence[str], why: str) -> None:
+    """A branching model (`why` says where it branches) asked for keys that cut the model as a chain
+    (each analysis's `chain_only`): one line naming the first. Post-hoc knockout and weight faults
+    serve any graph (models/graph.py), self-repair the built-in resnet."""
     if keys:
         raise ConfigError(
             f"invalid study config: {keys[0]}: needs a chain model (each layer takes the previous layer's output); "
@@ -48,8 +47,8 @@ def refuse_chain_only(config: Mapping[str, Any], why: str) -> None:
         )
 
 
-def check_model_file(config: Mapping[str, Any], info: DatasetInfo) -> None:
-    """The model file fits the data, has the layers the families change, and suits the post-hoc block."""
+def check_model_file(config: Mapping[str, Any], info: DatasetInfo) -> str | None:
+    """The model file fits the data and has the layers the families change; returns where it branches, if it does."""
     from ablation_lab.models import model_file
 
     model_cfg = config["model"]
@@ -62,13 +61,7 @@ def check_model_file(config: Mapping[str, Any], info: DatasetInfo) -> None:
     except model_file.ModelFileError as error:
         raise ConfigError(f"invalid study config: {error}") from None
     branch = found.chain_break()
-    if branch:
-        refuse_chain_only(config, f"in {model_cfg['path']!r} {branch}")
-        if config.get("self_repair"):
-            raise ConfigError(
-                f"invalid study config: self_repair: needs a chain model or the built-in resnet (model.kind: resnet); "
-                f"in {model_cfg['path']!r} {branch}; remove it for this model"
-            )
+    return f"in {model_cfg['path']!r} {branch}" if branch else None
 
 
 def knockout_layers(model: Mapping[str, Any]) -> list[str] | None:
@@ -85,10 +78,11 @@ def knockout_layers(model: Mapping[str, Any]) -> list[str] | None:
 
 
 def check_posthoc_layers(posthoc: Mapping[str, Any], model: Mapping[str, Any], where: str = "posthoc.layers") -> None:
-    """`posthoc.layers` (or `recovery.layer`, as a one-item list) names layers this model has (a model file's by name)."""
+    """`posthoc.layers` (or the key `where` names: an analysis's layer list, or one layer as a one-item list)
+    names layers this model has (a model file's by name)."""
     units = model.get("hidden_units", [])
     available = knockout_layers(model)
-    if model.get("kind") == "resnet":  # the chain-only blocks were refused first (check_analysis_layers)
+    if model.get("kind") == "resnet":  # the chain-only keys were refused first (design.check_analyses)
         from ablation_lab.models.surgery import block_writes
 
         units, posthoc = [], {**posthoc, "layers": block_writes(posthoc["layers"])}
@@ -168,7 +162,7 @@ def check_compensation(config: Mapping[str, Any]) -> None:
 
 
 def _at(where: str, index: int) -> str:
-    """`posthoc.layers[1]`, or just `recovery.layer` (one layer, not a list)."""
+    """`posthoc.layers[1]`, or just the key for a key naming one layer (not ending in `s`)."""
     return f"{where}[{index}]" if where.endswith("s") else where
 
 
@@ -184,32 +178,15 @@ def weight_layers(model: Mapping[str, Any]) -> list[str] | None:
     return built_in_weight_layers(dict(model))  # None for a builder's or KST's: the faults job checks
 
 
-def check_fault_layers(wanted: Sequence[str], model: Mapping[str, Any]) -> None:
-    """`faults.layers` names Dense/Conv layers this model has (a typo would fail every analysis job)."""
+def check_weight_layers(wanted: Sequence[str], model: Mapping[str, Any], where: str) -> None:
+    """`where` (a list key, e.g. `faults.layers`) names Dense/Conv layers this model has (a typo would fail every analysis job)."""
     available = weight_layers(model)
     for index, name in enumerate(wanted):
         if available is not None and name not in available:
             raise ConfigError(
-                f"invalid study config: faults.layers[{index}]: {name!r} is not a Dense/Conv layer of this model "
+                f"invalid study config: {where}[{index}]: {name!r} is not a Dense/Conv layer of this model "
                 f"(available: {', '.join(available)})"
             )
-
-
-def check_analysis_layers(config: Mapping[str, Any]) -> None:
-    """Every layer an analysis block names is one this model has, and a chain-only analysis gets a chain:
-    one step at plan time, so a typo is this line and not an error in every analysis job."""
-    model = config["model"]
-    if model.get("kind") == "resnet":
-        refuse_chain_only(config, "model.kind resnet branches")
-    if config.get("reliance"):
-        check_posthoc_layers(config["reliance"], model, "reliance.layers")
-    if config.get("recovery"):
-        check_posthoc_layers({"layers": [config["recovery"]["layer"]]}, model, "recovery.layer")
-    faults = config.get("faults") or {}
-    if faults.get("layers"):
-        check_fault_layers(faults["layers"], model)
-    if faults.get("activation_layers"):
-        check_posthoc_layers({"layers": faults["activation_layers"]}, model, "faults.activation_layers")
 
 
 def blocks_with_families() -> list[str]:
@@ -219,8 +196,8 @@ def blocks_with_families() -> list[str]:
 
 
 def check_named_families(config: Mapping[str, Any], known: Sequence[str]) -> None:
-    """Each analysis block's `families` (posthoc, elasticity, recovery, reliance, faults, self_repair: every block
-    of the schema with that key) names families of this study (a typo would analyse nothing)."""
+    """Each analysis block's `families` (every block of the schema with that key) names families of this study
+    (a typo would analyse nothing)."""
     for block in blocks_with_families():
         for index, family in enumerate((config.get(block) or {}).get("families") or []):
             if family not in known:
@@ -246,18 +223,6 @@ def check_job_count(config: Mapping[str, Any], count: int) -> None:
         raise ConfigError(
             f"invalid study config: seeds: the study plans {count:,} jobs (trained models x seeds plus analyses), "
             f"more than limits.max_jobs ({limit:,}); use fewer seeds or variants, or raise the limit on purpose"
-        )
-
-
-def check_split_sizes(config: Mapping[str, Any], sizes: Mapping[str, int]) -> None:
-    """Blocks that ask for a number of a split's examples, against the split's size (`sizes`:
-    train/val/test counts, from the prepared split or from reading the data at plan time):
-    refused once, while the workflow is planned, not by every job that would draw them."""
-    elasticity = config.get("elasticity") or {}
-    asked, have = elasticity.get("samples"), sizes.get("test")
-    if asked and have is not None and asked > have:
-        raise ConfigError(
-            f"invalid study config: elasticity.samples: {asked} examples asked, but the test split has {have}; lower it to at most {have}"
         )
 
 

@@ -5,7 +5,10 @@ the crossed combinations, and (with `posthoc.compensation`) the retrained and po
 the compensation gap pairs. `Study` keeps the result and names runs, probes and paths from
 it; nothing else expands a config. The cross-field checks that need the expansion (how many
 variants, which families exist) run between its steps, so a bad study is one ConfigError
-line before any expensive work; the checks themselves live in `checks.py`.
+line before any expensive work; the generic checks live in `checks.py`, each analysis's own
+in its module (`Analysis.chain_only`, `branching`, `check`, `check_sizes`), which the loops
+here call for the analyses the study asks for (`registry.asked`): checks.py cannot import the
+registry, whose analyses import it.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from ablation_lab.ablations import (
     expand_units,
     test_time_counterpart,
 )
+from ablation_lab.analyses import registry
 from ablation_lab.config import ConfigError, model_kind
 from ablation_lab.data.base import DatasetInfo
 
@@ -46,14 +50,41 @@ def expand_families(config: Mapping[str, Any], read_info: Callable[[], DatasetIn
     their run names, do not depend on it).
     """
     info = read_info() if needs_data(config) else UNKNOWN_DATA
-    checks.check_model_source(config, info)
+    branch = checks.check_model_source(config, info)
+    if branch:
+        refuse_branching(config, branch)
     out = _declared_families(config, info)
     _check_image_model(config, info)
     out |= _combinations(config, out)
     out |= compensation_families(config, out)
     checks.check_named_families(config, list(out))
-    checks.check_analysis_layers(config)
+    check_analyses(config)
     return out
+
+
+def refuse_branching(config: Mapping[str, Any], why: str) -> None:
+    """A model that branches (`why` says where) asked for what needs a chain: one line naming the key.
+
+    Every asked analysis's chain-only keys together first (the first of them named), then what
+    each refuses on its own (`Analysis.branching`), so the message does not depend on which
+    analysis's hook ran first.
+    """
+    analyses = registry.asked(config)
+    checks.refuse_chain_only([key for analysis in analyses if analysis.chain_only for key in analysis.chain_only(config)], why)
+    for analysis in analyses:
+        if analysis.branching:
+            analysis.branching(config, why)
+
+
+def check_analyses(config: Mapping[str, Any]) -> None:
+    """Each asked analysis's plan-time check (`Analysis.check`: the layers its block names are ones this
+    model has), after a residual network's chain-only refusal: one step at plan time, so a typo is
+    one line and not an error in every analysis job."""
+    if config["model"].get("kind") == "resnet":
+        refuse_branching(config, "model.kind resnet branches")
+    for analysis in registry.asked(config):
+        if analysis.check:
+            analysis.check(config)
 
 
 def _declared_families(config: Mapping[str, Any], info: DatasetInfo) -> dict[str, list[Variant]]:
@@ -110,6 +141,15 @@ def compensation_families(config: Mapping[str, Any], declared: Mapping[str, list
         if counterparts:
             out[family + POSTHOC_SUFFIX] = counterparts
     return out
+
+
+def check_split_sizes(config: Mapping[str, Any], sizes: Mapping[str, int]) -> None:
+    """Each asked analysis's `check_sizes`, against the split's sizes (`sizes`: train/val/test counts, from
+    the prepared split or from reading the data at plan time): refused once, while the workflow is
+    planned, not by every job that would draw the examples."""
+    for analysis in registry.asked(config):
+        if analysis.check_sizes:
+            analysis.check_sizes(config, sizes)
 
 
 def variants_by_id(families: Mapping[str, list[Variant]]) -> dict[str, Variant]:

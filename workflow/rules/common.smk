@@ -17,7 +17,8 @@ if os.path.isdir(os.path.join(WORKFLOW_DIR, "ablation_lab")):
 from ablation_lab import source_digest, study as paths
 from ablation_lab.ablations import BASELINE
 from ablation_lab.analyses.registry import ANALYSES
-from ablation_lab.checks import check_split_sizes, check_writable
+from ablation_lab.checks import check_writable
+from ablation_lab.design import check_split_sizes
 from ablation_lab.config import ConfigError, load_study_yaml, merge_studies
 from ablation_lab.data.base import DataError
 from ablation_lab.data.split import inspect as inspect_data
@@ -54,7 +55,7 @@ try:
     else:
         # what prepare_data would refuse, refused now
         sizes = inspect_data(STUDY.config["dataset"])["sizes"]
-    # what a job would refuse for the split's size (elasticity.samples), refused now
+    # what a job would refuse for the split's size (an analysis's check_sizes), refused now
     check_split_sizes(STUDY.config, sizes)
     # a read-only output folder: this line, before any job writes
     check_writable([paths.RESULTS, paths.REPORTS, paths.LOGS])

@@ -176,6 +176,16 @@ class Analysis:
     beside its joined table); `figures(study)` names the figures `plot(tables, variants,
     out)` draws (file `<name>.png`, with `_` as `-`; `tables` maps table names to CSV
     paths); `sections` build its report sections from the report's inputs.
+
+    Plan time, all optional, each called only when the study sets its `config_key` block
+    (design.py runs them while it expands the study, so a bad block is one ConfigError line
+    before any job): `chain_only(config)` names the keys it was asked for that cut the model
+    as a chain (a model that branches is refused naming the first, `checks.refuse_chain_only`);
+    `branching(config, why)` refuses anything else it cannot do on a branching model (`why`
+    says where it branches); `check(config)` checks its block against the model (the layers
+    it names), raising a ConfigError naming the key. `check_sizes(config, sizes)` checks it
+    against the split's train/val/test counts, once the Snakefile or `check` has read them
+    (design.check_split_sizes): a number of examples asked past a split's size.
     """
 
     name: str
@@ -193,6 +203,10 @@ class Analysis:
     figures: Callable[[Any], list[str]] = no_figures
     plot: Callable[[Mapping[str, str], Sequence[dict[str, Any]], Mapping[str, str]], None] | None = None
     sections: tuple[Callable[[Any], list[Any]], ...] = field(default=())
+    chain_only: Callable[[Mapping[str, Any]], list[str]] | None = None
+    branching: Callable[[Mapping[str, Any], str], None] | None = None
+    check: Callable[[Mapping[str, Any]], None] | None = None
+    check_sizes: Callable[[Mapping[str, Any], Mapping[str, int]], None] | None = None
 
     def __post_init__(self) -> None:
         """Its `config_key` from its `params_type`; its `summarise` handed the typed parameters.

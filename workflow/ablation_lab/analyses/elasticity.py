@@ -299,6 +299,17 @@ def elasticity_params(config: Mapping[str, Any]) -> dict[str, Any] | None:
     return {key: block[key] for key in ELASTICITY_KEYS} if block else None
 
 
+def elasticity_check_sizes(config: Mapping[str, Any], sizes: Mapping[str, int]) -> None:
+    """`elasticity.samples` against the test split's size: refused once, at plan time, not by every job that draws them."""
+    from ablation_lab.config import ConfigError
+
+    asked, have = config["elasticity"].get("samples"), sizes.get("test")
+    if asked and have is not None and asked > have:
+        raise ConfigError(
+            f"invalid study config: elasticity.samples: {asked} examples asked, but the test split has {have}; lower it to at most {have}"
+        )
+
+
 ELASTICITY_FAMILIES = ("baseline", "activation")  # analysed when `elasticity.families` is null
 
 
@@ -429,6 +440,7 @@ ANALYSIS = Analysis(
     elasticity_run,
     elasticity_params,
     ElasticityParams,
+    check_sizes=elasticity_check_sizes,
     code=("models.layers", "ablations", "statistics"),  # layers: the learnable activations' functions
     wants=elasticity_families,
     figures=lambda study: ["elasticity"],

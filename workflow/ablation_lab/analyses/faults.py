@@ -20,9 +20,8 @@ the test split fits nothing. With `faults.finetune`, the first maps of each perm
 model's cells over every kernel (stuck-at bits and zeroed weights; a flipped bit is a
 transient fault) are also fine-tuned (Zhang et al. 2018): the trained model trains on for a
 few steps on the training split with the faulted entries held at their faulty values
-(training/masked.py, the recovery analysis's loop), then the test split is scored (arm
-`finetune`; its clean row is the clean model fine-tuned alike). Figures and the report
-section: analyses/fault_report.py.
+(training/masked.py), then the test split is scored (arm `finetune`; its clean row is the
+clean model fine-tuned alike). Figures and the report section: analyses/fault_report.py.
 """
 
 from __future__ import annotations
@@ -280,6 +279,23 @@ def faults_params(config: Mapping[str, Any]) -> dict[str, Any] | None:
     return {key: block[key] for key in KEYS} | ({"finetune": dict(finetune)} if finetune else {})
 
 
+def faults_chain_only(config: Mapping[str, Any]) -> list[str]:
+    """Its keys that cut the model as a chain: weight faults serve any graph, activation faults, clipping and fine-tuning do not."""
+    block = config["faults"]
+    return [f"faults.{key}" for key in ("activation_layers", "clip", "finetune") if block.get(key)]
+
+
+def faults_check(config: Mapping[str, Any]) -> None:
+    """`faults.layers` and `.activation_layers` name layers this model has: a typo is one plan-time line, not a failed job."""
+    from ablation_lab import checks
+
+    block, model = config["faults"], config["model"]
+    if block.get("layers"):
+        checks.check_weight_layers(block["layers"], model, "faults.layers")
+    if block.get("activation_layers"):
+        checks.check_posthoc_layers({"layers": block["activation_layers"]}, model, "faults.activation_layers")
+
+
 def faults_families(config: Mapping[str, Any], family: str) -> bool:
     return family in config["faults"]["families"]
 
@@ -471,6 +487,8 @@ ANALYSIS = Analysis(
     faults_run,
     faults_params,
     FaultsParams,
+    chain_only=faults_chain_only,
+    check=faults_check,
     code=("ablations", "models.fault_injection", "models.fault_batch", "models.surgery", "training.masked", "models.build", "statistics"),
     wants=faults_families,
     summaries=SUMMARIES,

@@ -184,6 +184,18 @@ def recovery_params(config: Mapping[str, Any]) -> dict[str, Any] | None:
     return {key: block[key] for key in KEYS} | {"margin": config["equivalence_margin"], "units_layer": narrowed}
 
 
+def recovery_chain_only(config: Mapping[str, Any]) -> list[str]:
+    """Recovery removes units of one layer and trains the chain on (each layer takes the previous one's output)."""
+    return ["recovery"]
+
+
+def recovery_check(config: Mapping[str, Any]) -> None:
+    """`recovery.layer` (one layer: checked as a one-item list) is one this model has, at plan time."""
+    from ablation_lab import checks
+
+    checks.check_posthoc_layers({"layers": [config["recovery"]["layer"]]}, config["model"], "recovery.layer")
+
+
 def recovery_families(config: Mapping[str, Any], family: str) -> bool:
     return family in config["recovery"]["families"]
 
@@ -200,6 +212,8 @@ ANALYSIS = Analysis(
     recovery_run,
     recovery_params,
     RecoveryParams,
+    chain_only=recovery_chain_only,
+    check=recovery_check,
     code=(
         "ablations",
         "analyses.knockout",

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import importlib
 import pkgutil
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +36,7 @@ BUILT_IN = (
     "faults",
 )
 NOT_ANALYSES = {"base", "registry"}
+CHECKED_FIRST = ("reliance",)  # plan-time checks: reliance's refusals came before recovery's, and a bad config's first error stays
 
 
 def discover() -> dict[str, Analysis]:
@@ -55,6 +57,28 @@ def discover() -> dict[str, Analysis]:
 
 
 ANALYSES: dict[str, Analysis] = discover()
+
+
+def asked(config: Mapping[str, Any]) -> list[Analysis]:
+    """The analyses whose plan-time checks this study runs, in the order they run: those whose
+    `config_key` block is set, `CHECKED_FIRST` first, then registry order.
+
+    Read from the block, not from `params`: some `params` raise checks of their own, which run
+    later (when the study counts its jobs); calling them here would change a config's first error.
+    """
+    ordered = [
+        *(ANALYSES[name] for name in CHECKED_FIRST if name in ANALYSES),
+        *(a for a in ANALYSES.values() if a.name not in CHECKED_FIRST),
+    ]
+    return [analysis for analysis in ordered if analysis.config_key and _block(config, analysis.config_key)]
+
+
+def _block(config: Mapping[str, Any], key: str) -> Any:
+    """The config block at a dotted key (`families.nsdropout`), or None."""
+    value: Any = config
+    for part in key.split("."):
+        value = value.get(part) if isinstance(value, Mapping) else None
+    return value
 
 
 def run_analysis(name: str, context: RunContext, params: dict[str, Any]) -> tuple[pd.DataFrame, dict[str, np.ndarray]]:

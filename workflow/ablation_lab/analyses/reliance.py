@@ -140,6 +140,18 @@ def reliance_params(config: Mapping[str, Any]) -> dict[str, Any] | None:
     return {key: block[key] for key in KEYS} if block else None
 
 
+def reliance_chain_only(config: Mapping[str, Any]) -> list[str]:
+    """Reliance cuts the model into the layers before and after each point (each layer takes the previous one's output)."""
+    return ["reliance"]
+
+
+def reliance_check(config: Mapping[str, Any]) -> None:
+    """`reliance.layers` names layers this model has: a typo is one line at plan time, not an error in every job."""
+    from ablation_lab import checks
+
+    checks.check_posthoc_layers(config["reliance"], config["model"], "reliance.layers")
+
+
 def reliance_families(config: Mapping[str, Any], family: str) -> bool:
     chosen = config["reliance"]["families"]
     return chosen is None or family in chosen
@@ -302,6 +314,8 @@ ANALYSIS = Analysis(
     reliance_run,
     reliance_params,
     RelianceParams,
+    chain_only=reliance_chain_only,
+    check=reliance_check,
     code=("ablations", "analyses.knockout", "analyses.reliance_report", "models.surgery", "statistics"),
     wants=reliance_families,
     summaries=SUMMARIES,

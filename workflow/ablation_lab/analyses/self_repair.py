@@ -326,6 +326,17 @@ def self_repair_params(config: Mapping[str, Any]) -> dict[str, Any] | None:
     return {key: block[key] for key in KEYS} | {"margin": config["equivalence_margin"]}
 
 
+def self_repair_branching(config: Mapping[str, Any], why: str) -> None:
+    """A branching model file is refused (the built-in resnet is not: its blocks are the components)."""
+    from ablation_lab.config import ConfigError
+
+    if config["model"].get("kind") == "file":
+        raise ConfigError(
+            f"invalid study config: self_repair: needs a chain model or the built-in resnet (model.kind: resnet); "
+            f"{why}; remove it for this model"
+        )
+
+
 def self_repair_families(config: Mapping[str, Any], family: str) -> bool:
     return family in config["self_repair"]["families"]
 
@@ -343,6 +354,7 @@ ANALYSIS = Analysis(
     self_repair_run,
     self_repair_params,
     SelfRepairParams,
+    branching=self_repair_branching,
     code=("ablations", "models.surgery"),  # the study-level jobs digest every analysis module and statistics/
     wants=self_repair_families,
     summaries=SUMMARIES,
