@@ -135,7 +135,7 @@ def test_the_recovered_share_is_paired_by_seed_and_a_finetune_without_a_permanen
     shown = str(finetune_blocks(shares, FaultsParams.of(PARAMS)))
     assert "Fault-aware fine-tuning (Zhang et al. 2018): the first 2 fault maps" in shown and "60 steps" in shown
     assert f"{zero['accuracy_recovered']:.3f} [" in shown and finetune_blocks(pd.DataFrame(), FaultsParams.of(PARAMS)) == []
-    with pytest.raises(ConfigError, match=r"faults.finetune: faults.models has no permanent fault model"):
+    with pytest.raises(ConfigError, match=r"^invalid study config: faults.finetune: faults.models has no permanent fault model"):
         faults.faults_params({"faults": {**PARAMS, "models": ["bit_flip", "random_value"], "families": ["baseline"]}})
     off = faults.faults_params({"faults": {**PARAMS, "finetune": None, "families": ["baseline"]}})
     assert "finetune" not in off  # off: the probe's params (its file name) as before the arm existed

@@ -275,7 +275,7 @@ def faults_params(config: Mapping[str, Any]) -> dict[str, Any] | None:
         return None
     finetune = block.get("finetune")
     if finetune and not set(PERMANENT) & set(block["models"]):
-        raise ConfigError(f"faults.finetune: faults.models has no permanent fault model to fine-tune around ({', '.join(PERMANENT)})")
+        raise ConfigError(f"invalid study config: faults.finetune: faults.models has no permanent fault model ({', '.join(PERMANENT)})")
     return {key: block[key] for key in KEYS} | ({"finetune": dict(finetune)} if finetune else {})
 
 
