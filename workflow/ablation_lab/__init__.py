@@ -4,7 +4,7 @@ Importing the package (or any module but `models`, `train` and `knockout`) never
 imports TensorFlow: the Snakefile, aggregation, plots and the report stay fast.
 """
 
-__version__ = "0.3.0"
+__version__ = "0.4.0"
 
 # Bump when a change to the training code changes what a trained model is: every training
 # job's `params` carry it, so Snakemake retrains everything once. Snakemake does not see
