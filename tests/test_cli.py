@@ -25,6 +25,7 @@ def test_check_lists_variants_and_rejects_a_bad_file(tmp_path):
     assert variants[0] == "baseline/reference" and "input/cols-24-27" in variants and len(variants) == 48
     assert "activation/gp" in variants and "31 distinct trained models per seed" in done.stderr
     assert "analysis knockout: A fraction of a hidden layer's units removed from the trained model" in done.stderr
+    assert "compensation gap: on (units, input, noise)" in done.stderr
     shared = next(line for line in done.stderr.splitlines() if line.startswith("shared model relu-128-"))
     assert "baseline/reference, dropout/rate-0, activation/relu, noise/gauss-0, units/frac-0, input_posthoc/cols-00-03" in shared
     bad = tmp_path / "bad.yaml"
@@ -56,6 +57,9 @@ def test_check_says_why_a_study_has_knockout_but_no_compensation_gap(tmp_path):
     done = run_cli("check", str(study))
     assert done.returncode == 0, done.stderr
     line = next(line for line in done.stderr.splitlines() if line.startswith("compensation gap: off"))
-    assert line.startswith("compensation gap: off, because posthoc.layers: the compensation gap of a residual network narrows")
+    assert line.startswith(
+        "compensation gap: off (no units, input_posthoc or noise_posthoc family), because posthoc.layers: "
+        "the compensation gap of a residual network narrows"
+    )
     assert line.endswith("name one (e.g. block_2_relu_2)")  # no advice to turn off what is off
     assert not any(line.startswith("units/") for line in done.stdout.splitlines())

@@ -37,7 +37,7 @@ def test_a_study_that_needs_no_data_never_describes_it(test_config):
 def test_the_compensation_gap_without_the_baseline_is_one_line(test_config):
     config = deep_set(_dropout_only(test_config), "posthoc", {"compensation": True, "families": ["dropout"]})
     expected = (
-        "posthoc.families: the compensation gap knocks units out of the baseline; add 'baseline' \\(or set posthoc.compensation: false\\)"
+        "posthoc.families: the compensation gap knocks units out of the baseline; add 'baseline' \\(or leave posthoc.compensation out\\)"
     )
     with pytest.raises(ConfigError, match=rf"^invalid study config: {expected}$"):
         Study.from_config(config)

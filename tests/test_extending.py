@@ -172,7 +172,10 @@ def section(inputs):
     if table is None or table.empty:
         return []
     mean = table.groupby(["family", "variant"], sort=False)["value"].mean().reset_index()
-    return [SectionContent("max_probability", "Confidence").say("Mean top-class probability.").add_table(html_table(mean))]
+    content = SectionContent("max_probability", "Confidence").say("Mean top-class probability.").add_table(html_table(mean))
+    for path in inputs.figures.get("max_probability", []):
+        content.add_figure(path, "mean top-class probability per variant")
+    return [content]
 
 
 ANALYSIS = Analysis(
@@ -234,4 +237,5 @@ def test_a_new_analysis_with_its_schema_block_runs_in_the_workflow_and_reaches_t
     assert sorted(table["variant"].unique()) == ["rate-0", "rate-0.5", "reference"] and table["value"].between(0.1, 1).all()
     assert (report / "figures" / "max-probability.png").stat().st_size > 1000
     page = (report / "report.html").read_text()
-    assert '<section id="max_probability">' in page and "Mean top-class probability." in page
+    section = page.split('<section id="max_probability">', 1)[1].split("</section>", 1)[0]
+    assert "Mean top-class probability." in section and 'alt="mean top-class probability per variant"' in section

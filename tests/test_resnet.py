@@ -153,3 +153,6 @@ def test_a_resnet_study_refuses_hidden_units_and_shows_none():
     assert "hidden_units" not in config["model"]  # the dense models' default means nothing here
     with pytest.raises(ConfigError, match=r"model\.hidden_units: does not apply to kind resnet"):
         validate_config({"study": "r", "dataset": {"name": "digits"}, "model": {"kind": "resnet", "hidden_units": [64]}})
+    for given in ([], None):  # the schema would ask for a non-empty list
+        with pytest.raises(ConfigError, match=r"model\.hidden_units: does not apply to kind resnet"):
+            validate_config({"study": "r", "dataset": {"name": "digits"}, "model": {"kind": "resnet", "hidden_units": given}})

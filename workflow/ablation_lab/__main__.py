@@ -68,8 +68,10 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"shared model {run}: {', '.join(users)}", file=sys.stderr)
             for name in study.analyses():
                 print(f"analysis {name}: {ANALYSES[name].description}", file=sys.stderr)
-            if study.compensation_off:
-                print(f"compensation gap: off, because {study.compensation_off}", file=sys.stderr)
+            if study.compensation_off:  # its retrained and test-time twins alike: no units, input_posthoc or noise_posthoc family
+                print(f"compensation gap: off (no units, input_posthoc or noise_posthoc family), because {study.compensation_off}", file=sys.stderr)  # fmt: skip
+            elif (study.config.get("posthoc") or {}).get("compensation"):
+                print(f"compensation gap: on ({', '.join(study.compensation_comparisons())})", file=sys.stderr)
             print(data, file=sys.stderr)
     except ConfigError as error:
         print(f"error: {error}", file=sys.stderr)

@@ -118,23 +118,23 @@ def compensation_off_reason(config: Mapping[str, Any]) -> tuple[str, str] | None
 
     posthoc, kind = config["posthoc"], model_kind(config["model"])
     if kind == "file":
-        return "posthoc.compensation: needs width-reduced retrains, which model.kind: file cannot build", "; set posthoc.compensation: false (knockout itself runs)"  # fmt: skip
+        return "posthoc.compensation: needs width-reduced retrains, which model.kind: file cannot build", "; leave posthoc.compensation out (knockout itself runs)"  # fmt: skip
     if kind == "resnet" and not compensation_layer_name(posthoc["layers"]).startswith("block_"):
         return (
             "posthoc.layers: the compensation gap of a residual network narrows a block's inner "
             "width and knocks its channels out; name one (e.g. block_2_relu_2)",
-            " or set posthoc.compensation: false",
+            " or leave posthoc.compensation out",
         )
     if compensation_layer(posthoc["layers"]) is None:
         return (
             "posthoc.layers: the compensation gap narrows a hidden layer and knocks units out "
             "of it, but posthoc.layers names none; add one (e.g. 1 or hidden_1)",
-            " or set posthoc.compensation: false",
+            " or leave posthoc.compensation out",
         )
     if BASELINE not in posthoc["families"]:
         return (
             "posthoc.families: the compensation gap knocks units out of the baseline; add 'baseline'",
-            " (or set posthoc.compensation: false)",
+            " (or leave posthoc.compensation out)",
         )
     return None
 

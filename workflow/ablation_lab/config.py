@@ -318,6 +318,7 @@ def validate_config(config: Mapping[str, Any]) -> dict[str, Any]:
     Raises ConfigError with one line per problem, most specific first.
     """
     filled = copy.deepcopy(dict(config))
+    _refuse_resnet_hidden_units(filled.get("model"))
     validator = _Validator(load_schema())
     errors = sorted(validator.iter_errors(filled), key=lambda e: (_sort_key(e.absolute_path), e.message))
     if errors:
@@ -353,6 +354,16 @@ FILE_MODEL_KEYS = ("kind", "path", "weights", "dropout_after")  # a file model's
 KIND_ONLY_KEYS = {"path": "file", "weights": "file", "dropout_after": "file", "builder": "builder"}
 
 
+def _refuse_resnet_hidden_units(model: Any) -> None:
+    """Kind resnet has no dense hidden layers: `hidden_units` in any form (also `[]` or null,
+    which the schema would refuse with a message that asks for a list) is this one line."""
+    if isinstance(model, Mapping) and model.get("kind") == "resnet" and "hidden_units" in model:
+        raise ConfigError(
+            "invalid study config: model.hidden_units: does not apply to kind resnet (it has no dense hidden layers: "
+            "global pooling feeds the softmax; model.filters and model.block_widths set its widths)"
+        )
+
+
 def _check_model_kind(given: Mapping[str, Any], model: dict[str, Any]) -> None:
     """Keys that mean nothing for the model's kind are refused, not ignored; a file model drops the MLP defaults."""
     kind = model_kind(model)
@@ -362,11 +373,7 @@ def _check_model_kind(given: Mapping[str, Any], model: dict[str, Any]) -> None:
     if kind == "builder" and "builder" not in given:
         raise ConfigError("invalid study config: model.builder: kind builder needs the name of a builder file (workflow/ablation_lab/models/builders/<name>.py)")  # fmt: skip
     if kind == "resnet":
-        if "hidden_units" in given:
-            raise ConfigError(
-                "invalid study config: model.hidden_units: does not apply to kind resnet (it has no dense hidden layers: "
-                "global pooling feeds the softmax; model.filters and model.block_widths set its widths)"
-            )
+        _refuse_resnet_hidden_units(given)
         del model["hidden_units"]  # the schema default of the dense models
     if kind != "file":
         return
