@@ -20,12 +20,18 @@ from typing import Any, Literal
 from ablation_lab.config import model_kind, schema_absent, schema_defaults
 
 
-def _with_defaults(cls: type, block: str | None, given: Mapping[str, Any]) -> dict[str, Any]:
-    """`given` over the schema's defaults of `block` (none without one), as the fields of `cls`; a key it does not know is named."""
+def _refuse_unknown(cls: type, block: str | None, given: Mapping[str, Any]) -> set[str]:
+    """The fields of `cls`; a key of `given` that is none of them is named (`<block>.<key>: not a <block> setting`)."""
     names = {field.name for field in fields(cls)}
     unknown = sorted(set(given) - names)
     if unknown:
         raise ValueError(f"{block}.{unknown[0]}: not a {block} setting (known: {', '.join(sorted(names))})")
+    return names
+
+
+def _with_defaults(cls: type, block: str | None, given: Mapping[str, Any]) -> dict[str, Any]:
+    """`given` over the schema's defaults of `block` (none without one), as the fields of `cls`; a key it does not know is named."""
+    names = _refuse_unknown(cls, block, given)
     values = {**(schema_defaults(block) if block else {}), **given}
     missing = sorted(names - set(values))
     if missing:
@@ -120,10 +126,11 @@ class ModelSpec:
     kind: Literal["mlp", "kst", "cnn", "resnet", "file", "builder"]
     activation: str | None
     dropout: float | None
+    dropout_kind: Literal["standard", "nsdropout"]  # these three: the schema's x-absent when left out
+    nsdropout_interval: int
+    weights: Literal["retrain", "as_saved"]  # file
     hidden_units: tuple[int, ...] = ()
-    dropout_kind: Literal["standard", "nsdropout"] = "standard"
     dropout_layers: tuple[int, ...] | None = None  # None: every hidden layer
-    nsdropout_interval: int = 1
     l2: float | tuple[float, ...] | None = None
     learnable: Mapping[str, Any] | None = None  # in full when the activation is learnable
     filters: tuple[int, ...] | None = None  # cnn, resnet
@@ -133,7 +140,6 @@ class ModelSpec:
     blocks: int | None = None  # resnet
     block_widths: tuple[int, ...] | None = None  # resnet: inner widths where they differ from filters
     path: str | None = None  # file
-    weights: Literal["retrain", "as_saved"] = "retrain"  # file
     dropout_after: tuple[str, ...] | None = None  # file
     sha256: str | None = None  # file: its content digest (identity only: an edited file retrains)
     builder: str | None = None  # builder
@@ -150,10 +156,7 @@ class ModelSpec:
         kind = model_kind(model)
         defaults = {key: value for key, value in schema_defaults("model").items() if key not in NOT_TAKEN.get(kind, ())}
         values = {**absent, **defaults, **kind_defaults(kind), **model, "kind": kind}
-        names = {field.name for field in fields(cls)}
-        unknown = sorted(set(values) - names)
-        if unknown:
-            raise ValueError(f"model.{unknown[0]}: not a model setting (known: {', '.join(sorted(names))})")
+        _refuse_unknown(cls, "model", values)
         learnable = "learnable" in model or values.get("activation") in LEARNABLE_ACTIVATIONS
         values["learnable"] = learnable_settings(model) if learnable else None
         values = {key: _tuple(value) for key, value in values.items()}
