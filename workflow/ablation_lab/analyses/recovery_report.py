@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 
 from ablation_lab.analyses.base import StudyTables
+from ablation_lab.artifacts import read_table
 from ablation_lab.report.sections import ReportInputs, SectionContent, html_table, interval
 
 CELL = ["family", "variant", "layer", "ordering", "fraction", "arm", "steps", "budget"]
@@ -172,17 +173,11 @@ def figures(study: Any) -> list[str]:
     return ["recovery", "recovery_criteria"]
 
 
-def _read(path: str) -> pd.DataFrame:
-    from ablation_lab.artifacts import read_table
-
-    return read_table(path)
-
-
 def plot(tables: Mapping[str, str], variants: Sequence[dict[str, Any]], out: Mapping[str, str]) -> None:
     """Accuracy vs budget (symlog steps) per fraction and arm, post-hoc and retrained levels as the two ends; criteria panel."""
     from ablation_lab.report.figures import empty_figure, plt, save_figure
 
-    curves, shares = _read(tables["recovery_curves"]), _read(tables["recovery_share"])
+    curves, shares = read_table(tables["recovery_curves"]), read_table(tables["recovery_share"])
     if curves.empty:
         empty_figure(out["recovery"], "No recovery curve to draw.")
         empty_figure(out["recovery_criteria"], "No recovery curve to draw.")

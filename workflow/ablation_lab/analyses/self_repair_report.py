@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 
 from ablation_lab.analyses.base import StudyTables
+from ablation_lab.artifacts import read_table
 from ablation_lab.report.sections import ReportInputs, SectionContent, html_table, interval
 
 SUMMARIES = ("self_repair_effects", "self_repair_depth", "self_repair_models", "self_repair_sources")
@@ -130,12 +131,6 @@ def figures(study: Any) -> list[str]:
     return ["self_repair", "self_repair_depth"]
 
 
-def _read(path: str) -> pd.DataFrame:
-    from ablation_lab.artifacts import read_table
-
-    return read_table(path)
-
-
 def _first(frame: pd.DataFrame) -> pd.DataFrame:
     """The correct-class logit rows of the first fill: what the figures draw."""
     return frame[(frame["metric"] == "logit") & (frame["fill"] == frame["fill"].iloc[0])]
@@ -145,7 +140,7 @@ def plot(tables: Mapping[str, str], variants: Sequence[dict[str, Any]], out: Map
     """Direct vs total per component (the diagonal: no repair), and the repaired share by depth, per model."""
     from ablation_lab.report.figures import empty_figure, plt, save_figure
 
-    effects, depth = _read(tables["self_repair_effects"]), _read(tables["self_repair_depth"])
+    effects, depth = read_table(tables["self_repair_effects"]), read_table(tables["self_repair_depth"])
     if effects.empty:
         empty_figure(out["self_repair"], "No self-repair measured.")
         empty_figure(out["self_repair_depth"], "No self-repair measured.")
