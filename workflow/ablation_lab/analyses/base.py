@@ -156,6 +156,15 @@ def every_family(config: Mapping[str, Any], family: str) -> bool:
     return True
 
 
+def listed_families(block: str) -> Callable[[Mapping[str, Any], str], bool]:
+    """The `wants` of an analysis whose block lists the families whose models it looks at (`<block>.families`)."""
+
+    def wants(config: Mapping[str, Any], family: str) -> bool:
+        return family in config[block]["families"]
+
+    return wants
+
+
 def no_figures(study: Any) -> list[str]:
     return []
 

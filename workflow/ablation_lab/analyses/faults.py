@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ablation_lab.analyses.base import Analysis, Params, RunContext, StudyTables
+from ablation_lab.analyses.base import Analysis, Params, RunContext, StudyTables, listed_families
 from ablation_lab.analyses.fault_report import ALL, faults_section, plot_bits, plot_curves
 from ablation_lab.models.fault_batch import MapScorer
 from ablation_lab.models.fault_injection import (
@@ -296,10 +296,6 @@ def faults_check(config: Mapping[str, Any]) -> None:
         checks.check_posthoc_layers({"layers": block["activation_layers"]}, model, "faults.activation_layers")
 
 
-def faults_families(config: Mapping[str, Any], family: str) -> bool:
-    return family in config["faults"]["families"]
-
-
 # --- study level --------------------------------------------------------------------------
 
 
@@ -490,7 +486,7 @@ ANALYSIS = Analysis(
     chain_only=faults_chain_only,
     check=faults_check,
     code=("ablations", "models.fault_injection", "models.fault_batch", "models.surgery", "training.masked", "models.build", "statistics"),
-    wants=faults_families,
+    wants=listed_families("faults"),
     summaries=SUMMARIES,
     summarise=summarise,
     figures=figures,

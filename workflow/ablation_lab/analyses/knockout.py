@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ablation_lab.analyses.base import Analysis, Params, RunContext, StudyTables
+from ablation_lab.analyses.base import Analysis, Params, RunContext, StudyTables, listed_families
 from ablation_lab.models.graph import layer_split
 from ablation_lab.models.surgery import SplitModel, TrainActivations, chosen_layers, class_selectivity, masked_predictions
 from ablation_lab.report.sections import ReportInputs, SectionContent, fmt, html_table, png
@@ -218,10 +218,6 @@ def posthoc_params(config: Mapping[str, Any]) -> dict[str, Any] | None:
     return {key: block[key] for key in KNOCKOUT_KEYS} if block else None
 
 
-def posthoc_families(config: Mapping[str, Any], family: str) -> bool:
-    return family in config["posthoc"]["families"]
-
-
 def plot_knockout(knockout: pd.DataFrame, variants: Sequence[dict[str, Any]], path: str | Path) -> None:
     """Accuracy vs fraction of units knocked out, one panel per knocked-out variant, one line per ordering.
 
@@ -378,7 +374,7 @@ ANALYSIS = Analysis(
     posthoc_params,
     KnockoutParams,
     code=("ablations", "analyses.compensation", "statistics"),
-    wants=posthoc_families,
+    wants=listed_families("posthoc"),
     summaries=("compensation",),
     summarise=summarise,
     figures=figures,

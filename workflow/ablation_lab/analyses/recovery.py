@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ablation_lab.analyses.base import Analysis, Params, RunContext
+from ablation_lab.analyses.base import Analysis, Params, RunContext, listed_families
 from ablation_lab.analyses.knockout import keep_masks, single_unit_importance, unit_order
 from ablation_lab.analyses.recovery_report import figures, plot, recovery_section, summarise
 from ablation_lab.models.surgery import chosen_layers, split_model
@@ -196,10 +196,6 @@ def recovery_check(config: Mapping[str, Any]) -> None:
     checks.check_posthoc_layers({"layers": [config["recovery"]["layer"]]}, config["model"], "recovery.layer")
 
 
-def recovery_families(config: Mapping[str, Any], family: str) -> bool:
-    return family in config["recovery"]["families"]
-
-
 def section(inputs: ReportInputs) -> list[SectionContent]:
     """The report section, handed the study's typed parameters."""
     return recovery_section(inputs, ANALYSIS.study_params(inputs.study))
@@ -225,7 +221,7 @@ ANALYSIS = Analysis(
         "models.build",
         "statistics",
     ),
-    wants=recovery_families,
+    wants=listed_families("recovery"),
     summaries=("recovery_curves", "recovery_share", "recovery_reach", "recovery_comparisons"),
     summarise=summarise,
     figures=figures,

@@ -45,7 +45,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ablation_lab.analyses.base import Analysis, Params, RunContext
+from ablation_lab.analyses.base import Analysis, Params, RunContext, listed_families
 from ablation_lab.analyses.self_repair_report import SUMMARIES, figures, plot, self_repair_section, summarise
 from ablation_lab.report.sections import ReportInputs, SectionContent
 
@@ -337,10 +337,6 @@ def self_repair_branching(config: Mapping[str, Any], why: str) -> None:
         )
 
 
-def self_repair_families(config: Mapping[str, Any], family: str) -> bool:
-    return family in config["self_repair"]["families"]
-
-
 def section(inputs: ReportInputs) -> list[SectionContent]:
     """The report section, handed the study's typed parameters."""
     return self_repair_section(inputs, ANALYSIS.study_params(inputs.study))
@@ -356,7 +352,7 @@ ANALYSIS = Analysis(
     SelfRepairParams,
     branching=self_repair_branching,
     code=("ablations", "models.surgery"),  # the study-level jobs digest every analysis module and statistics/
-    wants=self_repair_families,
+    wants=listed_families("self_repair"),
     summaries=SUMMARIES,
     summarise=summarise,
     figures=figures,
